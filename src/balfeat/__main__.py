@@ -1,0 +1,5 @@
+"""``python -m balfeat`` is the ``balfeat`` command."""
+
+from balfeat.cli.main import main
+
+raise SystemExit(main())
