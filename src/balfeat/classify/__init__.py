@@ -1,0 +1,1 @@
+"""Classifiers on learned representations: linear probes and decoupled classifier re-training."""

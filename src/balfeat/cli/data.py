@@ -1,0 +1,64 @@
+"""``balfeat data``: find or fetch datasets and show where they are."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``balfeat data`` with its ``fetch`` and ``info`` subcommands."""
+    parser = subparsers.add_parser(
+        "data",
+        help="find or fetch datasets (Fashion-MNIST via apt, no other network access)",
+        description="Find or fetch datasets and show where they are.",
+    )
+    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    fetch = sub.add_parser(
+        "fetch",
+        help="make sure a dataset is available locally and print where it is",
+        description=(
+            "Look for the dataset (the --dir you name, /usr/share/datasets, the user cache) and "
+            "fetch it with `apt-get download` into the cache when absent."
+        ),
+    )
+    fetch.add_argument("name", choices=["fashion-mnist"], help="dataset to fetch")
+    fetch.add_argument(
+        "--dir",
+        default=None,
+        help="folder holding the IDX files (default: search /usr/share/datasets/fashion-mnist "
+        "and the cache, then fetch); set it to use a copy of your own",
+    )
+    fetch.set_defaults(func=run_fetch)
+    info = sub.add_parser("info", help="where the data and the cache are, without fetching")
+    info.add_argument("--dir", default=None, help="a folder to check first (default: search only)")
+    info.set_defaults(func=run_info)
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    """Find or fetch Fashion-MNIST, load it once (filling the array cache) and describe it."""
+    from balfeat.data.sources import find_fashion_mnist, load_fashion_mnist
+
+    start = time.perf_counter()
+    data = load_fashion_mnist(args.dir)
+    seconds = time.perf_counter() - start
+    print(f"fashion-mnist: {find_fashion_mnist(args.dir)}")
+    print(f"  train {tuple(data.train_x.shape)} {data.train_x.dtype}, labels {data.train_y.shape}")
+    print(f"  test  {tuple(data.test_x.shape)} {data.test_x.dtype}, labels {data.test_y.shape}")
+    print(f"  classes: {', '.join(data.class_names)}")
+    print(f"  loaded in {seconds:.2f} s")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Print where Fashion-MNIST is found (or that it is not) and the cache folder."""
+    from balfeat.data.sources import SYSTEM_FASHION_MNIST, cache_root, find_fashion_mnist
+
+    print(f"cache: {cache_root()}")
+    present = "present" if SYSTEM_FASHION_MNIST.is_dir() else "absent"
+    print(f"system copy: {SYSTEM_FASHION_MNIST} ({present})")
+    found = find_fashion_mnist(args.dir)
+    print(
+        f"fashion-mnist: {found if found else 'not found; run `balfeat data fetch fashion-mnist`'}"
+    )
+    return 0

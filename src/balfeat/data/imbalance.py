@@ -1,0 +1,256 @@
+"""Datasets of controlled imbalance: the paper's LTα family, balanced splits, CIFAR-LT counts.
+
+Every generator is seeded (a ``numpy.random.Generator`` made from ``seed``), deterministic, and
+returns split entries sorted by (label, path), ready for :func:`balfeat.data.splits.write_split`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from balfeat.data.splits import SplitEntry
+from balfeat.errors import DataError
+
+
+def image_key(path: str) -> str:
+    """The class folder and file name, so ``/n01/x.JPEG`` and ``train/n01/x.JPEG`` compare equal."""
+    parts = [p for p in path.split("/") if p]
+    return "/".join(parts[-2:])
+
+
+def group_by_label(entries: Iterable[SplitEntry]) -> dict[int, list[SplitEntry]]:
+    """Entries per label, each list in file order; labels in increasing order."""
+    groups: dict[int, list[SplitEntry]] = {}
+    for e in entries:
+        groups.setdefault(e.label, []).append(e)
+    return dict(sorted(groups.items()))
+
+
+def _sorted(entries: Iterable[SplitEntry]) -> list[SplitEntry]:
+    return sorted(entries, key=lambda e: (e.label, e.path))
+
+
+def power_counts(counts: Sequence[int] | np.ndarray, alpha: float) -> np.ndarray:
+    """The paper's power-smoothed counts ``n_c(α) = round(n_c^α · mean(n) / mean(n^α))``.
+
+    The total stays (up to rounding) that of ``counts``; ``α=1`` gives ``counts`` back and
+    ``α=0`` a balanced set. Rounding is half away from zero.
+
+    Shape: (C,) -> (C,) int64.
+    """
+    n = np.asarray(counts, dtype=np.float64)
+    if n.ndim != 1 or len(n) == 0 or (n <= 0).any():
+        raise DataError("power_counts needs a non-empty 1-D array of positive class counts")
+    scaled = n**alpha * (n.mean() / (n**alpha).mean())
+    return np.floor(scaled + 0.5).astype(np.int64)
+
+
+def _choose(rng: np.random.Generator, items: list[SplitEntry], k: int) -> list[SplitEntry]:
+    if k >= len(items):
+        return list(items)
+    idx = rng.choice(len(items), size=k, replace=False)
+    return [items[i] for i in sorted(idx)]
+
+
+def imbalance_family(
+    long_tailed: Sequence[SplitEntry],
+    pool: Sequence[SplitEntry],
+    alphas: Sequence[float] = (0.8, 0.6, 0.4, 0.2),
+    balanced: Sequence[SplitEntry] | None = None,
+    exclude: Iterable[SplitEntry] = (),
+    seed: int = 0,
+) -> dict[float, list[SplitEntry]]:
+    """Nested splits LTα whose class counts are the long-tailed counts smoothed by ``α``.
+
+    Class ``c`` of LTα gets exactly ``n_c(α)`` images (:func:`power_counts` of the long-tailed
+    counts). The sets are drawn in order of decreasing ``α``, each from the previous, more skewed
+    set: where that set holds at least ``n_c(α)`` images of ``c``, LTα's images are a random subset
+    of them. Otherwise they are a random subset of the balanced set's images of ``c`` when that
+    holds enough, else all of those topped up with images of the previous set, then of ``pool``.
+    Without a balanced set, LTα keeps all of the previous set's images and tops up from ``pool``.
+    This is the nesting found in the reference files (LT6/LT4/LT2 are subsets of the previous set
+    where it is large enough and nested with LT0 elsewhere). Images in ``exclude`` (val/test) are
+    never used.
+
+    Args:
+        long_tailed: the most skewed set (ImageNet-LT train, α = 1).
+        pool: every image that may be used (the full train folder listing), labelled.
+        alphas: exponents in (0, 1); drawn largest first.
+        balanced: an optional balanced set (LT0) preferred for top-ups.
+        exclude: held-out entries; compared by class folder and file name.
+        seed: seed of the numpy generator.
+
+    Returns:
+        ``{alpha: entries}`` sorted by (label, path). Each entry keeps the path as written in the
+        set it was drawn from, so give all sets in one path style (e.g. ``/n01440764/x.JPEG``).
+
+    Raises:
+        DataError: a class of the pool has too few unused images for its count.
+    """
+    excluded = {image_key(e.path) for e in exclude}
+    lt_groups = group_by_label(long_tailed)
+    labels = list(lt_groups)
+    counts = np.array([len(lt_groups[c]) for c in labels])
+    pool_groups = group_by_label(e for e in pool if image_key(e.path) not in excluded)
+    bal_groups = group_by_label(balanced or ())
+    rng = np.random.default_rng(seed)
+    family: dict[float, list[SplitEntry]] = {}
+    prev = {c: [e for e in g if image_key(e.path) not in excluded] for c, g in lt_groups.items()}
+    for alpha in sorted(alphas, reverse=True):
+        targets = power_counts(counts, alpha)
+        current: dict[int, list[SplitEntry]] = {}
+        for c, target in zip(labels, targets.tolist(), strict=True):
+            have = prev.get(c, [])
+            if len(have) >= target:
+                current[c] = _choose(rng, have, target)
+                continue
+            bal = [e for e in bal_groups.get(c, []) if image_key(e.path) not in excluded]
+            if bal and len(bal) >= target:
+                current[c] = _choose(rng, bal, target)
+                continue
+            # Keep the whole base set (balanced if given, else the previous set), then top up.
+            chosen = list(bal) if bal else list(have)
+            used = {image_key(e.path) for e in chosen}
+            for source in (have, pool_groups.get(c, [])):
+                if len(chosen) >= target:
+                    break
+                fresh = [e for e in source if image_key(e.path) not in used]
+                extra = _choose(rng, fresh, target - len(chosen))
+                chosen.extend(extra)
+                used.update(image_key(e.path) for e in extra)
+            if len(chosen) < target:
+                raise DataError(
+                    f"class {c}: LT(alpha={alpha}) needs {target} images but the pool holds only "
+                    f"{len(chosen)} usable ones (after removing held-out images); give a larger "
+                    "pool or fewer classes"
+                )
+            current[c] = chosen
+        family[alpha] = _sorted(e for g in current.values() for e in g)
+        prev = current
+    return family
+
+
+def balanced_split(
+    pool: Sequence[SplitEntry],
+    total: int | None = None,
+    per_class: int | None = None,
+    exclude: Iterable[SplitEntry] = (),
+    seed: int = 0,
+) -> list[SplitEntry]:
+    """A balanced split (the paper's LT0, "ImageNet-100k"): ``⌊total/C⌋`` random images per class.
+
+    Give exactly one of ``total`` or ``per_class``.
+
+    Raises:
+        DataError: a class holds fewer than ``per_class`` usable images.
+    """
+    if (total is None) == (per_class is None):
+        raise DataError("balanced_split: give exactly one of total= or per_class=")
+    excluded = {image_key(e.path) for e in exclude}
+    groups = group_by_label(e for e in pool if image_key(e.path) not in excluded)
+    if not groups:
+        raise DataError("balanced_split: the pool is empty")
+    k = per_class if per_class is not None else int(total or 0) // len(groups)
+    rng = np.random.default_rng(seed)
+    out: list[SplitEntry] = []
+    for c, g in groups.items():
+        if len(g) < k:
+            raise DataError(
+                f"balanced_split: class {c} has {len(g)} usable images, {k} needed; lower the total"
+            )
+        out.extend(_choose(rng, g, k))
+    return _sorted(out)
+
+
+def exponential_counts(num_classes: int, n_max: int, ratio: float) -> list[int]:
+    """CIFAR-LT counts ``n_i = ⌊n_max · ratio^(−i/(C−1))⌋`` (Cao et al. 2019, LDAM-DRW code).
+
+    ``ratio`` is the imbalance ratio n_max / n_min (e.g. 100 for CIFAR-10-LT-100).
+    """
+    if num_classes < 1 or n_max < 1 or ratio < 1:
+        raise DataError("exponential_counts needs num_classes >= 1, n_max >= 1 and ratio >= 1")
+    if num_classes == 1:
+        return [n_max]
+    return [int(n_max * (1.0 / ratio) ** (i / (num_classes - 1.0))) for i in range(num_classes)]
+
+
+def pareto_counts(
+    num_classes: int, n_max: int, shape: float | None = None, ratio: float | None = None
+) -> list[int]:
+    """Power-law (Zipf/Pareto) counts ``n_i = ⌊n_max · (i+1)^(−shape)⌋``, at least 1.
+
+    Give ``shape`` directly, or ``ratio`` (n_max / n_min) from which
+    ``shape = ln(ratio) / ln(C)``. Heavier heads and longer flat tails than
+    :func:`exponential_counts` at the same ratio.
+    """
+    if (shape is None) == (ratio is None):
+        raise DataError("pareto_counts: give exactly one of shape= or ratio=")
+    if num_classes < 1 or n_max < 1:
+        raise DataError("pareto_counts needs num_classes >= 1 and n_max >= 1")
+    if shape is None:
+        if ratio is None or ratio < 1:
+            raise DataError("pareto_counts: ratio must be >= 1")
+        shape = math.log(ratio) / math.log(num_classes) if num_classes > 1 else 0.0
+    return [max(1, int(n_max * (i + 1) ** (-shape) + 1e-9)) for i in range(num_classes)]
+
+
+def long_tail_from_balanced(
+    pool: Sequence[SplitEntry],
+    counts: Sequence[int],
+    seed: int = 0,
+    keep_class_order: bool = False,
+) -> list[SplitEntry]:
+    """Subsample a (balanced) pool to the given per-class counts.
+
+    Args:
+        pool: labelled entries; its classes in increasing label order receive ``counts``.
+        counts: images per class, one per class of the pool.
+        seed: seeds which images are kept and, unless ``keep_class_order``, which class gets
+            which count (a random permutation).
+        keep_class_order: give ``counts[i]`` to the i-th class (the CIFAR-LT convention).
+
+    Raises:
+        DataError: the number of counts differs from the number of classes, or a class is too
+            small for its count.
+    """
+    groups = group_by_label(pool)
+    labels = list(groups)
+    if len(counts) != len(labels):
+        raise DataError(
+            f"long_tail_from_balanced: {len(counts)} counts for {len(labels)} classes in the pool"
+        )
+    rng = np.random.default_rng(seed)
+    order = np.arange(len(labels)) if keep_class_order else rng.permutation(len(labels))
+    out: list[SplitEntry] = []
+    for c, j in zip(labels, order.tolist(), strict=True):
+        k = int(counts[j])
+        if len(groups[c]) < k:
+            raise DataError(
+                f"long_tail_from_balanced: class {c} has {len(groups[c])} images, {k} needed"
+            )
+        out.extend(_choose(rng, groups[c], k))
+    return _sorted(out)
+
+
+def class_splits(class_names: Sequence[str], seed: int = 0) -> dict[str, list[str]]:
+    """Two halves of the classes and their complements, like ``imagenet_clsset*.txt``.
+
+    Returns:
+        ``{"clsset1": first half of the sorted names, "clsset1_comp": the rest,
+        "clsset2": a seeded random half, "clsset2_comp": the rest}``, each sorted.
+    """
+    names = sorted(set(class_names))
+    if len(names) != len(class_names):
+        raise DataError("class_splits: class names must be unique")
+    half = len(names) // 2
+    rng = np.random.default_rng(seed)
+    pick = set(rng.choice(len(names), size=half, replace=False).tolist())
+    return {
+        "clsset1": names[:half],
+        "clsset1_comp": names[half:],
+        "clsset2": [n for i, n in enumerate(names) if i in pick],
+        "clsset2_comp": [n for i, n in enumerate(names) if i not in pick],
+    }

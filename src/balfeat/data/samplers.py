@@ -1,0 +1,171 @@
+"""Samplers that shard across ranks and work unchanged in one process.
+
+Both samplers are pure functions of ``(seed, epoch, num_replicas, rank)``: the order of an epoch is
+fully determined by them, so resuming needs only ``set_epoch(saved_epoch)`` (the trainer stores
+``sampler_epoch`` in its checkpoints). ``state_dict()`` / ``load_state_dict()`` are provided for
+convenience and hold just the epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from balfeat import distributed
+from balfeat.errors import DataError
+
+
+def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    r = distributed.world_size() if num_replicas is None else int(num_replicas)
+    k = distributed.rank() if rank is None else int(rank)
+    if r < 1 or not 0 <= k < r:
+        raise DataError(f"sampler: rank {k} is not in [0, num_replicas={r})")
+    return r, k
+
+
+class _EpochState:
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch``; call before each epoch (and once after resuming)."""
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch": epoch}``: everything needed to reproduce the order."""
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore the epoch saved by :meth:`state_dict`."""
+        self.set_epoch(state["epoch"])
+
+
+class ClassBalancedSampler(_EpochState, Sampler[int]):
+    """Pick a class uniformly at random, then ``repeat`` images of it (class-balanced sampling).
+
+    This is the reference's ``--balanced --bal_repeat``. Within a class, images are drawn by
+    cycling through a fresh random permutation, so every image of a class is used before any is
+    repeated. Every rank draws the same global sequence (seeded by ``(seed, epoch)``) and takes
+    its own contiguous chunk of it, so the shards are disjoint positions of one sequence, have
+    equal lengths, and each keeps the ``repeat`` images of a pick together.
+
+    Args:
+        labels: class label of every sample, shape (N,).
+        repeat: images drawn per class pick (1 = plain class-balanced sampling).
+        num_samples: samples per epoch over all ranks; default N. Rounded up so that each rank
+            gets the same multiple of ``repeat``.
+        seed: base seed; the epoch's order is seeded by ``(seed, epoch)``.
+        num_replicas: number of ranks; default from :mod:`balfeat.distributed`.
+        rank: this rank; default from :mod:`balfeat.distributed`.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        repeat: int = 1,
+        num_samples: int | None = None,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        t = np.asarray(labels, dtype=np.int64)
+        if t.ndim != 1 or len(t) == 0:
+            raise DataError("ClassBalancedSampler needs a non-empty 1-D array of labels")
+        if repeat < 1:
+            raise DataError(f"ClassBalancedSampler: repeat must be >= 1, got {repeat}")
+        self.num_replicas, self.rank = _replicas(num_replicas, rank)
+        self.repeat = int(repeat)
+        self.seed = int(seed)
+        self.epoch = 0
+        order = np.argsort(t, kind="stable")
+        classes, starts = np.unique(t[order], return_index=True)
+        ends = np.append(starts[1:], len(t))
+        self.classes = classes
+        self.class_members = [order[s:e] for s, e in zip(starts, ends, strict=True)]
+        total = len(t) if num_samples is None else int(num_samples)
+        unit = self.num_replicas * self.repeat
+        groups = -(-total // unit)  # picks per rank
+        self.num_samples = groups * self.repeat  # per rank
+        self.total_size = self.num_samples * self.num_replicas
+
+    def global_order(self) -> np.ndarray:
+        """The sequence of sample indices of this epoch over all ranks. Shape: (total_size,)."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        n_picks = self.total_size // self.repeat
+        picks = rng.integers(len(self.classes), size=n_picks)
+        out = np.empty((n_picks, self.repeat), dtype=np.int64)
+        for c in np.unique(picks):
+            rows = np.flatnonzero(picks == c)
+            members = self.class_members[c]
+            need = len(rows) * self.repeat
+            cycles = -(-need // len(members))
+            draws = np.concatenate([rng.permutation(members) for _ in range(cycles)])[:need]
+            out[rows] = draws.reshape(len(rows), self.repeat)
+        return out.reshape(-1)
+
+    def __iter__(self) -> Iterator[int]:
+        start = self.rank * self.num_samples
+        return iter(self.global_order()[start : start + self.num_samples].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class ShardedSampler(_EpochState, Sampler[int]):
+    """The plain distributed sampler (as ``torch.utils.data.DistributedSampler``), in 1 process too.
+
+    Shuffles ``range(n)`` with a generator seeded by ``(seed, epoch)``; rank ``r`` takes positions
+    ``r, r + R, r + 2R, ...``. Without ``drop_last`` the sequence is padded with its own start so
+    every rank gets ``ceil(n / R)`` indices; with it, the tail is dropped (``floor(n / R)``).
+
+    Args:
+        n: dataset length.
+        shuffle: shuffle each epoch (True for training, False for evaluation).
+        seed: base seed.
+        num_replicas: number of ranks; default from :mod:`balfeat.distributed`.
+        rank: this rank; default from :mod:`balfeat.distributed`.
+        drop_last: drop the tail instead of padding.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        if n < 1:
+            raise DataError(f"ShardedSampler needs a non-empty dataset, got n={n}")
+        self.n = int(n)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.epoch = 0
+        self.drop_last = drop_last
+        self.num_replicas, self.rank = _replicas(num_replicas, rank)
+        if drop_last:
+            self.num_samples = self.n // self.num_replicas
+            if self.num_samples == 0:
+                raise DataError(
+                    f"ShardedSampler: {n} samples cannot feed {self.num_replicas} ranks with "
+                    "drop_last=True"
+                )
+        else:
+            self.num_samples = -(-self.n // self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        else:
+            order = np.arange(self.n)
+        if self.total_size > self.n:
+            reps = -(-self.total_size // self.n)
+            order = np.tile(order, reps)
+        order = order[: self.total_size]
+        return iter(order[self.rank : self.total_size : self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples

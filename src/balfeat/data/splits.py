@@ -1,0 +1,260 @@
+"""Split files and class-set files, read and written exactly as the reference code writes them.
+
+A split file holds one ``path label`` per line and ends with a newline::
+
+    /n01440764/n01440764_10027.JPEG 0            train lists (relative to ImageNet train/)
+    train/n01440764/n01440764_762.JPEG 0         ImageNet-LT val (relative to the ImageNet root)
+    val/n01440764/ILSVRC2012_val_00029930.JPEG 0 ImageNet-LT test
+    train_val2018/Plantae/7291/9f8e...jpg 7291   iNaturalist 2018 (the label is the class id)
+
+A class-set file holds one ``/n01440764`` per line. Reading then writing a file gives back the same
+bytes. The class of an entry is the name of the folder holding the image (the synset for ImageNet,
+the class id for iNaturalist).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from balfeat.errors import SplitFormatError
+
+#: A class with more than this many training images is "many-shot" (classifier-balancing protocol).
+MANY_SHOT_MIN = 100
+#: A class with fewer than this many training images is "few-shot".
+FEW_SHOT_MAX = 20
+
+
+@dataclass(frozen=True)
+class SplitEntry:
+    """One line of a split file: an image path (as written in the file) and its integer label."""
+
+    path: str
+    label: int
+
+    @property
+    def class_name(self) -> str:
+        """The folder holding the image: ``n01440764`` for ImageNet, ``7291`` for iNaturalist."""
+        parts = [p for p in self.path.split("/") if p]
+        return parts[-2] if len(parts) >= 2 else ""
+
+    def resolve(self, root: str | os.PathLike[str]) -> Path:
+        """The image file under ``root`` (a leading slash in the split path is relative too)."""
+        return Path(root) / self.path.lstrip("/")
+
+    def to_line(self) -> str:
+        """The line as the reference writes it, without the newline."""
+        return f"{self.path} {self.label}"
+
+
+def parse_split_lines(
+    lines: Iterable[str],
+    source: str = "<split>",
+    num_classes: int | None = None,
+    allow_duplicates: bool = False,
+) -> list[SplitEntry]:
+    """Parse ``path label`` lines (with or without their newlines).
+
+    Args:
+        lines: the lines of a split file.
+        source: the file name used in error messages.
+        num_classes: when given, a label ``>= num_classes`` is an error.
+        allow_duplicates: accept a path listed twice (off: the reference never does that and a
+            repeated line usually means two files were concatenated by mistake).
+
+    Raises:
+        SplitFormatError: naming ``source:line`` for a line without a label, a non-integer or
+            negative label, a label out of range, or a duplicated entry.
+    """
+    entries: list[SplitEntry] = []
+    seen: dict[str, int] = {}
+    for lineno, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\n")
+        where = f"{source}:{lineno}"
+        parts = line.rsplit(" ", 1)
+        if len(parts) != 2 or not parts[0].strip() or not parts[1]:
+            raise SplitFormatError(
+                f"{where}: expected 'path label' (e.g. '/n01440764/x.JPEG 0'), got {line!r}; "
+                "every line needs an image path, one space and an integer class label"
+            )
+        path, label_text = parts
+        try:
+            label = int(label_text)
+        except ValueError:
+            raise SplitFormatError(
+                f"{where}: label {label_text!r} is not an integer (line {line!r}); "
+                "labels are class ids 0..C-1"
+            ) from None
+        if label < 0:
+            raise SplitFormatError(f"{where}: negative label {label} (line {line!r})")
+        if num_classes is not None and label >= num_classes:
+            raise SplitFormatError(
+                f"{where}: label {label} >= num_classes={num_classes} (line {line!r}); "
+                "pass the right number of classes or fix the file"
+            )
+        if not allow_duplicates:
+            first = seen.setdefault(path, lineno)
+            if first != lineno:
+                raise SplitFormatError(
+                    f"{where}: {path!r} is listed twice (first at line {first}); remove one, "
+                    "or pass allow_duplicates=True if the repeat is intended"
+                )
+        entries.append(SplitEntry(path, label))
+    return entries
+
+
+def read_split(
+    path: str | os.PathLike[str],
+    num_classes: int | None = None,
+    allow_duplicates: bool = False,
+) -> list[SplitEntry]:
+    """Read a split file; see :func:`parse_split_lines` for the checks and errors."""
+    path = Path(path)
+    with open(path, encoding="utf-8", newline="\n") as f:
+        return parse_split_lines(f, str(path), num_classes, allow_duplicates)
+
+
+def format_split(entries: Iterable[SplitEntry]) -> str:
+    """The text of a split file: one ``path label`` per line, trailing newline."""
+    return "".join(f"{e.path} {e.label}\n" for e in entries)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``.
+
+    A reader never sees a half-written file, and a crash leaves the old file in place.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_split(path: str | os.PathLike[str], entries: Iterable[SplitEntry]) -> None:
+    """Write a split file atomically, in the reference's format (one ``path label`` a line)."""
+    atomic_write_text(path, format_split(entries))
+
+
+def read_class_set(path: str | os.PathLike[str]) -> list[str]:
+    """Read a class-set file (``/n01440764`` per line) and return the names without the slash.
+
+    Raises:
+        SplitFormatError: a blank line, a line with spaces, or a class listed twice.
+    """
+    path = Path(path)
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    with open(path, encoding="utf-8", newline="\n") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = raw.rstrip("\n")
+            name = line[1:] if line.startswith("/") else line
+            if not name or " " in name or "/" in name:
+                raise SplitFormatError(
+                    f"{path}:{lineno}: expected one class folder like '/n01440764', got {line!r}"
+                )
+            first = seen.setdefault(name, lineno)
+            if first != lineno:
+                raise SplitFormatError(
+                    f"{path}:{lineno}: class {name!r} listed twice (first at line {first})"
+                )
+            names.append(name)
+    return names
+
+
+def write_class_set(path: str | os.PathLike[str], names: Iterable[str]) -> None:
+    """Write a class-set file atomically: ``/name`` per line (a leading slash is not doubled)."""
+    atomic_write_text(path, "".join(f"/{n.lstrip('/')}\n" for n in names))
+
+
+def class_names_of(entries: Sequence[SplitEntry], source: str = "<split>") -> dict[int, str]:
+    """Map each label to its class folder name, checking that the two agree.
+
+    Raises:
+        SplitFormatError: a label used for two folders, or a folder with two labels.
+    """
+    by_label: dict[int, str] = {}
+    by_name: dict[str, int] = {}
+    for e in entries:
+        name = e.class_name
+        old = by_label.setdefault(e.label, name)
+        if old != name:
+            raise SplitFormatError(
+                f"{source}: label {e.label} is used for folders {old!r} and {name!r} "
+                f"(at {e.path!r}); each label must name one class folder"
+            )
+        old_label = by_name.setdefault(name, e.label)
+        if old_label != e.label:
+            raise SplitFormatError(
+                f"{source}: folder {name!r} has labels {old_label} and {e.label} (at {e.path!r})"
+            )
+    return dict(sorted(by_label.items()))
+
+
+def labels_of(entries: Sequence[SplitEntry]) -> np.ndarray:
+    """The labels as an int64 array. Shape: (N,)."""
+    return np.fromiter((e.label for e in entries), dtype=np.int64, count=len(entries))
+
+
+@dataclass(frozen=True)
+class SplitStats:
+    """Per-class image counts of a split summarised as in the paper's tables."""
+
+    classes: int
+    max: int
+    min: int
+    total: int
+    ratio: float
+    many: int
+    medium: int
+    few: int
+
+    def to_dict(self) -> dict[str, int | float]:
+        """A JSON-serialisable dict."""
+        return asdict(self)
+
+
+def split_stats(
+    entries: Sequence[SplitEntry] | str | os.PathLike[str],
+    many_min: int = MANY_SHOT_MIN,
+    few_max: int = FEW_SHOT_MAX,
+) -> SplitStats:
+    """Classes, max/min/total images per class, imbalance ratio and many/medium/few class counts.
+
+    A class is many-shot with more than ``many_min`` images, few-shot with fewer than ``few_max``
+    and medium otherwise. Only classes present in the split are counted.
+    """
+    if isinstance(entries, (str, os.PathLike)):
+        entries = read_split(entries, allow_duplicates=True)
+    if not entries:
+        return SplitStats(0, 0, 0, 0, float("nan"), 0, 0, 0)
+    counts = np.bincount(labels_of(entries))
+    counts = counts[counts > 0]
+    hi, lo = int(counts.max()), int(counts.min())
+    return SplitStats(
+        classes=len(counts),
+        max=hi,
+        min=lo,
+        total=int(counts.sum()),
+        ratio=hi / lo,
+        many=int((counts > many_min).sum()),
+        medium=int(((counts >= few_max) & (counts <= many_min)).sum()),
+        few=int((counts < few_max).sum()),
+    )
+
+
+def split_stats_json(stats: dict[str, SplitStats]) -> str:
+    """``{name: stats}`` as indented JSON."""
+    return json.dumps({k: v.to_dict() for k, v in stats.items()}, indent=2)

@@ -1,0 +1,259 @@
+"""Turn a :class:`~balfeat.engine.config.Config` into the objects of a training run.
+
+Building blocks (datasets, samplers, transforms, backbones, methods) know nothing of configs;
+this module is the one place that maps config values onto their constructors. Heavy or optional
+modules are imported inside the functions.
+
+Learning-rate schedule: the scheduler is a ``LambdaLR`` stepped **once per epoch** (at the end of
+each epoch), exactly like ``adjust_learning_rate`` of the reference code (MoCo / BalFeat), which
+sets the rate at the start of every epoch: cosine ``lr * 0.5 * (1 + cos(pi * epoch / epochs))``
+or step ``lr * 0.1 ** (number of milestones <= epoch)``, after an optional linear warm-up.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from balfeat import distributed
+from balfeat.engine.config import Config
+from balfeat.errors import ConfigError
+
+
+def lr_factor(cfg: Config, epoch: int) -> float:
+    """Multiplier of the scaled learning rate during ``epoch`` (0-based)."""
+    o = cfg.optim
+    if epoch < o.warmup_epochs:
+        return (epoch + 1) / o.warmup_epochs
+    if o.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / o.epochs))
+    return 0.1 ** sum(1 for m in o.milestones if epoch >= m)
+
+
+def build_optimizer(cfg: Config, method: nn.Module) -> torch.optim.SGD:
+    """SGD over the trainable parameters at ``lr = base_lr * batch_size / 256``."""
+    params = [p for p in method.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError(
+            "the method has no trainable parameters; check method.freeze_backbone / the method"
+        )
+    return torch.optim.SGD(
+        params,
+        lr=cfg.optim.scaled_lr(),
+        momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay,
+    )
+
+
+def build_scheduler(
+    cfg: Config, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The per-epoch schedule (see the module docstring); call ``.step()`` after each epoch."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(cfg, epoch))
+
+
+def local_batch_size(cfg: Config, world_size: int | None = None) -> int:
+    """Per-rank batch: ``optim.batch_size`` (global) divided by the number of ranks."""
+    ws = distributed.world_size() if world_size is None else world_size
+    if cfg.optim.batch_size % ws != 0:
+        raise ConfigError(
+            f"optim.batch_size={cfg.optim.batch_size} (the global batch) is not divisible by the "
+            f"{ws} processes; pick a multiple of {ws}"
+        )
+    return cfg.optim.batch_size // ws
+
+
+def build_transform(cfg: Config) -> Any:
+    """The training transform, wrapped in ``TwoViews`` when the method needs two crops."""
+    if cfg.data.augmentation == "none":
+        return None
+    from balfeat.data import transforms
+
+    t = transforms.build_transform(cfg.data.augmentation, cfg.data.image_size, cfg.data.channels)
+    if cfg.method.views == 2:
+        return transforms.TwoViews(t)
+    return t
+
+
+def _exponential_subsample(
+    labels: np.ndarray, num_classes: int, lt_ratio: float, per_class: int, seed: int
+) -> np.ndarray:
+    """Indices keeping ``n_c = n_max * lt_ratio ** (-c / (C-1))`` images of class ``c``."""
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels, minlength=num_classes)
+    n_max = int(counts.min()) if per_class <= 0 else min(per_class, int(counts.min()))
+    keep: list[np.ndarray] = []
+    for c in range(num_classes):
+        frac = c / max(num_classes - 1, 1)
+        n_c = max(1, round(n_max * lt_ratio ** (-frac)))
+        idx = np.flatnonzero(labels == c)
+        keep.append(np.sort(rng.choice(idx, size=n_c, replace=False)))
+    return np.sort(np.concatenate(keep))
+
+
+def synthetic_arrays(
+    n: int, num_classes: int, image_size: int, channels: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random uint8 images whose class is visible (a class-specific bright bar) plus noise.
+
+    Returns:
+        images (N, H, W) for 1 channel or (N, H, W, C), labels (N,) int64.
+    """
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % num_classes).astype(np.int64)
+    rng.shuffle(labels)
+    images = rng.integers(0, 64, size=(n, image_size, image_size, channels), dtype=np.int64)
+    band = max(1, image_size // num_classes)
+    for c in range(num_classes):
+        rows = slice((c * band) % image_size, (c * band) % image_size + band)
+        images[labels == c, rows, :, :] += 160
+    out = np.clip(images, 0, 255).astype(np.uint8)
+    return (out[..., 0] if channels == 1 else out), labels
+
+
+def build_train_dataset(cfg: Config) -> Dataset[Any]:
+    """The training dataset with its transform; has ``.targets`` and ``.num_classes``."""
+    from balfeat.data.datasets import ArrayDataset
+
+    d = cfg.data
+    transform = build_transform(cfg)
+    if d.dataset in ("synthetic", "fashion-mnist", "array"):
+        if d.dataset == "synthetic":
+            images, labels = synthetic_arrays(
+                d.synthetic_size, d.num_classes, d.image_size, d.channels, cfg.run.seed
+            )
+        elif d.dataset == "fashion-mnist":
+            from balfeat.data.sources import load_fashion_mnist
+
+            fm = load_fashion_mnist(d.root or None)
+            images, labels = fm.train_x, fm.train_y
+        else:
+            if not d.root:
+                raise ConfigError("data.dataset=array needs data.root=FILE.npz")
+            with np.load(d.root) as f:
+                images, labels = f["images"], f["labels"]
+        labels = np.asarray(labels, dtype=np.int64)
+        num_classes = int(labels.max()) + 1
+        if d.lt_ratio > 1.0 or d.per_class > 0:
+            keep = _exponential_subsample(
+                labels, num_classes, d.lt_ratio, d.per_class, cfg.run.seed
+            )
+            images, labels = images[keep], labels[keep]
+        if d.max_samples > 0 and len(labels) > d.max_samples:
+            pick = np.sort(
+                np.random.default_rng(cfg.run.seed).choice(
+                    len(labels), size=d.max_samples, replace=False
+                )
+            )
+            images, labels = images[pick], labels[pick]
+        return ArrayDataset(images, labels, transform=transform, num_classes=num_classes)  # type: ignore[no-any-return]
+    from balfeat.data.datasets import SplitImageDataset
+    from balfeat.data.splits import read_split
+
+    if not d.train_split:
+        raise ConfigError(f"data.dataset={d.dataset} needs data.train_split=FILE")
+    entries = read_split(d.train_split)
+    if d.max_samples > 0:
+        entries = entries[: d.max_samples]
+    return SplitImageDataset(d.root, entries, transform=transform)  # type: ignore[no-any-return]
+
+
+def build_sampler(cfg: Config, dataset: Dataset[Any]) -> Sampler[int]:
+    """``ClassBalancedSampler`` if ``data.balanced`` else ``ShardedSampler``; sharded by rank."""
+    from balfeat.data.samplers import ClassBalancedSampler, ShardedSampler
+
+    labels = np.asarray(dataset.targets)  # type: ignore[attr-defined]
+    if cfg.data.balanced:
+        return ClassBalancedSampler(  # type: ignore[no-any-return]
+            labels, repeat=cfg.data.bal_repeat, num_samples=len(labels), seed=cfg.run.seed
+        )
+    return ShardedSampler(len(labels), shuffle=True, seed=cfg.run.seed)  # type: ignore[no-any-return]
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed numpy and ``random`` from the worker's torch seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_loader(
+    cfg: Config,
+    dataset: Dataset[Any],
+    sampler: Sampler[int],
+    batch_size: int,
+    generator: torch.Generator,
+    pin_memory: bool = False,
+) -> DataLoader[Any]:
+    """DataLoader of one rank: ``drop_last`` (equal steps on every rank), seeded workers.
+
+    ``generator`` (persistent, checkpointed by the trainer) seeds the worker processes of each
+    epoch, so augmentation is reproducible.
+    """
+    nw = cfg.data.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=nw,
+        drop_last=True,
+        pin_memory=pin_memory,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        persistent_workers=False,
+    )
+
+
+def build_backbone(cfg: Config) -> nn.Module:
+    """The backbone of ``model.*`` (optionally initialised from ``method.init_checkpoint``)."""
+    from balfeat.models.backbones import build_backbone as _build
+
+    in_ch = cfg.model.in_channels or cfg.data.channels
+    backbone: nn.Module = _build(
+        cfg.model.backbone, small_images=cfg.model.small_images, in_channels=in_ch
+    )
+    if cfg.method.init_checkpoint:
+        from balfeat.models.loading import load_backbone_state
+
+        state, _info = load_backbone_state(cfg.method.init_checkpoint, cfg.model.backbone)
+        backbone.load_state_dict(state)
+    return backbone
+
+
+def build_method(cfg: Config, num_classes: int) -> nn.Module:
+    """The method module of ``method.name`` around a fresh backbone."""
+    m = cfg.method
+    backbone = build_backbone(cfg)
+    if m.name == "sl":
+        from balfeat.methods.supervised import Supervised
+
+        return Supervised(backbone, num_classes, freeze_backbone=m.freeze_backbone)
+    common: dict[str, Any] = {
+        "dim": m.dim,
+        "K": m.K,
+        "m": m.m,
+        "T": m.T,
+        "mlp": m.mlp,
+        "shuffle_bn": m.shuffle_bn,
+        "bn_splits": m.bn_splits,
+    }
+    if m.name in ("moco_v1", "moco_v2"):
+        from balfeat.methods.moco import MoCo
+
+        return MoCo(backbone, seed=cfg.run.seed, **common)
+    from balfeat.methods.kcl import KCL
+
+    return KCL(  # type: ignore[no-any-return]
+        backbone,
+        posk=m.posk,
+        loss_type=m.loss_type,
+        selection=m.selection,
+        seed=cfg.run.seed,
+        **common,
+    )

@@ -1,0 +1,445 @@
+"""Typed configuration of a pre-training run: YAML files plus ``key=value`` overrides.
+
+A config is a tree of dataclasses (:class:`Config` with sections ``data``, ``model``, ``method``,
+``optim``, ``run``). It is read from zero or more YAML files (later files override earlier ones)
+and then from ``section.key=value`` overrides as given on the command line, e.g.
+``optim.base_lr=0.03 method.name=kcl data.dataset=fashion-mnist``. Override values are parsed with
+``yaml.safe_load`` (so ``[30, 40]`` is a list and ``true`` a bool) and every value is checked
+against the field's declared type. An unknown key raises :class:`~balfeat.errors.ConfigError`
+naming the key, where it came from and the closest valid key; a value of the wrong type names the
+key, the expected type and what was given.
+
+The resolved config is a plain dict via :func:`config_to_dict` (saved as ``config.yaml`` in the
+output directory and inside every checkpoint) and is read back with :func:`config_from_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from balfeat.errors import ConfigError
+
+DatasetName = Literal["fashion-mnist", "imagenet", "inat", "array", "synthetic"]
+AugmentationName = Literal["moco_v1", "moco_v2", "supervised", "longtail", "none"]
+MethodName = Literal["sl", "moco_v1", "moco_v2", "kcl"]
+
+
+@dataclass
+class DataConfig:
+    """Which images to train on and how to feed them.
+
+    Attributes:
+        dataset: ``fashion-mnist`` (the embedded/torchvision Fashion-MNIST files under ``root``),
+            ``imagenet`` / ``inat`` (split files of ``path label`` lines, images under ``root``),
+            ``array`` (an ``.npz`` file at ``root`` with ``images`` (N,H,W[,C]) uint8 and
+            ``labels`` (N,)) or ``synthetic`` (random images, for tests and benchmarks).
+        root: data directory (or ``.npz`` file for ``array``); ``""`` = the default location.
+        train_split: split file for training (imagenet/inat), ``""`` = none.
+        val_split: split file for validation, ``""`` = none.
+        test_split: split file for testing, ``""`` = none.
+        class_set: class-set file restricting the classes, ``""`` = all classes.
+        image_size: side of the square crops fed to the network.
+        channels: image channels (1 for Fashion-MNIST, 3 for RGB).
+        augmentation: transform name for ``balfeat.data.transforms.build_transform``.
+        balanced: sample classes uniformly (``ClassBalancedSampler``) instead of images.
+        bal_repeat: images taken per class draw by the balanced sampler.
+        num_workers: DataLoader worker processes per rank (0 = load in the main process).
+        lt_ratio: Fashion-MNIST/synthetic imbalance: n_max / n_min of an exponential profile
+            (1 = balanced).
+        per_class: images per class before the imbalance profile (0 = all available).
+        max_samples: cap on training images after everything else (0 = no cap; smoke tests).
+        num_classes: classes of the ``synthetic`` dataset.
+        synthetic_size: images of the ``synthetic`` dataset.
+    """
+
+    dataset: DatasetName = "fashion-mnist"
+    root: str = ""
+    train_split: str = ""
+    val_split: str = ""
+    test_split: str = ""
+    class_set: str = ""
+    image_size: int = 28
+    channels: int = 1
+    augmentation: AugmentationName = "moco_v2"
+    balanced: bool = False
+    bal_repeat: int = 1
+    num_workers: int = 0
+    lt_ratio: float = 1.0
+    per_class: int = 0
+    max_samples: int = 0
+    num_classes: int = 10
+    synthetic_size: int = 512
+
+
+@dataclass
+class ModelConfig:
+    """The backbone.
+
+    Attributes:
+        backbone: ``build_backbone`` name (``resnet18``, ``resnet50``, ``resnet20``, ...).
+        small_images: 3x3 stem without max-pool, for 28-32 px images.
+        in_channels: input channels; 0 = take ``data.channels``.
+    """
+
+    backbone: str = "resnet18"
+    small_images: bool = True
+    in_channels: int = 0
+
+
+@dataclass
+class MethodConfig:
+    """The representation-learning method (see ``balfeat.methods``).
+
+    Attributes:
+        name: ``sl`` (supervised cross-entropy), ``moco_v1``, ``moco_v2`` or ``kcl``.
+        dim: projection dimension of MoCo/KCL.
+        K: queue length of MoCo/KCL.
+        m: momentum of the key encoder.
+        T: softmax temperature (0.07 for MoCo v1, 0.2 for v2 and KCL in the reference).
+        mlp: MLP projection head (MoCo v2 / KCL).
+        posk: positives per anchor of KCL.
+        loss_type: KCL loss variant ``v1`` | ``v2`` | ``sum``.
+        selection: KCL positive selection ``random`` | ``queue_order``.
+        shuffle_bn: shuffle BN across ranks (SplitBatchNorm in one process).
+        bn_splits: splits of SplitBatchNorm when not distributed.
+        freeze_backbone: SL only: train the head alone (linear probe style fine-tuning).
+        init_checkpoint: checkpoint to initialise the backbone from, ``""`` = random init.
+    """
+
+    name: MethodName = "moco_v2"
+    dim: int = 128
+    K: int = 65536
+    m: float = 0.999
+    T: float = 0.2
+    mlp: bool = True
+    posk: int = 6
+    loss_type: Literal["v1", "v2", "sum"] = "v1"
+    selection: Literal["random", "queue_order"] = "random"
+    shuffle_bn: bool = True
+    bn_splits: int = 8
+    freeze_backbone: bool = False
+    init_checkpoint: str = ""
+
+    @property
+    def views(self) -> int:
+        """Crops per image: 1 for SL, 2 for MoCo/KCL."""
+        return 1 if self.name == "sl" else 2
+
+
+@dataclass
+class OptimConfig:
+    """SGD and its learning-rate schedule.
+
+    Attributes:
+        epochs: passes over the training set.
+        batch_size: GLOBAL batch over all ranks (each rank gets ``batch_size / world_size``).
+        base_lr: learning rate for a global batch of 256; the run uses
+            ``lr = base_lr * batch_size / 256`` (logged at start).
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay.
+        schedule: ``cosine`` (half-cosine to 0 over ``epochs``) or ``step`` (x0.1 at each
+            milestone), both updated once per epoch as in the reference code.
+        milestones: epochs of the ``step`` schedule.
+        warmup_epochs: linear warm-up epochs before the schedule (0 = none).
+    """
+
+    epochs: int = 200
+    batch_size: int = 256
+    base_lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: Literal["cosine", "step"] = "cosine"
+    milestones: list[int] = field(default_factory=lambda: [120, 160])
+    warmup_epochs: int = 0
+
+    def scaled_lr(self) -> float:
+        """The learning rate actually used: ``base_lr * batch_size / 256``."""
+        return self.base_lr * self.batch_size / 256
+
+
+@dataclass
+class RunConfig:
+    """Where and how the run executes.
+
+    Attributes:
+        output_dir: directory for checkpoints, ``config.yaml`` and ``metrics.jsonl``.
+        seed: seed of every random generator (model init, sampler, augmentation).
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
+        amp: mixed precision ``none`` | ``bf16`` | ``fp16``; GPU only (ignored with a warning on
+            CPU).
+        keep_last: checkpoints kept (older ``checkpoint_NNNN.pth`` are deleted; ``last.pth``
+            always points at the newest).
+        log_every: steps between metrics lines.
+        max_steps: stop after this many optimiser steps in total (0 = run all epochs).
+        save_every_steps: also checkpoint every N steps within an epoch (0 = once per epoch).
+        compile: ``torch.compile`` the method.
+        channels_last: channels-last memory format (faster convolutions on GPUs).
+        detect_anomaly: ``torch.autograd.detect_anomaly`` (slow; for debugging NaNs).
+        timeout_s: collective timeout of torch.distributed: a failed rank makes the others exit
+            within this time.
+        fault_kill_at_step: testing only: SIGKILL this process at that step (0 = never).
+        fault_raise_at_step: testing only: raise RuntimeError at that step on
+            ``fault_rank`` (0 = never).
+        fault_rank: rank that raises for ``fault_raise_at_step``.
+        progress: show a tqdm progress bar on rank 0.
+    """
+
+    output_dir: str = "runs/pretrain"
+    seed: int = 0
+    device: str = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    keep_last: int = 3
+    log_every: int = 10
+    max_steps: int = 0
+    save_every_steps: int = 0
+    compile: bool = False
+    channels_last: bool = False
+    detect_anomaly: bool = False
+    timeout_s: float = 600.0
+    fault_kill_at_step: int = 0
+    fault_raise_at_step: int = 0
+    fault_rank: int = 0
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    """The whole configuration of ``balfeat pretrain``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def _all_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted leaf key of a config dataclass, e.g. ``optim.base_lr``."""
+    keys: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys.extend(_all_keys(tp, prefix + f.name + "."))  # type: ignore[arg-type]
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _closest(key: str) -> str:
+    """A hint naming the valid key closest to ``key``."""
+    keys = _all_keys()
+    match = difflib.get_close_matches(key, keys, n=1, cutoff=0.0)
+    # Also compare the last component alone, so ``lr`` finds ``optim.base_lr``.
+    leaf = key.rsplit(".", 1)[-1]
+    leaf_match = difflib.get_close_matches(leaf, [k.rsplit(".", 1)[-1] for k in keys], n=1)
+    if leaf_match:
+        candidates = [k for k in keys if k.endswith("." + leaf_match[0])]
+        best = difflib.get_close_matches(key, candidates, n=1, cutoff=0.0)
+        if best and (not match or _ratio(key, best[0]) >= _ratio(key, match[0]) - 0.1):
+            match = best
+    return f"did you mean {match[0]!r}?" if match else ""
+
+
+def _ratio(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b).ratio()
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        return f"list of {_type_name(inner)}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(key: str, value: Any, tp: Any, source: str, from_cli: bool, raw: str) -> Any:
+    """Return ``value`` converted to ``tp`` or raise ConfigError naming key, expected and got."""
+
+    def bad() -> ConfigError:
+        return ConfigError(
+            f"config key {key!r} from {source}: expected {_type_name(tp)}, got "
+            f"{value!r} ({type(value).__name__}); fix the value"
+        )
+
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed and type(value) is type(allowed[0]):
+            return value
+        if from_cli and raw in allowed:
+            return raw
+        raise bad()
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise bad()
+        return [
+            _check_value(f"{key}[{i}]", v, inner, source, False, "") for i, v in enumerate(value)
+        ]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad() from None
+        raise bad()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if from_cli:  # ``run.output_dir=2024`` means the text, not the number
+            return raw
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad()
+    raise bad()  # pragma: no cover - every field type is handled above
+
+
+def _set(
+    cfg: Any, key: str, value: Any, source: str, from_cli: bool = False, raw: str = ""
+) -> None:
+    """Set dotted ``key`` of ``cfg`` to ``value`` after checking it."""
+    parts = key.split(".")
+    node = cfg
+    for i, part in enumerate(parts):
+        names = {f.name for f in dataclasses.fields(node)}
+        if part not in names:
+            hint = _closest(key)
+            raise ConfigError(
+                f"unknown config key {key!r} in {source}" + (f"; {hint}" if hint else "")
+            )
+        tp = typing.get_type_hints(type(node))[part]
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(tp):
+                if not isinstance(value, Mapping):
+                    raise ConfigError(
+                        f"config key {key!r} in {source} is a section; give a mapping of its "
+                        f"keys (e.g. {_all_keys(tp)[0]}: ...), not {value!r}"  # type: ignore[arg-type]
+                    )
+                for k, v in value.items():
+                    _set(cfg, f"{key}.{k}", v, source)
+                return
+            setattr(node, part, _check_value(key, value, tp, source, from_cli, raw))
+            return
+        if not dataclasses.is_dataclass(tp):
+            raise ConfigError(
+                f"config key {key!r} in {source}: {'.'.join(parts[: i + 1])!r} is a value, not a "
+                "section"
+            )
+        node = getattr(node, part)
+
+
+def merge_mapping(cfg: Config, mapping: Mapping[str, Any], source: str) -> Config:
+    """Apply a nested mapping (as read from YAML) onto ``cfg`` in place and return it."""
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(
+            f"{source} must hold a mapping of sections (data:, model:, ...), got "
+            f"{type(mapping).__name__}"
+        )
+    for k, v in mapping.items():
+        _set(cfg, str(k), v, source)
+    return cfg
+
+
+def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """Apply ``section.key=value`` strings onto ``cfg`` in place and return it."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(
+                f"override {item!r} is not of the form section.key=value (e.g. optim.base_lr=0.03)"
+            )
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        _set(cfg, key, value, f"command-line override {item!r}", from_cli=True, raw=raw)
+    return cfg
+
+
+def load_config(
+    paths: str | Path | Sequence[str | Path] | None = None, overrides: Sequence[str] = ()
+) -> Config:
+    """Build a :class:`Config` from defaults, YAML files (in order) and overrides.
+
+    Raises:
+        ConfigError: a file is missing or unparsable, a key is unknown, a value mistyped.
+    """
+    cfg = Config()
+    if paths is None:
+        paths = []
+    elif isinstance(paths, (str, Path)):
+        paths = [paths]
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist; check the path")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+        if data is not None:
+            merge_mapping(cfg, data, f"config file {str(path)!r}")
+    apply_overrides(cfg, overrides)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Check relations between values that types alone cannot express."""
+    o = cfg.optim
+    if o.epochs < 1:
+        raise ConfigError(f"optim.epochs must be >= 1, got {o.epochs}")
+    if o.batch_size < 1:
+        raise ConfigError(f"optim.batch_size must be >= 1, got {o.batch_size}")
+    if o.base_lr <= 0:
+        raise ConfigError(f"optim.base_lr must be > 0, got {o.base_lr}")
+    if cfg.run.keep_last < 1:
+        raise ConfigError(f"run.keep_last must be >= 1, got {cfg.run.keep_last}")
+    if cfg.data.bal_repeat < 1:
+        raise ConfigError(f"data.bal_repeat must be >= 1, got {cfg.data.bal_repeat}")
+    if cfg.data.lt_ratio < 1:
+        raise ConfigError(f"data.lt_ratio must be >= 1 (n_max / n_min), got {cfg.data.lt_ratio}")
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as nested plain dicts/lists (YAML and checkpoint friendly)."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(mapping: Mapping[str, Any], source: str = "a saved config") -> Config:
+    """Rebuild a :class:`Config` from :func:`config_to_dict` output (e.g. from a checkpoint)."""
+    cfg = merge_mapping(Config(), mapping, source)
+    validate(cfg)
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

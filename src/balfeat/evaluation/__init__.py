@@ -1,0 +1,1 @@
+"""Metrics for long-tailed classification: top-k, per-class, many/medium/few, balancedness."""

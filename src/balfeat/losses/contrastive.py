@@ -1,0 +1,292 @@
+"""Contrastive losses against a queue of keys: InfoNCE (MoCo) and k-positive contrastive (KCL).
+
+- ``moco_loss``: InfoNCE of MoCo, He et al., "Momentum Contrast for Unsupervised Visual
+  Representation Learning", CVPR 2020, https://arxiv.org/abs/1911.05722.
+- ``kcl_loss``: k-positive contrastive learning of Kang et al., "Exploring Balanced Feature
+  Spaces for Representation Learning", ICLR 2021, https://openreview.net/forum?id=OqtLIabPTit.
+
+Both are computed without a ``(B, 1 + K)`` concatenation and without any dense ``(B, K)`` mask:
+the only ``(B, K)`` tensors are the negative logits ``q @ queue.T / T`` and their gradient. KCL
+positives are picked from per-class position ranges of the label queue (a stable sort of the
+label queue once per step), so the extra cost over MoCo is ``O(K log K + B * k^2)`` (plus, for
+``loss_type="v2"``, the number of same-class keys in the queue).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+from balfeat.errors import BalfeatError
+
+LossType = Literal["v1", "v2", "sum"]
+Selection = Literal["random", "queue_order"]
+
+LOSS_TYPES: tuple[str, ...] = ("v1", "v2", "sum")
+SELECTIONS: tuple[str, ...] = ("random", "queue_order")
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise BalfeatError(
+            f"contrastive temperature T={temperature} must be > 0; the papers use T=0.07 "
+            "(MoCo v1/KCL) or T=0.2 (MoCo v2)"
+        )
+
+
+def moco_loss(
+    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.07
+) -> torch.Tensor:
+    """InfoNCE loss of MoCo: each query's positive is its own key, the queue holds negatives.
+
+    Equals ``cross_entropy(cat([q·k, q @ queue.T]) / T, 0)`` averaged over the batch
+    (logits ``N x (1+K)``), computed as ``logaddexp(l_pos, logsumexp(l_neg)) - l_pos``.
+
+    Args:
+        q: L2-normalised queries. Shape: (batch, dim).
+        k: L2-normalised keys of the other view, no gradient needed. Shape: (batch, dim).
+        queue: negative keys. Shape: (K, dim).
+        temperature: softmax temperature T.
+
+    Returns:
+        The mean loss over the batch (scalar).
+    """
+    _check_temperature(temperature)
+    q_t = q / temperature
+    l_pos = (q_t * k).sum(dim=1)  # (B,)
+    lse = torch.logaddexp(l_pos, queue_logsumexp(q_t, queue))  # (B,)
+    return (lse - l_pos).mean()
+
+
+class _QueueLogSumExp(torch.autograd.Function):
+    """``logsumexp(q_t @ queue.T, dim=1)`` with one ``(B, K)`` buffer forward and one backward.
+
+    Optionally the logits at ``zero_idx`` are replaced by 0 before the reduction, except those at
+    ``keep_idx`` (KCL v2); their gradient is then 0 as well.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        q_t: torch.Tensor,
+        queue: torch.Tensor,
+        zero_idx: tuple[torch.Tensor, torch.Tensor] | None,
+        keep_idx: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> torch.Tensor:
+        logits = q_t @ queue.to(q_t.dtype).t()  # (B, K)
+        if zero_idx is not None:
+            kept = logits[keep_idx] if keep_idx is not None else None
+            logits.index_put_(zero_idx, logits.new_zeros(()))
+            if keep_idx is not None and kept is not None:
+                logits.index_put_(keep_idx, kept)
+        row_max = logits.amax(dim=1, keepdim=True)  # (B, 1)
+        probs = logits.sub_(row_max).exp_()  # unnormalised softmax, in place
+        total = probs.sum(dim=1, keepdim=True, dtype=torch.float32)  # (B, 1)
+        ctx.save_for_backward(q_t, queue, probs, total)
+        ctx.zero_idx, ctx.keep_idx = zero_idx, keep_idx
+        return (row_max.float() + total.log()).squeeze(1).to(q_t.dtype)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_out: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        q_t, queue, probs, total = ctx.saved_tensors
+        scale = (grad_out.float().unsqueeze(1) / total).to(probs.dtype)  # (B, 1)
+        grad_logits = probs * scale  # (B, K): softmax * upstream gradient
+        if ctx.zero_idx is not None:
+            kept = grad_logits[ctx.keep_idx] if ctx.keep_idx is not None else None
+            grad_logits.index_put_(ctx.zero_idx, grad_logits.new_zeros(()))
+            if ctx.keep_idx is not None and kept is not None:
+                grad_logits.index_put_(ctx.keep_idx, kept)
+        grad_q = grad_logits @ queue.to(grad_logits.dtype) if ctx.needs_input_grad[0] else None
+        grad_queue = (grad_logits.t() @ q_t).to(queue.dtype) if ctx.needs_input_grad[1] else None
+        return grad_q, grad_queue, None, None
+
+
+def queue_logsumexp(
+    q_t: torch.Tensor,
+    queue: torch.Tensor,
+    zero_idx: tuple[torch.Tensor, torch.Tensor] | None = None,
+    keep_idx: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``logsumexp(q_t @ queue.T, dim=1)``, memory-lean (the logits buffer is reused in place).
+
+    Args:
+        q_t: queries already divided by the temperature. Shape: (B, dim).
+        queue: keys. Shape: (K, dim).
+        zero_idx: ``(rows, cols)`` of logits replaced by 0 (KCL v2), or None.
+        keep_idx: ``(rows, cols)`` among ``zero_idx`` that keep their logit.
+
+    Returns:
+        Shape: (B,).
+    """
+    out: torch.Tensor = _QueueLogSumExp.apply(q_t, queue, zero_idx, keep_idx)
+    return out
+
+
+def class_blocks(
+    labels: torch.Tensor, queue_labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each query's class sits in the label queue.
+
+    The label queue is stably sorted once; the keys of class ``c`` are then the queue positions
+    ``order[start : start + count]`` in increasing queue index.
+
+    Args:
+        labels: class of each query, ``>= 0``. Shape: (batch,).
+        queue_labels: class of each queued key, ``-1`` for a slot not filled yet. Shape: (K,).
+
+    Returns:
+        ``(order, start, count)``: ``order`` (K,) the stable argsort of ``queue_labels``;
+        ``start`` and ``count`` (batch,) the first index into ``order`` and the number of queued
+        keys of each query's class.
+    """
+    sorted_labels, order = torch.sort(queue_labels, stable=True)
+    lab = labels.to(sorted_labels.dtype)
+    start = torch.searchsorted(sorted_labels, lab, right=False)
+    end = torch.searchsorted(sorted_labels, lab, right=True)
+    return order, start, end - start
+
+
+def kcl_select_positives(
+    labels: torch.Tensor,
+    queue_labels: torch.Tensor,
+    posk: int,
+    selection: Selection = "random",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pick up to ``posk`` queue positions of each query's class.
+
+    ``"queue_order"`` takes the first ``posk`` same-class positions in increasing queue index.
+    ``"random"`` takes ``min(posk, count)`` distinct same-class positions uniformly at random
+    (Floyd's sampling without replacement, vectorised over the batch: ``posk`` rounds of
+    ``(batch, posk)`` work, no ``(batch, K)`` tensor).
+
+    Args:
+        labels: query classes (``>= 0``). Shape: (batch,).
+        queue_labels: key classes, ``-1`` for empty slots. Shape: (K,).
+        posk: the most queue positives per query (``k`` of KCL).
+        selection: ``"random"`` or ``"queue_order"``.
+        generator: random source for ``"random"`` (on the device of ``labels``).
+
+    Returns:
+        Queue positions, ``-1`` where a query has fewer than ``posk`` same-class keys; the valid
+        entries of a row come first. Shape: (batch, posk), int64.
+    """
+    if selection not in SELECTIONS:
+        raise BalfeatError(f"KCL selection {selection!r} is unknown; use one of {SELECTIONS}")
+    if posk < 0:
+        raise BalfeatError(f"KCL posk={posk} must be >= 0 (the paper uses 6)")
+    if labels.numel() and int(labels.min()) < 0:
+        raise BalfeatError(
+            f"KCL got a negative class label {int(labels.min())}; labels must be class ids >= 0"
+        )
+    batch = labels.shape[0]
+    device = labels.device
+    if posk == 0:
+        return torch.empty(batch, 0, dtype=torch.long, device=device)
+    order, start, count = class_blocks(labels, queue_labels)
+    n_chosen = count.clamp(max=posk)  # (B,)
+    if selection == "queue_order":
+        offsets = torch.arange(posk, device=device).expand(batch, posk)
+    else:
+        # Floyd: for j = n - k .. n - 1: t ~ U{0..j}; take t unless already taken, else j.
+        # With k = min(posk, n) per row, round i uses j = n - posk + i; rounds with j < 0
+        # (only when n < posk) are skipped, so a row with n <= posk takes all n positions.
+        offsets = torch.full((batch, posk), -1, dtype=torch.long, device=device)
+        u = torch.rand(batch, posk, generator=generator, device=device, dtype=torch.float64)
+        for i in range(posk):
+            j = count - posk + i  # (B,)
+            active = j >= 0
+            t = torch.minimum((u[:, i] * (j + 1).clamp(min=1)).long(), j.clamp(min=0))
+            taken = (offsets[:, :i] == t.unsqueeze(1)).any(dim=1)
+            pick = torch.where(taken, j, t)
+            offsets[:, i] = torch.where(active, pick, offsets[:, i])
+        # Move the valid offsets of each row to the front (stable), keeping draw order.
+        valid_first = torch.argsort((offsets < 0).to(torch.int8), dim=1, stable=True)
+        offsets = torch.gather(offsets, 1, valid_first)
+    valid = torch.arange(posk, device=device).unsqueeze(0) < n_chosen.unsqueeze(1)
+    if order.numel() == 0:
+        return torch.full((batch, posk), -1, dtype=torch.long, device=device)
+    idx = (start.unsqueeze(1) + offsets.clamp(min=0)).clamp(max=order.numel() - 1)
+    positions = order[idx]
+    return torch.where(valid, positions, torch.full_like(positions, -1))
+
+
+def kcl_loss(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    queue: torch.Tensor,
+    queue_labels: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 0.07,
+    posk: int = 6,
+    loss_type: LossType = "v1",
+    selection: Selection = "random",
+    generator: torch.Generator | None = None,
+    positives: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """K-positive contrastive loss (KCL) against a queue of labelled keys.
+
+    Positives of query ``i`` are its own key and ``P_i``, up to ``posk`` queue keys of its class
+    (chosen by ``kcl_select_positives`` unless ``positives`` is given); a query whose class is
+    not in the queue keeps only its own key. With logits ``l = [q·k, q @ queue.T] / T``:
+
+    - ``"v1"`` (the paper): ``logsumexp(l) - mean_{p in {own} ∪ P_i} l_p``, i.e. cross-entropy
+      against uniform soft labels on the positives; unchosen same-class keys stay negatives.
+    - ``"v2"`` (reference ``losstype='v2'``): as v1, but the logits of the unchosen same-class
+      keys are set to 0 (they stay in the denominator with value ``exp(0)``).
+    - ``"sum"``: ``-log sum_{p} softmax(l)_p = logsumexp(l) - logsumexp_{p} l_p`` (the summed
+      probability of all positives); unchosen same-class keys stay negatives.
+
+    Args:
+        q: L2-normalised queries. Shape: (batch, dim).
+        k: L2-normalised keys of the other view. Shape: (batch, dim).
+        queue: queued keys. Shape: (K, dim).
+        queue_labels: class of each queued key, ``-1`` for an unfilled slot. Shape: (K,).
+        labels: class of each query (``>= 0``). Shape: (batch,).
+        temperature: softmax temperature T (paper: 0.07).
+        posk: the most queue positives per query (paper: 6).
+        loss_type: ``"v1"``, ``"v2"`` or ``"sum"``.
+        selection: ``"random"`` or ``"queue_order"`` (ignored when ``positives`` is given).
+        generator: random source of ``"random"`` selection.
+        positives: precomputed queue positions, ``-1`` = none. Shape: (batch, posk').
+
+    Returns:
+        The mean loss over the batch (scalar).
+    """
+    if loss_type not in LOSS_TYPES:
+        raise BalfeatError(f"KCL loss_type {loss_type!r} is unknown; use one of {LOSS_TYPES}")
+    _check_temperature(temperature)
+    if positives is None:
+        positives = kcl_select_positives(labels, queue_labels, posk, selection, generator)
+    batch = q.shape[0]
+    q_t = q / temperature
+    l_pos = (q_t * k).sum(dim=1)  # (B,)
+    valid = positives >= 0  # (B, P)
+    pos_idx = positives.clamp(min=0)
+    # Positive queue logits from their keys directly: (B, P, D) work, no gather on the logits.
+    l_qpos = torch.einsum("bd,bpd->bp", q_t, queue[pos_idx])  # (B, P)
+    zero_idx = keep_idx = None
+    if loss_type == "v2":
+        order, start, count = class_blocks(labels, queue_labels)
+        total = int(count.sum())
+        if total > 0:
+            # Every same-class logit is set to 0 except the chosen ones (kept).
+            rows = torch.repeat_interleave(torch.arange(batch, device=q.device), count)
+            first = torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+            within = torch.arange(total, device=q.device) - first
+            cols = order[torch.repeat_interleave(start, count) + within]
+            rows_c = torch.arange(batch, device=q.device).unsqueeze(1).expand_as(positives)
+            zero_idx, keep_idx = (rows, cols), (rows_c[valid], positives[valid])
+    lse_neg = queue_logsumexp(q_t, queue, zero_idx, keep_idx)  # (B,)
+    lse = torch.logaddexp(l_pos, lse_neg)  # (B,)
+    l_qpos_masked = torch.where(valid, l_qpos, l_qpos.new_zeros(()))
+    if loss_type == "sum":
+        neg_inf = torch.full_like(l_qpos, float("-inf"))
+        pos_all = torch.cat([l_pos.unsqueeze(1), torch.where(valid, l_qpos, neg_inf)], dim=1)
+        return (lse - torch.logsumexp(pos_all, dim=1)).mean()
+    n_pos = 1 + valid.sum(dim=1)
+    mean_pos = (l_pos + l_qpos_masked.sum(dim=1)) / n_pos
+    return (lse - mean_pos).mean()

@@ -1,0 +1,216 @@
+"""MoCo: momentum contrast with a queue of negative keys.
+
+He et al., "Momentum Contrast for Unsupervised Visual Representation Learning", CVPR 2020,
+https://arxiv.org/abs/1911.05722 (v1, ``mlp=False``); Chen et al., "Improved Baselines with
+Momentum Contrastive Learning", https://arxiv.org/abs/2003.04297 (v2, ``mlp=True``).
+
+Order of a training step (the same in 1 and N processes):
+
+1. ``forward(images, labels)``: queries ``q`` from ``backbone``/``head``; keys ``k`` from
+   ``backbone_k``/``head_k`` without gradient, with shuffle-BN across ranks when distributed,
+   or (one process) shuffled and forwarded in ``bn_splits`` groups, the single-process stand-in
+   of shuffle-BN from MoCo's CIFAR demo; loss against the current queue. The keys (gathered over
+   ranks) are kept as pending.
+2. the trainer runs ``backward`` and ``optimizer.step()``.
+3. ``after_step()``: momentum update of the key encoder, then the pending keys are enqueued.
+
+The reference updates the key encoder at the start of the next forward and enqueues at the end of
+the same forward; doing both in ``after_step`` is the same computation (the key encoder used at
+step t+1 has seen the same updates), keeps the queue unmodified while autograd still needs it
+(no ``K x dim`` copy per step) and leaves a checkpoint written after a step fully up to date.
+Randomness (key shuffles, KCL's selection) comes from generators seeded with ``(seed, step)``,
+and ``step`` is a buffer, so resuming from a checkpoint is exact.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from balfeat import distributed
+from balfeat.errors import BalfeatError
+from balfeat.losses.contrastive import moco_loss
+from balfeat.models.backbones import Backbone
+from balfeat.models.batchnorm import batch_shuffle_ddp, batch_unshuffle_ddp, split_forward
+from balfeat.models.heads import LinearHead, MLPHead
+from balfeat.models.momentum import momentum_update
+from balfeat.models.queue import KeyQueue
+
+
+class MoCo(nn.Module):
+    """Momentum contrast (InfoNCE against a queue of ``K`` keys).
+
+    Submodules: ``backbone``, ``head`` (trained), ``backbone_k``, ``head_k`` (momentum copies),
+    ``queue`` (``KeyQueue``); buffer ``step``.
+
+    Args:
+        backbone: query encoder trunk (``out_dim`` features).
+        backbone_k: key encoder trunk; default a deep copy of ``backbone``. Its weights are
+            overwritten with ``backbone``'s.
+        dim: embedding size (paper: 128).
+        K: queue size (paper: 65536).
+        m: momentum of the key encoder (paper: 0.999).
+        T: softmax temperature (MoCo v1: 0.07, v2: 0.2).
+        mlp: MoCo v2 MLP head instead of a linear one.
+        shuffle_bn: shuffle the key batch across ranks (one process: forward it in
+            ``bn_splits`` groups). False: plain key forward.
+        bn_splits: groups of the one-process key forward (1 disables).
+        seed: seed of the key shuffles (and of KCL's positive selection).
+    """
+
+    views = 2
+    uses_labels = False
+    step: torch.Tensor
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        backbone_k: Backbone | None = None,
+        dim: int = 128,
+        K: int = 65536,
+        m: float = 0.999,
+        T: float = 0.07,
+        mlp: bool = False,
+        shuffle_bn: bool = True,
+        bn_splits: int = 8,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= m <= 1.0:
+            raise BalfeatError(f"MoCo momentum m={m} must be in [0, 1] (paper: 0.999)")
+        if not T > 0:
+            raise BalfeatError(f"MoCo temperature T={T} must be > 0 (v1: 0.07, v2: 0.2)")
+        if bn_splits < 1:
+            raise BalfeatError(f"MoCo bn_splits={bn_splits} must be >= 1 (1 disables it)")
+        self.backbone = backbone
+        in_dim = backbone.out_dim
+        self.head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)
+        self.backbone_k = copy.deepcopy(backbone) if backbone_k is None else backbone_k
+        self.backbone_k.load_state_dict(backbone.state_dict())
+        self.head_k = copy.deepcopy(self.head)
+        for p in [*self.backbone_k.parameters(), *self.head_k.parameters()]:
+            p.requires_grad_(False)
+        gen = torch.Generator().manual_seed(seed)
+        self.queue = KeyQueue(K, dim, with_labels=self.uses_labels, generator=gen)
+        self.register_buffer("step", torch.zeros(1, dtype=torch.long))
+        self.dim, self.K, self.m, self.T = dim, K, m, T
+        self.shuffle_bn, self.bn_splits, self.seed = shuffle_bn, bn_splits, seed
+        self._pending: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    def _generator(self, salt: int) -> torch.Generator:
+        """A CPU generator seeded by (seed, step, salt): the same after resuming."""
+        return torch.Generator().manual_seed(
+            (self.seed * 1_000_003 + int(self.step) * 7919 + salt) % (2**63 - 1)
+        )
+
+    def _device_generator(self, device: torch.device, salt: int) -> torch.Generator:
+        gen = torch.Generator(device=device)
+        gen.manual_seed((self.seed * 1_000_003 + int(self.step) * 7919 + salt) % (2**63 - 1))
+        return gen
+
+    @torch.no_grad()
+    def encode_keys(self, im_k: torch.Tensor) -> torch.Tensor:
+        """L2-normalised keys of this rank's images, with shuffle-BN / split-BN.
+
+        Shape: (B, C, H, W) -> (B, dim).
+        """
+        if self.shuffle_bn and distributed.is_distributed():
+            x, idx_unshuffle = batch_shuffle_ddp(im_k, self._generator(1))
+            k = F.normalize(self.head_k(self.backbone_k(x)), dim=1)
+            return batch_unshuffle_ddp(k, idx_unshuffle)
+        if self.shuffle_bn and self.bn_splits > 1 and self.training:
+            perm = torch.randperm(im_k.shape[0], generator=self._generator(1)).to(im_k.device)
+            feats = split_forward(self.backbone_k, im_k[perm], self.bn_splits)
+            k = F.normalize(self.head_k(feats), dim=1)
+            return k[torch.argsort(perm)]
+        return F.normalize(self.head_k(self.backbone_k(im_k)), dim=1)
+
+    def encode_queries(self, im_q: torch.Tensor) -> torch.Tensor:
+        """L2-normalised queries. Shape: (B, C, H, W) -> (B, dim)."""
+        return F.normalize(self.head(self.backbone(im_q)), dim=1)
+
+    def _check_views(self, images: Sequence[torch.Tensor] | torch.Tensor) -> None:
+        if isinstance(images, torch.Tensor) or len(images) != 2:
+            raise BalfeatError(
+                f"{type(self).__name__} needs two views [view_q, view_k] per batch; build the "
+                "dataset with TwoViews(transform) (method.views == 2)"
+            )
+
+    def compute_loss(
+        self, q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """InfoNCE of ``q`` against ``k`` and the queue. Returns ``{"loss": scalar}``."""
+        return {"loss": moco_loss(q, k, self.queue.keys, self.T)}
+
+    def forward(
+        self, images: Sequence[torch.Tensor], labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Contrastive loss of a batch of two views.
+
+        Args:
+            images: ``[view_q, view_k]``, each Shape: (B, C, H, W).
+            labels: class ids (unused by MoCo, used by KCL). Shape: (B,).
+
+        Returns:
+            ``{"loss": scalar, ...}``.
+        """
+        self._check_views(images)
+        im_q, im_k = images
+        q = self.encode_queries(im_q)
+        k = self.encode_keys(im_k)
+        out = self.compute_loss(q, k, labels)
+        if self.training:
+            keys_all = distributed.all_gather_concat(k.detach())
+            labels_all = distributed.all_gather_concat(labels) if self.uses_labels else None
+            self._pending = (keys_all, labels_all)
+        return out
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Momentum update of ``backbone_k``/``head_k``, then enqueue the last forward's keys."""
+        momentum_update(self.backbone, self.backbone_k, self.m)
+        momentum_update(self.head, self.head_k, self.m)
+        if self._pending is not None:
+            keys, labels = self._pending
+            self.queue.enqueue(keys, labels)
+            self._pending = None
+        self.step += 1
+
+    @torch.no_grad()
+    def prefill(
+        self,
+        batches: Iterable[tuple[Sequence[torch.Tensor], torch.Tensor]],
+        max_batches: int | None = None,
+    ) -> int:
+        """Fill the queue with keys of ``batches`` before training, without any update.
+
+        As the reference KCL does before its first epoch (``K // global_batch`` batches through
+        the key encoder with ``update_key=False``), so that the label queue holds real classes
+        from the first step. Stops once ``K`` keys were enqueued or ``max_batches`` were used.
+
+        Args:
+            batches: ``(views, labels)`` pairs as the training loader yields them; the key view
+                ``views[1]`` is used. Moved to the queue's device.
+            max_batches: upper bound on the batches consumed.
+
+        Returns:
+            The number of batches used.
+        """
+        device = self.queue.keys.device
+        used = 0
+        for views, labels in batches:
+            if self.queue.full or (max_batches is not None and used >= max_batches):
+                break
+            self._check_views(views)
+            k = self.encode_keys(views[1].to(device))
+            keys_all = distributed.all_gather_concat(k)
+            labels_all = (
+                distributed.all_gather_concat(labels.to(device)) if self.uses_labels else None
+            )
+            self.queue.enqueue(keys_all, labels_all)
+            used += 1
+        return used

@@ -1,0 +1,68 @@
+"""Supervised learning (SL): a backbone and a linear classifier trained with cross-entropy."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from balfeat.models.backbones import Backbone
+
+
+class Supervised(nn.Module):
+    """Backbone + linear classifier ``head`` (``nn.Linear``: keys ``head.weight``/``head.bias``).
+
+    With ``freeze_backbone`` the backbone gets no gradient and stays in eval mode (BatchNorm
+    statistics frozen), which is the linear-probe / classifier-retraining setting.
+
+    Args:
+        backbone: feature extractor with ``out_dim``.
+        num_classes: number of classes C.
+        freeze_backbone: train only the classifier.
+        bias: whether the classifier has a bias.
+    """
+
+    views = 1
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        freeze_backbone: bool = False,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.out_dim, num_classes, bias=bias)
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+    def train(self, mode: bool = True) -> Supervised:
+        """Set train/eval mode; a frozen backbone always stays in eval mode."""
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()
+        return self
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Cross-entropy of the classifier.
+
+        Args:
+            images: Shape: (B, C, H, W).
+            labels: class ids. Shape: (B,).
+
+        Returns:
+            ``{"loss": scalar, "logits": (B, num_classes)}``.
+        """
+        if self.freeze_backbone:
+            with torch.no_grad():
+                feats = self.backbone(images)
+        else:
+            feats = self.backbone(images)
+        logits = self.head(feats)
+        return {"loss": F.cross_entropy(logits, labels), "logits": logits}
+
+    def after_step(self) -> None:
+        """Nothing to do after an optimizer step."""

@@ -1,0 +1,147 @@
+"""Batch statistics for momentum keys: shuffle-BN across ranks and its one-process stand-in.
+
+MoCo (He et al., CVPR 2020, https://arxiv.org/abs/1911.05722, section 3.3) computes the keys
+with BatchNorm over a random subset of the global batch, so that query and key statistics differ
+and the model cannot "cheat" through BN. With several processes ("shuffle BN") the key batch is
+shuffled across ranks (``batch_shuffle_ddp``/``batch_unshuffle_ddp``). In one process MoCo's CIFAR
+demo instead splits the batch into groups with separate statistics (``SplitBatchNorm``);
+``split_forward`` gives the same effect on an unmodified module by forwarding the groups one by
+one, so state-dict keys and module types stay torchvision's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from balfeat import distributed
+from balfeat.errors import BalfeatError
+
+
+@torch.no_grad()
+def batch_shuffle_ddp(
+    x: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Give this rank a random slice of the global batch; identity in one process.
+
+    The permutation is drawn on rank 0 (from ``generator``, on the CPU) and broadcast.
+
+    Args:
+        x: this rank's inputs. Shape: (n, ...), the same ``n`` on every rank.
+        generator: CPU random source of the permutation (rank 0's is used).
+
+    Returns:
+        ``(x_this, idx_unshuffle)``: shape (n, ...), and the inverse permutation of the global
+        batch (``None`` in one process).
+    """
+    if not distributed.is_distributed():
+        return x, None
+    n = x.shape[0]
+    x_all = distributed.all_gather_concat(x)
+    perm = torch.randperm(x_all.shape[0], generator=generator).to(x.device)
+    distributed.broadcast_(perm, src=0)
+    idx_unshuffle = torch.argsort(perm)
+    idx_this = perm.view(distributed.world_size(), n)[distributed.rank()]
+    return x_all[idx_this], idx_unshuffle
+
+
+@torch.no_grad()
+def batch_unshuffle_ddp(x: torch.Tensor, idx_unshuffle: torch.Tensor | None) -> torch.Tensor:
+    """Undo ``batch_shuffle_ddp``: return this rank's rows in their original order.
+
+    Shape: (n, ...) -> (n, ...).
+    """
+    if idx_unshuffle is None or not distributed.is_distributed():
+        return x
+    n = x.shape[0]
+    x_all = distributed.all_gather_concat(x)
+    idx_this = idx_unshuffle.view(distributed.world_size(), n)[distributed.rank()]
+    return x_all[idx_this]
+
+
+def split_forward(module: nn.Module, x: torch.Tensor, num_splits: int) -> torch.Tensor:
+    """Forward ``x`` in ``num_splits`` contiguous groups (each with its own BN statistics).
+
+    Equivalent to converting the module's BatchNorm layers to ``SplitBatchNorm`` (with groups of
+    consecutive rows instead of strided ones); ``num_splits <= 1`` is a plain forward. Groups
+    differ in size by at most one when ``n`` is not a multiple of ``num_splits``.
+
+    Shape: (n, ...) -> (n, out).
+    """
+    if num_splits <= 1 or x.shape[0] <= 1:
+        return module(x)
+    parts = x.tensor_split(min(num_splits, x.shape[0]))
+    return torch.cat([module(p) for p in parts], dim=0)
+
+
+class SplitBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d that normalises ``num_splits`` groups of the batch separately in training.
+
+    Group ``s`` holds the samples ``s, s + S, s + 2S, ...`` (``S = num_splits``), as MoCo's
+    single-GPU CIFAR demo does. Running statistics are updated per group and averaged; in eval
+    mode it is a plain BatchNorm2d. Parameter and buffer names are BatchNorm2d's.
+
+    Args:
+        num_features: channels C.
+        num_splits: groups S; the batch size must be a multiple of S in training.
+    """
+
+    def __init__(self, num_features: int, num_splits: int, **kwargs: object) -> None:
+        super().__init__(num_features, **kwargs)  # type: ignore[arg-type]
+        self.num_splits = num_splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Shape: (N, C, H, W) -> (N, C, H, W)."""
+        n, c, h, w = x.shape
+        s = self.num_splits
+        if not (self.training or not self.track_running_stats) or s <= 1:
+            return super().forward(x)
+        if n % s != 0:
+            raise BalfeatError(
+                f"SplitBatchNorm: batch size {n} is not a multiple of num_splits={s}; "
+                "change the batch size or bn_splits"
+            )
+        assert self.running_mean is not None and self.running_var is not None
+        mean_split = self.running_mean.repeat(s)
+        var_split = self.running_var.repeat(s)
+        weight = self.weight.repeat(s) if self.weight is not None else None
+        bias = self.bias.repeat(s) if self.bias is not None else None
+        out = F.batch_norm(
+            x.reshape(n // s, c * s, h, w),
+            mean_split,
+            var_split,
+            weight,
+            bias,
+            True,
+            0.1 if self.momentum is None else self.momentum,
+            self.eps,
+        ).view(n, c, h, w)
+        with torch.no_grad():
+            self.running_mean.copy_(mean_split.view(s, c).mean(dim=0))
+            self.running_var.copy_(var_split.view(s, c).mean(dim=0))
+            if self.num_batches_tracked is not None:
+                self.num_batches_tracked.add_(1)
+        return out
+
+
+def convert_split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
+    """Replace every ``BatchNorm2d`` in ``module`` by a ``SplitBatchNorm`` (same state).
+
+    Returns the converted module (``module`` itself, changed in place, unless it is a BN layer).
+    """
+    if isinstance(module, nn.BatchNorm2d) and not isinstance(module, SplitBatchNorm):
+        new = SplitBatchNorm(
+            module.num_features,
+            num_splits,
+            eps=module.eps,
+            momentum=module.momentum,
+            affine=module.affine,
+            track_running_stats=module.track_running_stats,
+        )
+        new.load_state_dict(module.state_dict())
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        setattr(module, name, convert_split_batchnorm(child, num_splits))
+    return module

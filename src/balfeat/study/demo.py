@@ -1,0 +1,120 @@
+"""The demo: the paper's headline experiment, shrunk to Fashion-MNIST on a laptop CPU.
+
+It is a study (:mod:`balfeat.study.study`) with a built-in grid:
+
+- **Imbalance family** from the Fashion-MNIST training set: a balanced set and two exponential
+  long tails with imbalance ratios (n_max / n_min) 10 and 100, every set with the same number of
+  images (``total``), so only the *shape* of the class distribution changes. Which class is the
+  head is a seeded permutation, the same for every set.
+- **Representations**: supervised cross-entropy (SL), MoCo v2 and KCL (k-positive contrastive,
+  posk 6), each trained on each set with a small CIFAR-style ResNet (``resnet8`` by default:
+  3x3 stride-1 stem, no max-pool, 16/32/64 channels; 28x28 grayscale input).
+- **Probe**: the fast protocol (features cached once, linear classifier trained on them) on a
+  *balanced* training set (``probe_per_class`` images of every class from the training set),
+  evaluated once, after the last epoch, on the test set (no model selection on the test set).
+- **Groups**: with 10 classes the decoupling thresholds (>100 / <20 images) are meaningless, so
+  many/medium/few are *thirds by count rank* of the pre-training set: the 3 most frequent classes
+  are many-shot, the next 4 medium, the last 3 few-shot (``metrics.parse_grouping("thirds")``).
+  On the balanced set the groups are an arbitrary (seeded) split of equal classes.
+
+The default settings are budgeted to finish in about 10 minutes on 2 CPU cores; ``full=True``
+trains longer on more images for better numbers (about an hour on 2 cores, minutes on a GPU).
+Resumable like every study: re-running skips finished cells.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from balfeat.study.study import StudySpec
+
+#: The method grid of the demo (config mappings merged over the base config).
+DEMO_METHODS: dict[str, dict[str, Any]] = {
+    "sl": {
+        "method": {"name": "sl"},
+        "data": {"augmentation": "supervised"},
+        "optim": {"base_lr": 0.2, "weight_decay": 5e-4},
+    },
+    "moco_v2": {
+        "method": {"name": "moco_v2", "K": 4096, "m": 0.99, "T": 0.2, "mlp": True, "dim": 64},
+        "data": {"augmentation": "moco_v2"},
+        "optim": {"base_lr": 0.2, "weight_decay": 1e-4},
+    },
+    "kcl": {
+        "method": {
+            "name": "kcl", "K": 4096, "m": 0.99, "T": 0.2, "mlp": True, "dim": 64, "posk": 6,
+        },
+        "data": {"augmentation": "moco_v2"},
+        "optim": {"base_lr": 0.2, "weight_decay": 1e-4},
+    },
+}
+
+DESCRIPTION = """\
+Fashion-MNIST imbalance family (balanced, exponential long tails with ratios 10 and 100, the same
+number of images in every set). Each method learns a representation on each set with a small
+ResNet; a linear classifier is then trained on the frozen features of a BALANCED training set and
+evaluated on the test set. Many/medium/few are thirds of the classes by their count in the
+pre-training set (3 most frequent / 4 middle / 3 least frequent). The paper's finding to look
+for: the self-supervised representations (MoCo v2, KCL) lose less accuracy than the supervised
+one as the pre-training set gets more imbalanced, and their few-shot accuracy stays closer to
+their many-shot accuracy."""
+
+
+def demo_spec(out_dir: str | Path = "balfeat-demo", full: bool = False, tiny: bool = False) -> StudySpec:
+    """The demo's study.
+
+    Args:
+        out_dir: output directory.
+        full: longer training on more images (better numbers, about an hour on 2 CPU cores).
+        tiny: a smoke-test setting (a few hundred images, one epoch; numbers meaningless).
+
+    Returns:
+        The :class:`StudySpec` to pass to :func:`balfeat.study.study.run_study`.
+    """
+    base: dict[str, Any] = {
+        "data": {"dataset": "fashion-mnist", "num_workers": 0},
+        "model": {"backbone": "resnet8", "small_images": True},
+        "optim": {"epochs": 3, "batch_size": 128, "schedule": "cosine"},
+        "run": {"keep_last": 1, "log_every": 10, "device": "auto"},
+    }
+    spec = StudySpec(
+        name="balfeat demo: balanced feature spaces on Fashion-MNIST",
+        output_dir=str(out_dir),
+        dataset="fashion-mnist",
+        seed=0,
+        total=4000,
+        sets={"balanced": 1.0, "exp10": 10.0, "exp100": 100.0},
+        probe_per_class=200,
+        test_max=5000,
+        grouping="thirds",
+        base=base,
+        methods=copy.deepcopy(DEMO_METHODS),
+        probes={"fast": {"epochs": 60, "lr": 5.0, "schedule": "cosine", "batch_size": 256}},
+        description=DESCRIPTION,
+    )
+    if full:
+        spec.total = 12000
+        spec.probe_per_class = 1000
+        spec.test_max = 0
+        base["model"]["backbone"] = "resnet20"
+        base["optim"]["epochs"] = 30
+        base["optim"]["batch_size"] = 256
+        for m in spec.methods.values():
+            if "K" in m["method"]:
+                m["method"]["K"] = 8192
+        spec.probes["fast"]["epochs"] = 100
+    if tiny:
+        spec.total = 300
+        spec.probe_per_class = 20
+        spec.test_max = 200
+        base["optim"]["epochs"] = 1
+        base["optim"]["batch_size"] = 32
+        base["run"]["progress"] = False
+        for m in spec.methods.values():
+            if "K" in m["method"]:
+                m["method"]["K"] = 64
+                m["method"]["bn_splits"] = 2
+        spec.probes["fast"]["epochs"] = 5
+    return spec

@@ -1,0 +1,322 @@
+"""Figures of a study: probe accuracy against imbalance, per-class accuracy against training
+count, many/medium/few bars and balancedness, one PNG each (matplotlib, Agg backend).
+
+Every function takes the *results table* of a study: a list of rows (dicts), one per
+(method, imbalance set, protocol) cell, with the keys
+
+- ``method`` (str), ``set`` (str, e.g. ``LT0`` / ``balanced`` / ``exp100``), ``imbalance_ratio``
+  (float, n_max / n_min of the pre-training set; 1 = balanced), ``protocol`` (str);
+- ``top1``, ``many``, ``medium``, ``few`` (percent, ``None`` for an empty group), ``group_std``
+  and ``slope`` (balancedness, see :func:`balfeat.evaluation.metrics.balancedness`);
+- ``train_counts`` (list of int, per class, of the pre-training set) and ``per_class_accuracy``
+  (list of float or ``None``, per class, of the probe on the test set).
+
+This mirrors the paper's headline figure (Kang et al., ICLR 2021, Fig. 1): the accuracy of a
+linear probe on a *balanced* training set, as the pre-training set gets more imbalanced, one line
+per representation-learning method.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+Row = dict[str, Any]
+
+#: Display order and colours of the methods (others follow in first-seen order).
+METHOD_ORDER: tuple[str, ...] = ("sl", "moco_v1", "moco_v2", "kcl")
+METHOD_LABELS: dict[str, str] = {
+    "sl": "SL (supervised)",
+    "moco_v1": "MoCo v1",
+    "moco_v2": "MoCo v2",
+    "kcl": "KCL",
+}
+_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+_GROUPS = ("many", "medium", "few")
+_DPI = 110
+
+
+def method_label(method: str) -> str:
+    """Human-readable name of a method id (``moco_v2`` -> ``MoCo v2``)."""
+    return METHOD_LABELS.get(method, method)
+
+
+def ordered_methods(rows: Sequence[Row]) -> list[str]:
+    """The methods of ``rows``: known ones in :data:`METHOD_ORDER`, then the rest as seen."""
+    seen: list[str] = []
+    for r in rows:
+        if r["method"] not in seen:
+            seen.append(str(r["method"]))
+    known = [m for m in METHOD_ORDER if m in seen]
+    return known + [m for m in seen if m not in known]
+
+
+def ordered_sets(rows: Sequence[Row]) -> list[str]:
+    """The imbalance sets of ``rows`` from the most balanced to the most imbalanced.
+
+    Sorted by ``imbalance_ratio`` (ties keep first-seen order), so ``LT0 .. LT8, LT`` or
+    ``balanced, exp10, exp100`` read left to right as increasing imbalance.
+    """
+    first: dict[str, tuple[float, int]] = {}
+    for i, r in enumerate(rows):
+        name = str(r["set"])
+        if name not in first:
+            first[name] = (float(r.get("imbalance_ratio") or 1.0), i)
+    return sorted(first, key=lambda s: first[s])
+
+
+def _style(i: int) -> dict[str, Any]:
+    return {"color": _COLORS[i % len(_COLORS)], "marker": _MARKERS[i % len(_MARKERS)]}
+
+
+def _num(v: Any) -> float:
+    """A table value as float, ``nan`` for ``None``/missing."""
+    if v is None:
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _set_label(rows: Sequence[Row], name: str) -> str:
+    for r in rows:
+        if r["set"] == name:
+            ratio = _num(r.get("imbalance_ratio"))
+            if math.isfinite(ratio):
+                return f"{name}\n(ratio {ratio:g})"
+    return name
+
+
+def _finish(fig: Any, path: Path, top: float = 1.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, top))
+    fig.savefig(path, dpi=_DPI)
+    plt.close(fig)
+    return path
+
+
+def _protocol_subset(rows: Sequence[Row], protocol: str | None) -> list[Row]:
+    if protocol is None:
+        protocols = sorted({str(r.get("protocol", "")) for r in rows})
+        protocol = protocols[0] if protocols else None
+    return [r for r in rows if protocol is None or str(r.get("protocol", "")) == protocol]
+
+
+def plot_accuracy_vs_imbalance(
+    rows: Sequence[Row], path: str | Path, protocol: str | None = None, title: str | None = None
+) -> Path:
+    """Probe top-1 accuracy (y) against the imbalance set (x), one line per method.
+
+    Args:
+        rows: the results table.
+        path: PNG to write.
+        protocol: the probe protocol to plot (default: the first in sorted order).
+        title: figure title (default names the protocol).
+
+    Returns:
+        The path written.
+    """
+    rows = _protocol_subset(rows, protocol)
+    sets = ordered_sets(rows)
+    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    for i, m in enumerate(ordered_methods(rows)):
+        ys = []
+        for s in sets:
+            match = [r for r in rows if r["method"] == m and r["set"] == s]
+            ys.append(_num(match[0].get("top1")) if match else math.nan)
+        ax.plot(range(len(sets)), ys, linewidth=2, markersize=7, label=method_label(m), **_style(i))
+        for x, y in enumerate(ys):
+            if math.isfinite(y):
+                ax.annotate(
+                    f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 7),
+                    ha="center", fontsize=8, color=_style(i)["color"],
+                )
+    ax.set_xticks(range(len(sets)))
+    ax.set_xticklabels([_set_label(rows, s) for s in sets])
+    ax.set_xlabel("pre-training set (more imbalanced to the right)")
+    ax.set_ylabel("linear-probe top-1 accuracy (%)")
+    proto = str(rows[0].get("protocol", "")) if rows else ""
+    ax.set_title(title or f"Probe accuracy vs. imbalance of the pre-training set ({proto} probe)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best")
+    ax.margins(y=0.15)
+    return _finish(fig, Path(path))
+
+
+def plot_per_class_vs_count(
+    rows: Sequence[Row], path: str | Path, protocol: str | None = None
+) -> Path:
+    """Per-class probe accuracy (y) against the class's training count (log x), per method.
+
+    One panel per method; each imbalance set is a colour. Classes of a balanced set sit on one
+    vertical line. A flat cloud means a balanced representation; a rising one favours the head.
+
+    Args:
+        rows: the results table (rows need ``train_counts`` and ``per_class_accuracy``).
+        path: PNG to write.
+        protocol: the probe protocol to plot (default: the first in sorted order).
+
+    Returns:
+        The path written.
+    """
+    rows = _protocol_subset(rows, protocol)
+    methods = ordered_methods(rows)
+    sets = ordered_sets(rows)
+    n = max(len(methods), 1)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.0), sharey=True, squeeze=False)
+    for j, m in enumerate(methods):
+        ax = axes[0][j]
+        for i, s in enumerate(sets):
+            match = [r for r in rows if r["method"] == m and r["set"] == s]
+            if not match:
+                continue
+            counts = [_num(c) for c in match[0].get("train_counts") or []]
+            accs = [_num(a) for a in match[0].get("per_class_accuracy") or []]
+            pts = [
+                (c, a)
+                for c, a in zip(counts, accs, strict=False)
+                if math.isfinite(c) and c > 0 and math.isfinite(a)
+            ]
+            if not pts:
+                continue
+            st = _style(i)
+            ax.scatter(
+                [p[0] for p in pts], [p[1] for p in pts], s=28, alpha=0.8,
+                color=st["color"], marker=st["marker"], label=s,
+            )
+        ax.set_xscale("log")
+        ax.set_title(method_label(m))
+        ax.set_xlabel("training images of the class (pre-training set, log)")
+        if j == 0:
+            ax.set_ylabel("per-class probe accuracy (%)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(title="set", fontsize=8, loc="lower right")
+    fig.suptitle("Per-class accuracy vs. training count")
+    return _finish(fig, Path(path))
+
+
+def plot_shot_bars(rows: Sequence[Row], path: str | Path, protocol: str | None = None) -> Path:
+    """Many/medium/few accuracy bars, grouped per method, one panel per imbalance set.
+
+    Args:
+        rows: the results table.
+        path: PNG to write.
+        protocol: the probe protocol to plot (default: the first in sorted order).
+
+    Returns:
+        The path written.
+    """
+    rows = _protocol_subset(rows, protocol)
+    methods = ordered_methods(rows)
+    sets = ordered_sets(rows)
+    n = max(len(sets), 1)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.0), sharey=True, squeeze=False)
+    width = 0.8 / len(_GROUPS)
+    group_colors = {"many": "#4c72b0", "medium": "#dd8452", "few": "#c44e52"}
+    for j, s in enumerate(sets):
+        ax = axes[0][j]
+        for g_i, g in enumerate(_GROUPS):
+            xs, ys = [], []
+            for i, m in enumerate(methods):
+                match = [r for r in rows if r["method"] == m and r["set"] == s]
+                xs.append(i + (g_i - 1) * width)
+                ys.append(_num(match[0].get(g)) if match else math.nan)
+            heights = [0.0 if not math.isfinite(y) else y for y in ys]
+            bars = ax.bar(xs, heights, width=width, color=group_colors[g], label=g if j == 0 else None)
+            for b, y in zip(bars, ys, strict=True):
+                text = "n/a" if not math.isfinite(y) else f"{y:.0f}"
+                ax.annotate(
+                    text, (b.get_x() + b.get_width() / 2, b.get_height()),
+                    textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7,
+                )
+        ax.set_xticks(range(len(methods)))
+        ax.set_xticklabels([method_label(m) for m in methods], fontsize=9)
+        ax.set_title(_set_label(rows, s).replace("\n", " "))
+        if j == 0:
+            ax.set_ylabel("probe accuracy (%)")
+        ax.set_ylim(0, 105)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.legend(loc="upper right", ncol=3, fontsize=9, bbox_to_anchor=(0.995, 0.995))
+    fig.suptitle("Many / medium / few-shot accuracy (groups by pre-training counts)", x=0.4)
+    return _finish(fig, Path(path), top=0.93)
+
+
+def plot_balancedness(rows: Sequence[Row], path: str | Path, protocol: str | None = None) -> Path:
+    """Balancedness per method against the imbalance set: std of the many/medium/few accuracies
+    (left) and the slope of per-class accuracy against log training count (right); 0 is
+    perfectly balanced on both.
+
+    Args:
+        rows: the results table.
+        path: PNG to write.
+        protocol: the probe protocol to plot (default: the first in sorted order).
+
+    Returns:
+        The path written.
+    """
+    rows = _protocol_subset(rows, protocol)
+    methods = ordered_methods(rows)
+    sets = ordered_sets(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.2), squeeze=False)
+    specs = [
+        ("group_std", "std of many/medium/few accuracy (points)"),
+        ("slope", "slope of accuracy vs. ln(train count)"),
+    ]
+    width = 0.8 / max(len(methods), 1)
+    for k, (key, ylabel) in enumerate(specs):
+        ax = axes[0][k]
+        for i, m in enumerate(methods):
+            ys = []
+            for s in sets:
+                match = [r for r in rows if r["method"] == m and r["set"] == s]
+                ys.append(_num(match[0].get(key)) if match else math.nan)
+            xs = [x + (i - (len(methods) - 1) / 2) * width for x in range(len(sets))]
+            ax.bar(
+                xs, [0.0 if not math.isfinite(y) else y for y in ys], width=width,
+                color=_style(i)["color"], label=method_label(m),
+            )
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(sets)))
+        ax.set_xticklabels([_set_label(rows, s) for s in sets])
+        ax.set_ylabel(ylabel)
+        ax.set_xlabel("pre-training set")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_title("Gap between class groups (lower = more balanced)")
+    axes[0][1].set_title("Head bias (0 = balanced, > 0 favours frequent classes)")
+    return _finish(fig, Path(path))
+
+
+def plot_all(rows: Sequence[Row], out_dir: str | Path) -> dict[str, Path]:
+    """Write every figure of a study into ``out_dir``; returns ``{figure name: path}``.
+
+    With several probe protocols, each figure is drawn once per protocol (file name suffix
+    ``_<protocol>``); with one, the file names carry no suffix.
+    """
+    out = Path(out_dir)
+    protocols = sorted({str(r.get("protocol", "")) for r in rows})
+    figures: dict[str, Path] = {}
+    for p in protocols:
+        suffix = f"_{p}" if len(protocols) > 1 else ""
+        figures[f"accuracy_vs_imbalance{suffix}"] = plot_accuracy_vs_imbalance(
+            rows, out / f"accuracy_vs_imbalance{suffix}.png", protocol=p
+        )
+        figures[f"per_class_vs_count{suffix}"] = plot_per_class_vs_count(
+            rows, out / f"per_class_vs_count{suffix}.png", protocol=p
+        )
+        figures[f"shot_accuracy{suffix}"] = plot_shot_bars(
+            rows, out / f"shot_accuracy{suffix}.png", protocol=p
+        )
+        figures[f"balancedness{suffix}"] = plot_balancedness(
+            rows, out / f"balancedness{suffix}.png", protocol=p
+        )
+    return figures

@@ -1,0 +1,121 @@
+"""`balfeat probe`, `balfeat evaluate` and `balfeat export` end to end on tiny image files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from balfeat.cli.main import main
+
+
+@pytest.fixture()
+def tiny_imagenet(tmp_path: Path) -> dict[str, Path]:
+    """3 classes of 16x16 RGB images (class = dominant colour) with split files, a checkpoint."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "img"
+    lines: dict[str, list[str]] = {"train": [], "val": []}
+    counts = {"train": [8, 4, 2], "val": [3, 3, 3]}
+    for part in ("train", "val"):
+        for c, n in enumerate(counts[part]):
+            d = root / part / f"n0{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                arr = rng.integers(0, 60, size=(16, 16, 3), dtype=np.uint8)
+                arr[..., c] += 150
+                Image.fromarray(arr).save(d / f"{i}.png")
+                lines[part].append(f"{part}/n0{c}/{i}.png {c}")
+    (tmp_path / "train.txt").write_text("\n".join(lines["train"]) + "\n")
+    (tmp_path / "val.txt").write_text("\n".join(lines["val"]) + "\n")
+    from balfeat.models.backbones import build_backbone
+
+    torch.manual_seed(0)
+    bb = build_backbone("resnet20", in_channels=3)
+    model = {f"backbone.{k}": v for k, v in bb.state_dict().items()}
+    model["head.weight"] = torch.zeros(3, 64)
+    ckpt = tmp_path / "ckpt.pth"
+    torch.save({"model": model, "epoch": 1, "method": "sl", "backbone": "resnet20"}, ckpt)
+    (tmp_path / "set_a.txt").write_text("0\n/n02\n")
+    return {
+        "root": root,
+        "train": tmp_path / "train.txt",
+        "val": tmp_path / "val.txt",
+        "ckpt": ckpt,
+        "set_a": tmp_path / "set_a.txt",
+    }
+
+
+def common(d: dict[str, Path]) -> list[str]:
+    return [
+        "--checkpoint", str(d["ckpt"]), "--dataset", "imagenet", "--data-root", str(d["root"]),
+        "--train-split", str(d["train"]), "--val-split", str(d["val"]), "--image-size", "16",
+        "--epochs", "3", "--lr", "1.0", "--batch-size", "8", "--device", "cpu", "--quiet",
+        "--grouping", "thirds",
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_probe_evaluate_export(
+    tiny_imagenet: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "probe"
+    rc = main(["probe", *common(tiny_imagenet), "--decoupled", "crt,tau,lws", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "many" in printed and "balancedness" in printed
+    res = json.loads((out / "results.json").read_text())
+    assert res["protocol"] == "fast" and res["backbone"] == "resnet20"
+    assert res["groups"]["many"]["classes"] == [0] and res["groups"]["few"]["classes"] == [2]
+    assert set(res["decoupled"]) == {"crt", "tau", "lws"}
+    assert len(res["decoupled"]["tau"]["sweep"]) == 11
+    rows = list(csv.DictReader((out / "per_class.csv").open()))
+    assert [r["train_count"] for r in rows] == ["8", "4", "2"]
+
+    ev = tmp_path / "eval"
+    assert main(["evaluate", str(out), "--grouping", "2,3", "--tau-sweep", "--out", str(ev)]) == 0
+    res2 = json.loads((ev / "results.json").read_text())
+    assert res2["top1"] == pytest.approx(res["top1"])
+    assert res2["grouping"]["many_above"] == 2
+    assert [r["tau"] for r in res2["tau"]["sweep"]][:2] == [0.0, 0.1]
+
+    exp = tmp_path / "bb.pth"
+    assert main(["export", str(tiny_imagenet["ckpt"]), "--out", str(exp)]) == 0
+    state = torch.load(exp, weights_only=True)
+    assert "conv1.weight" in state and not any(k.startswith("head") for k in state)
+    assert (
+        main(
+            [
+                "export",
+                str(tiny_imagenet["ckpt"]),
+                "--out",
+                str(tmp_path / "d.pkl"),
+                "--format",
+                "detectron2",
+            ]
+        )
+        == 2
+    )  # CIFAR ResNet: clear error, exit 2
+
+
+@pytest.mark.slow
+def test_probe_unseen_and_reference(tiny_imagenet: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "unseen"
+    args = ["probe", *common(tiny_imagenet), "--class-set", str(tiny_imagenet["set_a"])]
+    assert main([*args, "--protocol", "reference", "--epochs", "1", "--out", str(out)]) == 0
+    summary = json.loads((out / "unseen.json").read_text())
+    assert summary["classes_A"] == [0, 2] and summary["classes_B"] == [1]
+    a = json.loads((out / "A" / "results.json").read_text())
+    assert [r["class"] for r in a["per_class"]] == [0, 2]
+    assert a["protocol"] == "reference"
+
+
+def test_probe_bad_arguments(tiny_imagenet: dict[str, Path], tmp_path: Path) -> None:
+    base = ["probe", *common(tiny_imagenet), "--out", str(tmp_path / "x")]
+    assert main([*base, "--decoupled", "magic"]) == 2
+    assert main([*base, "--protocol", "reference", "--decoupled", "crt"]) == 2
+    assert main([*base, "--backbone", "resnet50"]) == 2  # the file holds a resnet20

@@ -1,0 +1,88 @@
+"""2 CPU processes (gloo) against 1 process on the same global batch; a failing rank ends the job."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from engine_standins import free_port, run_standin, spawn_worker
+
+from balfeat.engine.checkpoint import load_checkpoint
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
+
+@pytest.mark.parametrize("moco", [False, True], ids=["sl", "moco"])
+def test_two_ranks_equal_one_rank(tmp_path: Path, moco: bool) -> None:
+    one = run_standin(str(tmp_path / "one"), moco, [], noise=0.0)
+    mp.spawn(
+        spawn_worker,
+        args=(2, free_port(), str(tmp_path / "two"), moco, []),
+        nprocs=2,
+        join=True,
+    )
+    two = load_checkpoint(tmp_path / "two" / "last.pth")
+    assert two["world_size"] == 2 and two["step"] == one.step == 8
+    assert len(two["rng"]) == 2  # every rank's RNG state is kept
+    ref = one.method.state_dict()
+    for k, v in two["model"].items():
+        if k == "queue":
+            # Same keys, enqueued in rank order (rank 0's half batch, then rank 1's) instead of
+            # sampler order: compare as sets of rows, by label.
+            a = ref[k][ref["queue_labels"].argsort(stable=True)]
+            b = v[two["model"]["queue_labels"].argsort(stable=True)]
+            assert torch.allclose(a.sort(0).values, b.sort(0).values, atol=1e-5)
+        elif k == "queue_labels":
+            assert torch.equal(v.sort().values, ref[k].sort().values)
+        else:
+            assert torch.allclose(v, ref[k], atol=1e-5), k
+
+
+_RANK_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    from engine_standins import run_standin
+    run_standin({out!r}, True, sys.argv[1:], epochs=50)
+    """
+)
+
+
+def test_failing_rank_makes_job_exit_nonzero(tmp_path: Path) -> None:
+    script = tmp_path / "rank.py"
+    script.write_text(_RANK_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
+    port = free_port()
+    procs = []
+    for r in range(2):
+        env = {
+            **os.environ,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "WORLD_SIZE": "2",
+            "RANK": str(r),
+            "LOCAL_RANK": str(r),
+            "OMP_NUM_THREADS": "1",
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script), "run.fault_raise_at_step=3", "run.fault_rank=1",
+                 "run.timeout_s=8"],
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    # Rank 1 raises; rank 0 must not hang: gloo reports the lost peer (or the collective times
+    # out after run.timeout_s). communicate's timeout bounds the test if it ever hangs.
+    codes = []
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        codes.append((p.returncode, err))
+    assert codes[1][0] != 0 and "injected fault on rank 1 at step 3" in codes[1][1]
+    assert codes[0][0] != 0
