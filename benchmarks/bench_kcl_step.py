@@ -61,8 +61,16 @@ def make_step(
             loss = moco_loss(q, k, queue, 0.07)
         else:
             loss = kcl_loss(
-                q, k, queue, queue_labels, labels, 0.07, 6, loss_type,  # type: ignore[arg-type]
-                "random", sel_gen,
+                q,
+                k,
+                queue,
+                queue_labels,
+                labels,
+                0.07,
+                6,
+                loss_type,  # type: ignore[arg-type]
+                "random",
+                sel_gen,
             )
         opt.zero_grad()
         loss.backward()

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,14 @@ TINY = [
     "run.device=cpu",
     "run.log_every=1",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors on a contended machine: threads only cost
+    yield
+    torch.set_num_threads(before)
 
 
 def test_pretrain_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

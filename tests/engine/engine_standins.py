@@ -65,9 +65,7 @@ class TinyMoCo(nn.Module):
         self.register_buffer("queue_labels", torch.full((K,), -1, dtype=torch.long))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
-    def forward(
-        self, images: list[torch.Tensor], labels: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, images: list[torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
         q = F.normalize(self.head(self.backbone(images[0])), dim=1)  # (B, dim)
         with torch.no_grad():
             k = F.normalize(self.head_k(self.backbone_k(images[1])), dim=1)  # (B, dim)
@@ -148,8 +146,33 @@ def params_of(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+class TinyBackbone(nn.Module):
+    """A BatchNorm-free backbone obeying the Backbone contract (``out_dim``)."""
+
+    out_dim = 16
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _backbone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # type: ignore[no-any-return]
+
+
+def make_method(kind: str | bool) -> nn.Module:
+    """``sl``/False: TinySL, ``moco``/True: TinyMoCo, ``real_moco``: balfeat's MoCo on a tiny
+    BN-free backbone (no shuffle BN, so 2 ranks with half batches compute what 1 rank does)."""
+    if kind in ("moco", True):
+        return TinyMoCo()
+    if kind == "real_moco":
+        from balfeat.methods.moco import MoCo
+
+        return MoCo(TinyBackbone(), dim=8, K=32, m=0.9, T=0.2, mlp=False, shuffle_bn=False)
+    return TinySL()
+
+
 def run_standin(
-    out: str, moco: bool, extra: list[str], epochs: int = 2, noise: float = 0.05
+    out: str, moco: bool | str, extra: list[str], epochs: int = 2, noise: float = 0.05
 ) -> Any:
     """Train a stand-in method on TinyImages; the same in every process of a job."""
     from balfeat.engine.config import load_config
@@ -158,15 +181,18 @@ def run_standin(
     torch.set_num_threads(1)
     cfg = load_config(None, [*tiny_overrides(out, epochs=epochs), *extra])
     torch.manual_seed(123)
-    method = TinyMoCo() if moco else TinySL()
-    dataset = TinyImages(views=2 if moco else 1, noise=noise)
+    method = make_method(moco)
+    dataset = TinyImages(views=method.views, noise=noise)  # type: ignore[arg-type]
     trainer = Trainer(cfg, method=method, train_dataset=dataset, resume=True)
     trainer.fit()
     return trainer
 
 
-def spawn_worker(local_rank: int, world: int, port: int, out: str, moco: bool, extra: list[str]) -> None:
-    """``torch.multiprocessing.spawn`` target: one rank of a gloo job on localhost."""
+def spawn_worker(
+    local_rank: int, world: int, port: int, out: str, kinds: list[str], extra: list[str]
+) -> None:
+    """``torch.multiprocessing.spawn`` target: one rank of a gloo job on localhost that trains
+    each method of ``kinds`` in turn (into ``out/KIND``)."""
     import os
 
     from balfeat.distributed import destroy_distributed
@@ -179,7 +205,8 @@ def spawn_worker(local_rank: int, world: int, port: int, out: str, moco: bool, e
         LOCAL_RANK=str(local_rank),
     )
     try:
-        run_standin(out, moco, extra, noise=0.0)
+        for kind in kinds:
+            run_standin(f"{out}/{kind}", kind, extra, noise=0.0)
     finally:
         destroy_distributed()
 

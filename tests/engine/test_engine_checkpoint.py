@@ -19,11 +19,17 @@ from balfeat.errors import CheckpointError
 
 
 def _state(epoch: int) -> dict[str, Any]:
-    return {"model": {"w": torch.full((3,), float(epoch))}, "epoch": epoch, "method": "sl",
-            "backbone": "resnet18"}
+    return {
+        "model": {"w": torch.full((3,), float(epoch))},
+        "epoch": epoch,
+        "method": "sl",
+        "backbone": "resnet18",
+    }
 
 
-def test_crash_during_write_keeps_old_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_during_write_keeps_old_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "model.pth"
     save_checkpoint(path, _state(1))
 
@@ -78,7 +84,7 @@ def test_truncated_file_is_a_checkpoint_error(tmp_path: Path) -> None:
 def test_other_method_or_backbone_rejected(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "a.pth", _state(1))
     assert load_checkpoint(path, expect_method="sl", expect_backbone="resnet18")["epoch"] == 1
-    with pytest.raises(CheckpointError, match="method 'sl'.*'kcl'"):
+    with pytest.raises(CheckpointError, match=r"method 'sl'.*'kcl'"):
         load_checkpoint(path, expect_method="kcl")
-    with pytest.raises(CheckpointError, match="backbone 'resnet18'.*'resnet50'"):
+    with pytest.raises(CheckpointError, match=r"backbone 'resnet18'.*'resnet50'"):
         load_checkpoint(path, expect_backbone="resnet50")

@@ -36,8 +36,14 @@ def test_yaml_then_overrides_in_order(tmp_path: Path) -> None:
     b = _write(tmp_path, "optim:\n  epochs: 7\n", "b.yaml")
     cfg = load_config(
         [a, b],
-        ["optim.milestones=[3, 6]", "method.name=kcl", "data.dataset=fashion-mnist",
-         "optim.weight_decay=1e-4", "data.balanced=true", "run.output_dir=2024"],
+        [
+            "optim.milestones=[3, 6]",
+            "method.name=kcl",
+            "data.dataset=fashion-mnist",
+            "optim.weight_decay=1e-4",
+            "data.balanced=true",
+            "run.output_dir=2024",
+        ],
     )
     assert cfg.optim.base_lr == 0.1
     assert cfg.optim.epochs == 7
@@ -65,7 +71,7 @@ def test_unknown_key_in_file_names_file_and_closest(tmp_path: Path) -> None:
 def test_unknown_override_suggests_closest_key() -> None:
     with pytest.raises(ConfigError, match=r"optim\.lr.*optim\.base_lr"):
         load_config(None, ["optim.lr=0.03"])
-    with pytest.raises(ConfigError, match="run.output_dir"):
+    with pytest.raises(ConfigError, match=r"run.output_dir"):
         load_config(None, ["run.outptu_dir=x"])
     with pytest.raises(ConfigError, match="unknown config key 'optimm'"):
         load_config(None, ["optimm=3"])
@@ -84,7 +90,7 @@ def test_unknown_override_suggests_closest_key() -> None:
     ],
 )
 def test_wrong_type_names_key_expected_and_got(override: str, expected: str) -> None:
-    key, got = override.split("=")
+    key, _got = override.split("=")
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
     msg = str(err.value)
@@ -102,7 +108,7 @@ def test_section_and_value_misuse(tmp_path: Path) -> None:
         load_config(None, ["optim=3"])
     with pytest.raises(ConfigError, match="not a section"):
         load_config(None, ["optim.epochs.x=3"])
-    with pytest.raises(ConfigError, match="section.key=value"):
+    with pytest.raises(ConfigError, match=r"section.key=value"):
         load_config(None, ["optim.epochs"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
@@ -111,7 +117,7 @@ def test_section_and_value_misuse(tmp_path: Path) -> None:
 
 
 def test_relations_validated() -> None:
-    with pytest.raises(ConfigError, match="optim.epochs"):
+    with pytest.raises(ConfigError, match=r"optim.epochs"):
         load_config(None, ["optim.epochs=0"])
     with pytest.raises(ConfigError, match="lt_ratio"):
         load_config(None, ["data.lt_ratio=0.5"])

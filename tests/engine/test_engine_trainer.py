@@ -1,4 +1,4 @@
-"""Trainer in one process: training, metrics, checkpoints, exact resume, non-finite loss, SIGKILL."""
+"""Trainer in one process: training, metrics, checkpoints, exact resume, NaN loss, SIGKILL."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def test_resume_without_checkpoint_starts_fresh(tmp_path: Path) -> None:
 
 def test_resume_other_architecture_is_rejected(tmp_path: Path) -> None:
     _run(tmp_path, epochs=1)
-    with pytest.raises(CheckpointError, match="method 'moco_v2'.*'kcl'"):
+    with pytest.raises(CheckpointError, match=r"method 'moco_v2'.*'kcl'"):
         _run(tmp_path, extra=("method.name=kcl",), resume=True)
     with pytest.raises(CheckpointError, match="does not fit"):
         _run(tmp_path, moco=True, resume=True)
@@ -107,7 +107,7 @@ def test_non_finite_loss_names_step_and_keeps_checkpoint(tmp_path: Path) -> None
     method = TinySL()
     method.nan_at_call = 6  # epoch 2, batch 2
     trainer = Trainer(cfg, method=method, train_dataset=TinyImages())
-    with pytest.raises(TrainingError, match="non-finite loss.*step 6"):
+    with pytest.raises(TrainingError, match=r"non-finite loss.*step 6"):
         trainer.fit()
     state = load_checkpoint(tmp_path / "last.pth")
     assert state["epoch"] == 1

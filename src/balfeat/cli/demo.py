@@ -45,6 +45,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "meaningless, use it to check an installation",
     )
     p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="CPU threads of torch (default: 0 = auto: all cores, or 1 when the machine is "
+        "already busy, which is faster under contention); ignored on a GPU",
+    )
+    p.add_argument(
         "--quiet",
         action="store_true",
         help="no progress bars (default: off)",
@@ -62,9 +70,10 @@ def run(args: argparse.Namespace) -> int:
     """Run ``balfeat demo``; returns the exit code."""
     from balfeat.study.demo import demo_spec
     from balfeat.study.report import summary_text
-    from balfeat.study.study import run_study
+    from balfeat.study.study import configure_threads, run_study
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    configure_threads(args.threads)
     spec = demo_spec(args.out, full=args.full, tiny=args.tiny)
     start = time.perf_counter()
     rows, paths = run_study(

@@ -36,6 +36,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="output directory (default: the file's output_dir); change it to keep runs apart",
     )
     p.add_argument(
+        "--probe-args",
+        action="store_true",
+        help="FILE is a probe recipe (configs/probe_*.yaml): print its `balfeat probe` "
+        "arguments and exit (default: off), e.g. balfeat probe $(balfeat study --probe-args F)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="CPU threads of torch (default: 0 = auto: all cores, or 1 when the machine is "
+        "already busy, which is faster under contention); ignored on a GPU",
+    )
+    p.add_argument(
         "--quiet",
         action="store_true",
         help="no progress bars (default: off); use in batch jobs",
@@ -53,9 +67,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``balfeat study``; returns the exit code."""
     from balfeat.study.report import summary_text
-    from balfeat.study.study import load_study, run_study
+    from balfeat.study.study import configure_threads, load_study, probe_recipe_args, run_study
+
+    if args.probe_args:
+        print(" ".join(probe_recipe_args(args.file)))
+        return 0
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    configure_threads(args.threads)
     spec = load_study(args.file)
     rows, paths = run_study(
         spec, out_dir=args.out, overrides=list(args.overrides), progress=not args.quiet

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from balfeat import distributed
 from balfeat.engine.config import Config
 from balfeat.errors import ConfigError
+
+if TYPE_CHECKING:
+    from balfeat.models.backbones import Backbone
 
 
 def lr_factor(cfg: Config, epoch: int) -> float:
@@ -70,14 +73,16 @@ def local_batch_size(cfg: Config, world_size: int | None = None) -> int:
 
 
 def build_transform(cfg: Config) -> Any:
-    """The training transform, wrapped in ``TwoViews`` when the method needs two crops."""
-    if cfg.data.augmentation == "none":
-        return None
-    from balfeat.data import transforms
+    """The training transform, wrapped in ``TwoViews`` when the method needs two crops.
 
-    t = transforms.build_transform(cfg.data.augmentation, cfg.data.image_size, cfg.data.channels)
+    ``data.augmentation=none`` is the ``eval`` transform (resize + normalise, no randomness).
+    """
+    from balfeat.data.transforms import TwoViews, build_transform
+
+    name = "eval" if cfg.data.augmentation == "none" else cfg.data.augmentation
+    t = build_transform(name, cfg.data.image_size, cfg.data.channels)
     if cfg.method.views == 2:
-        return transforms.TwoViews(t)
+        return TwoViews(t)
     return t
 
 
@@ -152,7 +157,7 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
                 )
             )
             images, labels = images[pick], labels[pick]
-        return ArrayDataset(images, labels, transform=transform, num_classes=num_classes)  # type: ignore[no-any-return]
+        return ArrayDataset(images, labels, transform=transform, num_classes=num_classes)
     from balfeat.data.datasets import SplitImageDataset
     from balfeat.data.splits import read_split
 
@@ -161,7 +166,7 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
     entries = read_split(d.train_split)
     if d.max_samples > 0:
         entries = entries[: d.max_samples]
-    return SplitImageDataset(d.root, entries, transform=transform)  # type: ignore[no-any-return]
+    return SplitImageDataset(d.root, entries, transform=transform)
 
 
 def build_sampler(cfg: Config, dataset: Dataset[Any]) -> Sampler[int]:
@@ -170,10 +175,10 @@ def build_sampler(cfg: Config, dataset: Dataset[Any]) -> Sampler[int]:
 
     labels = np.asarray(dataset.targets)  # type: ignore[attr-defined]
     if cfg.data.balanced:
-        return ClassBalancedSampler(  # type: ignore[no-any-return]
+        return ClassBalancedSampler(
             labels, repeat=cfg.data.bal_repeat, num_samples=len(labels), seed=cfg.run.seed
         )
-    return ShardedSampler(len(labels), shuffle=True, seed=cfg.run.seed)  # type: ignore[no-any-return]
+    return ShardedSampler(len(labels), shuffle=True, seed=cfg.run.seed)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -210,14 +215,12 @@ def build_loader(
     )
 
 
-def build_backbone(cfg: Config) -> nn.Module:
+def build_backbone(cfg: Config) -> Backbone:
     """The backbone of ``model.*`` (optionally initialised from ``method.init_checkpoint``)."""
     from balfeat.models.backbones import build_backbone as _build
 
     in_ch = cfg.model.in_channels or cfg.data.channels
-    backbone: nn.Module = _build(
-        cfg.model.backbone, small_images=cfg.model.small_images, in_channels=in_ch
-    )
+    backbone = _build(cfg.model.backbone, small_images=cfg.model.small_images, in_channels=in_ch)
     if cfg.method.init_checkpoint:
         from balfeat.models.loading import load_backbone_state
 
@@ -249,7 +252,7 @@ def build_method(cfg: Config, num_classes: int) -> nn.Module:
         return MoCo(backbone, seed=cfg.run.seed, **common)
     from balfeat.methods.kcl import KCL
 
-    return KCL(  # type: ignore[no-any-return]
+    return KCL(
         backbone,
         posk=m.posk,
         loss_type=m.loss_type,

@@ -29,7 +29,7 @@ import yaml
 from balfeat.errors import ConfigError
 
 DatasetName = Literal["fashion-mnist", "imagenet", "inat", "array", "synthetic"]
-AugmentationName = Literal["moco_v1", "moco_v2", "supervised", "longtail", "none"]
+AugmentationName = Literal["moco_v1", "moco_v2", "supervised", "longtail", "eval", "none"]
 MethodName = Literal["sl", "moco_v1", "moco_v2", "kcl"]
 
 
@@ -49,7 +49,8 @@ class DataConfig:
         class_set: class-set file restricting the classes, ``""`` = all classes.
         image_size: side of the square crops fed to the network.
         channels: image channels (1 for Fashion-MNIST, 3 for RGB).
-        augmentation: transform name for ``balfeat.data.transforms.build_transform``.
+        augmentation: transform name for ``balfeat.data.transforms.build_transform``
+            (``none`` = ``eval``: resize + normalise only).
         balanced: sample classes uniformly (``ClassBalancedSampler``) instead of images.
         bal_repeat: images taken per class draw by the balanced sampler.
         num_workers: DataLoader worker processes per rank (0 = load in the main process).

@@ -151,7 +151,7 @@ class Trainer:
         self.method = self._method_arg or build.build_method(cfg, num_classes)
         self.method.to(self.device)
         if cfg.run.channels_last:
-            self.method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.method.to(memory_format=torch.channels_last)
 
         self.amp_dtype: torch.dtype | None = None
         if cfg.run.amp != "none":
@@ -186,6 +186,11 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 self.model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                # Buffers are not broadcast from rank 0 before every forward: the MoCo/KCL queues
+                # are updated identically on every rank (gathered keys), and re-sending a
+                # 65536-key queue each step is pure cost. BN running statistics stay per rank;
+                # checkpoints hold rank 0's.
+                broadcast_buffers=False,
             )
         self.skip_batches = 0
         self._maybe_resume()

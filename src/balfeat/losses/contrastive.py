@@ -67,7 +67,7 @@ class _QueueLogSumExp(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         q_t: torch.Tensor,
         queue: torch.Tensor,
@@ -82,17 +82,18 @@ class _QueueLogSumExp(torch.autograd.Function):
                 logits.index_put_(keep_idx, kept)
         row_max = logits.amax(dim=1, keepdim=True)  # (B, 1)
         probs = logits.sub_(row_max).exp_()  # unnormalised softmax, in place
-        total = probs.sum(dim=1, keepdim=True, dtype=torch.float32)  # (B, 1)
+        acc = torch.float32 if probs.dtype in (torch.float16, torch.bfloat16) else probs.dtype
+        total = probs.sum(dim=1, keepdim=True, dtype=acc)  # (B, 1), no fp16 overflow
         ctx.save_for_backward(q_t, queue, probs, total)
         ctx.zero_idx, ctx.keep_idx = zero_idx, keep_idx
-        return (row_max.float() + total.log()).squeeze(1).to(q_t.dtype)
+        return (row_max.to(acc) + total.log()).squeeze(1).to(q_t.dtype)
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: Any, grad_out: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         q_t, queue, probs, total = ctx.saved_tensors
-        scale = (grad_out.float().unsqueeze(1) / total).to(probs.dtype)  # (B, 1)
+        scale = (grad_out.to(total.dtype).unsqueeze(1) / total).to(probs.dtype)  # (B, 1)
         grad_logits = probs * scale  # (B, K): softmax * upstream gradient
         if ctx.zero_idx is not None:
             kept = grad_logits[ctx.keep_idx] if ctx.keep_idx is not None else None
@@ -100,7 +101,11 @@ class _QueueLogSumExp(torch.autograd.Function):
             if ctx.keep_idx is not None and kept is not None:
                 grad_logits.index_put_(ctx.keep_idx, kept)
         grad_q = grad_logits @ queue.to(grad_logits.dtype) if ctx.needs_input_grad[0] else None
-        grad_queue = (grad_logits.t() @ q_t).to(queue.dtype) if ctx.needs_input_grad[1] else None
+        grad_queue = (
+            (grad_logits.t() @ q_t.to(grad_logits.dtype)).to(queue.dtype)
+            if ctx.needs_input_grad[1]
+            else None
+        )
         return grad_q, grad_queue, None, None
 
 
@@ -267,7 +272,7 @@ def kcl_loss(
     valid = positives >= 0  # (B, P)
     pos_idx = positives.clamp(min=0)
     # Positive queue logits from their keys directly: (B, P, D) work, no gather on the logits.
-    l_qpos = torch.einsum("bd,bpd->bp", q_t, queue[pos_idx])  # (B, P)
+    l_qpos = (queue[pos_idx].to(q_t.dtype) * q_t.unsqueeze(1)).sum(dim=2)  # (B, P)
     zero_idx = keep_idx = None
     if loss_type == "v2":
         order, start, count = class_blocks(labels, queue_labels)

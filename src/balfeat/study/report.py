@@ -122,7 +122,7 @@ def summary_text(rows: Sequence[Row]) -> str:
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
-            f"{plots.method_label(str(r['method'])):<10.10} {str(r['set']):<10.10} "
+            f"{str(r['method']):<10.10} {str(r['set']):<10.10} "
             f"{_fmt(r.get('imbalance_ratio')):>6} {_fmt(r.get('top1')):>7} "
             f"{_fmt(r.get('many')):>7} {_fmt(r.get('medium')):>7} {_fmt(r.get('few')):>7}"
         )

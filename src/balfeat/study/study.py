@@ -397,7 +397,10 @@ def run_cell(
         class_names=data.class_names,
         num_classes=data.num_classes,
     )
-    trainer = Trainer(cfg, train_dataset=train_ds, resume=True)
+    from balfeat.engine.checkpoint import find_last_checkpoint
+
+    resume = find_last_checkpoint(Path(cfg.run.output_dir)) is not None
+    trainer = Trainer(cfg, train_dataset=train_ds, resume=resume)
     summary = trainer.fit()
     backbone = trainer.method.backbone
 
@@ -531,3 +534,86 @@ def _spec_dict(spec: StudySpec) -> dict[str, Any]:
         "synthetic_size": spec.synthetic_size,
         "image_size": spec.image_size,
     }
+
+
+def configure_threads(threads: int = 0) -> int:
+    """Set torch's intra-op CPU threads for a study run and return the number used.
+
+    Args:
+        threads: ``N > 0`` uses N threads; ``0`` (auto) uses every core, or 1 thread when the
+            machine is already busy (1-minute load average >= cores): on a contended CPU,
+            several OpenMP threads per process spin against each other and run 2-3x slower
+            than one.
+    """
+    import os
+
+    import torch
+
+    if threads <= 0:
+        cores = os.cpu_count() or 1
+        try:
+            busy = os.getloadavg()[0] >= cores
+        except OSError:  # pragma: no cover - platforms without getloadavg
+            busy = False
+        threads = 1 if busy else cores
+    torch.set_num_threads(threads)
+    return threads
+
+
+def probe_recipe_args(path: str | Path) -> list[str]:
+    """The ``balfeat probe`` arguments of a probe recipe file (``configs/probe_*.yaml``).
+
+    A probe recipe is a YAML file with one ``probe:`` mapping whose keys are ``balfeat probe``
+    options without the dashes (``train_split`` is ``--train-split``); lists become
+    comma-separated values and ``true`` a bare flag (``false`` leaves the flag out).
+
+    Raises:
+        ConfigError: missing/unparsable file, no ``probe:`` mapping, or an option that
+            ``balfeat probe`` does not have (the message names the closest one).
+    """
+    import difflib
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"probe recipe {str(p)!r} does not exist; check the path")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"probe recipe {str(p)!r} is not valid YAML: {err}") from None
+    if not isinstance(data, Mapping) or not isinstance(data.get("probe"), Mapping):
+        raise ConfigError(f"probe recipe {str(p)!r} needs a 'probe:' mapping of probe options")
+    valid = _probe_options()
+    args: list[str] = []
+    for key, value in data["probe"].items():
+        opt = "--" + str(key).replace("_", "-")
+        if valid and opt not in valid:
+            close = difflib.get_close_matches(opt, sorted(valid), n=1)
+            hint = f"; did you mean {close[0][2:].replace('-', '_')!r}?" if close else ""
+            raise ConfigError(
+                f"probe recipe {str(p)!r}: 'probe.{key}' is not a `balfeat probe` option{hint}"
+            )
+        if isinstance(value, bool):
+            if value:
+                args.append(opt)
+            continue
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        args += [opt, str(value)]
+    return args
+
+
+def _probe_options() -> set[str]:
+    """The long options of ``balfeat probe`` (empty when that command is not available)."""
+    import argparse
+
+    try:
+        from balfeat.cli import probe as probe_cli
+    except ImportError:  # pragma: no cover - the probe command is part of the package
+        return set()
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    probe_cli.add_parser(sub)
+    probe_parser = sub.choices["probe"]
+    return {s for a in probe_parser._actions for s in a.option_strings if s.startswith("--")}
