@@ -15,7 +15,9 @@ Reported per path and method: the median images/s over the steps after ``--warmu
 image counts once, whatever the number of views), and the ratios MoCo/SL, KCL/SL and KCL/MoCo
 measured in the same run. KCL runs ``posk=6``, ``loss_type=v1``, random selection.
 
-Run: ``python benchmarks/bench_train.py [--device auto] [--steps 8] [--batch-size 64]
+Results are under ``trainer_path`` and ``device_path``.
+
+Run: ``python benchmarks/bench_train.py [--device auto] [--steps 5] [--batch-size 32]
 [--amp bf16] [--channels-last] [--paths trainer device]``. Prints one JSON object.
 """
 
@@ -145,9 +147,9 @@ def main() -> None:
     """Measure and print JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]")
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per method and path")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed first steps")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per method and path")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed first steps")
+    parser.add_argument("--batch-size", type=int, default=32, help="use 256 on a GPU")
     parser.add_argument("--backbone", default="resnet20", help="resnet20 or resnet18 (small stem)")
     parser.add_argument("--K", type=int, default=4096, help="MoCo/KCL queue length")
     parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="GPU only")
@@ -182,12 +184,10 @@ def main() -> None:
         for a, b in (("moco_v2", "sl"), ("kcl", "sl"), ("kcl", "moco_v2")):
             if a in rates and b in rates:
                 entry[f"ratio_{a}_over_{b}"] = round(rates[a] / rates[b], 3)
-        result[path] = entry
+        result[f"{path}_path"] = entry
     if {"trainer", "device"} <= set(args.paths):
-        result["ratio_device_over_trainer"] = {
-            m: round(result["device"]["images_per_s"][m] / result["trainer"]["images_per_s"][m], 2)
-            for m in args.methods
-        }
+        dev, tr = result["device_path"]["images_per_s"], result["trainer_path"]["images_per_s"]
+        result["ratio_device_over_trainer"] = {m: round(dev[m] / tr[m], 2) for m in args.methods}
     print(json.dumps(result, indent=2))
 
 

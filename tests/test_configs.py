@@ -96,7 +96,9 @@ def _distinct_tiny_configs() -> list[tuple[str, list[str]]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", [p for p, _ in _distinct_tiny_configs()], ids=lambda p: Path(p).stem)
+@pytest.mark.parametrize(
+    "path", [p for p, _ in _distinct_tiny_configs()], ids=lambda p: Path(p).stem
+)
 def test_pretrain_config_runs_one_step(path: str, tmp_path: Path) -> None:
     from balfeat.engine.trainer import Trainer
 
@@ -126,8 +128,11 @@ def test_probe_recipe_is_valid_and_runs_one_epoch(path: Path) -> None:
     x = torch.randn(24, 8, generator=gen)
     y = torch.arange(24) % 3
     cfg = ProbeConfig(
-        epochs=1, lr=0.1, milestones=tuple(int(m) for m in ns.milestones.split(",")),
-        weight_decay=ns.weight_decay, batch_size=8,
+        epochs=1,
+        lr=0.1,
+        milestones=tuple(int(m) for m in ns.milestones.split(",")),
+        weight_decay=ns.weight_decay,
+        batch_size=8,
     )
     res = train_linear_on_features(x, y, x, y, 3, cfg)
     assert res.val_logits.shape == (24, 3)

@@ -47,7 +47,7 @@ def test_pretrain_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main([*args, "run.max_steps=4"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 4 and summary["epochs"] == 1
-    assert main([*args, "--resume"]) == 0
+    assert main([*args[:4], "--resume", *args[4:]]) == 0  # --resume before the overrides
     state = load_checkpoint(out / "last.pth")
     assert (state["epoch"], state["step"], state["method"]) == (2, 8, "sl")
     assert state["config"]["run"]["keep_last"] == 1

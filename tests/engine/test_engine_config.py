@@ -130,3 +130,25 @@ def test_round_trip_yaml_and_dict(tmp_path: Path) -> None:
     assert again == cfg
     assert config_from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text())) == cfg
     assert config_to_dict(cfg)["method"]["name"] == "kcl"
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+SECTIONS = {"data", "model", "method", "optim", "run"}
+
+
+def _pretrain_configs() -> list[Path]:
+    found = []
+    for p in sorted(CONFIGS.glob("*.yaml")):
+        data = yaml.safe_load(p.read_text())
+        if isinstance(data, dict) and set(data) <= SECTIONS and "method" in data:
+            found.append(p)
+    return found
+
+
+def test_every_shipped_pretrain_config_parses() -> None:
+    configs = _pretrain_configs()
+    if not configs:
+        pytest.skip("no configs/ directory with pre-training configs")
+    for p in configs:
+        cfg = load_config(p, ["data.root=/data"])
+        assert cfg.method.name in p.name, p  # the file name says the method

@@ -67,3 +67,33 @@ def test_lr_factor_schedules() -> None:
     cfg = load_config(None, ["optim.epochs=10", "optim.warmup_epochs=2"])
     assert build.lr_factor(cfg, 0) == pytest.approx(0.5)
     assert build.lr_factor(cfg, 5) == pytest.approx(0.5 * (1 + np.cos(np.pi * 5 / 10)))
+
+
+def test_split_dataset_with_class_set(tmp_path: Path) -> None:
+    from PIL import Image
+
+    lines = []
+    for c, wnid in enumerate(["n001", "n002", "n003"]):
+        (tmp_path / wnid).mkdir()
+        for i in range(2):
+            Image.new("RGB", (20, 20), (40 * c, 0, 0)).save(tmp_path / wnid / f"{i}.png")
+            lines.append(f"/{wnid}/{i}.png {c}\n")
+    (tmp_path / "train.txt").write_text("".join(lines))
+    (tmp_path / "set.txt").write_text("/n003\n/n001\n")
+    cfg = load_config(
+        None,
+        [
+            "data.dataset=imagenet",
+            f"data.root={tmp_path}",
+            f"data.train_split={tmp_path / 'train.txt'}",
+            f"data.class_set={tmp_path / 'set.txt'}",
+            "data.image_size=16",
+            "data.channels=3",
+            "data.augmentation=supervised",
+            "method.name=sl",
+        ],
+    )
+    ds = build.build_train_dataset(cfg)
+    assert len(ds) == 4  # type: ignore[arg-type]
+    assert sorted(np.asarray(ds.targets).tolist()) == [0, 0, 1, 1]  # type: ignore[attr-defined]
+    assert ds[0][0].shape == (3, 16, 16)

@@ -245,3 +245,11 @@ def test_kcl_bad_arguments() -> None:
         moco_loss(q, k, queue, 0.0)
     with pytest.raises(BalfeatError, match="negative class label"):
         kcl_loss(q, k, queue, ql, torch.tensor([0, -1, 1]), 0.1, 2)
+
+
+def test_second_backward_through_the_reused_buffer_is_refused() -> None:
+    q, k, queue, _, _ = _case(0, 3, 5, 4, 2)
+    loss = moco_loss(q, k, queue, 0.1)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="cannot be differentiated twice"):
+        loss.backward()

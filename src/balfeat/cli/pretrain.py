@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -68,13 +69,18 @@ def run(args: argparse.Namespace) -> int:
     from balfeat.engine.trainer import Trainer
 
     overrides = list(args.overrides)
+    resume = args.resume
+    if isinstance(resume, str) and "=" in resume and not Path(resume).exists():
+        # ``--resume key=value``: argparse took the first override for the optional PATH.
+        overrides.insert(0, resume)
+        resume = True
     if args.quiet:
         overrides.append("run.progress=false")
     cfg = load_config(args.config, overrides)
     level = logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        summary = Trainer(cfg, resume=args.resume).fit()
+        summary = Trainer(cfg, resume=resume).fit()
         main_process = distributed.is_main_process()
     finally:
         distributed.destroy_distributed()

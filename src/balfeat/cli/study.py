@@ -2,8 +2,8 @@
 
 Examples::
 
-    balfeat study configs/study_fmnist.yaml
-    balfeat study configs/study_fmnist.yaml --out runs/my-study optim.epochs=5
+    balfeat study configs/study_fmnist_demo.yaml
+    balfeat study --out runs/my-study configs/study_fmnist_demo.yaml optim.epochs=5
 
 Finished cells (all their ``results.json`` present) are skipped, so re-running after a crash or
 after adding methods/sets only runs what is missing.
@@ -59,7 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         nargs="*",
         metavar="KEY=VALUE",
         help="pretrain config overrides applied to every cell (default: none), e.g. "
-        "optim.epochs=5 run.device=cpu",
+        "optim.epochs=5 run.device=cpu; put the --options before FILE",
     )
     p.set_defaults(func=run)
 

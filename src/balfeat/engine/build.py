@@ -158,12 +158,14 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
             )
             images, labels = images[pick], labels[pick]
         return ArrayDataset(images, labels, transform=transform, num_classes=num_classes)
-    from balfeat.data.datasets import SplitImageDataset
-    from balfeat.data.splits import read_split
+    from balfeat.data.datasets import SplitImageDataset, subset_classes
+    from balfeat.data.splits import read_class_set, read_split
 
     if not d.train_split:
         raise ConfigError(f"data.dataset={d.dataset} needs data.train_split=FILE")
     entries = read_split(d.train_split)
+    if d.class_set:  # e.g. the paper's clsset1: keep those classes, relabelled 0..C'-1
+        entries = subset_classes(entries, read_class_set(d.class_set))
     if d.max_samples > 0:
         entries = entries[: d.max_samples]
     return SplitImageDataset(d.root, entries, transform=transform)

@@ -276,6 +276,23 @@ class Trainer:
         if distributed.is_main_process():
             with open(self.output_dir / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
+            writer = self._tensorboard()
+            if writer is not None:
+                for k, v in record.items():
+                    if k not in ("epoch", "step"):
+                        writer.add_scalar(f"train/{k}", v, record["step"])
+
+    def _tensorboard(self) -> Any:
+        """A TensorBoard ``SummaryWriter`` on rank 0 when tensorboard is installed, else None."""
+        if not hasattr(self, "_tb"):
+            self._tb: Any = None
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.output_dir / "tensorboard"))
+            except ImportError:  # optional dependency
+                pass
+        return self._tb
 
     def _fault_injection(self) -> None:
         run = self.cfg.run
@@ -295,6 +312,8 @@ class Trainer:
         if distributed.is_main_process():
             self.output_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.output_dir / "config.yaml")
+            if self.step == 0:  # a fresh run does not append to an older run's metrics
+                (self.output_dir / "metrics.jsonl").unlink(missing_ok=True)
             log.info(
                 "lr = base_lr %g * global batch %d / 256 = %g; %d rank(s), %d images/rank/step",
                 cfg.optim.base_lr,
@@ -315,6 +334,8 @@ class Trainer:
                 last_loss, ips, stop = self._train_epoch()
                 if stop:
                     break
+        if getattr(self, "_tb", None) is not None:
+            self._tb.close()
         summary = {
             "epochs": self.epoch,
             "steps": self.step,

@@ -59,6 +59,9 @@ def moco_loss(
     return (lse - l_pos).mean()
 
 
+_NO_SHIFT_BOUND = 30.0  # exp(30) * 2**31 keys < float32 max; exp(-30) is a normal float32
+
+
 class _QueueLogSumExp(torch.autograd.Function):
     """``logsumexp(q_t @ queue.T, dim=1)`` with one ``(B, K)`` buffer forward and one backward.
 
@@ -80,21 +83,35 @@ class _QueueLogSumExp(torch.autograd.Function):
             logits.index_put_(zero_idx, logits.new_zeros(()))
             if keep_idx is not None and kept is not None:
                 logits.index_put_(keep_idx, kept)
-        row_max = logits.amax(dim=1, keepdim=True)  # (B, 1)
-        probs = logits.sub_(row_max).exp_()  # unnormalised softmax, in place
+        # |logit| <= |q_t| * max |key|: when that bound is small, exp cannot overflow (nor the
+        # sum of K terms underflow), so the max-subtraction passes over (B, K) are skipped.
+        bound = q_t.detach().norm(dim=1).max() * queue.detach().norm(dim=1).max()
+        if logits.dtype in (torch.float32, torch.float64) and float(bound) <= _NO_SHIFT_BOUND:
+            row_max = logits.new_zeros(logits.shape[0], 1)
+            probs = logits.exp_()  # unnormalised softmax, in place
+        else:
+            row_max = logits.amax(dim=1, keepdim=True)  # (B, 1)
+            probs = logits.sub_(row_max).exp_()
         acc = torch.float32 if probs.dtype in (torch.float16, torch.bfloat16) else probs.dtype
         total = probs.sum(dim=1, keepdim=True, dtype=acc)  # (B, 1), no fp16 overflow
         ctx.save_for_backward(q_t, queue, probs, total)
         ctx.zero_idx, ctx.keep_idx = zero_idx, keep_idx
+        ctx.consumed = False
         return (row_max.to(acc) + total.log()).squeeze(1).to(q_t.dtype)
 
     @staticmethod
     def backward(
         ctx: Any, grad_out: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        if ctx.consumed:
+            raise RuntimeError(
+                "queue_logsumexp reuses its (B, K) buffer in backward and cannot be "
+                "differentiated twice; recompute the loss instead of retain_graph=True"
+            )
+        ctx.consumed = True
         q_t, queue, probs, total = ctx.saved_tensors
         scale = (grad_out.to(total.dtype).unsqueeze(1) / total).to(probs.dtype)  # (B, 1)
-        grad_logits = probs * scale  # (B, K): softmax * upstream gradient
+        grad_logits = probs.mul_(scale)  # (B, K): softmax * upstream gradient, in place
         if ctx.zero_idx is not None:
             kept = grad_logits[ctx.keep_idx] if ctx.keep_idx is not None else None
             grad_logits.index_put_(ctx.zero_idx, grad_logits.new_zeros(()))

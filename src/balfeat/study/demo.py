@@ -38,13 +38,28 @@ DEMO_METHODS: dict[str, dict[str, Any]] = {
         "optim": {"base_lr": 0.2, "weight_decay": 5e-4},
     },
     "moco_v2": {
-        "method": {"name": "moco_v2", "K": 4096, "m": 0.99, "T": 0.2, "mlp": True, "dim": 64},
+        "method": {
+            "name": "moco_v2",
+            "K": 4096,
+            "m": 0.99,
+            "T": 0.2,
+            "mlp": True,
+            "dim": 64,
+            "bn_splits": 2,
+        },
         "data": {"augmentation": "moco_v2"},
         "optim": {"base_lr": 0.2, "weight_decay": 1e-4},
     },
     "kcl": {
         "method": {
-            "name": "kcl", "K": 4096, "m": 0.99, "T": 0.2, "mlp": True, "dim": 64, "posk": 6,
+            "name": "kcl",
+            "K": 4096,
+            "m": 0.99,
+            "T": 0.2,
+            "mlp": True,
+            "dim": 64,
+            "posk": 6,
+            "bn_splits": 2,
         },
         "data": {"augmentation": "moco_v2"},
         "optim": {"base_lr": 0.2, "weight_decay": 1e-4},
@@ -62,7 +77,9 @@ one as the pre-training set gets more imbalanced, and their few-shot accuracy st
 their many-shot accuracy."""
 
 
-def demo_spec(out_dir: str | Path = "balfeat-demo", full: bool = False, tiny: bool = False) -> StudySpec:
+def demo_spec(
+    out_dir: str | Path = "balfeat-demo", full: bool = False, tiny: bool = False
+) -> StudySpec:
     """The demo's study.
 
     Args:

@@ -26,7 +26,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 Row = dict[str, Any]
 
@@ -137,8 +137,13 @@ def plot_accuracy_vs_imbalance(
         for x, y in enumerate(ys):
             if math.isfinite(y):
                 ax.annotate(
-                    f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 7),
-                    ha="center", fontsize=8, color=_style(i)["color"],
+                    f"{y:.1f}",
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(0, 7),
+                    ha="center",
+                    fontsize=8,
+                    color=_style(i)["color"],
                 )
     ax.set_xticks(range(len(sets)))
     ax.set_xticklabels([_set_label(rows, s) for s in sets])
@@ -190,8 +195,13 @@ def plot_per_class_vs_count(
                 continue
             st = _style(i)
             ax.scatter(
-                [p[0] for p in pts], [p[1] for p in pts], s=28, alpha=0.8,
-                color=st["color"], marker=st["marker"], label=s,
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                s=28,
+                alpha=0.8,
+                color=st["color"],
+                marker=st["marker"],
+                label=s,
             )
         ax.set_xscale("log")
         ax.set_title(method_label(m))
@@ -199,9 +209,19 @@ def plot_per_class_vs_count(
         if j == 0:
             ax.set_ylabel("per-class probe accuracy (%)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(title="set", fontsize=8, loc="lower right")
-    fig.suptitle("Per-class accuracy vs. training count")
-    return _finish(fig, Path(path))
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(
+            handles,
+            labels,
+            title="pre-training set",
+            loc="upper right",
+            ncol=len(labels),
+            fontsize=9,
+            bbox_to_anchor=(0.995, 0.995),
+        )
+    fig.suptitle("Per-class probe accuracy vs. training count of the class", x=0.35)
+    return _finish(fig, Path(path), top=0.9)
 
 
 def plot_shot_bars(rows: Sequence[Row], path: str | Path, protocol: str | None = None) -> Path:
@@ -231,12 +251,18 @@ def plot_shot_bars(rows: Sequence[Row], path: str | Path, protocol: str | None =
                 xs.append(i + (g_i - 1) * width)
                 ys.append(_num(match[0].get(g)) if match else math.nan)
             heights = [0.0 if not math.isfinite(y) else y for y in ys]
-            bars = ax.bar(xs, heights, width=width, color=group_colors[g], label=g if j == 0 else None)
+            bars = ax.bar(
+                xs, heights, width=width, color=group_colors[g], label=g if j == 0 else None
+            )
             for b, y in zip(bars, ys, strict=True):
                 text = "n/a" if not math.isfinite(y) else f"{y:.0f}"
                 ax.annotate(
-                    text, (b.get_x() + b.get_width() / 2, b.get_height()),
-                    textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7,
+                    text,
+                    (b.get_x() + b.get_width() / 2, b.get_height()),
+                    textcoords="offset points",
+                    xytext=(0, 2),
+                    ha="center",
+                    fontsize=7,
                 )
         ax.set_xticks(range(len(methods)))
         ax.set_xticklabels([method_label(m) for m in methods], fontsize=9)
@@ -281,8 +307,11 @@ def plot_balancedness(rows: Sequence[Row], path: str | Path, protocol: str | Non
                 ys.append(_num(match[0].get(key)) if match else math.nan)
             xs = [x + (i - (len(methods) - 1) / 2) * width for x in range(len(sets))]
             ax.bar(
-                xs, [0.0 if not math.isfinite(y) else y for y in ys], width=width,
-                color=_style(i)["color"], label=method_label(m),
+                xs,
+                [0.0 if not math.isfinite(y) else y for y in ys],
+                width=width,
+                color=_style(i)["color"],
+                label=method_label(m),
             )
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(sets)))

@@ -118,11 +118,13 @@ def table_markdown(rows: Sequence[Row]) -> str:
 
 def summary_text(rows: Sequence[Row]) -> str:
     """A fixed-width summary (one line per cell) for printing on the terminal."""
-    header = f"{'method':<10} {'set':<10} {'ratio':>6} {'top1':>7} {'many':>7} {'medium':>7} {'few':>7}"
+    header = (
+        f"{'method':<10} {'set':<10} {'ratio':>6} {'top1':>7} {'many':>7} {'medium':>7} {'few':>7}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
-            f"{str(r['method']):<10.10} {str(r['set']):<10.10} "
+            f"{r['method']!s:<10.10} {r['set']!s:<10.10} "
             f"{_fmt(r.get('imbalance_ratio')):>6} {_fmt(r.get('top1')):>7} "
             f"{_fmt(r.get('many')):>7} {_fmt(r.get('medium')):>7} {_fmt(r.get('few')):>7}"
         )
@@ -213,7 +215,9 @@ def write_report(
     h += [f"<th>{html.escape(c)}</th>" for c in cols]
     h.append("</tr>")
     for r in rows:
-        h.append("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>")
+        h.append(
+            "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>"
+        )
     h.append('</table><p>Also as CSV: <a href="results.csv">results.csv</a>.</p><h2>Figures</h2>')
     for name, p in figures.items():
         base = name.split("_fast")[0].split("_reference")[0]

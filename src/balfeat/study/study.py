@@ -240,7 +240,9 @@ def load_study_data(spec: StudySpec) -> StudyData:
         vx, vy = synthetic_arrays(max(n // 4, c), c, spec.image_size, 1, spec.seed + 1)
         return StudyData(tx, ty, vx, vy, [f"class{i}" for i in range(c)])
     if not spec.root:
-        raise ConfigError("study dataset 'array' needs root: FILE.npz (train_x/train_y/test_x/test_y)")
+        raise ConfigError(
+            "study dataset 'array' needs root: FILE.npz (train_x/train_y/test_x/test_y)"
+        )
     with np.load(spec.root) as f:
         try:
             tx, ty, vx, vy = f["train_x"], f["train_y"], f["test_x"], f["test_y"]
@@ -366,6 +368,8 @@ def run_cell(
     Returns:
         One results-table row per probe.
     """
+    from torch import nn
+
     from balfeat.classify.probe import ProbeConfig, probe_fast
     from balfeat.data.datasets import ArrayDataset
     from balfeat.engine import build
@@ -403,14 +407,19 @@ def run_cell(
     trainer = Trainer(cfg, train_dataset=train_ds, resume=resume)
     summary = trainer.fit()
     backbone = trainer.method.backbone
+    if not isinstance(backbone, nn.Module):  # pragma: no cover - every method has one
+        raise TypeError(f"method {method!r} has no backbone module")
 
     eval_tf = _eval_transform(cfg.data.image_size, channels)
     probe_idx = subset_by_counts(
         data.train_y, [spec.probe_per_class] * data.num_classes, seed=spec.seed + 2
     )
     probe_ds = ArrayDataset(
-        data.train_x[probe_idx], data.train_y[probe_idx], transform=eval_tf,
-        class_names=data.class_names, num_classes=data.num_classes,
+        data.train_x[probe_idx],
+        data.train_y[probe_idx],
+        transform=eval_tf,
+        class_names=data.class_names,
+        num_classes=data.num_classes,
     )
     test_sel = np.arange(len(data.test_y))
     if spec.test_max and spec.test_max < len(test_sel):
@@ -418,8 +427,11 @@ def run_cell(
             np.random.default_rng(spec.seed + 3).choice(len(test_sel), spec.test_max, replace=False)
         )
     test_ds = ArrayDataset(
-        data.test_x[test_sel], data.test_y[test_sel], transform=eval_tf,
-        class_names=data.class_names, num_classes=data.num_classes,
+        data.test_x[test_sel],
+        data.test_y[test_sel],
+        transform=eval_tf,
+        class_names=data.class_names,
+        num_classes=data.num_classes,
     )
     device = next(backbone.parameters()).device
     rows: list[Row] = []
@@ -455,8 +467,13 @@ def run_cell(
         write_results(cdir / protocol, results)
         rows.append(
             row_from_results(
-                results, method, set_name, ratio, protocol,
-                cell=cell_name(method, set_name), seconds=results["cell_seconds"],
+                results,
+                method,
+                set_name,
+                ratio,
+                protocol,
+                cell=cell_name(method, set_name),
+                seconds=results["cell_seconds"],
             )
         )
     return rows
@@ -487,7 +504,24 @@ def run_study(
 
     out = Path(out_dir or spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "study.yaml").write_text(yaml.safe_dump(_spec_dict(spec), sort_keys=False))
+    saved = _spec_dict(spec)
+    saved["overrides"] = list(overrides or [])
+    saved.pop("output_dir")
+    marker = out / "study.yaml"
+    if marker.is_file():
+        try:
+            before = yaml.safe_load(marker.read_text()) or {}
+        except yaml.YAMLError:
+            before = {}
+        before.pop("output_dir", None)
+        if before and before != saved:
+            changed = sorted(k for k in set(before) | set(saved) if before.get(k) != saved.get(k))
+            raise ConfigError(
+                f"{str(out)!r} holds results of a different study (differs in: "
+                f"{', '.join(changed)}); finished cells would be mixed with new ones. Use another "
+                "output directory, or delete this one to start over"
+            )
+    marker.write_text(yaml.safe_dump(saved, sort_keys=False))
     cells = [(m, s) for s in spec.sets for m in spec.methods]
     rows: list[Row] = []
     todo = [c for c in cells if not cell_done(out, c[0], c[1], spec.probes)]

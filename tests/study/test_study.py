@@ -1,0 +1,123 @@
+"""Studies: parsing, imbalance family, resumability (finished cells are skipped), report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from balfeat.errors import ConfigError
+from balfeat.study import study as study_mod
+from balfeat.study.study import (
+    StudySpec,
+    family_counts,
+    load_study,
+    run_study,
+    study_from_mapping,
+    subset_by_counts,
+)
+
+TINY_STUDY: dict[str, Any] = {
+    "name": "tiny study",
+    "dataset": "synthetic",
+    "synthetic_size": 240,
+    "image_size": 12,
+    "seed": 0,
+    "family": {"total": 60, "sets": {"balanced": 1, "exp10": 10}},
+    "probe_per_class": 5,
+    "test_max": 40,
+    "grouping": "thirds",
+    "base": {
+        "data": {"num_classes": 3, "num_workers": 0},
+        "model": {"backbone": "resnet8"},
+        "optim": {"epochs": 1, "batch_size": 16, "base_lr": 0.05},
+        "run": {"device": "cpu", "keep_last": 1},
+    },
+    "methods": {
+        "sl": {"method": {"name": "sl"}, "data": {"augmentation": "none"}},
+        "moco_v2": {
+            "method": {"name": "moco_v2", "K": 32, "dim": 16, "bn_splits": 2},
+            "data": {"augmentation": "supervised"},
+        },
+    },
+    "probes": {"fast": {"epochs": 3, "lr": 0.5, "batch_size": 32}},
+}
+
+
+def test_family_counts_same_total_and_ratio() -> None:
+    for ratio in (1.0, 10.0, 100.0):
+        counts = family_counts(10, 4000, ratio, seed=0)
+        assert len(counts) == 10
+        assert 4000 - 10 < sum(counts) <= 4000
+        assert max(counts) / min(counts) == pytest.approx(ratio, rel=0.15)
+    # the same class is the head for every ratio
+    a, b = family_counts(10, 4000, 10.0), family_counts(10, 4000, 100.0)
+    assert a.index(max(a)) == b.index(max(b))
+
+
+def test_subset_by_counts_picks_exact_counts() -> None:
+    import numpy as np
+
+    labels = np.repeat(np.arange(3), 10)
+    idx = subset_by_counts(labels, [10, 4, 1], seed=0)
+    assert np.bincount(labels[idx], minlength=3).tolist() == [10, 4, 1]
+    with pytest.raises(Exception, match="class 2 has 10"):
+        subset_by_counts(labels, [1, 1, 11], seed=0)
+
+
+def test_study_file_errors_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="did you mean 'methods'"):
+        study_from_mapping({**TINY_STUDY, "methds": {}})
+    with pytest.raises(ConfigError, match=r"probes\.fast\.lrr"):
+        study_from_mapping({**TINY_STUDY, "probes": {"fast": {"lrr": 1}}})
+    with pytest.raises(ConfigError, match=r"optim\.base_lr"):
+        study_from_mapping({**TINY_STUDY, "methods": {"sl": {"optim": {"base_lr": "fast"}}}})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_study(tmp_path / "nope.yaml")
+
+
+@pytest.mark.slow
+def test_study_runs_reports_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = study_from_mapping(TINY_STUDY)
+    out = tmp_path / "study"
+    rows, paths = run_study(spec, out_dir=out, progress=False, echo=lambda s: None)
+    assert len(rows) == 4  # 2 methods x 2 sets x 1 probe
+    for r in rows:
+        assert r["top1"] is not None and 0.0 <= r["top1"] <= 100.0
+        assert len(r["per_class_accuracy"]) == 3
+    exp10 = next(r for r in rows if r["set"] == "exp10")
+    assert max(exp10["train_counts"]) / min(exp10["train_counts"]) == pytest.approx(10, rel=0.2)
+    for key in ("csv", "markdown", "report", "html"):
+        assert paths[key].is_file()
+    assert (out / "figures" / "accuracy_vs_imbalance.png").is_file()
+    results = json.loads((out / "cells" / "sl__exp10" / "fast" / "results.json").read_text())
+    assert results["grouping"]["kind"] == "thirds" and results["method"] == "sl"
+    assert (out / "cells" / "sl__exp10" / "fast" / "per_class.csv").is_file()
+
+    # Second run: every cell is done, nothing is trained again.
+    calls: list[tuple[str, str]] = []
+    real = study_mod.run_cell
+
+    def spy(spec_: StudySpec, data: Any, method: str, set_name: str, *a: Any, **k: Any) -> Any:
+        calls.append((method, set_name))
+        return real(spec_, data, method, set_name, *a, **k)
+
+    monkeypatch.setattr(study_mod, "run_cell", spy)
+    rows2, _ = run_study(spec, out_dir=out, progress=False, echo=lambda s: None)
+    assert calls == []
+    assert [r["top1"] for r in rows2] == [r["top1"] for r in rows]
+
+    # A cell without its results.json is run again, and only that cell.
+    (out / "cells" / "moco_v2__balanced" / "fast" / "results.json").unlink()
+    rows3, _ = run_study(spec, out_dir=out, progress=False, echo=lambda s: None)
+    assert calls == [("moco_v2", "balanced")]
+    assert len(rows3) == 4
+
+
+def test_output_dir_of_another_study_is_refused(tmp_path: Path) -> None:
+    spec = study_from_mapping(TINY_STUDY)
+    (tmp_path / "study.yaml").write_text("name: other\nseed: 3\n")
+    with pytest.raises(ConfigError, match="different study"):
+        run_study(spec, out_dir=tmp_path, progress=False, echo=lambda s: None)
