@@ -17,7 +17,7 @@ measured in the same run. KCL runs ``posk=6``, ``loss_type=v1``, random selectio
 
 Results are under ``trainer_path`` and ``device_path``.
 
-Run: ``python benchmarks/bench_train.py [--device auto] [--steps 5] [--batch-size 32]
+Run: ``python benchmarks/bench_train.py [--device auto] [--steps 8] [--batch-size 32]
 [--amp bf16] [--channels-last] [--paths trainer device]``. Prints one JSON object.
 """
 
@@ -147,8 +147,8 @@ def main() -> None:
     """Measure and print JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per method and path")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed first steps")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per method and path")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed first steps")
     parser.add_argument("--batch-size", type=int, default=32, help="use 256 on a GPU")
     parser.add_argument("--backbone", default="resnet20", help="resnet20 or resnet18 (small stem)")
     parser.add_argument("--K", type=int, default=4096, help="MoCo/KCL queue length")
@@ -158,7 +158,13 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--paths", nargs="+", default=["trainer", "device"],
                         choices=["trainer", "device"])  # fmt: skip
-    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps default")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a busy CPU torch's default thread pool spins and "
+        "runs ~10x slower; use 0 for torch's default on a quiet machine)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

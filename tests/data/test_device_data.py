@@ -205,3 +205,32 @@ def test_bad_inputs_raise() -> None:
         DeviceAugment.from_recipe("simclr", 32, 3)
     with pytest.raises(DataError, match="channels"):
         DeviceAugment.from_recipe("moco_v2", 8, 3)(torch.zeros(2, 8, 8, dtype=torch.uint8))
+
+
+def test_crop_area_matches_torchvision_random_resized_crop() -> None:
+    from torchvision.transforms import RandomResizedCrop
+
+    aug = DeviceAugment(32, 3, crop_scale=(0.2, 1.0))
+    w, h, cx, cy = aug._crop_boxes(4000, 32, 40, torch.Generator().manual_seed(0))
+    assert (cx - w >= -1 - 1e-6).all() and (cx + w <= 1 + 1e-6).all()
+    assert (cy - h >= -1 - 1e-6).all() and (cy + h <= 1 + 1e-6).all()
+    ours = (w * h).mean().item()
+    torch.manual_seed(0)
+    img = torch.zeros(3, 32, 40)
+    boxes = [RandomResizedCrop.get_params(img, [0.2, 1.0], [3 / 4, 4 / 3]) for _ in range(4000)]
+    ref = float(np.mean([b[2] * b[3] / (32 * 40) for b in boxes]))
+    assert abs(ours - ref) < 0.03
+
+
+@pytest.mark.slow
+def test_batches_feed_a_two_view_method() -> None:
+    from balfeat.methods.moco import MoCo
+    from balfeat.models.backbones import build_backbone
+
+    torch.manual_seed(0)
+    model = MoCo(build_backbone("resnet8", small_images=True, in_channels=1), dim=16, K=32)
+    loader = DeviceArrayLoader(_images(8, 12, 1), np.arange(8) % 2, 8, views=2, device="cpu",
+                               transform=DeviceAugment.from_recipe("moco_v2", 12, 1))  # fmt: skip
+    views, y = next(iter(loader))
+    out = model(views, y)
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])

@@ -97,3 +97,34 @@ def test_split_dataset_with_class_set(tmp_path: Path) -> None:
     assert len(ds) == 4  # type: ignore[arg-type]
     assert sorted(np.asarray(ds.targets).tolist()) == [0, 0, 1, 1]  # type: ignore[attr-defined]
     assert ds[0][0].shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize(
+    ("name", "prefill", "full"),
+    [
+        ("kcl", "auto", True),
+        ("moco_v2", "auto", False),
+        ("kcl", "never", False),
+        ("moco_v2", "always", True),
+    ],
+)
+def test_queue_prefilled_before_first_step(
+    tmp_path: Path, name: str, prefill: str, full: bool
+) -> None:
+    """The reference KCL fills its queue with keys before training; MoCo does not by default."""
+    cfg = load_config(
+        None,
+        [
+            *TINY,
+            f"method.name={name}",
+            f"method.prefill={prefill}",
+            f"run.output_dir={tmp_path}",
+        ],
+    )
+    trainer = Trainer(cfg)
+    trainer._setup()
+    trainer._prefill_queue()
+    queue = trainer.method.queue  # type: ignore[attr-defined]
+    assert bool(queue.full) is full
+    if full and name == "kcl":
+        assert (queue.labels >= 0).all()

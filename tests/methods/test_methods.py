@@ -139,6 +139,7 @@ def _eval_loss(method: MoCo) -> float:
         return float(m(views, labels)["loss"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mlp", [False, True])
 def test_moco_loss_falls(mlp: bool) -> None:
     method = _moco(mlp=mlp, m=0.5)

@@ -52,7 +52,13 @@ def test_write_report_writes_table_figures_and_html(tmp_path: Path) -> None:
     assert table[0]["few"] == ""  # None is an empty cell, not 0
     md = paths["report"].read_text()
     assert "# T" in md and "Setup." in md and "| method |" in md
-    for name in ("accuracy_vs_imbalance", "per_class_vs_count", "shot_accuracy", "balancedness"):
+    for name in (
+        "accuracy_vs_imbalance",
+        "per_class_vs_count",
+        "per_class_change_vs_count",
+        "shot_accuracy",
+        "balancedness",
+    ):
         png = paths[name]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert png.stat().st_size > 10_000

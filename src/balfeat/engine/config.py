@@ -114,6 +114,9 @@ class MethodConfig:
         bn_splits: splits of SplitBatchNorm when not distributed.
         freeze_backbone: SL only: train the head alone (linear probe style fine-tuning).
         init_checkpoint: checkpoint to initialise the backbone from, ``""`` = random init.
+        prefill: fill the queue with keys of the first batches before the first step, as the
+            reference KCL does (so the label queue holds real classes from step 1): ``auto``
+            (KCL only, the reference behaviour), ``always`` or ``never``.
     """
 
     name: MethodName = "moco_v2"
@@ -129,6 +132,7 @@ class MethodConfig:
     bn_splits: int = 8
     freeze_backbone: bool = False
     init_checkpoint: str = ""
+    prefill: Literal["auto", "always", "never"] = "auto"
 
     @property
     def views(self) -> int:

@@ -323,6 +323,8 @@ class Trainer:
                 self.local_batch,
             )
         distributed.barrier()
+        if self.step == 0:
+            self._prefill_queue()
         anomaly = (
             torch.autograd.detect_anomaly() if cfg.run.detect_anomaly else contextlib.nullcontext()
         )
@@ -344,6 +346,40 @@ class Trainer:
             "output_dir": str(self.output_dir),
         }
         return summary
+
+    def _prefill_queue(self) -> None:
+        """Fill a method's queue before the first step (``method.prefill``), without training.
+
+        Uses a loader of its own (seeded from ``run.seed``, not the training loader's generator),
+        so the training data order is the same with and without prefilling.
+        """
+        cfg = self.cfg
+        prefill = getattr(self.method, "prefill", None)
+        wanted = cfg.method.prefill == "always" or (
+            cfg.method.prefill == "auto" and cfg.method.name == "kcl"
+        )
+        if prefill is None or not wanted:
+            return
+        generator = torch.Generator()
+        generator.manual_seed(cfg.run.seed + 7919 + 1000003 * self.rank)
+        loader = build.build_loader(
+            cfg,
+            self.dataset,
+            self.sampler,
+            self.local_batch,
+            generator,
+            pin_memory=self.device.type == "cuda",
+        )
+
+        def batches() -> Iterator[tuple[Any, torch.Tensor]]:
+            for images, labels in loader:
+                yield _to_device(images, self.device, cfg.run.channels_last), labels
+
+        was_training = self.method.training
+        self.method.train()
+        used = prefill(batches())
+        self.method.train(was_training)
+        log.info("queue prefilled with %d batch(es) of keys before the first step", used)
 
     def _train_epoch(self) -> tuple[float, float, bool]:
         cfg = self.cfg

@@ -128,23 +128,34 @@ def plot_accuracy_vs_imbalance(
     rows = _protocol_subset(rows, protocol)
     sets = ordered_sets(rows)
     fig, ax = plt.subplots(figsize=(7.0, 4.5))
-    for i, m in enumerate(ordered_methods(rows)):
+    methods = ordered_methods(rows)
+    table: list[list[float]] = []
+    for m in methods:
         ys = []
         for s in sets:
             match = [r for r in rows if r["method"] == m and r["set"] == s]
             ys.append(_num(match[0].get("top1")) if match else math.nan)
+        table.append(ys)
+    for i, m in enumerate(methods):
+        ys = table[i]
         ax.plot(range(len(sets)), ys, linewidth=2, markersize=7, label=method_label(m), **_style(i))
         for x, y in enumerate(ys):
-            if math.isfinite(y):
-                ax.annotate(
-                    f"{y:.1f}",
-                    (x, y),
-                    textcoords="offset points",
-                    xytext=(0, 7),
-                    ha="center",
-                    fontsize=8,
-                    color=_style(i)["color"],
-                )
+            if not math.isfinite(y):
+                continue
+            # Label above the point unless another line sits just above it: then below.
+            others = [t[x] - y for k, t in enumerate(table) if k != i and math.isfinite(t[x])]
+            above_gap = min([d for d in others if d >= 0], default=math.inf)
+            below_gap = min([-d for d in others if d < 0], default=math.inf)
+            below = above_gap < below_gap
+            ax.annotate(
+                f"{y:.1f}",
+                (x, y),
+                textcoords="offset points",
+                xytext=(0, -13) if below else (0, 7),
+                ha="center",
+                fontsize=8,
+                color=_style(i)["color"],
+            )
     ax.set_xticks(range(len(sets)))
     ax.set_xticklabels([_set_label(rows, s) for s in sets])
     ax.set_xlabel("pre-training set (more imbalanced to the right)")
@@ -221,6 +232,88 @@ def plot_per_class_vs_count(
             bbox_to_anchor=(0.995, 0.995),
         )
     fig.suptitle("Per-class probe accuracy vs. training count of the class", x=0.35)
+    return _finish(fig, Path(path), top=0.9)
+
+
+def plot_per_class_change_vs_count(
+    rows: Sequence[Row], path: str | Path, protocol: str | None = None
+) -> Path | None:
+    """Per-class accuracy *change* from the balanced set (y) against training count (log x).
+
+    For each method, each class's probe accuracy after pre-training on an imbalanced set minus
+    its accuracy after pre-training on the method's balanced set (``imbalance_ratio == 1``).
+    Subtracting the same class's balanced accuracy removes how hard the class is, so a falling
+    cloud towards the left shows the rare classes losing most. ``None`` (no balanced set).
+
+    Args:
+        rows: the results table.
+        path: PNG to write.
+        protocol: the probe protocol to plot (default: the first in sorted order).
+
+    Returns:
+        The path written, or ``None`` when no method has a balanced set.
+    """
+    rows = _protocol_subset(rows, protocol)
+    methods = [
+        m
+        for m in ordered_methods(rows)
+        if any(r["method"] == m and _num(r.get("imbalance_ratio")) == 1.0 for r in rows)
+    ]
+    if not methods:
+        return None
+    sets = [
+        s
+        for s in ordered_sets(rows)
+        if all(_num(r.get("imbalance_ratio")) != 1.0 for r in rows if r["set"] == s)
+    ]
+    n = len(methods)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.0), sharey=True, squeeze=False)
+    for j, m in enumerate(methods):
+        ax = axes[0][j]
+        ref = next(r for r in rows if r["method"] == m and _num(r.get("imbalance_ratio")) == 1.0)
+        ref_acc = [_num(a) for a in ref.get("per_class_accuracy") or []]
+        for i, s in enumerate(sets):
+            match = [r for r in rows if r["method"] == m and r["set"] == s]
+            if not match:
+                continue
+            counts = [_num(c) for c in match[0].get("train_counts") or []]
+            accs = [_num(a) for a in match[0].get("per_class_accuracy") or []]
+            pts = [
+                (c, a - b)
+                for c, a, b in zip(counts, accs, ref_acc, strict=False)
+                if math.isfinite(c) and c > 0 and math.isfinite(a) and math.isfinite(b)
+            ]
+            if not pts:
+                continue
+            st = _style(i + 1)
+            ax.scatter(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                s=30,
+                alpha=0.85,
+                color=st["color"],
+                marker=st["marker"],
+                label=s,
+            )
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_title(method_label(m))
+        ax.set_xlabel("training images of the class (log)")
+        if j == 0:
+            ax.set_ylabel("accuracy minus balanced-set accuracy (points)")
+        ax.grid(True, which="both", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(
+            handles,
+            labels,
+            title="pre-training set",
+            loc="upper right",
+            ncol=len(labels),
+            fontsize=9,
+            bbox_to_anchor=(0.995, 0.995),
+        )
+    fig.suptitle("Per-class change from the balanced pre-training set", x=0.35)
     return _finish(fig, Path(path), top=0.9)
 
 
@@ -342,6 +435,11 @@ def plot_all(rows: Sequence[Row], out_dir: str | Path) -> dict[str, Path]:
         figures[f"per_class_vs_count{suffix}"] = plot_per_class_vs_count(
             rows, out / f"per_class_vs_count{suffix}.png", protocol=p
         )
+        change = plot_per_class_change_vs_count(
+            rows, out / f"per_class_change_vs_count{suffix}.png", protocol=p
+        )
+        if change is not None:
+            figures[f"per_class_change_vs_count{suffix}"] = change
         figures[f"shot_accuracy{suffix}"] = plot_shot_bars(
             rows, out / f"shot_accuracy{suffix}.png", protocol=p
         )

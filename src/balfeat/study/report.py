@@ -181,6 +181,9 @@ def write_report(
         "imbalanced (one line per method). A flat line is a representation that is robust to "
         "the imbalance.",
         "per_class_vs_count": "Per-class accuracy against the class's pre-training count.",
+        "per_class_change_vs_count": "Per-class accuracy minus the same class's accuracy when "
+        "the method pre-trains on the balanced set (removes how hard each class is): points "
+        "below 0 on the left are rare classes the imbalance hurt.",
         "shot_accuracy": "Many / medium / few-shot accuracy, groups by pre-training counts.",
         "balancedness": "Balancedness: spread of the group accuracies and head bias.",
     }
