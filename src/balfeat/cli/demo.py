@@ -35,8 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--full",
         action="store_true",
-        help="train longer on more images with resnet20 for better numbers (default: off; about "
-        "an hour on 2 CPU cores, minutes on a GPU). Use a different --out than the quick run",
+        help="train longer on more images with resnet20 for better numbers (default: off; "
+        "roughly 1-2 hours on 2 CPU cores (estimate), minutes on a GPU). Use a different --out "
+        "than the quick run",
     )
     p.add_argument(
         "--tiny",

@@ -18,7 +18,8 @@ It is a study (:mod:`balfeat.study.study`) with a built-in grid:
   On the balanced set the groups are an arbitrary (seeded) split of equal classes.
 
 The default settings are budgeted to finish in about 10 minutes on 2 CPU cores; ``full=True``
-trains longer on more images for better numbers (about an hour on 2 cores, minutes on a GPU).
+trains longer on more images for better numbers (roughly 1-2 hours on 2 idle cores, an estimate
+not a measurement; minutes on a GPU).
 Resumable like every study: re-running skips finished cells.
 """
 
@@ -86,7 +87,7 @@ def demo_spec(
 
     Args:
         out_dir: output directory.
-        full: longer training on more images (better numbers, about an hour on 2 CPU cores).
+        full: longer training on more images (better numbers, roughly 1-2 hours on 2 CPU cores).
         tiny: a smoke-test setting (a few hundred images, one epoch; numbers meaningless).
 
     Returns:
@@ -118,7 +119,7 @@ def demo_spec(
         spec.probe_per_class = 1000
         spec.test_max = 0
         base["model"]["backbone"] = "resnet20"
-        base["optim"]["epochs"] = 30
+        base["optim"]["epochs"] = 8
         base["optim"]["batch_size"] = 256
         for m in spec.methods.values():
             if "K" in m["method"]:
