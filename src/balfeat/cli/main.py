@@ -14,7 +14,16 @@ from balfeat.errors import BalfeatError
 # Subcommand modules under balfeat.cli, in the order --help lists them. Each defines
 # ``add_parser(subparsers)`` that registers one subcommand and sets ``func`` to a callable taking
 # the parsed namespace and returning an exit code.
-COMMANDS: tuple[str, ...] = ("data", "splits", "pretrain", "probe", "evaluate", "export", "study", "demo")
+COMMANDS: tuple[str, ...] = (
+    "data",
+    "splits",
+    "pretrain",
+    "probe",
+    "evaluate",
+    "export",
+    "study",
+    "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
