@@ -160,14 +160,21 @@ class TinyBackbone(nn.Module):
 
 
 def make_method(kind: str | bool) -> nn.Module:
-    """``sl``/False: TinySL, ``moco``/True: TinyMoCo, ``real_moco``: balfeat's MoCo on a tiny
-    BN-free backbone (no shuffle BN, so 2 ranks with half batches compute what 1 rank does)."""
+    """``sl``/False: TinySL, ``moco``/True: TinyMoCo, ``real_moco``/``real_kcl``: balfeat's MoCo
+    and KCL on a tiny BN-free backbone (no shuffle BN, so 2 ranks with half batches compute what
+    1 rank does)."""
     if kind in ("moco", True):
         return TinyMoCo()
     if kind == "real_moco":
         from balfeat.methods.moco import MoCo
 
         return MoCo(TinyBackbone(), dim=8, K=32, m=0.9, T=0.2, mlp=False, shuffle_bn=False)
+    if kind == "real_kcl":
+        # posk >= K: every same-class queue key is a positive, so the loss does not depend on
+        # the order in which ranks enqueue their keys (which differs from 1 process).
+        from balfeat.methods.kcl import KCL
+
+        return KCL(TinyBackbone(), dim=8, K=32, m=0.9, T=0.2, mlp=False, shuffle_bn=False, posk=32)
     return TinySL()
 
 

@@ -18,7 +18,7 @@ from balfeat.engine.checkpoint import load_checkpoint
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
-KINDS = ["sl", "moco", "real_moco"]
+KINDS = ["sl", "moco", "real_moco", "real_kcl"]
 
 
 @pytest.fixture(scope="module")

@@ -135,22 +135,10 @@ class SplitImageDataset(Dataset):
         self.lines = list(range(1, len(entries) + 1))
         self.skip_bad_images = skip_bad_images
         self.bad_images: list[tuple[str, str]] = []
-        if check_files:
-            kept: list[SplitEntry] = []
-            lines: list[int] = []
-            for line, e in zip(self.lines, entries, strict=True):
-                if e.resolve(self.root).is_file():
-                    kept.append(e)
-                    lines.append(line)
-                elif skip_bad_images:
-                    self.bad_images.append((str(e.resolve(self.root)), "missing"))
-                else:
-                    raise DataError(
-                        f"{self.source}:{line}: image {e.resolve(self.root)} does not exist; "
-                        "check --data root / the split file, or pass skip_bad_images=True"
-                    )
-            entries, self.lines = kept, lines
         self.entries = entries
+        if check_files:
+            self.check_files()
+        entries = self.entries
         self.targets = np.fromiter((e.label for e in entries), np.int64, count=len(entries))
         self.num_classes = int(
             num_classes
@@ -158,6 +146,31 @@ class SplitImageDataset(Dataset):
             else (int(self.targets.max()) + 1 if len(entries) else 0)
         )
         self.transform = transform
+
+    def check_files(self) -> None:
+        """Check that every listed image exists (run by ``__init__`` unless ``check_files=False``).
+
+        Missing images are dropped and recorded in ``.bad_images`` with ``skip_bad_images``;
+        otherwise the first one raises DataError naming ``split file:line``.
+        """
+        kept: list[SplitEntry] = []
+        lines: list[int] = []
+        for line, e in zip(self.lines, self.entries, strict=True):
+            if e.resolve(self.root).is_file():
+                kept.append(e)
+                lines.append(line)
+            elif self.skip_bad_images:
+                self.bad_images.append(
+                    (str(e.resolve(self.root)), f"{self.source}:{line}: missing")
+                )
+            else:
+                raise DataError(
+                    f"{self.source}:{line}: image {e.resolve(self.root)} does not exist; "
+                    "check the data root / the split file, or skip bad images "
+                    "(data.skip_bad_images=true / skip_bad_images=True)"
+                )
+        self.entries, self.lines = kept, lines
+        self.targets = np.fromiter((e.label for e in kept), np.int64, count=len(kept))
 
     @property
     def class_names(self) -> list[str]:
@@ -178,7 +191,8 @@ class SplitImageDataset(Dataset):
         except (OSError, ValueError) as err:
             raise DataError(
                 f"{self.source}:{self.lines[index]}: cannot read image {path}: {err}; "
-                "replace the file or pass skip_bad_images=True"
+                "replace the file or skip bad images (data.skip_bad_images=true / "
+                "skip_bad_images=True)"
             ) from err
 
     def __getitem__(self, index: int) -> tuple[Any, int]:

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from balfeat import distributed
 from balfeat.engine.config import Config
-from balfeat.errors import ConfigError
+from balfeat.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from balfeat.models.backbones import Backbone
@@ -158,17 +158,57 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
             )
             images, labels = images[pick], labels[pick]
         return ArrayDataset(images, labels, transform=transform, num_classes=num_classes)
-    from balfeat.data.datasets import SplitImageDataset, subset_classes
-    from balfeat.data.splits import read_class_set, read_split
+    from balfeat.data.datasets import SplitImageDataset, class_counts, subset_classes
+    from balfeat.data.splits import class_names_of, read_class_set
 
     if not d.train_split:
         raise ConfigError(f"data.dataset={d.dataset} needs data.train_split=FILE")
-    entries = read_split(d.train_split)
+    ds = SplitImageDataset(
+        d.root,
+        d.train_split,
+        transform=transform,
+        skip_bad_images=d.skip_bad_images,
+        check_files=False,
+    )
     if d.class_set:  # e.g. the paper's clsset1: keep those classes, relabelled 0..C'-1
-        entries = subset_classes(entries, read_class_set(d.class_set))
+        names = read_class_set(d.class_set)
+        known = set(class_names_of(ds.entries, d.train_split).values())
+        unknown = [f"{n!r} ({d.class_set}:{i})" for i, n in enumerate(names, 1) if n not in known]
+        if unknown:
+            raise DataError(
+                f"data.class_set: {len(unknown)} class(es) not in data.train_split "
+                f"{d.train_split!r} ({len(known)} classes): {', '.join(unknown[:5])}"
+                f"{' ...' if len(unknown) > 5 else ''}; fix the class-set file or use the split "
+                "it was made for"
+            )
+        ds = subset_classes(ds, names)
     if d.max_samples > 0:
-        entries = entries[: d.max_samples]
-    return SplitImageDataset(d.root, entries, transform=transform)
+        ds.entries, ds.lines = ds.entries[: d.max_samples], ds.lines[: d.max_samples]
+        ds.targets = ds.targets[: d.max_samples]
+    before = class_counts(ds.targets)
+    gaps = np.flatnonzero(before == 0)
+    if len(gaps):  # labels must be 0..C-1 with images in every class
+        top = int(before.size - 1)
+        line = ds.lines[int(np.flatnonzero(ds.targets == top)[0])]
+        raise DataError(
+            f"{d.train_split}:{line}: label {top} makes {top + 1} classes, but class(es) "
+            f"{', '.join(str(int(c)) for c in gaps[:10])}{' ...' if len(gaps) > 10 else ''} "
+            "have no images; labels must be 0..C-1 with images in every class - renumber the "
+            "labels or fix the wrong one"
+        )
+    names_of = class_names_of(ds.entries, d.train_split)
+    ds.check_files()  # missing images: an error naming split:line, or skipped and recorded
+    after = class_counts(ds.targets, len(before))
+    emptied = np.flatnonzero(after == 0)
+    if len(emptied):
+        what = ", ".join(f"{int(c)} ({names_of.get(int(c), '?')!r})" for c in emptied[:10])
+        raise DataError(
+            f"class(es) {what} of {d.train_split!r} have no images left after skipping "
+            f"{len(ds.bad_images)} missing image(s) (e.g. {ds.bad_images[0][0]}); restore the "
+            "images or leave the class out with data.class_set"
+        )
+    ds.num_classes = len(before)
+    return ds
 
 
 def build_sampler(cfg: Config, dataset: Dataset[Any]) -> Sampler[int]:
@@ -254,6 +294,12 @@ def build_method(cfg: Config, num_classes: int) -> nn.Module:
         return MoCo(backbone, seed=cfg.run.seed, **common)
     from balfeat.methods.kcl import KCL
 
+    if m.posk > m.K:
+        raise ConfigError(
+            f"method.posk={m.posk} is larger than the queue method.K={m.K}: KCL cannot take more "
+            "positives per query than there are keys; lower method.posk (paper: 6) or raise "
+            "method.K"
+        )
     return KCL(
         backbone,
         posk=m.posk,

@@ -60,6 +60,8 @@ class DataConfig:
         max_samples: cap on training images after everything else (0 = no cap; smoke tests).
         num_classes: classes of the ``synthetic`` dataset.
         synthetic_size: images of the ``synthetic`` dataset.
+        skip_bad_images: imagenet/inat: skip missing or unreadable images (listed in the log and
+            the run summary at the end) instead of stopping with an error naming the first one.
     """
 
     dataset: DatasetName = "fashion-mnist"
@@ -79,6 +81,7 @@ class DataConfig:
     max_samples: int = 0
     num_classes: int = 10
     synthetic_size: int = 512
+    skip_bad_images: bool = False
 
 
 @dataclass

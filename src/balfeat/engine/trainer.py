@@ -345,6 +345,10 @@ class Trainer:
             "images_per_s": ips,
             "output_dir": str(self.output_dir),
         }
+        bad = list(dict.fromkeys(p for p, _ in getattr(self.dataset, "bad_images", [])))
+        if bad:  # data.skip_bad_images: list what was skipped (unreadable ones found so far)
+            summary["bad_images"] = bad
+            log.warning("skipped %d missing or unreadable image(s): %s", len(bad), ", ".join(bad))
         return summary
 
     def _prefill_queue(self) -> None:

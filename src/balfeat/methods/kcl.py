@@ -57,6 +57,11 @@ class KCL(MoCo):
             raise BalfeatError(f"KCL selection {selection!r} is unknown; use one of {SELECTIONS}")
         if posk < 0:
             raise BalfeatError(f"KCL posk={posk} must be >= 0 (paper: 6)")
+        if posk > K:
+            raise BalfeatError(
+                f"KCL posk={posk} is larger than the queue (K={K} keys); lower posk (paper: 6) "
+                "or raise K"
+            )
         super().__init__(backbone, backbone_k, dim, K, m, T, mlp, shuffle_bn, bn_splits, seed)
         self.posk = posk
         self.loss_type = loss_type
