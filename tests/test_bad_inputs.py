@@ -184,14 +184,21 @@ def test_missing_image_is_an_error_naming_split_line(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("workers", [0, 1])
 def test_unreadable_image_is_an_error_naming_split_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: tuple[Path, str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: tuple[Path, str], workers: int
 ) -> None:
     root, text = data
     (root / "n01" / "bad.png").write_bytes(b"not a png")
-    # 7 images, batch 7: the one step loads every image.
+    # 7 images, batch 7: the one step loads every image. With a worker process the error comes
+    # back wrapped in the worker's traceback; the CLI still prints the one original line.
     rc, _, err, out = _split_run(
-        tmp_path, capsys, root, text + "/n01/bad.png 0\n", "optim.batch_size=7"
+        tmp_path,
+        capsys,
+        root,
+        text + "/n01/bad.png 0\n",
+        "optim.batch_size=7",
+        f"data.num_workers={workers}",
     )
     assert rc == 2
     line = _one_error_line(err)

@@ -44,6 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(err: BaseException) -> str:
+    """The message of ``err``; for an error re-raised from a DataLoader worker (whose message
+    holds the worker's traceback), the original message alone."""
+    text = str(err)
+    if "Original Traceback" in text:
+        last = [ln for ln in text.splitlines() if ln.strip()][-1]
+        return last.split(": ", 1)[1] if last.startswith("balfeat.errors.") else last
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; returns the process exit code."""
     parser = build_parser()
@@ -57,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Errors from bad input: one clear line, no traceback. Set BALFEAT_DEBUG=1 for the trace.
         if os.environ.get("BALFEAT_DEBUG"):
             raise
-        print(f"balfeat {args.command}: error: {err}", file=sys.stderr)
+        print(f"balfeat {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -62,6 +62,8 @@ class DataConfig:
         synthetic_size: images of the ``synthetic`` dataset.
         skip_bad_images: imagenet/inat: skip missing or unreadable images (listed in the log and
             the run summary at the end) instead of stopping with an error naming the first one.
+            Missing files are found before training; unreadable ones when loaded, and are listed
+            at the end only with ``num_workers=0`` (worker processes keep their own list).
     """
 
     dataset: DatasetName = "fashion-mnist"
