@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from balfeat.atomic import atomic_write_bytes
 from balfeat.errors import DataError
 
 FASHION_MNIST_FILES = {
@@ -223,16 +224,7 @@ def _array_cache_dir(source: Path) -> Path:
 
 
 def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, lambda fh: np.save(fh, arr))
 
 
 def load_idx_folder(

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from balfeat.atomic import atomic_write_text
 from balfeat.errors import SplitFormatError
 
 #: A class with more than this many training images is "many-shot" (classifier-balancing protocol).
@@ -123,24 +123,6 @@ def read_split(
 def format_split(entries: Iterable[SplitEntry]) -> str:
     """The text of a split file: one ``path label`` per line, trailing newline."""
     return "".join(f"{e.path} {e.label}\n" for e in entries)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``.
-
-    A reader never sees a half-written file, and a crash leaves the old file in place.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_split(path: str | os.PathLike[str], entries: Iterable[SplitEntry]) -> None:

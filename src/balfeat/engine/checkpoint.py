@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from balfeat.atomic import atomic_write_bytes
 from balfeat.errors import CheckpointError
 
 CHECKPOINT_VERSION = 1
@@ -40,19 +41,8 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` ``obj`` to ``path`` via ``path.tmp`` + fsync + ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """``torch.save`` ``obj`` to ``path`` through a fsynced temporary file and ``os.replace``."""
+    path = atomic_write_bytes(path, lambda fh: torch.save(obj, fh))
     _fsync_dir(path.parent)
     return path
 

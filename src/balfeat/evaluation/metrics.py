@@ -17,7 +17,6 @@ import csv
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from balfeat.atomic import atomic_write_text
 from balfeat.errors import BalfeatError
 
 GROUPS: tuple[str, str, str] = ("many", "medium", "few")
@@ -344,19 +344,6 @@ def _nan_to_none(x: float) -> float | None:
     return None if not math.isfinite(x) else x
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -403,7 +390,7 @@ def write_results(out_dir: str | os.PathLike[str], results: dict[str, Any]) -> t
     clean = _jsonable(results)
     json_path = d / "results.json"
     csv_path = d / "per_class.csv"
-    _atomic_write_text(json_path, json.dumps(clean, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(json_path, json.dumps(clean, indent=2, allow_nan=False) + "\n")
     rows = clean.get("per_class", [])
     import io
 
@@ -421,5 +408,5 @@ def write_results(out_dir: str | os.PathLike[str], results: dict[str, Any]) -> t
                 "" if acc is None else f"{acc:.4f}",
             ]
         )
-    _atomic_write_text(csv_path, buf.getvalue())
+    atomic_write_text(csv_path, buf.getvalue())
     return json_path, csv_path

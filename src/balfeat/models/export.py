@@ -11,28 +11,15 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from balfeat.atomic import atomic_write_bytes
 from balfeat.errors import CheckpointError
 from balfeat.models.loading import StateDict, load_backbone_state
-
-
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def to_detectron2_keys(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -81,7 +68,7 @@ def export_torchvision(
     state, info = load_backbone_state(checkpoint, arch)
     clean: StateDict = {k: v.detach().cpu().clone() for k, v in state.items()}
     path = Path(out)
-    _atomic_write_bytes(path, lambda fh: torch.save(clean, fh))
+    atomic_write_bytes(path, lambda fh: torch.save(clean, fh))
     info.update(out=str(path), num_tensors=len(clean), format_out="torchvision")
     return info
 
@@ -104,6 +91,6 @@ def export_detectron2(
     model = to_detectron2_keys(state)
     payload = {"model": model, "__author__": "balfeat", "matching_heuristics": True}
     path = Path(out)
-    _atomic_write_bytes(path, lambda fh: pickle.dump(payload, fh))
+    atomic_write_bytes(path, lambda fh: pickle.dump(payload, fh))
     info.update(out=str(path), num_tensors=len(model), format_out="detectron2")
     return info
