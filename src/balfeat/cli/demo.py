@@ -13,6 +13,8 @@ import logging
 import sys
 import time
 
+from balfeat.cli.study import add_run_options
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``demo`` subcommand."""
@@ -45,19 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="smoke-test setting: a few hundred images, one epoch (default: off); numbers are "
         "meaningless, use it to check an installation",
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        metavar="N",
-        help="CPU threads of torch (default: 0 = auto: all cores, or 1 when the machine is "
-        "already busy, which is faster under contention); ignored on a GPU",
-    )
-    p.add_argument(
-        "--quiet",
-        action="store_true",
-        help="no progress bars (default: off)",
-    )
+    add_run_options(p)
     p.add_argument(
         "overrides",
         nargs="*",

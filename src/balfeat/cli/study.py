@@ -41,6 +41,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="FILE is a probe recipe (configs/probe_*.yaml): print its `balfeat probe` "
         "arguments and exit (default: off), e.g. balfeat probe $(balfeat study --probe-args F)",
     )
+    add_run_options(p)
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="pretrain config overrides applied to every cell (default: none), e.g. "
+        "optim.epochs=5 run.device=cpu; put the --options before FILE",
+    )
+    p.set_defaults(func=run)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """``--threads`` and ``--quiet``, shared by ``balfeat study`` and ``balfeat demo``."""
     p.add_argument(
         "--threads",
         type=int,
@@ -54,14 +67,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="no progress bars (default: off); use in batch jobs",
     )
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="pretrain config overrides applied to every cell (default: none), e.g. "
-        "optim.epochs=5 run.device=cpu; put the --options before FILE",
-    )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
