@@ -168,6 +168,21 @@ def plot_accuracy_vs_imbalance(
     return _finish(fig, Path(path))
 
 
+def _figure_legend(fig: Any, ax: Any, title: str) -> None:
+    """One legend for a row of panels, in the figure's top-right corner, from ``ax``'s entries."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(
+            handles,
+            labels,
+            title=title,
+            loc="upper right",
+            ncol=len(labels),
+            fontsize=9,
+            bbox_to_anchor=(0.995, 0.995),
+        )
+
+
 def plot_per_class_vs_count(
     rows: Sequence[Row], path: str | Path, protocol: str | None = None
 ) -> Path:
@@ -220,17 +235,7 @@ def plot_per_class_vs_count(
         if j == 0:
             ax.set_ylabel("per-class probe accuracy (%)")
         ax.grid(True, which="both", alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(
-            handles,
-            labels,
-            title="pre-training set",
-            loc="upper right",
-            ncol=len(labels),
-            fontsize=9,
-            bbox_to_anchor=(0.995, 0.995),
-        )
+    _figure_legend(fig, axes[0][0], title="pre-training set")
     fig.suptitle("Per-class probe accuracy vs. training count of the class", x=0.35)
     return _finish(fig, Path(path), top=0.9)
 
@@ -302,17 +307,7 @@ def plot_per_class_change_vs_count(
         if j == 0:
             ax.set_ylabel("accuracy minus balanced-set accuracy (points)")
         ax.grid(True, which="both", alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(
-            handles,
-            labels,
-            title="pre-training set",
-            loc="upper right",
-            ncol=len(labels),
-            fontsize=9,
-            bbox_to_anchor=(0.995, 0.995),
-        )
+    _figure_legend(fig, axes[0][0], title="pre-training set")
     fig.suptitle("Per-class change from the balanced pre-training set", x=0.35)
     return _finish(fig, Path(path), top=0.9)
 
