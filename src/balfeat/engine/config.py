@@ -16,9 +16,6 @@ output directory and inside every checkpoint) and is read back with :func:`confi
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
+from balfeat import typed_config
 from balfeat.errors import ConfigError
 
 DatasetName = Literal["fashion-mnist", "imagenet", "inat", "array", "synthetic"]
@@ -232,193 +230,26 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-def _all_keys(cls: type = Config, prefix: str = "") -> list[str]:
-    """Every dotted leaf key of a config dataclass, e.g. ``optim.base_lr``."""
-    keys: list[str] = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            keys.extend(_all_keys(tp, prefix + f.name + "."))  # type: ignore[arg-type]
-        else:
-            keys.append(prefix + f.name)
-    return keys
-
-
-def _closest(key: str) -> str:
-    """A hint naming the valid key closest to ``key``."""
-    keys = _all_keys()
-    match = difflib.get_close_matches(key, keys, n=1, cutoff=0.0)
-    # Also compare the last component alone, so ``lr`` finds ``optim.base_lr``.
-    leaf = key.rsplit(".", 1)[-1]
-    leaf_match = difflib.get_close_matches(leaf, [k.rsplit(".", 1)[-1] for k in keys], n=1)
-    if leaf_match:
-        candidates = [k for k in keys if k.endswith("." + leaf_match[0])]
-        best = difflib.get_close_matches(key, candidates, n=1, cutoff=0.0)
-        if best and (not match or _ratio(key, best[0]) >= _ratio(key, match[0]) - 0.1):
-            match = best
-    return f"did you mean {match[0]!r}?" if match else ""
-
-
-def _ratio(a: str, b: str) -> float:
-    return difflib.SequenceMatcher(None, a, b).ratio()
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin is list:
-        (inner,) = typing.get_args(tp)
-        return f"list of {_type_name(inner)}"
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    return getattr(tp, "__name__", str(tp))
-
-
-def _check_value(key: str, value: Any, tp: Any, source: str, from_cli: bool, raw: str) -> Any:
-    """Return ``value`` converted to ``tp`` or raise ConfigError naming key, expected and got."""
-
-    def bad() -> ConfigError:
-        return ConfigError(
-            f"config key {key!r} from {source}: expected {_type_name(tp)}, got "
-            f"{value!r} ({type(value).__name__}); fix the value"
-        )
-
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value in allowed and type(value) is type(allowed[0]):
-            return value
-        if from_cli and raw in allowed:
-            return raw
-        raise bad()
-    if origin is list:
-        (inner,) = typing.get_args(tp)
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise bad()
-        return [
-            _check_value(f"{key}[{i}]", v, inner, source, False, "") for i, v in enumerate(value)
-        ]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad()
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise bad()
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise bad() from None
-        raise bad()
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if from_cli:  # ``run.output_dir=2024`` means the text, not the number
-            return raw
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise bad()
-    raise bad()  # pragma: no cover - every field type is handled above
-
-
-def _set(
-    cfg: Any, key: str, value: Any, source: str, from_cli: bool = False, raw: str = ""
-) -> None:
-    """Set dotted ``key`` of ``cfg`` to ``value`` after checking it."""
-    parts = key.split(".")
-    node = cfg
-    for i, part in enumerate(parts):
-        names = {f.name for f in dataclasses.fields(node)}
-        if part not in names:
-            hint = _closest(key)
-            raise ConfigError(
-                f"unknown config key {key!r} in {source}" + (f"; {hint}" if hint else "")
-            )
-        tp = typing.get_type_hints(type(node))[part]
-        if i == len(parts) - 1:
-            if dataclasses.is_dataclass(tp):
-                if not isinstance(value, Mapping):
-                    raise ConfigError(
-                        f"config key {key!r} in {source} is a section; give a mapping of its "
-                        f"keys (e.g. {_all_keys(tp)[0]}: ...), not {value!r}"  # type: ignore[arg-type]
-                    )
-                for k, v in value.items():
-                    _set(cfg, f"{key}.{k}", v, source)
-                return
-            setattr(node, part, _check_value(key, value, tp, source, from_cli, raw))
-            return
-        if not dataclasses.is_dataclass(tp):
-            raise ConfigError(
-                f"config key {key!r} in {source}: {'.'.join(parts[: i + 1])!r} is a value, not a "
-                "section"
-            )
-        node = getattr(node, part)
-
-
 def merge_mapping(cfg: Config, mapping: Mapping[str, Any], source: str) -> Config:
     """Apply a nested mapping (as read from YAML) onto ``cfg`` in place and return it."""
-    if not isinstance(mapping, Mapping):
-        raise ConfigError(
-            f"{source} must hold a mapping of sections (data:, model:, ...), got "
-            f"{type(mapping).__name__}"
-        )
-    for k, v in mapping.items():
-        _set(cfg, str(k), v, source)
-    return cfg
+    return typed_config.merge_mapping(cfg, mapping, source)
 
 
 def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
     """Apply ``section.key=value`` strings onto ``cfg`` in place and return it."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(
-                f"override {item!r} is not of the form section.key=value (e.g. optim.base_lr=0.03)"
-            )
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        _set(cfg, key, value, f"command-line override {item!r}", from_cli=True, raw=raw)
-    return cfg
+    return typed_config.apply_overrides(cfg, overrides)
 
 
 def load_config(
     paths: str | Path | Sequence[str | Path] | None = None, overrides: Sequence[str] = ()
 ) -> Config:
-    """Build a :class:`Config` from defaults, YAML files (in order) and overrides.
+    """Build a :class:`Config` from defaults, YAML files (in order, each with its ``defaults:``
+    list first) and overrides.
 
     Raises:
         ConfigError: a file is missing or unparsable, a key is unknown, a value mistyped.
     """
-    cfg = Config()
-    if paths is None:
-        paths = []
-    elif isinstance(paths, (str, Path)):
-        paths = [paths]
-    for p in paths:
-        path = Path(p)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist; check the path")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
-        if data is not None:
-            merge_mapping(cfg, data, f"config file {str(path)!r}")
-    apply_overrides(cfg, overrides)
-    validate(cfg)
-    return cfg
+    return typed_config.load_typed(Config, paths, overrides, validate=validate)
 
 
 def validate(cfg: Config) -> None:
@@ -445,9 +276,7 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 def config_from_dict(mapping: Mapping[str, Any], source: str = "a saved config") -> Config:
     """Rebuild a :class:`Config` from :func:`config_to_dict` output (e.g. from a checkpoint)."""
-    cfg = merge_mapping(Config(), mapping, source)
-    validate(cfg)
-    return cfg
+    return typed_config.from_dict(Config, mapping, source, validate=validate)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
