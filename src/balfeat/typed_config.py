@@ -4,9 +4,9 @@ Every job of balfeat (pre-training ``Config``, probing ``ProbeJob``, studies ``S
 tree of dataclasses read by this one module:
 
 - :func:`load_typed` builds an instance of a dataclass from its defaults, then from zero or more
-  YAML files in order (later files override earlier ones), then from ``section.key=value`` overrides as
-  given on the command line. Override values are parsed with ``yaml.safe_load`` (``[30, 40]`` is a
-  list, ``true`` a bool).
+  YAML files in order (later files override earlier ones), then from ``section.key=value``
+  overrides as given on the command line. Override values are parsed with ``yaml.safe_load``
+  (``[30, 40]`` is a list, ``true`` a bool).
 - A YAML file may start with ``defaults: [base.yaml, ...]``: those files (paths relative to the
   file that names them) are loaded first, so a recipe holds only what differs from its base.
 - Every value is checked against the field's declared type, and against the field's declared range
