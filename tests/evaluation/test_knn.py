@@ -1,0 +1,47 @@
+"""Weighted kNN against a slow loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from balfeat.errors import BalfeatError
+from balfeat.evaluation.knn import knn_accuracy, knn_predict
+
+
+def _slow_knn(train, labels, test, C, k, T):
+    out = torch.zeros(test.shape[0], C, dtype=torch.float64)
+    for i in range(test.shape[0]):
+        sims = []
+        for j in range(train.shape[0]):
+            a, b = test[i].double(), train[j].double()
+            sims.append((float(a @ b / (a.norm() * b.norm())), j))
+        sims.sort(key=lambda s: -s[0])
+        for s, j in sims[:k]:
+            out[i, int(labels[j])] += math.exp(s / T)
+    return out
+
+
+def test_knn_equals_slow_loop() -> None:
+    g = torch.Generator().manual_seed(0)
+    train = torch.randn(40, 8, generator=g)
+    labels = torch.randint(0, 4, (40,), generator=g)
+    test = torch.randn(7, 8, generator=g)
+    fast = knn_predict(train, labels, test, 4, k=5, T=0.5, chunk=3)
+    slow = _slow_knn(train, labels, test, 4, 5, 0.5)
+    torch.testing.assert_close(fast.double(), slow, rtol=1e-4, atol=1e-5)
+
+
+def test_knn_accuracy_on_separable_clusters_and_errors() -> None:
+    g = torch.Generator().manual_seed(1)
+    centres = torch.eye(3) * 5
+    labels = torch.arange(3).repeat_interleave(10)
+    train = centres[labels] + 0.1 * torch.randn(30, 3, generator=g)
+    test = centres[torch.tensor([0, 1, 2])] + 0.1 * torch.randn(3, 3, generator=g)
+    assert knn_accuracy(train, labels, test, torch.tensor([0, 1, 2]), 3, k=100) == 100.0
+    with pytest.raises(BalfeatError):
+        knn_predict(train[:0], labels[:0], test, 3)
+    with pytest.raises(BalfeatError):
+        knn_predict(train, labels, test, 3, k=0)
