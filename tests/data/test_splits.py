@@ -157,7 +157,7 @@ def test_bom_comments_and_blank_lines_are_skipped(tmp_path: Path) -> None:
 def test_bom_only_at_start_is_a_bom(tmp_path: Path) -> None:
     f = tmp_path / "s.txt"
     f.write_text("/a/x.JPEG 0\n\ufeff/a/y.JPEG 0\n", encoding="utf-8")
-    with pytest.raises(SplitFormatError, match="s.txt:2: byte-order mark"):
+    with pytest.raises(SplitFormatError, match=r"s\.txt:2: byte-order mark"):
         read_split(f)
 
 

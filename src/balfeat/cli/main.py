@@ -122,12 +122,15 @@ def _one_line(err: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; returns the process exit code."""
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        # Name the subcommand in the error, not the top-level ``balfeat``.
-        progs = {prog: p for prog, p in iter_parsers(parser)}
-        owner = progs.get(getattr(args, "_balfeat_prog", ""), parser)
-        owner.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            # Name the subcommand in the error, not the top-level ``balfeat``.
+            progs = {prog: p for prog, p in iter_parsers(parser)}
+            owner = progs.get(getattr(args, "_balfeat_prog", ""), parser)
+            owner.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as stop:  # a usage error (2) or --help/--version (0): return the code
+        return stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

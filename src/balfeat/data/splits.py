@@ -8,13 +8,13 @@ A split file holds one ``path label`` per line and ends with a newline::
     train_val2018/Plantae/7291/9f8e...jpg 7291   iNaturalist 2018 (the label is the class id)
 
 A class-set file holds one ``/n01440764`` per line. Reading then writing a file gives back the same
-bytes (for files as the reference writes them).
+bytes (for files as the reference writes them). The class of an entry is the name of the folder
+holding the image (the synset for ImageNet, the class id for iNaturalist).
 
 Every reader here accepts, in split and class-set files alike: a UTF-8 byte-order mark at the start
 (never kept: it would end up in an image path), blank or whitespace-only lines, Windows line ends,
 trailing spaces after the label, and comment lines whose first non-blank character is ``#``. These
-are dropped on reading, so a file written back holds only the entries. The class of an entry is the name of the folder holding the image (the synset for ImageNet,
-the class id for iNaturalist).
+are dropped on reading, so a file written back holds only the entries.
 """
 
 from __future__ import annotations
