@@ -420,3 +420,64 @@ def test_probe_with_wrong_backbone(
     line = _one_error_line(capsys.readouterr().err, "probe")
     assert "resnet8" in line and "resnet20" in line
     assert not out.exists()
+
+
+# --- issue 11: nothing lost, nothing silently wrong (export, atomic writer, CLI errors) ---------
+
+
+def _training_ckpt(path: Path, small_images: bool = False) -> Path:
+    import torch
+
+    from balfeat.models.backbones import build_backbone
+
+    bb = build_backbone("resnet18", small_images=small_images)
+    model = {f"backbone.{k}": v for k, v in bb.state_dict().items()}
+    torch.save({"model": model, "optimizer": {"state": {}, "param_groups": []}, "step": 1}, path)
+    return path
+
+
+def test_export_never_overwrites_the_training_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = _training_ckpt(tmp_path / "last.pth")
+    before = ckpt.read_bytes()
+    for extra in ([], ["--force"]):
+        assert main(["export", str(ckpt), "--out", str(ckpt), *extra]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert "checkpoint being exported" in err
+    other = _training_ckpt(tmp_path / "other.pth")
+    assert main(["export", str(ckpt), "--out", str(other), "--force"]) == 2
+    assert "training checkpoint" in capsys.readouterr().err
+    assert ckpt.read_bytes() == before
+    out = tmp_path / "bb.pth"
+    assert main(["export", str(ckpt), "--out", str(out)]) == 0
+    assert main(["export", str(ckpt), "--out", str(out)]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert main(["export", str(ckpt), "--out", str(out), "--force"]) == 0
+
+
+def test_export_small_image_backbone_is_not_labelled_torchvision(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = _training_ckpt(tmp_path / "last.pth", small_images=True)
+    for fmt in ("torchvision", "detectron2"):
+        out = tmp_path / f"bb.{fmt}"
+        assert main(["export", str(ckpt), "--out", str(out), "--format", fmt]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot export as {fmt}" in err and "--format backbone" in err
+        assert not out.exists()
+    out = tmp_path / "bb.pth"
+    assert main(["export", str(ckpt), "--out", str(out), "--format", "backbone"]) == 0
+    printed = capsys.readouterr().out
+    assert "balfeat backbone state dict" in printed and "small_images=True" in printed
+    assert "torchvision state dict" not in printed
+
+
+def test_export_output_under_a_file_fails_before_reading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = _training_ckpt(tmp_path / "last.pth")
+    assert main(["export", str(ckpt), "--out", str(ckpt / "bb.pth")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("balfeat export: error: argument --out:") and "is a file" in err
