@@ -368,3 +368,25 @@ def test_groups_print_their_own_help(
     out = capsys.readouterr().out
     assert out.startswith(fragment)
     assert "SUBCOMMAND" in out or "KIND" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragments"),
+    [
+        (["balanced", "--total", "500"], ("--total 500 needs 125 images per class", "class 0")),
+        (["balanced", "--per-class", "31"], ("--per-class 31 needs 31", "at most --per-class 30")),
+        (["balanced", "--total", "3"], ("--total 3 gives 0 images", "at least 4")),
+        (["exponential", "--n-max", "40"], ("--n-max 40 is more than the 30 images",)),
+        (["pareto", "--n-max", "40", "--keep-class-order"], ("give class 0 40 images",)),
+    ],
+)
+def test_draws_the_pool_cannot_fill_are_refused_in_option_terms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], fragments: tuple
+) -> None:
+    pool = _pool(tmp_path)
+    before = _snapshot(tmp_path)
+    argv = ["splits", "make", extra[0], "--pool", str(pool), *extra[1:]]
+    assert main([*argv, "--out", str(tmp_path / "o.txt")]) == 2
+    err = _one_line_error(capsys, *fragments)
+    assert "balanced_split" not in err and "long_tail_from_balanced" not in err
+    assert _snapshot(tmp_path) == before

@@ -361,22 +361,46 @@ def run_balanced(args: argparse.Namespace) -> int:
     from balfeat.data.splits import split_stats, write_split
 
     _check_outputs({args.out: "--out"}, [args.pool, *args.exclude])
+    pool = _read_entries(args.pool, "--pool")
+    _check_balanced_fits(pool, _read_many(args.exclude), args.total, args.per_class)
     entries = balanced_split(
-        _read_entries(args.pool, "--pool"),
+        pool,
         total=args.total,
         per_class=args.per_class,
         exclude=_read_many(args.exclude),
         seed=args.seed,
     )
-    if not entries:
-        raise DataError(
-            f"--total {args.total} gives 0 images per class; it must be at least the number of "
-            "classes of the pool - nothing was written"
-        )
     write_split(args.out, entries)
     s = split_stats(entries)
     print(f"{args.out}: {s.classes:,} classes x {s.max:,} images, total {s.total:,}")
     return 0
+
+
+def _check_balanced_fits(
+    pool: list[SplitEntry], exclude: list[SplitEntry], total: int | None, per_class: int | None
+) -> None:
+    """Refuse, in the options' terms, a balanced split the pool cannot fill."""
+    from balfeat.data.imbalance import group_by_label, image_key
+
+    held_out = {image_key(e.path) for e in exclude}
+    groups = group_by_label(e for e in pool if image_key(e.path) not in held_out)
+    if not groups:
+        raise DataError("--pool: every image of the pool is in an --exclude split; nothing left")
+    smallest = min(groups, key=lambda c: len(groups[c]))
+    have = len(groups[smallest])
+    k = per_class if per_class is not None else int(total or 0) // len(groups)
+    if k < 1:
+        raise DataError(
+            f"--total {total} gives 0 images to each of the pool's {len(groups)} classes; "
+            f"give at least {len(groups)} - nothing was written"
+        )
+    if k > have:
+        option = f"--per-class {per_class}" if per_class is not None else f"--total {total}"
+        most = f"--per-class {have}" if per_class is not None else f"--total {have * len(groups)}"
+        raise DataError(
+            f"{option} needs {k:,} images per class but class {smallest} has only {have:,} "
+            f"usable images in --pool; at most {most} - nothing was written"
+        )
 
 
 def run_profile(args: argparse.Namespace) -> int:
@@ -396,7 +420,14 @@ def run_profile(args: argparse.Namespace) -> int:
     _check_outputs({args.out: "--out"}, [args.pool])
     pool = _read_entries(args.pool, "--pool")
     groups = group_by_label(pool)
-    n_max = args.n_max or min(len(g) for g in groups.values())
+    smallest = min(len(g) for g in groups.values())
+    n_max = args.n_max or smallest
+    if n_max > smallest and not args.keep_class_order:
+        raise DataError(
+            f"--n-max {n_max:,} is more than the {smallest:,} images of the pool's smallest "
+            "class, and with a random class order any class may get the largest count; give "
+            f"--n-max {smallest:,} or less (or --keep-class-order)"
+        )
     if args.profile == "exponential":
         counts = exponential_counts(len(groups), n_max, args.ratio)
     else:
@@ -408,6 +439,13 @@ def run_profile(args: argparse.Namespace) -> int:
             f"without images; the largest possible ratio is {n_max:,} (1 image in the smallest "
             "class) - lower --ratio or raise --n-max; nothing was written"
         )
+    if args.keep_class_order:
+        for (label, images), k in zip(groups.items(), counts, strict=True):
+            if k > len(images):
+                raise DataError(
+                    f"--n-max {n_max:,} and --ratio {args.ratio:g} give class {label} {k:,} "
+                    f"images but --pool has {len(images):,}; lower --n-max"
+                )
     entries = long_tail_from_balanced(pool, counts, args.seed, args.keep_class_order)
     s = split_stats(entries)
     if s.classes != len(groups):  # pragma: no cover - guarded above; never write a short split
