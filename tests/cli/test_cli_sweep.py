@@ -300,18 +300,22 @@ def test_group_without_subcommand_prints_its_own_help(
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "prefix"),
     [
-        ["splits", "stats", "--bogus"],
-        ["pretrain", "--no-such-flag"],
-        ["export"],
-        ["frobnicate"],
+        (["splits", "stats", "--bogus"], "balfeat splits stats: error: unrecognized arguments"),
+        (["splits", "--bogus"], "balfeat splits: error: unrecognized arguments"),
+        (["pretrain", "--no-such-flag"], "balfeat pretrain: error: unrecognized arguments"),
+        (["export"], "balfeat export: error: the following arguments are required"),
+        (["frobnicate"], "balfeat: error: argument COMMAND: invalid choice"),
     ],
 )
-def test_usage_errors_are_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors_are_one_line(
+    argv: list[str], prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1 and "usage:" not in err, err
+    assert err.startswith(prefix), err
 
 
 SUBPROCESS_CASES = [

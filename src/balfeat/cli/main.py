@@ -70,6 +70,15 @@ def _finish_tree(parser: argparse.ArgumentParser) -> None:
                 _finish_tree(sub)
 
 
+def _all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every (sub)subparser under it, groups included."""
+    out = [parser]
+    for action in _subparser_actions(parser):
+        for sub in action.choices.values():
+            out.extend(_all_parsers(sub))
+    return out
+
+
 def iter_parsers(
     parser: argparse.ArgumentParser,
 ) -> list[tuple[str, argparse.ArgumentParser]]:
@@ -126,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, extra = parser.parse_known_args(argv)
         if extra:
             # Name the subcommand in the error, not the top-level ``balfeat``.
-            progs = {prog: p for prog, p in iter_parsers(parser)}
+            progs = {p.prog: p for p in _all_parsers(parser)}
             owner = progs.get(getattr(args, "_balfeat_prog", ""), parser)
             owner.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as stop:  # a usage error (2) or --help/--version (0): return the code
