@@ -302,7 +302,7 @@ def test_group_without_subcommand_prints_its_own_help(
 @pytest.mark.parametrize(
     ("argv", "prefix"),
     [
-        (["splits", "stats", "--bogus"], "balfeat splits stats: error: unrecognized arguments"),
+        (["data", "info", "--bogus"], "balfeat data info: error: unrecognized arguments"),
         (["splits", "--bogus"], "balfeat splits: error: unrecognized arguments"),
         (["pretrain", "--no-such-flag"], "balfeat pretrain: error: unrecognized arguments"),
         (["export"], "balfeat export: error: the following arguments are required"),
