@@ -481,3 +481,23 @@ def test_export_output_under_a_file_fails_before_reading(
     assert main(["export", str(ckpt), "--out", str(ckpt / "bb.pth")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("balfeat export: error: argument --out:") and "is a file" in err
+
+
+def test_export_default_format_labels_a_small_image_backbone_honestly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    small = _training_ckpt(tmp_path / "small.pth", small_images=True)
+    assert main(["export", str(small), "--out", str(tmp_path / "a.pth")]) == 0
+    printed = capsys.readouterr().out
+    assert "not a torchvision backbone" in printed and "small-image stem" in printed
+    assert "as a balfeat backbone state dict" in printed
+    big = _training_ckpt(tmp_path / "big.pth")
+    assert main(["export", str(big), "--out", str(tmp_path / "b.pth")]) == 0
+    assert "as a torchvision state dict" in capsys.readouterr().out
+    state = torch.load(tmp_path / "b.pth", weights_only=True)
+    from torchvision.models import resnet18
+
+    missing = resnet18().load_state_dict(state, strict=False).missing_keys
+    assert sorted(missing) == ["fc.bias", "fc.weight"]

@@ -32,12 +32,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--format",
-        choices=("torchvision", "detectron2", "backbone"),
-        default="torchvision",
+        choices=("auto", "torchvision", "detectron2", "backbone"),
+        default="auto",
         help="torchvision: state dict loadable into torchvision.models.resnetXX with only fc "
-        "missing (default); detectron2: MoCo's converted .pkl for detection fine-tuning; both "
-        "need a torchvision ResNet with the ImageNet stem and 3 channels. backbone: balfeat's "
-        "backbone state dict for any backbone (small-image stem, CIFAR ResNets)",
+        "missing; detectron2: MoCo's converted .pkl for detection fine-tuning; both need a "
+        "torchvision ResNet with the ImageNet stem and 3 channels. backbone: balfeat's backbone "
+        "state dict for any backbone (small-image stem, CIFAR ResNets). auto (default): "
+        "torchvision when the backbone is one, else backbone; the output line says which",
     )
     p.add_argument(
         "--backbone",
@@ -49,8 +50,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export; returns the exit code."""
-    from balfeat.models.export import export_backbone, export_detectron2, export_torchvision
+    from balfeat.models.export import (
+        check_export_target,
+        export_backbone,
+        export_detectron2,
+        export_torchvision,
+        torchvision_compatible,
+    )
+    from balfeat.models.loading import load_backbone_state
 
+    if args.format == "auto":
+        check_export_target(args.out, args.checkpoint, args.force)
+        _, found = load_backbone_state(args.checkpoint, args.backbone)
+        why = torchvision_compatible(found)
+        args.format = "torchvision" if why is None else "backbone"
+        if why is not None:
+            print(f"not a torchvision backbone ({why}); writing balfeat's backbone format")
     fn = {
         "torchvision": export_torchvision,
         "detectron2": export_detectron2,
