@@ -501,3 +501,24 @@ def test_export_default_format_labels_a_small_image_backbone_honestly(
 
     missing = resnet18().load_state_dict(state, strict=False).missing_keys
     assert sorted(missing) == ["fc.bias", "fc.weight"]
+
+
+def test_os_error_is_one_line_in_user_terms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from balfeat.data import splits
+
+    pool = tmp_path / "pool.txt"
+    pool.write_text("".join(f"/c{c}/{i}.jpg {c}\n" for c in range(2) for i in range(3)))
+    out = tmp_path / "out.txt"
+
+    def disk_full(path: object, entries: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(splits, "write_split", disk_full)
+    argv = ["splits", "make", "balanced", "--pool", str(pool), "--per-class", "2"]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"balfeat splits make balanced: error: {out}: no space left on device\n"
