@@ -390,3 +390,21 @@ def test_draws_the_pool_cannot_fill_are_refused_in_option_terms(
     err = _one_line_error(capsys, *fragments)
     assert "balanced_split" not in err and "long_tail_from_balanced" not in err
     assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "a-directory", "bom"])
+def test_family_outputs_checked_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    lt, pool = _lt_and_pool(tmp_path)
+    (tmp_path / "lt8.txt").mkdir()
+    pattern = {
+        "under-a-file": str(lt / "lt{a}.txt"),
+        "a-directory": str(tmp_path / "lt{a}.txt"),
+        "bom": str(tmp_path / "\ufefflt{a}.txt"),
+    }[where]
+    before = _snapshot(tmp_path)
+    argv = ["splits", "make", "family", "--long-tailed", str(lt), "--pool", str(pool)]
+    assert main([*argv, "--out-pattern", pattern]) == 2
+    _one_line_error(capsys, "--out-pattern", "nothing was written" if where != "bom" else "BOM")
+    assert _snapshot(tmp_path) == before

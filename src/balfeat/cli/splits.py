@@ -272,6 +272,8 @@ def _check_outputs(outs: dict[str, str], inputs: list[str | None]) -> None:
     from balfeat.typed_config import check_path
 
     for out, option in outs.items():
+        if "\ufeff" in out or "\x00" in out:
+            raise ConfigError(f"{option}: the path {out!r} holds a BOM or NUL character")
         try:
             check_path(option, out, "new_file")
         except ConfigError as err:
