@@ -273,15 +273,14 @@ def test_undeclared_list_names_real_options() -> None:
     assert owned == [], f"these subcommands must declare every option: {owned}"
 
 
-def test_report_of_undeclared_options(capsys: pytest.CaptureFixture[str]) -> None:
-    """Prints (with ``-s``) what is still undeclared, for the lead closing the gap."""
+def test_report_of_undeclared_options() -> None:
+    """Prints (shown with ``pytest -s``) what is still undeclared, for closing the gap."""
     rows = [
         f"{prog} {_name(a)}: {_needs_declaration(a, prog)}"
         for prog, _p, a in ALL_OPTIONS
         if _needs_declaration(a, prog)
     ]
-    with capsys.disabled():
-        print(f"\n{len(rows)} option(s) without a declared range/kind:\n  " + "\n  ".join(rows))
+    print(f"\n{len(rows)} option(s) without a declared range/kind:\n  " + "\n  ".join(rows))
     assert all(not r.startswith(FULLY_DECLARED) for r in rows)
 
 
