@@ -420,3 +420,105 @@ def test_probe_with_wrong_backbone(
     line = _one_error_line(capsys.readouterr().err, "probe")
     assert "resnet8" in line and "resnet20" in line
     assert not out.exists()
+
+
+# --- issue 11: nothing lost, nothing silently wrong (export, atomic writer, CLI errors) ---------
+
+
+def _training_ckpt(path: Path, small_images: bool = False) -> Path:
+    import torch
+
+    from balfeat.models.backbones import build_backbone
+
+    bb = build_backbone("resnet18", small_images=small_images)
+    model = {f"backbone.{k}": v for k, v in bb.state_dict().items()}
+    torch.save({"model": model, "optimizer": {"state": {}, "param_groups": []}, "step": 1}, path)
+    return path
+
+
+def test_export_never_overwrites_the_training_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = _training_ckpt(tmp_path / "last.pth")
+    before = ckpt.read_bytes()
+    for extra in ([], ["--force"]):
+        assert main(["export", str(ckpt), "--out", str(ckpt), *extra]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert "checkpoint being exported" in err
+    other = _training_ckpt(tmp_path / "other.pth")
+    assert main(["export", str(ckpt), "--out", str(other), "--force"]) == 2
+    assert "training checkpoint" in capsys.readouterr().err
+    assert ckpt.read_bytes() == before
+    out = tmp_path / "bb.pth"
+    assert main(["export", str(ckpt), "--out", str(out)]) == 0
+    assert main(["export", str(ckpt), "--out", str(out)]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert main(["export", str(ckpt), "--out", str(out), "--force"]) == 0
+
+
+def test_export_small_image_backbone_is_not_labelled_torchvision(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = _training_ckpt(tmp_path / "last.pth", small_images=True)
+    for fmt in ("torchvision", "detectron2"):
+        out = tmp_path / f"bb.{fmt}"
+        assert main(["export", str(ckpt), "--out", str(out), "--format", fmt]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot export as {fmt}" in err and "--format backbone" in err
+        assert not out.exists()
+    out = tmp_path / "bb.pth"
+    assert main(["export", str(ckpt), "--out", str(out), "--format", "backbone"]) == 0
+    printed = capsys.readouterr().out
+    assert "balfeat backbone state dict" in printed and "small_images=True" in printed
+    assert "torchvision state dict" not in printed
+
+
+def test_export_output_under_a_file_fails_before_reading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = _training_ckpt(tmp_path / "last.pth")
+    assert main(["export", str(ckpt), "--out", str(ckpt / "bb.pth")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("balfeat export: error: argument --out:") and "is a file" in err
+
+
+def test_export_default_format_labels_a_small_image_backbone_honestly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    small = _training_ckpt(tmp_path / "small.pth", small_images=True)
+    assert main(["export", str(small), "--out", str(tmp_path / "a.pth")]) == 0
+    printed = capsys.readouterr().out
+    assert "not a torchvision backbone" in printed and "small-image stem" in printed
+    assert "as a balfeat backbone state dict" in printed
+    big = _training_ckpt(tmp_path / "big.pth")
+    assert main(["export", str(big), "--out", str(tmp_path / "b.pth")]) == 0
+    assert "as a torchvision state dict" in capsys.readouterr().out
+    state = torch.load(tmp_path / "b.pth", weights_only=True)
+    from torchvision.models import resnet18
+
+    missing = resnet18().load_state_dict(state, strict=False).missing_keys
+    assert sorted(missing) == ["fc.bias", "fc.weight"]
+
+
+def test_os_error_is_one_line_in_user_terms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from balfeat.data import splits
+
+    pool = tmp_path / "pool.txt"
+    pool.write_text("".join(f"/c{c}/{i}.jpg {c}\n" for c in range(2) for i in range(3)))
+    out = tmp_path / "out.txt"
+
+    def disk_full(path: object, entries: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(splits, "write_split", disk_full)
+    argv = ["splits", "make", "balanced", "--pool", str(pool), "--per-class", "2"]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"balfeat splits make balanced: error: {out}: no space left on device\n"

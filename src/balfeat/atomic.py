@@ -2,7 +2,9 @@
 
 Every file balfeat writes (split lists, results, caches, exports, checkpoints) goes through
 :func:`atomic_write_bytes`: the content is written to a temporary file in the target's folder,
-flushed and fsynced, then renamed over the target with ``os.replace``.
+flushed and fsynced, then renamed over the target with ``os.replace``. The file gets the mode a
+plain ``open(path, "w")`` would give it (``0o666`` less the umask), not ``mkstemp``'s ``0o600``,
+so people sharing a machine can read results the same way as any other file.
 """
 
 from __future__ import annotations
@@ -12,6 +14,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it; there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
@@ -31,6 +40,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], write: Callable[[BinaryIO],
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

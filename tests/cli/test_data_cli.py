@@ -52,3 +52,30 @@ def test_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _fake_fashion_mnist(tmp_path / "cache" / "fashion-mnist")
     assert main(["data", "info"]) == 0
     assert f"fashion-mnist: {tmp_path / 'cache' / 'fashion-mnist'}" in capsys.readouterr().out
+
+
+def test_cache_under_a_file_is_one_line_error_before_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_fashion_mnist(tmp_path / "fm")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    monkeypatch.setenv("BALFEAT_CACHE", str(blocker / "cache"))
+    assert main(["data", "fetch", "fashion-mnist", "--dir", str(tmp_path / "fm")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("balfeat data fetch: error: cache folder ($BALFEAT_CACHE)")
+    assert "is a file" in err
+    assert blocker.read_text() == "a file, not a folder"
+
+
+@pytest.mark.parametrize("cmd", ["fetch", "info"])
+def test_dir_must_be_an_existing_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cmd: str
+) -> None:
+    argv = ["data", cmd] + (["fashion-mnist"] if cmd == "fetch" else [])
+    assert main([*argv, "--dir", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    nope = str(tmp_path / "nope")
+    expected = f"argument --dir: directory {nope!r} does not exist; check the path\n"
+    assert err == f"balfeat data {cmd}: error: {expected}"

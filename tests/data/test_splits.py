@@ -44,7 +44,7 @@ def test_read_formats(tmp_path: Path) -> None:
         ("/a/x.JPEG -1\n", "negative"),
         ("/a/x.JPEG 0\n/b/y.JPEG 5\n", "num_classes=3"),
         ("/a/x.JPEG 0\n/a/y.JPEG 0\n/a/x.JPEG 0\n", "listed twice (first at line 1)"),
-        ("/a/x.JPEG 0\n\n", "s.txt:2"),
+        ("# header\n\n/a/x.JPEG 0\n/a/y.JPEG z\n", "s.txt:4"),
     ],
 )
 def test_malformed_lines(tmp_path: Path, text: str, fragment: str) -> None:
@@ -139,3 +139,31 @@ def test_parse_format_round_trip(items: list[tuple[str, int]]) -> None:
     text = format_split(entries)
     assert parse_split_lines(text.splitlines(keepends=True)) == entries
     assert format_split(parse_split_lines(text.splitlines())) == text
+
+
+MESSY = "\ufeff# made by hand\n\n/a/x.JPEG 0\r\n  # a comment\n/b/y.JPEG 1  \n\n \n"
+
+
+def test_bom_comments_and_blank_lines_are_skipped(tmp_path: Path) -> None:
+    f = tmp_path / "messy.txt"
+    f.write_bytes(MESSY.encode("utf-8"))
+    entries = read_split(f)
+    assert entries == [SplitEntry("/a/x.JPEG", 0), SplitEntry("/b/y.JPEG", 1)]
+    out = tmp_path / "clean.txt"
+    write_split(out, entries)
+    assert out.read_bytes() == b"/a/x.JPEG 0\n/b/y.JPEG 1\n"  # no BOM copied into a path
+
+
+def test_bom_only_at_start_is_a_bom(tmp_path: Path) -> None:
+    f = tmp_path / "s.txt"
+    f.write_text("/a/x.JPEG 0\n\ufeff/a/y.JPEG 0\n", encoding="utf-8")
+    with pytest.raises(SplitFormatError, match=r"s\.txt:2: byte-order mark"):
+        read_split(f)
+
+
+def test_class_set_accepts_bom_comments_and_blank_lines(tmp_path: Path) -> None:
+    f = tmp_path / "c.txt"
+    f.write_bytes("\ufeff# classes\n/n01440764\r\n\n/n01443537 \n".encode())
+    assert read_class_set(f) == ["n01440764", "n01443537"]
+    write_class_set(tmp_path / "d.txt", read_class_set(f))
+    assert (tmp_path / "d.txt").read_bytes() == b"/n01440764\n/n01443537\n"

@@ -41,6 +41,8 @@ def _ranged(conv: Callable[[str], Any], kind: str, **limits: float | None) -> Ca
         return value
 
     parse.__name__ = kind  # argparse names the type in its messages
+    # Declared for introspection (tests/cli/test_cli_sweep.py derives its bad values from them).
+    parse.__dict__.update(balfeat_number=kind, balfeat_range=dict(meta))
     return parse
 
 
@@ -87,4 +89,5 @@ def path_of(kind: PathKind) -> Callable[[str], str]:
     parse.__name__ = {"file": "file", "dir": "directory", "new_file": "output file"}.get(
         kind, "path"
     )
+    parse.__dict__["balfeat_path"] = kind  # declared kind, for introspection (see _ranged)
     return parse

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
+
+from balfeat.cli.argtypes import path_of
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,19 +29,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     fetch.add_argument(
         "--dir",
         default=None,
+        type=path_of("dir"),
         help="folder holding the IDX files (default: search /usr/share/datasets/fashion-mnist "
         "and the cache, then fetch); set it to use a copy of your own",
     )
     fetch.set_defaults(func=run_fetch)
-    info = sub.add_parser("info", help="where the data and the cache are, without fetching")
-    info.add_argument("--dir", default=None, help="a folder to check first (default: search only)")
+    info = sub.add_parser(
+        "info",
+        help="where the data and the cache are, without fetching",
+        description="Print where Fashion-MNIST is found (or that it is not) and the cache folder.",
+    )
+    info.add_argument(
+        "--dir",
+        default=None,
+        type=path_of("dir"),
+        help="a folder to check first (default: search only)",
+    )
     info.set_defaults(func=run_info)
 
 
 def run_fetch(args: argparse.Namespace) -> int:
     """Find or fetch Fashion-MNIST, load it once (filling the array cache) and describe it."""
-    from balfeat.data.sources import find_fashion_mnist, load_fashion_mnist
+    from balfeat.data.sources import cache_root, find_fashion_mnist, load_fashion_mnist
+    from balfeat.typed_config import check_writable_dir
 
+    # The cache receives the fetched files and the decoded arrays: check it before any work.
+    key = "cache folder ($BALFEAT_CACHE)" if os.environ.get("BALFEAT_CACHE") else "cache folder"
+    check_writable_dir(key, cache_root())
     start = time.perf_counter()
     data = load_fashion_mnist(args.dir)
     seconds = time.perf_counter() - start

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from balfeat.cli.argtypes import path_of
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``balfeat export``."""
@@ -15,14 +17,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "torchvision) and write only its backbone, without classifier or projection head."
         ),
     )
-    p.add_argument("checkpoint", help="checkpoint file to export")
-    p.add_argument("--out", required=True, help="output file (.pth for torchvision, .pkl)")
+    p.add_argument("checkpoint", type=path_of("file"), help="checkpoint file to export")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=path_of("new_file"),
+        help="output file (.pth for torchvision/backbone, .pkl for detectron2); an existing file "
+        "is replaced only with --force, a training checkpoint never",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing --out (default: refuse); never replaces a training checkpoint",
+    )
     p.add_argument(
         "--format",
-        choices=("torchvision", "detectron2"),
-        default="torchvision",
+        choices=("auto", "torchvision", "detectron2", "backbone"),
+        default="auto",
         help="torchvision: state dict loadable into torchvision.models.resnetXX with only fc "
-        "missing (default); detectron2: MoCo's converted .pkl for detection fine-tuning",
+        "missing; detectron2: MoCo's converted .pkl for detection fine-tuning; both need a "
+        "torchvision ResNet with the ImageNet stem and 3 channels. backbone: balfeat's backbone "
+        "state dict for any backbone (small-image stem, CIFAR ResNets). auto (default): "
+        "torchvision when the backbone is one, else backbone; the output line says which",
     )
     p.add_argument(
         "--backbone",
@@ -34,12 +50,36 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export; returns the exit code."""
-    from balfeat.models.export import export_detectron2, export_torchvision
+    from balfeat.models.export import (
+        check_export_target,
+        export_backbone,
+        export_detectron2,
+        export_torchvision,
+        torchvision_compatible,
+    )
+    from balfeat.models.loading import load_backbone_state
 
-    fn = export_torchvision if args.format == "torchvision" else export_detectron2
-    info = fn(args.checkpoint, args.out, args.backbone)
+    if args.format == "auto":
+        check_export_target(args.out, args.checkpoint, args.force)
+        _, found = load_backbone_state(args.checkpoint, args.backbone)
+        why = torchvision_compatible(found)
+        args.format = "torchvision" if why is None else "backbone"
+        if why is not None:
+            print(f"not a torchvision backbone ({why}); writing balfeat's backbone format")
+    fn = {
+        "torchvision": export_torchvision,
+        "detectron2": export_detectron2,
+        "backbone": export_backbone,
+    }[args.format]
+    info = fn(args.checkpoint, args.out, args.backbone, force=args.force)
+    label = {
+        "torchvision": "a torchvision state dict",
+        "detectron2": "a detectron2 pickle",
+        "backbone": f"a balfeat backbone state dict (build_backbone({info['arch']!r}, "
+        f"small_images={info['small_images']}))",
+    }[args.format]
     print(
         f"exported {info['num_tensors']} tensors of {info['description']} "
-        f"({info['format']} checkpoint) to {info['out']} as {args.format}"
+        f"({info['format']} checkpoint) to {info['out']} as {label}"
     )
     return 0

@@ -6,7 +6,8 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from balfeat import __version__
 from balfeat.errors import BalfeatError
@@ -26,9 +27,75 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line: ``balfeat CMD: error: MESSAGE``.
+
+    argparse prints the usage block before each error; for a user who mistyped one value that
+    block hides the line that matters. ``--help`` still shows the full usage. Subparsers made with
+    ``add_subparsers`` inherit this class, so every subcommand behaves the same.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE`` on one line to stderr and exit with status 2."""
+        text = " ".join(message.split())  # an error message never spans lines
+        self.exit(2, f"{self.prog}: error: {text}\n")
+
+
+def _subparser_actions(parser: argparse.ArgumentParser) -> list[argparse._SubParsersAction]:
+    return [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+
+
+def _show_help(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """A ``func`` for a command group: print the group's own help (exit 2: no subcommand)."""
+
+    def run(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    return run
+
+
+def _finish_tree(parser: argparse.ArgumentParser) -> None:
+    """Give every command group its own help as default ``func`` and every subcommand a
+    description (its one-line help when it declares none)."""
+    for action in _subparser_actions(parser):
+        helps = {c.dest: c.help for c in action._choices_actions}
+        for name, sub in action.choices.items():
+            sub.set_defaults(_balfeat_prog=sub.prog)
+            if not sub.description and helps.get(name):
+                sub.description = str(helps[name])[:1].upper() + str(helps[name])[1:] + "."
+            if _subparser_actions(sub):
+                if sub.get_default("func") is None:
+                    sub.set_defaults(func=_show_help(sub))
+                _finish_tree(sub)
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every (sub)subparser under it, groups included."""
+    out = [parser]
+    for action in _subparser_actions(parser):
+        for sub in action.choices.values():
+            out.extend(_all_parsers(sub))
+    return out
+
+
+def iter_parsers(
+    parser: argparse.ArgumentParser,
+) -> list[tuple[str, argparse.ArgumentParser]]:
+    """Every leaf subcommand of ``parser`` as ``(prog, parser)``, e.g. ``balfeat splits stats``."""
+    out: list[tuple[str, argparse.ArgumentParser]] = []
+    actions = _subparser_actions(parser)
+    if not actions:
+        return [(parser.prog, parser)]
+    for action in actions:
+        for sub in action.choices.values():
+            out.extend(iter_parsers(sub))
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="balfeat",
         description=(
             "Learn and measure image representations on class-imbalanced (long-tailed) data. "
@@ -41,33 +108,50 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"balfeat.cli.{name}")
         module.add_parser(subparsers)
+    _finish_tree(parser)
     return parser
 
 
 def _one_line(err: BaseException) -> str:
-    """The message of ``err``; for an error re-raised from a DataLoader worker (whose message
-    holds the worker's traceback), the original message alone."""
+    """The message of ``err`` on one line, in the user's terms.
+
+    An ``OSError`` becomes ``PATH: reason`` (no ``[Errno 2]``); an error re-raised from a
+    DataLoader worker (whose message holds the worker's traceback) gives the original message.
+    """
+    if isinstance(err, OSError) and not isinstance(err, BalfeatError) and err.strerror:
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}{err.strerror[:1].lower()}{err.strerror[1:]}"
     text = str(err)
     if "Original Traceback" in text:
         last = [ln for ln in text.splitlines() if ln.strip()][-1]
         return last.split(": ", 1)[1] if last.startswith("balfeat.errors.") else last
-    return text
+    return " ".join(text.split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            # Name the subcommand in the error, not the top-level ``balfeat``.
+            progs = {p.prog: p for p in _all_parsers(parser)}
+            owner = progs.get(getattr(args, "_balfeat_prog", ""), parser)
+            owner.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as stop:  # a usage error (2) or --help/--version (0): return the code
+        return stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return int(args.func(args) or 0)
-    except (BalfeatError, FileNotFoundError) as err:
-        # Errors from bad input: one clear line, no traceback. Set BALFEAT_DEBUG=1 for the trace.
+    except (BalfeatError, OSError) as err:
+        # Errors from bad input or the file system (missing file, permission, disk full): one
+        # clear line, no traceback. Set BALFEAT_DEBUG=1 for the trace.
         if os.environ.get("BALFEAT_DEBUG"):
             raise
-        print(f"balfeat {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        prog = getattr(args, "_balfeat_prog", None) or f"balfeat {args.command}"
+        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -8,8 +8,13 @@ A split file holds one ``path label`` per line and ends with a newline::
     train_val2018/Plantae/7291/9f8e...jpg 7291   iNaturalist 2018 (the label is the class id)
 
 A class-set file holds one ``/n01440764`` per line. Reading then writing a file gives back the same
-bytes. The class of an entry is the name of the folder holding the image (the synset for ImageNet,
-the class id for iNaturalist).
+bytes (for files as the reference writes them). The class of an entry is the name of the folder
+holding the image (the synset for ImageNet, the class id for iNaturalist).
+
+Every reader here accepts, in split and class-set files alike: a UTF-8 byte-order mark at the start
+(never kept: it would end up in an image path), blank or whitespace-only lines, Windows line ends,
+trailing spaces after the label, and comment lines whose first non-blank character is ``#``. These
+are dropped on reading, so a file written back holds only the entries.
 """
 
 from __future__ import annotations
@@ -53,6 +58,23 @@ class SplitEntry:
         return f"{self.path} {self.label}"
 
 
+#: The UTF-8 byte-order mark some editors put at the start of a text file.
+BOM = "\ufeff"
+
+
+def _content_lines(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
+    """``(line number, text)`` of the lines that carry content: without the newline, a leading
+    BOM on the first line and trailing white space; blank lines and ``#`` comments are skipped."""
+    for lineno, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\r\n")
+        if lineno == 1 and line.startswith(BOM):
+            line = line[len(BOM) :]
+        line = line.rstrip()
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        yield lineno, line
+
+
 def parse_split_lines(
     lines: Iterable[str],
     source: str = "<split>",
@@ -60,6 +82,9 @@ def parse_split_lines(
     allow_duplicates: bool = False,
 ) -> list[SplitEntry]:
     """Parse ``path label`` lines (with or without their newlines).
+
+    Blank lines, ``#`` comments, a leading BOM and trailing white space are skipped (see the
+    module docstring); line numbers in errors count every line of the file.
 
     Args:
         lines: the lines of a split file.
@@ -74,8 +99,7 @@ def parse_split_lines(
     """
     entries: list[SplitEntry] = []
     seen: dict[str, int] = {}
-    for lineno, raw in enumerate(lines, start=1):
-        line = raw.rstrip("\n")
+    for lineno, line in _content_lines(lines):
         where = f"{source}:{lineno}"
         parts = line.rsplit(" ", 1)
         if len(parts) != 2 or not parts[0].strip() or not parts[1]:
@@ -84,6 +108,8 @@ def parse_split_lines(
                 "every line needs an image path, one space and an integer class label"
             )
         path, label_text = parts
+        if BOM in path:
+            raise SplitFormatError(f"{where}: byte-order mark inside the path {path!r}; remove it")
         try:
             label = int(label_text)
         except ValueError:
@@ -133,17 +159,19 @@ def write_split(path: str | os.PathLike[str], entries: Iterable[SplitEntry]) -> 
 def read_class_set(path: str | os.PathLike[str]) -> list[str]:
     """Read a class-set file (``/n01440764`` per line) and return the names without the slash.
 
+    Blank lines, ``#`` comments and a leading BOM are skipped (see the module docstring).
+
     Raises:
-        SplitFormatError: a blank line, a line with spaces, or a class listed twice.
+        SplitFormatError: a line with spaces, a byte-order mark, or a class listed twice.
     """
     path = Path(path)
     names: list[str] = []
     seen: dict[str, int] = {}
     with open(path, encoding="utf-8", newline="\n") as f:
-        for lineno, raw in enumerate(f, start=1):
-            line = raw.rstrip("\n")
+        for lineno, line in _content_lines(f):
+            line = line.strip()
             name = line[1:] if line.startswith("/") else line
-            if not name or " " in name or "/" in name:
+            if not name or " " in name or "/" in name or BOM in name:
                 raise SplitFormatError(
                     f"{path}:{lineno}: expected one class folder like '/n01440764', got {line!r}"
                 )

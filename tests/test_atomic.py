@@ -1,0 +1,50 @@
+"""The atomic writer: whole files only, and the normal file mode (umask), not mkstemp's 0600."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from balfeat.atomic import atomic_write_bytes, atomic_write_text
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_mode_follows_the_umask(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        out = atomic_write_text(tmp_path / "a.txt", "x\n")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x\n")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE(out.stat().st_mode)
+    assert mode == 0o666 & ~umask
+    assert mode == stat.S_IMODE(plain.stat().st_mode)
+
+
+def test_replacing_keeps_the_normal_mode(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "r.bin"
+        atomic_write_bytes(target, lambda fh: fh.write(b"1"))
+        atomic_write_bytes(target, lambda fh: fh.write(b"2"))
+    finally:
+        os.umask(old)
+    assert target.read_bytes() == b"2"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+def test_failed_write_leaves_old_file_and_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "keep.txt"
+    atomic_write_text(target, "old\n")
+
+    def boom(fh: object) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, boom)  # type: ignore[arg-type]
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
