@@ -43,7 +43,7 @@ def _tiny_data() -> StudyData:
         return load_study_data(spec)
     from balfeat.engine.build import synthetic_arrays
 
-    tx, ty = synthetic_arrays(1200, 10, 28, 1, 0)
+    tx, ty = synthetic_arrays(2000, 10, 28, 1, 0)
     vx, vy = synthetic_arrays(300, 10, 28, 1, 1)
     return StudyData(tx, ty, vx, vy, [str(i) for i in range(10)])
 
