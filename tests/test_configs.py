@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from balfeat.engine.config import config_to_dict, load_config
 
@@ -113,9 +114,14 @@ def test_pretrain_config_runs_one_step(path: str, tmp_path: Path) -> None:
 def test_probe_recipe_is_valid_and_runs_one_epoch(path: Path) -> None:
     from balfeat.classify.probe import ProbeConfig, train_linear_on_features
     from balfeat.cli.main import build_parser
-    from balfeat.study.study import probe_recipe_args
 
-    args = probe_recipe_args(path)
+    recipe = yaml.safe_load(path.read_text())["probe"]
+    args: list[str] = []
+    for key, value in recipe.items():
+        opt = "--" + key.replace("_", "-")
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        args += [opt, str(value)]
     ns = build_parser().parse_args(["probe", *args])
     assert ns.lr == 30.0 and ns.epochs == 100 and ns.weight_decay == 0.0
     assert ns.batch_size == 256
@@ -140,9 +146,9 @@ def test_probe_recipe_is_valid_and_runs_one_epoch(path: Path) -> None:
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
 def test_study_file_parses(path: Path) -> None:
-    from balfeat.study.study import load_study
+    from balfeat.study.spec import load_study
 
-    spec = load_study(path)
+    spec, _ = load_study(path)
     assert spec.methods and spec.sets and spec.probes
     assert min(spec.sets.values()) == 1.0, "an imbalance family starts from a balanced set"
     assert copy.deepcopy(spec).total == spec.total

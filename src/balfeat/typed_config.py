@@ -115,13 +115,17 @@ def all_keys(cls: type, prefix: str = "") -> list[str]:
 
 def closest_key(key: str, cls: type) -> str:
     """A hint naming the valid key of ``cls`` closest to ``key`` (``""`` when none is close)."""
-    keys = all_keys(cls)
+    leaves = all_keys(cls)
+    sections = {k.rsplit(".", 1)[0] for k in leaves if "." in k}
+    # Compare with keys of the same depth first (``famly`` -> ``family``, not ``family.sets``).
+    depth = key.count(".")
+    keys = [k for k in [*leaves, *sorted(sections)] if k.count(".") == depth] or leaves
     match = difflib.get_close_matches(key, keys, n=1, cutoff=0.0)
     # Also compare the last component alone, so ``lr`` finds ``optim.base_lr``.
     leaf = key.rsplit(".", 1)[-1]
-    leaf_match = difflib.get_close_matches(leaf, [k.rsplit(".", 1)[-1] for k in keys], n=1)
+    leaf_match = difflib.get_close_matches(leaf, [k.rsplit(".", 1)[-1] for k in leaves], n=1)
     if leaf_match:
-        candidates = [k for k in keys if k.endswith("." + leaf_match[0]) or k == leaf_match[0]]
+        candidates = [k for k in leaves if k.endswith("." + leaf_match[0]) or k == leaf_match[0]]
         best = difflib.get_close_matches(key, candidates, n=1, cutoff=0.0)
         if best and (not match or _ratio(key, best[0]) >= _ratio(key, match[0]) - 0.1):
             match = best

@@ -81,11 +81,6 @@ UNDECLARED: dict[tuple[str, str], str] = {
     ("balfeat evaluate", "probe"): "path kind (file_or_dir)",
     ("balfeat evaluate", "--grouping"): "choices or path kind",
     ("balfeat evaluate", "--out"): "path kind (new_file)",
-    ("balfeat study", "FILE"): "path kind (file)",
-    ("balfeat study", "--out"): "path kind (out_dir)",
-    ("balfeat study", "--threads"): "range (int_in)",
-    ("balfeat demo", "--out"): "path kind (out_dir)",
-    ("balfeat demo", "--threads"): "range (int_in)",
 }
 
 

@@ -11,11 +11,20 @@ from balfeat.study.demo import demo_spec
 from balfeat.study.study import StudyData, load_study_data, run_study
 
 
-def test_demo_and_study_are_commands() -> None:
+def test_demo_and_study_are_commands(tmp_path: Path) -> None:
     ns = build_parser().parse_args(["demo", "--out", "x", "--full"])
     assert ns.out == "x" and ns.full and not ns.tiny
-    ns = build_parser().parse_args(["study", "f.yaml", "optim.epochs=1"])
-    assert ns.file == "f.yaml" and ns.overrides == ["optim.epochs=1"]
+    f = tmp_path / "f.yaml"
+    f.write_text("methods: {sl: {method: {name: sl}}}\n")
+    ns = build_parser().parse_args(["study", str(f), "optim.epochs=1"])
+    assert ns.file == str(f) and ns.overrides == ["optim.epochs=1"]
+
+
+def test_demo_refuses_a_seed_override(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--tiny", "--out", "never-written", "run.seed=1"]) == 2
+    err = capsys.readouterr().err
+    assert "run.seed" in err and "seeds=" in err
+    assert not Path("never-written").exists()
 
 
 def test_demo_spec_has_the_grid() -> None:
@@ -52,7 +61,7 @@ def _tiny_data() -> StudyData:
 def test_tiny_demo_runs_end_to_end(tmp_path: Path) -> None:
     spec = demo_spec(tmp_path / "demo", tiny=True)
     rows, paths = run_study(spec, progress=False, echo=lambda s: None, data=_tiny_data())
-    assert len(rows) == 9
+    assert len(rows) == 9 * len(spec.run_seeds)
     assert {r["method"] for r in rows} == {"sl", "moco_v2", "kcl"}
     assert all(r["top1"] is not None for r in rows)
     assert paths["report"].is_file() and paths["html"].is_file()

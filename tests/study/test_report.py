@@ -63,7 +63,7 @@ def test_write_report_writes_table_figures_and_html(tmp_path: Path) -> None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert png.stat().st_size > 10_000
         assert f"figures/{png.name}" in md
-        assert f'src="figures/{png.name}"' in paths["html"].read_text()
+        assert 'src="data:image/png;base64,' in paths["html"].read_text()
     assert "n/a" in table_markdown(_rows())
 
 

@@ -10,14 +10,8 @@ import pytest
 
 from balfeat.errors import ConfigError
 from balfeat.study import study as study_mod
-from balfeat.study.study import (
-    StudySpec,
-    family_counts,
-    load_study,
-    run_study,
-    study_from_mapping,
-    subset_by_counts,
-)
+from balfeat.study.spec import StudySpec, load_study, study_from_mapping
+from balfeat.study.study import family_counts, run_study, subset_by_counts
 
 TINY_STUDY: dict[str, Any] = {
     "name": "tiny study",
@@ -79,45 +73,103 @@ def test_study_file_errors_name_the_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_study_runs_reports_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = study_from_mapping(TINY_STUDY)
+def test_study_runs_seeds_reports_and_resumes_per_cell_and_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = study_from_mapping({**TINY_STUDY, "seeds": [0, 1]})
     out = tmp_path / "study"
     rows, paths = run_study(spec, out_dir=out, progress=False, echo=lambda s: None)
-    assert len(rows) == 4  # 2 methods x 2 sets x 1 probe
+    assert len(rows) == 8  # 2 methods x 2 sets x 2 seeds x 1 probe
+    assert sorted({r["seed"] for r in rows}) == [0, 1]
     for r in rows:
         assert r["top1"] is not None and 0.0 <= r["top1"] <= 100.0
         assert len(r["per_class_accuracy"]) == 3
     exp10 = next(r for r in rows if r["set"] == "exp10")
     assert max(exp10["train_counts"]) / min(exp10["train_counts"]) == pytest.approx(10, rel=0.2)
-    for key in ("csv", "markdown", "report", "html"):
+    # Groups are the same classes in every row, the balanced set included.
+    assert len({json.dumps(r["groups"], sort_keys=True) for r in rows}) == 1
+    assert "most imbalanced set, 'exp10'" in rows[0]["group_source"]
+    # Seeds differ (they are not copies of one run).
+    a = [r["top1"] for r in rows if (r["method"], r["set"]) == ("sl", "exp10")]
+    assert len(a) == 2
+    for key in ("csv", "markdown", "summary", "changes", "report", "html"):
         assert paths[key].is_file()
     assert (out / "figures" / "accuracy_vs_imbalance.png").is_file()
-    results = json.loads((out / "cells" / "sl__exp10" / "fast" / "results.json").read_text())
+    report = paths["report"].read_text()
+    assert "## Finding" in report and "paired by seed" in report and "95%" in report
+    assert "data:image/png;base64," in paths["html"].read_text()
+    changes = json.loads(paths["changes"].read_text())
+    assert {c["method"] for c in changes["changes"]} == {"sl", "moco_v2"}
+    assert changes["differences"][0]["interval"]["n"] == 2
+    cell = out / "cells" / "sl__exp10" / "seed1" / "fast"
+    results = json.loads((cell / "results.json").read_text())
     assert results["grouping"]["kind"] == "thirds" and results["method"] == "sl"
-    assert (out / "cells" / "sl__exp10" / "fast" / "per_class.csv").is_file()
+    assert results["seed"] == 1 and results["config"]["run"]["seed"] == 1
+    prov = results["provenance"]
+    assert prov["torch"] and prov["torch_threads"] >= 1 and prov["seed"] == 1
+    assert "low" in results["top1_bootstrap"]
+    assert (cell / "per_class.csv").is_file()
 
-    # Second run: every cell is done, nothing is trained again.
-    calls: list[tuple[str, str]] = []
+    # Second run: every (cell, seed) is done, nothing is trained again.
+    calls: list[tuple[str, str, Any]] = []
     real = study_mod.run_cell
 
     def spy(spec_: StudySpec, data: Any, method: str, set_name: str, *a: Any, **k: Any) -> Any:
-        calls.append((method, set_name))
+        calls.append((method, set_name, k.get("seed")))
         return real(spec_, data, method, set_name, *a, **k)
 
     monkeypatch.setattr(study_mod, "run_cell", spy)
     rows2, _ = run_study(spec, out_dir=out, progress=False, echo=lambda s: None)
     assert calls == []
-    assert [r["top1"] for r in rows2] == [r["top1"] for r in rows]
+    assert sorted(r["top1"] for r in rows2) == sorted(r["top1"] for r in rows)
 
-    # A cell without its results.json is run again, and only that cell.
-    (out / "cells" / "moco_v2__balanced" / "fast" / "results.json").unlink()
+    # One (cell, seed) without its results.json is run again, and only that one.
+    (out / "cells" / "moco_v2__balanced" / "seed1" / "fast" / "results.json").unlink()
     rows3, _ = run_study(spec, out_dir=out, progress=False, echo=lambda s: None)
-    assert calls == [("moco_v2", "balanced")]
-    assert len(rows3) == 4
+    assert calls == [("moco_v2", "balanced", 1)]
+    assert len(rows3) == 8
+
+    # Extending the study with a seed runs only the new (cell, seed)s.
+    calls.clear()
+    wider = study_from_mapping({**TINY_STUDY, "seeds": [0, 1, 2]})
+    rows4, _ = run_study(wider, out_dir=out, progress=False, echo=lambda s: None)
+    assert sorted(calls) == sorted(
+        (m, s, 2) for m in ("sl", "moco_v2") for s in ("balanced", "exp10")
+    )
+    assert len(rows4) == 12
+
+    # A changed method config is refused for the cells it already ran.
+    changed = study_from_mapping(
+        {**TINY_STUDY, "seeds": [0, 1], "base": {**TINY_STUDY["base"], "optim": {"epochs": 2}}}
+    )
+    with pytest.raises(ConfigError, match="another pre-training configuration"):
+        run_study(changed, out_dir=out, progress=False, echo=lambda s: None)
 
 
 def test_output_dir_of_another_study_is_refused(tmp_path: Path) -> None:
     spec = study_from_mapping(TINY_STUDY)
-    (tmp_path / "study.yaml").write_text("name: other\nseed: 3\n")
-    with pytest.raises(ConfigError, match="different study"):
+    (tmp_path / "study.yaml").write_text("global: {seed: 3, dataset: synthetic}\n")
+    with pytest.raises(ConfigError, match="other seed"):
         run_study(spec, out_dir=tmp_path, progress=False, echo=lambda s: None)
+
+
+def test_family_too_small_for_the_classes_is_an_error_before_training(tmp_path: Path) -> None:
+    from balfeat.errors import DataError
+
+    spec = study_from_mapping({**TINY_STUDY, "family": {"total": 2, "sets": {"balanced": 1}}})
+    with pytest.raises(DataError, match="without images"):
+        run_study(spec, out_dir=tmp_path / "s", progress=False, echo=lambda s: None)
+    assert not (tmp_path / "s" / "cells").exists()
+
+
+def test_seeds_and_overrides() -> None:
+    assert study_from_mapping({**TINY_STUDY, "seeds": 3}).run_seeds == [0, 1, 2]
+    assert study_from_mapping({**TINY_STUDY, "seed": 4}).run_seeds == [4]
+    with pytest.raises(ConfigError, match="seeds"):
+        study_from_mapping({**TINY_STUDY, "seeds": [1, 1]})
+    with pytest.raises(ConfigError, match="use seeds="):
+        study_from_mapping(TINY_STUDY, overrides=["run.seed=1"])
+    spec = study_from_mapping(TINY_STUDY, overrides=["seeds=2", "family.total=90"])
+    assert spec.run_seeds == [0, 1] and spec.total == 90
+    with pytest.raises(ConfigError, match=r"optim\.epochs"):
+        study_from_mapping(TINY_STUDY, overrides=["optim.epochs=0"])

@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 
+from balfeat.cli.argtypes import path_of
 from balfeat.cli.study import add_run_options
 
 
@@ -31,6 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         default="balfeat-demo",
         metavar="DIR",
+        type=path_of("out_dir"),
         help="output directory (default: balfeat-demo); a new one starts from scratch, the same "
         "one resumes",
     )
@@ -52,7 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
-        help="pretrain config overrides for every cell (default: none), e.g. run.device=cpu",
+        help="overrides (default: none): study keys (seeds=5) or pre-training keys for every "
+        "cell (run.device=cpu); run.seed and run.output_dir are refused (use seeds= and --out)",
     )
     p.set_defaults(func=run)
 
@@ -61,18 +64,21 @@ def run(args: argparse.Namespace) -> int:
     """Run ``balfeat demo``; returns the exit code."""
     from balfeat.study.demo import demo_spec
     from balfeat.study.report import summary_text
+    from balfeat.study.spec import split_overrides, validate_study
     from balfeat.study.study import configure_threads, run_study
+    from balfeat.typed_config import apply_overrides
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    configure_threads(args.threads)
     spec = demo_spec(args.out, full=args.full, tiny=args.tiny)
+    study_over, cell_over = split_overrides(list(args.overrides))
+    apply_overrides(spec, study_over)
+    validate_study(spec, cell_over)
+    threads = configure_threads(args.threads)
     start = time.perf_counter()
-    rows, paths = run_study(
-        spec, overrides=list(args.overrides), progress=not (args.quiet or args.tiny)
-    )
+    rows, paths = run_study(spec, overrides=cell_over, progress=not (args.quiet or args.tiny))
     print()
     print(summary_text(rows))
-    print(f"\ndone in {time.perf_counter() - start:.0f} s")
+    print(f"\ndone in {time.perf_counter() - start:.0f} s ({threads} torch thread(s))")
     print(f"report: {paths['report']}")
     print(f"html:   {paths['html']}")
     print(f"table:  {paths['csv']}")

@@ -3,10 +3,10 @@
 Examples::
 
     balfeat study configs/study_fmnist_demo.yaml
-    balfeat study --out runs/my-study configs/study_fmnist_demo.yaml optim.epochs=5
+    balfeat study --out runs/my-study configs/study_fmnist_demo.yaml seeds=5 optim.epochs=5
 
-Finished cells (all their ``results.json`` present) are skipped, so re-running after a crash or
-after adding methods/sets only runs what is missing.
+Finished (cell, seed)s (all their ``results.json`` present) are skipped, so re-running after a
+crash or after adding methods, sets, probes or seeds only runs what is missing.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+
+from balfeat.cli.argtypes import int_in, path_of
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -28,26 +30,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "finished cells are skipped."
         ),
     )
-    p.add_argument("file", metavar="FILE", help="the study YAML (see balfeat.study.study)")
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        type=path_of("file"),
+        help="the study YAML (see balfeat.study.spec; `defaults: [base.yaml]` layers files)",
+    )
     p.add_argument(
         "--out",
         default=None,
         metavar="DIR",
+        type=path_of("out_dir"),
         help="output directory (default: the file's output_dir); change it to keep runs apart",
-    )
-    p.add_argument(
-        "--probe-args",
-        action="store_true",
-        help="FILE is a probe recipe (configs/probe_*.yaml): print its `balfeat probe` "
-        "arguments and exit (default: off), e.g. balfeat probe $(balfeat study --probe-args F)",
     )
     add_run_options(p)
     p.add_argument(
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
-        help="pretrain config overrides applied to every cell (default: none), e.g. "
-        "optim.epochs=5 run.device=cpu; put the --options before FILE",
+        help="overrides (default: none): study keys (seeds=5, family.total=2000) set the study; "
+        "pre-training keys (optim.epochs=5, run.device=cpu) apply to every cell; run.seed and "
+        "run.output_dir are refused (use seeds= and --out); put the --options before FILE",
     )
     p.set_defaults(func=run)
 
@@ -56,7 +59,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     """``--threads`` and ``--quiet``, shared by ``balfeat study`` and ``balfeat demo``."""
     p.add_argument(
         "--threads",
-        type=int,
+        type=int_in(ge=0),
         default=0,
         metavar="N",
         help="CPU threads of torch (default: 0 = auto: all cores, or 1 when the machine is "
@@ -72,17 +75,18 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``balfeat study``; returns the exit code."""
     from balfeat.study.report import summary_text
-    from balfeat.study.study import configure_threads, load_study, probe_recipe_args, run_study
-
-    if args.probe_args:
-        print(" ".join(probe_recipe_args(args.file)))
-        return 0
+    from balfeat.study.spec import load_study
+    from balfeat.study.study import configure_threads, run_study
+    from balfeat.typed_config import check_path, check_paths
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    spec, cell_overrides = load_study(args.file, list(args.overrides))
+    check_paths(spec)
+    if args.out:
+        check_path("--out", args.out, "out_dir")
     configure_threads(args.threads)
-    spec = load_study(args.file)
     rows, paths = run_study(
-        spec, out_dir=args.out, overrides=list(args.overrides), progress=not args.quiet
+        spec, out_dir=args.out, overrides=cell_overrides, progress=not args.quiet
     )
     print(summary_text(rows))
     print(f"report: {paths['report']}")

@@ -138,7 +138,17 @@ def plot_accuracy_vs_imbalance(
         table.append(ys)
     for i, m in enumerate(methods):
         ys = table[i]
-        ax.plot(range(len(sets)), ys, linewidth=2, markersize=7, label=method_label(m), **_style(i))
+        lo, hi = _err(rows, m, sets, "top1", ys)
+        ax.errorbar(
+            range(len(sets)),
+            ys,
+            yerr=[lo, hi],
+            linewidth=2,
+            markersize=7,
+            capsize=4,
+            label=method_label(m),
+            **_style(i),
+        )
         for x, y in enumerate(ys):
             if not math.isfinite(y):
                 continue
@@ -339,8 +349,20 @@ def plot_shot_bars(rows: Sequence[Row], path: str | Path, protocol: str | None =
                 xs.append(i + (g_i - 1) * width)
                 ys.append(_num(match[0].get(g)) if match else math.nan)
             heights = [0.0 if not math.isfinite(y) else y for y in ys]
+            lo, hi = [], []
+            for m, y in zip(methods, ys, strict=True):
+                a, b = _err(rows, m, [s], g, [y])
+                lo.append(a[0])
+                hi.append(b[0])
             bars = ax.bar(
-                xs, heights, width=width, color=group_colors[g], label=g if j == 0 else None
+                xs,
+                heights,
+                width=width,
+                color=group_colors[g],
+                label=g if j == 0 else None,
+                yerr=[lo, hi],
+                capsize=2,
+                error_kw={"elinewidth": 0.8},
             )
             for b, y in zip(bars, ys, strict=True):
                 text = "n/a" if not math.isfinite(y) else f"{y:.0f}"
@@ -360,7 +382,7 @@ def plot_shot_bars(rows: Sequence[Row], path: str | Path, protocol: str | None =
         ax.set_ylim(0, 105)
         ax.grid(True, axis="y", alpha=0.3)
     fig.legend(loc="upper right", ncol=3, fontsize=9, bbox_to_anchor=(0.995, 0.995))
-    fig.suptitle("Many / medium / few-shot accuracy (groups by pre-training counts)", x=0.4)
+    fig.suptitle("Many / medium / few-shot accuracy (groups fixed for the study)", x=0.4)
     return _finish(fig, Path(path), top=0.93)
 
 
@@ -410,6 +432,54 @@ def plot_balancedness(rows: Sequence[Row], path: str | Path, protocol: str | Non
         ax.legend(fontsize=8)
     axes[0][0].set_title("Gap between class groups (lower = more balanced)")
     axes[0][1].set_title("Head bias (0 = balanced, > 0 favours frequent classes)")
+    return _finish(fig, Path(path))
+
+
+def _err(
+    rows: Sequence[Row], method: str, sets: Sequence[str], key: str, ys: Sequence[float]
+) -> tuple[list[float], list[float]]:
+    """Lower and upper error-bar lengths from a summary row's ``<key>_ci`` (0 without one)."""
+    lo, hi = [], []
+    for s, y in zip(sets, ys, strict=True):
+        match = [r for r in rows if r["method"] == method and r["set"] == s]
+        ci = match[0].get(f"{key}_ci") if match else None
+        if ci and ci[0] is not None and ci[1] is not None and math.isfinite(y):
+            lo.append(max(0.0, y - float(ci[0])))
+            hi.append(max(0.0, float(ci[1]) - y))
+        else:
+            lo.append(0.0)
+            hi.append(0.0)
+    return lo, hi
+
+
+def plot_knn_curves(study_dir: str | Path, path: str | Path) -> Path | None:
+    """Online kNN accuracy against epoch, one line per cell and seed, from the ``knn_top1``
+    lines of each cell's ``metrics.jsonl``; ``None`` when no cell logged any."""
+    import json
+
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for f in sorted(Path(study_dir).glob("cells/*/seed*/pretrain/metrics.jsonl")):
+        pts: list[tuple[float, float]] = []
+        for line in f.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("knn_top1"), (int, float)):
+                pts.append((float(rec.get("epoch", len(pts) + 1)), float(rec["knn_top1"])))
+        if pts:
+            cell, seed = f.parts[-4], f.parts[-3]
+            curves[f"{cell} {seed}"] = pts
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    for i, (name, pts) in enumerate(curves.items()):
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, **_style(i))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("kNN top-1 accuracy (%)")
+    ax.set_title("Online kNN monitor during pre-training")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
     return _finish(fig, Path(path))
 
 

@@ -27,6 +27,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "imbalance_ratio",
     "train_images",
     "protocol",
+    "seed",
     "top1",
     "many",
     "medium",
@@ -71,6 +72,8 @@ def row_from_results(
         "train_counts": [int(p.get("train_count", 0)) for p in per_class],
         "per_class_accuracy": [p.get("accuracy") for p in per_class],
         "class_names": [str(p.get("name", p.get("class", ""))) for p in per_class],
+        "groups": results.get("groups"),
+        "group_source": results.get("group_source"),
     }
     row["train_images"] = int(sum(row["train_counts"]))
     row.update(extra)
@@ -144,53 +147,143 @@ def _sort_rows(rows: Sequence[Row]) -> list[Row]:
     )
 
 
+def _ci_text(r: Row, m: str) -> str:
+    """``mean ± half-width`` of a summary row's metric (``mean`` alone without an interval)."""
+    v = r.get(m)
+    if not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "n/a"
+    ci = r.get(f"{m}_ci")
+    if ci and ci[0] is not None and ci[1] is not None:
+        return f"{v:.2f} ± {(ci[1] - ci[0]) / 2:.2f}"
+    return f"{v:.2f}"
+
+
+#: Columns of the summary table (mean ± 95% half-width over seeds).
+SUMMARY_METRICS: tuple[str, ...] = ("top1", "many", "medium", "few", "group_std", "slope")
+
+
+def summary_markdown(summary: Sequence[Row]) -> str:
+    """The summary table (one row per protocol, method and set; mean ± 95% half-width)."""
+    cols = ["protocol", "method", "set", "ratio", "seeds", *SUMMARY_METRICS, "interval"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for r in summary:
+        cells = [
+            str(r.get("protocol", "")),
+            plots.method_label(str(r["method"])),
+            str(r["set"]),
+            _fmt(r.get("imbalance_ratio")),
+            str(r.get("n_seeds", 1)),
+            *[_ci_text(r, m) for m in SUMMARY_METRICS],
+            str(r.get("top1_ci_method", "")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def groups_text(rows: Sequence[Row], class_names: Sequence[str] | None = None) -> list[str]:
+    """Sentences naming the classes of each many/medium/few group (fixed for the study)."""
+    if not rows:
+        return []
+    r0 = rows[0]
+    groups = r0.get("groups") or {}
+    names = list(class_names or r0.get("class_names") or [])
+    out = []
+    source = r0.get("group_source")
+    if source:
+        out.append(f"Many/medium/few groups are the same in every row: fixed by the {source}.")
+    for g in ("many", "medium", "few"):
+        info = groups.get(g) or []
+        members = info.get("classes", []) if isinstance(info, Mapping) else list(info)
+        if members:
+            label = ", ".join(names[c] if c < len(names) else str(c) for c in members)
+            out.append(f"- {g}: {label}")
+        else:
+            out.append(f"- {g}: (no class)")
+    return out
+
+
 def write_report(
     rows: Sequence[Row],
     out_dir: str | Path,
     title: str = "balfeat study",
     description: str = "",
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Path]:
-    """Write the results table, the figures and the report of a study into ``out_dir``.
+    """Write the tables, the figures and the report of a study into ``out_dir``.
 
-    Files: ``results.csv``, ``results.md``, ``figures/*.png``, ``report.md`` and
-    ``report.html`` (standalone apart from the PNGs it links in ``figures/``).
+    Files: ``results.csv``/``results.md`` (one row per cell, seed and probe), ``summary.csv``
+    (mean, sd and 95% interval over seeds), ``changes.json`` (paired changes and their
+    differences), ``figures/*.png``, ``report.md`` and ``report.html`` (the figures embedded).
+    The report leads with the sentence of :func:`balfeat.study.summary.headline`.
 
     Args:
-        rows: the results table (one row per cell).
+        rows: the results table (one row per cell, seed and probe).
         out_dir: directory, created if missing.
         title: report title.
         description: Markdown paragraph(s) placed under the title (setup, protocol notes).
+        class_names: names of the classes (for the group definitions).
 
     Returns:
-        ``{"csv", "markdown", "report", "html", <figure names>...}`` -> paths.
+        ``{"csv", "markdown", "summary", "changes", "report", "html", <figure names>...}`` ->
+        paths.
     """
+    import base64
+    import json
+
+    from balfeat.atomic import atomic_write_text
+    from balfeat.study.summary import headline, paired_changes, summarise
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = _sort_rows(rows)
+    summary = _sort_rows(summarise(rows)) if rows else []
+    changes = paired_changes(rows) if rows else {"changes": [], "differences": []}
+    lead = headline(changes) if rows else ["No results yet."]
     paths: dict[str, Path] = {}
     paths["csv"] = out / "results.csv"
-    paths["csv"].write_text(table_csv(rows))
+    atomic_write_text(paths["csv"], table_csv(rows))
     md_table = table_markdown(rows)
     paths["markdown"] = out / "results.md"
-    paths["markdown"].write_text(md_table)
-    figures = plots.plot_all(rows, out / "figures") if rows else {}
+    atomic_write_text(paths["markdown"], md_table)
+    sum_md = summary_markdown(summary)
+    paths["summary"] = out / "summary.md"
+    atomic_write_text(paths["summary"], sum_md)
+    paths["changes"] = out / "changes.json"
+    atomic_write_text(paths["changes"], json.dumps(changes, indent=2) + "\n")
+    figures = plots.plot_all(summary, out / "figures") if summary else {}
+    knn = plots.plot_knn_curves(out, out / "figures" / "knn_monitor.png")
+    if knn is not None:
+        figures["knn_monitor"] = knn
     paths.update(figures)
 
     captions = {
         "accuracy_vs_imbalance": "Linear-probe accuracy as the pre-training set gets more "
-        "imbalanced (one line per method). A flat line is a representation that is robust to "
-        "the imbalance.",
-        "per_class_vs_count": "Per-class accuracy against the class's pre-training count.",
+        "imbalanced (one line per method; bars: 95% interval over seeds). A flat line is a "
+        "representation that is robust to the imbalance.",
+        "per_class_vs_count": "Per-class accuracy (mean over seeds) against the class's "
+        "pre-training count.",
         "per_class_change_vs_count": "Per-class accuracy minus the same class's accuracy when "
         "the method pre-trains on the balanced set (removes how hard each class is): points "
         "below 0 on the left are rare classes the imbalance hurt.",
-        "shot_accuracy": "Many / medium / few-shot accuracy, groups by pre-training counts.",
+        "shot_accuracy": "Many / medium / few-shot accuracy (bars: 95% interval over seeds); "
+        "the groups are fixed for the whole study.",
         "balancedness": "Balancedness: spread of the group accuracies and head bias.",
+        "knn_monitor": "Online kNN accuracy (k = 20, cosine, T = 0.07) during pre-training.",
     }
+    groups = groups_text(rows, class_names)
     md = [f"# {title}", ""]
     if description:
         md += [description.strip(), ""]
-    md += ["## Results", "", md_table, "Also as CSV: [results.csv](results.csv).", ""]
+    md += ["## Finding", "", *lead, ""]
+    md += ["## Results (mean ± 95% half-width over seeds)", "", sum_md]
+    md += [*groups, ""]
+    md += [
+        "## Every run",
+        "",
+        md_table,
+        "Also as CSV: [results.csv](results.csv); paired changes in [changes.json](changes.json).",
+        "",
+    ]
     md += ["## Figures", ""]
     for name, p in figures.items():
         base = name.split("_fast")[0].split("_reference")[0]
@@ -198,37 +291,54 @@ def write_report(
         if base in captions:
             md += [captions[base], ""]
     paths["report"] = out / "report.md"
-    paths["report"].write_text("\n".join(md))
+    atomic_write_text(paths["report"], "\n".join(md))
 
     h = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title>",
         "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;"
-        "text-align:right}th{background:#f0f0f0}img{max-width:100%}</style>",
+        "table{border-collapse:collapse;margin-bottom:1em}td,th{border:1px solid #ccc;"
+        "padding:4px 8px;text-align:right}th{background:#f0f0f0}img{max-width:100%}"
+        ".finding{background:#f6f8ff;border-left:4px solid #4060c0;padding:.5em 1em}</style>",
         "</head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
     if description:
         for para in description.strip().split("\n\n"):
             h.append(f"<p>{html.escape(para)}</p>")
-    cols = _columns(rows)
-    h.append("<h2>Results</h2><table><tr>")
-    h += [f"<th>{html.escape(c)}</th>" for c in cols]
-    h.append("</tr>")
-    for r in rows:
-        h.append(
-            "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>"
-        )
-    h.append('</table><p>Also as CSV: <a href="results.csv">results.csv</a>.</p><h2>Figures</h2>')
+    h.append('<h2>Finding</h2><div class="finding">')
+    h += [f"<p>{html.escape(line)}</p>" for line in lead]
+    h.append("</div><h2>Results (mean ± 95% half-width over seeds)</h2>")
+    h.append(_md_table_html(sum_md))
+    h += [f"<p>{html.escape(g)}</p>" for g in groups]
+    h.append("<h2>Every run</h2>")
+    h.append(_md_table_html(md_table))
+    h.append('<p>Also as CSV: <a href="results.csv">results.csv</a>.</p><h2>Figures</h2>')
     for name, p in figures.items():
         base = name.split("_fast")[0].split("_reference")[0]
+        data = base64.b64encode(p.read_bytes()).decode("ascii")
         h.append(f"<h3>{html.escape(name.replace('_', ' '))}</h3>")
-        h.append(f'<img src="figures/{html.escape(p.name)}" alt="{html.escape(name)}">')
+        h.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(name)}">')
         if base in captions:
             h.append(f"<p>{html.escape(captions[base])}</p>")
     h.append("</body></html>")
     paths["html"] = out / "report.html"
-    paths["html"].write_text("\n".join(h) + "\n")
+    atomic_write_text(paths["html"], "\n".join(h) + "\n")
     return paths
+
+
+def _md_table_html(md: str) -> str:
+    """A Markdown pipe table (as written above) as an HTML table."""
+    lines = [ln for ln in md.strip().splitlines() if ln.startswith("|")]
+    if not lines:
+        return ""
+    out = ["<table>"]
+    for i, ln in enumerate(lines):
+        if i == 1:
+            continue
+        cells = [c.strip() for c in ln.strip().strip("|").split("|")]
+        tag = "th" if i == 0 else "td"
+        out.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)

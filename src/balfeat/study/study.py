@@ -1,40 +1,25 @@
-"""Studies: a grid of (method x imbalance set x probe protocol) cells, run and reported.
+"""Running a study: every (method x imbalance set x seed) cell pre-trained, probed and reported.
 
-A study file (YAML) describes the grid::
-
-    name: fmnist-imbalance            # report title
-    output_dir: runs/fmnist-study     # cells/, results.csv, report.md go here
-    dataset: fashion-mnist            # fashion-mnist | synthetic | array (in-memory data)
-    root: ""                          # data folder / .npz file ("" = default location)
-    seed: 0
-    family:                           # the imbalance family of pre-training sets
-      total: 5000                     # images per set (the same for every set)
-      sets: {balanced: 1, exp10: 10, exp100: 100}   # name: n_max / n_min (exponential profile)
-    probe_per_class: 300              # balanced probe training set: images per class
-    test_max: 0                       # test images (0 = the whole test set)
-    grouping: thirds                  # many/medium/few grouping (metrics.parse_grouping)
-    base:                             # pretrain config (balfeat.engine.config) for every cell
-      model: {backbone: resnet20}
-      optim: {epochs: 2, batch_size: 128}
-    methods:                          # method id: config mapping merged over base
-      sl: {method: {name: sl}, data: {augmentation: supervised}, optim: {base_lr: 0.1}}
-      moco_v2: {method: {name: moco_v2, K: 4096}}
-    probes:                           # protocol name: balfeat.classify.probe.ProbeConfig fields
-      fast: {epochs: 30, lr: 1.0, schedule: cosine}
-
-Every cell pre-trains with :class:`balfeat.engine.trainer.Trainer` (library call, not a
-subprocess) into ``cells/<method>__<set>/pretrain`` and probes the frozen backbone with the fast
-(cached-feature) protocol on a *balanced* training set, evaluating on the test set with
-many/medium/few groups by the pre-training set's counts; each probe writes ``results.json`` and
-``per_class.csv`` into ``cells/<method>__<set>/<protocol>``. A cell whose ``results.json`` files
-all exist is skipped, and an interrupted pre-training resumes from its last checkpoint, so a
-study can be re-run after a crash or with more cells. The probe selects no epoch on the test set:
-it evaluates once, after the last epoch (``eval_every = epochs``).
+The study file is described in :mod:`balfeat.study.spec`. Cell ``(method, set)`` with seed ``s``
+pre-trains with :class:`balfeat.engine.trainer.Trainer` (a library call) into
+``cells/<method>__<set>/seed<s>/pretrain`` and probes the frozen backbone on a *balanced* training
+set, evaluating on the test set; each probe writes ``results.json`` (with the provenance of the
+run) and ``per_class.csv`` into ``cells/<method>__<set>/seed<s>/<probe>``. A (cell, seed) whose
+results exist is skipped, and an interrupted pre-training resumes from its last checkpoint, so a
+study can be re-run after a crash, or extended with more methods, sets, probes or seeds (only the
+new cells run; a cell whose configuration changed is refused, naming it). The probe selects no
+epoch on the test set: it evaluates once, after the last epoch.
 
 Pre-training sets of one family have the same number of images (``family.total``): the
 exponential profile ``n_c = n_max * ratio^(-c/(C-1))`` is scaled so the counts sum to ``total``
 (the largest ``n_max`` whose counts fit), the balanced set has ``total / C`` per class. Which
-class gets which count is a seeded permutation, the same for every ratio.
+class gets which count is a permutation seeded by the study's ``seed``, the same for every ratio
+and every run seed.
+
+**Groups.** Many/medium/few are fixed once per study — by the counts of the most imbalanced set
+of the family (or the ``groups:`` counts file) — and used for every row, balanced sets included,
+so "few" names the same classes in every row. The balancedness slope is taken against the same
+counts.
 """
 
 from __future__ import annotations
@@ -44,7 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,152 +43,7 @@ log = logging.getLogger("balfeat.study")
 Row = dict[str, Any]
 
 
-@dataclass
-class StudySpec:
-    """A parsed study file (see the module docstring for the YAML form)."""
-
-    name: str = "balfeat study"
-    output_dir: str = "runs/study"
-    dataset: str = "fashion-mnist"
-    root: str = ""
-    seed: int = 0
-    total: int = 5000
-    sets: dict[str, float] = field(
-        default_factory=lambda: {"balanced": 1.0, "exp10": 10.0, "exp100": 100.0}
-    )
-    probe_per_class: int = 300
-    test_max: int = 0
-    grouping: str = "thirds"
-    base: dict[str, Any] = field(default_factory=dict)
-    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
-    probes: dict[str, dict[str, Any]] = field(default_factory=lambda: {"fast": {}})
-    description: str = ""
-    synthetic_size: int = 2000
-    image_size: int = 28
-
-
-_TOP_KEYS = (
-    "name",
-    "output_dir",
-    "dataset",
-    "root",
-    "seed",
-    "family",
-    "probe_per_class",
-    "test_max",
-    "grouping",
-    "base",
-    "methods",
-    "probes",
-    "description",
-    "synthetic_size",
-    "image_size",
-)
-
-
-def study_from_mapping(data: Mapping[str, Any], source: str = "study") -> StudySpec:
-    """Validate a study mapping (as read from YAML) and build a :class:`StudySpec`.
-
-    Raises:
-        ConfigError: an unknown key, a wrong type, or an empty grid; names the key and source.
-    """
-    import difflib
-
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{source} must be a mapping of study keys ({', '.join(_TOP_KEYS)})")
-    for k in data:
-        if k not in _TOP_KEYS:
-            close = difflib.get_close_matches(str(k), _TOP_KEYS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown study key {k!r} in {source}{hint}")
-    spec = StudySpec()
-    for k in ("name", "output_dir", "dataset", "root", "grouping", "description"):
-        if k in data:
-            if not isinstance(data[k], str):
-                raise ConfigError(f"study key {k!r} in {source} must be a string, got {data[k]!r}")
-            setattr(spec, k, data[k])
-    for k in ("seed", "probe_per_class", "test_max", "synthetic_size", "image_size"):
-        if k in data:
-            if not isinstance(data[k], int) or isinstance(data[k], bool) or data[k] < 0:
-                raise ConfigError(
-                    f"study key {k!r} in {source} must be a non-negative integer, got {data[k]!r}"
-                )
-            setattr(spec, k, data[k])
-    if spec.dataset not in ("fashion-mnist", "synthetic", "array"):
-        raise ConfigError(
-            f"study dataset {spec.dataset!r} in {source} is not supported; studies run on "
-            "in-memory data: fashion-mnist, synthetic or array (an .npz in root)"
-        )
-    fam = data.get("family", {}) or {}
-    if not isinstance(fam, Mapping):
-        raise ConfigError(f"study key 'family' in {source} must be a mapping (total:, sets:)")
-    for k in fam:
-        if k not in ("total", "sets"):
-            raise ConfigError(f"unknown key 'family.{k}' in {source}; use 'total' and 'sets'")
-    if "total" in fam:
-        if not isinstance(fam["total"], int) or fam["total"] < 1:
-            raise ConfigError(f"'family.total' in {source} must be a positive integer")
-        spec.total = fam["total"]
-    if "sets" in fam:
-        sets = fam["sets"]
-        if not isinstance(sets, Mapping) or not sets:
-            raise ConfigError(
-                f"'family.sets' in {source} must map set names to imbalance ratios, e.g. "
-                "{balanced: 1, exp100: 100}"
-            )
-        spec.sets = {}
-        for name, ratio in sets.items():
-            if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or ratio < 1:
-                raise ConfigError(
-                    f"'family.sets.{name}' in {source} must be a ratio n_max/n_min >= 1, "
-                    f"got {ratio!r}"
-                )
-            spec.sets[str(name)] = float(ratio)
-    for k in ("base", "methods", "probes"):
-        if k in data:
-            if not isinstance(data[k], Mapping):
-                raise ConfigError(f"study key {k!r} in {source} must be a mapping")
-            setattr(spec, k, dict(data[k]))
-    if not spec.methods:
-        raise ConfigError(
-            f"{source} lists no methods; add e.g. methods: {{sl: {{method: {{name: sl}}}}}}"
-        )
-    if not spec.probes:
-        raise ConfigError(f"{source} lists no probes; add e.g. probes: {{fast: {{}}}}")
-    from balfeat.classify.probe import ProbeConfig
-    from balfeat.engine.config import Config, merge_mapping
-
-    probe_fields = set(ProbeConfig.__dataclass_fields__)
-    for pname, pkw in spec.probes.items():
-        if not isinstance(pkw, Mapping):
-            raise ConfigError(f"'probes.{pname}' in {source} must be a mapping of probe options")
-        for k in pkw:
-            if k not in probe_fields:
-                close = difflib.get_close_matches(str(k), sorted(probe_fields), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(f"unknown probe option 'probes.{pname}.{k}' in {source}{hint}")
-    # Check every method's config now, before hours of training.
-    for mname, mcfg in spec.methods.items():
-        cfg = merge_mapping(Config(), spec.base, f"{source} (base)")
-        merge_mapping(cfg, mcfg or {}, f"{source} (methods.{mname})")
-    return spec
-
-
-def load_study(path: str | Path) -> StudySpec:
-    """Read and validate a study file.
-
-    Raises:
-        ConfigError: missing/unparsable file or invalid content.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"study file {str(p)!r} does not exist; check the path")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"study file {str(p)!r} is not valid YAML: {err}") from None
-    return study_from_mapping(data or {}, f"study file {str(p)!r}")
-
+from balfeat.study.spec import StudySpec, load_study, study_from_mapping  # noqa: E402,F401
 
 # ----------------------------------------------------------------------------- data
 
@@ -316,25 +156,34 @@ def cell_name(method: str, set_name: str) -> str:
     return f"{method}__{set_name}"
 
 
-def cell_done(out_dir: Path, method: str, set_name: str, probes: Mapping[str, Any]) -> bool:
-    """Whether every probe of the cell has written its ``results.json``."""
-    cdir = out_dir / "cells" / cell_name(method, set_name)
+def cell_dir(out_dir: Path, method: str, set_name: str, seed: int) -> Path:
+    """Directory of one (cell, seed): ``cells/<method>__<set>/seed<seed>``."""
+    return out_dir / "cells" / cell_name(method, set_name) / f"seed{seed}"
+
+
+def cell_done(
+    out_dir: Path, method: str, set_name: str, probes: Mapping[str, Any], seed: int = 0
+) -> bool:
+    """Whether every probe of the (cell, seed) has written its ``results.json``."""
+    cdir = cell_dir(out_dir, method, set_name, seed)
     return all((cdir / p / "results.json").is_file() for p in probes)
 
 
-def _read_row(out_dir: Path, method: str, set_name: str, ratio: float, protocol: str) -> Row:
+def _read_row(out_dir: Path, method: str, set_name: str, seed: int, protocol: str) -> Row:
     from balfeat.study.report import row_from_results
 
-    path = out_dir / "cells" / cell_name(method, set_name) / protocol / "results.json"
+    path = cell_dir(out_dir, method, set_name, seed) / protocol / "results.json"
     results = json.loads(path.read_text())
     return row_from_results(
         results,
         method,
         set_name,
-        ratio,
+        float(results.get("imbalance_ratio", 1.0)),
         protocol,
         cell=cell_name(method, set_name),
+        seed=seed,
         seconds=results.get("cell_seconds"),
+        top1_bootstrap=results.get("top1_bootstrap"),
     )
 
 
@@ -345,6 +194,71 @@ def _eval_transform(image_size: int, channels: int) -> Any:
     return transforms.build_transform("eval", image_size, channels)
 
 
+def most_imbalanced_set(spec: StudySpec) -> str:
+    """The set of the family with the largest imbalance ratio (its counts fix the groups)."""
+    return max(spec.sets, key=lambda s: spec.sets[s])
+
+
+def group_counts(spec: StudySpec, num_classes: int) -> tuple[list[int], str]:
+    """The per-class counts that fix many/medium/few for the whole study, and their source.
+
+    Raises:
+        DataError: a ``groups`` file that is not one non-negative integer per class.
+    """
+    if spec.groups:
+        text = Path(spec.groups).read_text(encoding="utf-8-sig")
+        vals = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
+        vals = [v for v in vals if v]
+        try:
+            counts = [int(v) for v in vals]
+        except ValueError:
+            raise DataError(
+                f"groups file {spec.groups!r}: expected one integer count per line"
+            ) from None
+        if len(counts) != num_classes or min(counts) < 0:
+            raise DataError(
+                f"groups file {spec.groups!r}: {len(counts)} counts for {num_classes} classes; "
+                "give one non-negative count per class, in class order"
+            )
+        return counts, f"counts file {spec.groups}"
+    name = most_imbalanced_set(spec)
+    counts = family_counts(num_classes, spec.total, spec.sets[name], seed=spec.seed)
+    return counts, f"pre-training counts of the most imbalanced set, {name!r}"
+
+
+def check_family(spec: StudySpec, data: StudyData) -> None:
+    """Refuse, before any training, a family that leaves a class or a whole set without images
+    or asks for more images of a class than the training pool holds.
+
+    Raises:
+        DataError: naming the set, the class and what to change.
+    """
+    pool = np.bincount(data.train_y, minlength=data.num_classes)
+    for name, ratio in spec.sets.items():
+        counts = family_counts(data.num_classes, spec.total, ratio, seed=spec.seed)
+        empty = [c for c, n in enumerate(counts) if n < 1]
+        if empty:
+            raise DataError(
+                f"family.total={spec.total} leaves {len(empty)} class(es) of set {name!r} "
+                f"without images (e.g. class {empty[0]} {data.class_names[empty[0]]!r}); a set "
+                f"needs at least {data.num_classes} images (one per class) — raise family.total"
+            )
+        short = [c for c, n in enumerate(counts) if n > pool[c]]
+        if short:
+            c = short[0]
+            raise DataError(
+                f"set {name!r} needs {counts[c]} images of class {c} "
+                f"({data.class_names[c]!r}) but the training pool holds {pool[c]}; lower "
+                "family.total"
+            )
+    short = [c for c in range(data.num_classes) if pool[c] < spec.probe_per_class]
+    if short:
+        raise DataError(
+            f"probe_per_class={spec.probe_per_class} but class {short[0]} has only "
+            f"{pool[short[0]]} training images; lower probe_per_class"
+        )
+
+
 def run_cell(
     spec: StudySpec,
     data: StudyData,
@@ -353,8 +267,10 @@ def run_cell(
     out_dir: Path,
     overrides: list[str] | None = None,
     progress: bool = True,
+    seed: int | None = None,
+    groups: tuple[list[int], str] | None = None,
 ) -> list[Row]:
-    """Pre-train one method on one imbalance set, then run every probe of the study.
+    """Pre-train one method on one imbalance set with one seed, then run every probe.
 
     Args:
         spec: the study.
@@ -362,30 +278,37 @@ def run_cell(
         method: a key of ``spec.methods``.
         set_name: a key of ``spec.sets``.
         out_dir: the study's output directory.
-        overrides: extra ``section.key=value`` config overrides for this cell.
+        overrides: ``section.key=value`` pre-training overrides for this cell.
         progress: show the trainer's progress bar.
+        seed: run seed (default: the study's first seed).
+        groups: ``(counts, source)`` fixing many/medium/few (default :func:`group_counts`).
 
     Returns:
         One results-table row per probe.
     """
+    import torch
     from torch import nn
 
     from balfeat.classify.probe import ProbeConfig, probe_fast
     from balfeat.data.datasets import ArrayDataset
     from balfeat.engine import build
-    from balfeat.engine.config import Config, apply_overrides, merge_mapping, validate
+    from balfeat.engine.checkpoint import find_last_checkpoint
+    from balfeat.engine.config import config_to_dict, validate
     from balfeat.engine.trainer import Trainer
     from balfeat.evaluation.metrics import evaluate, write_results
+    from balfeat.evaluation.statistics import bootstrap_interval
+    from balfeat.provenance import provenance
     from balfeat.study.report import row_from_results
+    from balfeat.study.spec import cell_config
 
+    s = spec.run_seeds[0] if seed is None else seed
+    gcounts, gsource = groups or group_counts(spec, data.num_classes)
     start = time.perf_counter()
     ratio = spec.sets[set_name]
-    cdir = out_dir / "cells" / cell_name(method, set_name)
-    cfg = merge_mapping(Config(), spec.base, "study base")
-    merge_mapping(cfg, spec.methods[method] or {}, f"study methods.{method}")
-    apply_overrides(cfg, overrides or [])
+    cdir = cell_dir(out_dir, method, set_name, s)
+    cfg = cell_config(spec, method, overrides or [])
     cfg.run.output_dir = str(cdir / "pretrain")
-    cfg.run.seed = spec.seed
+    cfg.run.seed = s
     cfg.run.progress = progress
     channels = 1 if data.train_x.ndim == 3 else int(data.train_x.shape[-1])
     cfg.data.channels = channels
@@ -393,7 +316,9 @@ def run_cell(
     validate(cfg)
 
     counts = family_counts(data.num_classes, spec.total, ratio, seed=spec.seed)
-    idx = subset_by_counts(data.train_y, counts, seed=spec.seed + 1)
+    idx = subset_by_counts(data.train_y, counts, seed=1000 * s + 1)
+    if len(idx) == 0:  # check_family refuses this before any cell; never train on "all data"
+        raise DataError(f"set {set_name!r} holds no images; raise family.total")
     train_ds = ArrayDataset(
         data.train_x[idx],
         data.train_y[idx],
@@ -401,8 +326,6 @@ def run_cell(
         class_names=data.class_names,
         num_classes=data.num_classes,
     )
-    from balfeat.engine.checkpoint import find_last_checkpoint
-
     resume = find_last_checkpoint(Path(cfg.run.output_dir)) is not None
     trainer = Trainer(cfg, train_dataset=train_ds, resume=resume)
     summary = trainer.fit()
@@ -412,7 +335,7 @@ def run_cell(
 
     eval_tf = _eval_transform(cfg.data.image_size, channels)
     probe_idx = subset_by_counts(
-        data.train_y, [spec.probe_per_class] * data.num_classes, seed=spec.seed + 2
+        data.train_y, [spec.probe_per_class] * data.num_classes, seed=1000 * s + 2
     )
     probe_ds = ArrayDataset(
         data.train_x[probe_idx],
@@ -422,7 +345,7 @@ def run_cell(
         num_classes=data.num_classes,
     )
     test_sel = np.arange(len(data.test_y))
-    if spec.test_max and spec.test_max < len(test_sel):
+    if spec.test_max and spec.test_max < len(test_sel):  # the same test images for every seed
         test_sel = np.sort(
             np.random.default_rng(spec.seed + 3).choice(len(test_sel), spec.test_max, replace=False)
         )
@@ -436,18 +359,24 @@ def run_cell(
     device = next(backbone.parameters()).device
     rows: list[Row] = []
     for protocol, pkw in spec.probes.items():
-        kw = dict(pkw)
-        kw.setdefault("seed", spec.seed)
+        kw = dict(pkw or {})
+        kw["seed"] = s
         pcfg = ProbeConfig(**kw)
         pcfg.eval_every = pcfg.epochs  # evaluate once, after the last epoch: no test-set selection
         res = probe_fast(backbone, probe_ds, test_ds, data.num_classes, pcfg, device=device)
+        logits = res.val_logits.numpy()
+        labels = res.val_labels.numpy()
         results = evaluate(
-            res.val_logits.numpy(),
-            res.val_labels.numpy(),
-            np.asarray(counts),
+            logits,
+            labels,
+            np.asarray(gcounts),
             class_names=data.class_names,
             grouping=spec.grouping,
         )
+        for pc, n in zip(results["per_class"], counts, strict=True):
+            pc["group_count"] = pc["train_count"]
+            pc["train_count"] = int(n)
+        boot = bootstrap_interval(logits.argmax(1) == labels, seed=s)
         results.update(
             {
                 "protocol": protocol,
@@ -456,12 +385,22 @@ def run_cell(
                 "epochs": pcfg.epochs,
                 "method": method,
                 "set": set_name,
+                "seed": s,
                 "imbalance_ratio": ratio,
                 "pretrain_counts": counts,
+                "group_counts": list(gcounts),
+                "group_source": gsource,
                 "probe_train_per_class": spec.probe_per_class,
+                "top1_bootstrap": {
+                    "low": boot.low,
+                    "high": boot.high,
+                    "method": boot.method,
+                },
                 "pretrain_summary": summary,
                 "probe_seconds": res.seconds,
                 "cell_seconds": time.perf_counter() - start,
+                "config": config_to_dict(cfg),
+                "provenance": provenance(device=device, seed=s, threads=torch.get_num_threads()),
             }
         )
         write_results(cdir / protocol, results)
@@ -473,10 +412,74 @@ def run_cell(
                 ratio,
                 protocol,
                 cell=cell_name(method, set_name),
+                seed=s,
                 seconds=results["cell_seconds"],
+                top1_bootstrap=results["top1_bootstrap"],
             )
         )
     return rows
+
+
+#: Study keys that define every cell's data: a directory of results is only reused when they match.
+_GLOBAL_KEYS = (
+    "dataset",
+    "root",
+    "seed",
+    "family.total",
+    "probe_per_class",
+    "test_max",
+    "grouping",
+    "groups",
+    "synthetic_size",
+    "image_size",
+)
+
+
+def _global_dict(spec: StudySpec) -> dict[str, Any]:
+    return {
+        "dataset": spec.dataset,
+        "root": spec.root,
+        "seed": spec.seed,
+        "family.total": spec.total,
+        "probe_per_class": spec.probe_per_class,
+        "test_max": spec.test_max,
+        "grouping": spec.grouping,
+        "groups": spec.groups,
+        "synthetic_size": spec.synthetic_size,
+        "image_size": spec.image_size,
+    }
+
+
+def _check_reuse(out: Path, spec: StudySpec) -> None:
+    """Refuse an output folder holding a study whose cells would not be comparable."""
+    marker = out / "study.yaml"
+    if not marker.is_file():
+        return
+    try:
+        before = (yaml.safe_load(marker.read_text()) or {}).get("global", {})
+    except (yaml.YAMLError, AttributeError):
+        before = {}
+    now = _global_dict(spec)
+    changed = sorted(k for k in now if k in before and before[k] != now[k])
+    if changed:
+        raise ConfigError(
+            f"{str(out)!r} holds results of a study with other {', '.join(changed)}; its cells "
+            "would not be comparable with new ones. Use another output directory, or delete "
+            "this one to start over"
+        )
+
+
+def _check_cell(cdir: Path, record: dict[str, Any], method: str, set_name: str) -> None:
+    """Refuse a finished (cell, seed) whose configuration differs from the study's now."""
+    path = cdir / "cell.yaml"
+    if path.is_file():
+        before = yaml.safe_load(path.read_text()) or {}
+        if before.get("config") != record["config"]:
+            raise ConfigError(
+                f"cell {method} on {set_name} in {str(cdir)!r} was run with another "
+                "pre-training configuration (base or methods changed); delete that folder to "
+                "re-run it, or give the changed method a new name"
+            )
 
 
 def run_study(
@@ -487,87 +490,77 @@ def run_study(
     echo: Callable[[str], None] = print,
     data: StudyData | None = None,
 ) -> tuple[list[Row], dict[str, Path]]:
-    """Run every cell of a study that is not finished yet, then write the report.
+    """Run every (cell, seed) of a study that is not finished yet, then write the report.
 
     Args:
         spec: the study.
         out_dir: output directory (default ``spec.output_dir``).
-        overrides: ``section.key=value`` config overrides applied to every cell.
+        overrides: ``section.key=value`` pre-training overrides applied to every cell.
         progress: show progress bars.
         echo: where status lines go.
         data: the arrays (default: :func:`load_study_data`).
 
     Returns:
-        The results table and the report's paths (see :func:`balfeat.study.report.write_report`).
+        The results table (one row per cell, seed and probe) and the report's paths (see
+        :func:`balfeat.study.report.write_report`).
     """
+    from balfeat.atomic import atomic_write_text
+    from balfeat.engine.config import config_to_dict
     from balfeat.study.report import write_report
+    from balfeat.study.spec import cell_config
 
     out = Path(out_dir or spec.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    saved = _spec_dict(spec)
-    saved["overrides"] = list(overrides or [])
-    saved.pop("output_dir")
-    marker = out / "study.yaml"
-    if marker.is_file():
-        try:
-            before = yaml.safe_load(marker.read_text()) or {}
-        except yaml.YAMLError:
-            before = {}
-        before.pop("output_dir", None)
-        if before and before != saved:
-            changed = sorted(k for k in set(before) | set(saved) if before.get(k) != saved.get(k))
-            raise ConfigError(
-                f"{str(out)!r} holds results of a different study (differs in: "
-                f"{', '.join(changed)}); finished cells would be mixed with new ones. Use another "
-                "output directory, or delete this one to start over"
-            )
-    marker.write_text(yaml.safe_dump(saved, sort_keys=False))
-    cells = [(m, s) for s in spec.sets for m in spec.methods]
-    rows: list[Row] = []
-    todo = [c for c in cells if not cell_done(out, c[0], c[1], spec.probes)]
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output folder {str(out)!r} is a file; choose a directory")
+    _check_reuse(out, spec)
+    seeds = spec.run_seeds
+    cells = [(m, s, seed) for s in spec.sets for m in spec.methods for seed in seeds]
+    todo = [c for c in cells if not cell_done(out, c[0], c[1], spec.probes, c[2])]
     if todo and data is None:
         data = load_study_data(spec)
+    if data is not None:
+        check_family(spec, data)
+        groups = group_counts(spec, data.num_classes)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = {"global": _global_dict(spec), "overrides": list(overrides or [])}
+    atomic_write_text(out / "study.yaml", yaml.safe_dump(saved, sort_keys=False))
+    rows: list[Row] = []
     t0 = time.perf_counter()
-    for i, (m, s) in enumerate(cells, 1):
-        if (m, s) not in todo:
-            echo(f"[{i}/{len(cells)}] {m} on {s}: done before, skipped")
-            rows += [_read_row(out, m, s, spec.sets[s], p) for p in spec.probes]
+    for i, (m, s, seed) in enumerate(cells, 1):
+        cdir = cell_dir(out, m, s, seed)
+        record = {
+            "config": config_to_dict(cell_config(spec, m, overrides or [])),
+            "probes": {p: dict(kw or {}) for p, kw in spec.probes.items()},
+        }
+        _check_cell(cdir, record, m, s)
+        if (m, s, seed) not in todo:
+            echo(f"[{i}/{len(cells)}] {m} on {s}, seed {seed}: done before, skipped")
+            rows += [_read_row(out, m, s, seed, p) for p in spec.probes]
             continue
         elapsed = time.perf_counter() - t0
-        echo(f"[{i}/{len(cells)}] {m} on {s} (ratio {spec.sets[s]:g}) ... ({elapsed:.0f} s so far)")
+        echo(
+            f"[{i}/{len(cells)}] {m} on {s} (ratio {spec.sets[s]:g}), seed {seed} ... "
+            f"({elapsed:.0f} s so far)"
+        )
         assert data is not None
-        cell_rows = run_cell(spec, data, m, s, out, overrides, progress)
+        cdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cdir / "cell.yaml", yaml.safe_dump(record, sort_keys=False))
+        cell_rows = run_cell(spec, data, m, s, out, overrides, progress, seed=seed, groups=groups)
         for r in cell_rows:
             echo(
                 f"    {r['protocol']} probe: top1 {_f(r['top1'])}  many {_f(r['many'])}  "
                 f"medium {_f(r['medium'])}  few {_f(r['few'])}"
             )
         rows += cell_rows
-    paths = write_report(rows, out, title=spec.name, description=spec.description)
+    names = data.class_names if data is not None else None
+    paths = write_report(
+        rows, out, title=spec.name, description=spec.description, class_names=names
+    )
     return rows, paths
 
 
 def _f(v: Any) -> str:
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.2f}"
-
-
-def _spec_dict(spec: StudySpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "output_dir": spec.output_dir,
-        "dataset": spec.dataset,
-        "root": spec.root,
-        "seed": spec.seed,
-        "family": {"total": spec.total, "sets": dict(spec.sets)},
-        "probe_per_class": spec.probe_per_class,
-        "test_max": spec.test_max,
-        "grouping": spec.grouping,
-        "base": spec.base,
-        "methods": spec.methods,
-        "probes": spec.probes,
-        "synthetic_size": spec.synthetic_size,
-        "image_size": spec.image_size,
-    }
 
 
 def configure_threads(threads: int = 0) -> int:
@@ -577,7 +570,8 @@ def configure_threads(threads: int = 0) -> int:
         threads: ``N > 0`` uses N threads; ``0`` (auto) uses every core, or 1 thread when the
             machine is already busy (1-minute load average >= cores): on a contended CPU,
             several OpenMP threads per process spin against each other and run 2-3x slower
-            than one.
+            than one. The number used is recorded in every results file (results on CPU depend
+            on it).
     """
     import os
 
@@ -592,62 +586,3 @@ def configure_threads(threads: int = 0) -> int:
         threads = 1 if busy else cores
     torch.set_num_threads(threads)
     return threads
-
-
-def probe_recipe_args(path: str | Path) -> list[str]:
-    """The ``balfeat probe`` arguments of a probe recipe file (``configs/probe_*.yaml``).
-
-    A probe recipe is a YAML file with one ``probe:`` mapping whose keys are ``balfeat probe``
-    options without the dashes (``train_split`` is ``--train-split``); lists become
-    comma-separated values and ``true`` a bare flag (``false`` leaves the flag out).
-
-    Raises:
-        ConfigError: missing/unparsable file, no ``probe:`` mapping, or an option that
-            ``balfeat probe`` does not have (the message names the closest one).
-    """
-    import difflib
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"probe recipe {str(p)!r} does not exist; check the path")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"probe recipe {str(p)!r} is not valid YAML: {err}") from None
-    if not isinstance(data, Mapping) or not isinstance(data.get("probe"), Mapping):
-        raise ConfigError(f"probe recipe {str(p)!r} needs a 'probe:' mapping of probe options")
-    valid = _probe_options()
-    args: list[str] = []
-    for key, value in data["probe"].items():
-        opt = "--" + str(key).replace("_", "-")
-        if valid and opt not in valid:
-            close = difflib.get_close_matches(opt, sorted(valid), n=1)
-            hint = f"; did you mean {close[0][2:].replace('-', '_')!r}?" if close else ""
-            raise ConfigError(
-                f"probe recipe {str(p)!r}: 'probe.{key}' is not a `balfeat probe` option{hint}"
-            )
-        if isinstance(value, bool):
-            if value:
-                args.append(opt)
-            continue
-        if value is None:
-            continue
-        if isinstance(value, (list, tuple)):
-            value = ",".join(str(v) for v in value)
-        args += [opt, str(value)]
-    return args
-
-
-def _probe_options() -> set[str]:
-    """The long options of ``balfeat probe`` (empty when that command is not available)."""
-    import argparse
-
-    try:
-        from balfeat.cli import probe as probe_cli
-    except ImportError:  # pragma: no cover - the probe command is part of the package
-        return set()
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    probe_cli.add_parser(sub)
-    probe_parser = sub.choices["probe"]
-    return {s for a in probe_parser._actions for s in a.option_strings if s.startswith("--")}

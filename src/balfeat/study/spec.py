@@ -1,0 +1,248 @@
+"""The study file: a typed :class:`StudySpec` read by :mod:`balfeat.typed_config`.
+
+A study file (YAML, ``balfeat study FILE [key=value ...]``) describes a grid of (method x
+imbalance set x probe) cells, each run for every seed::
+
+    name: fmnist-imbalance            # report title
+    output_dir: runs/fmnist-study     # cells/, results.csv, report.md go here
+    dataset: fashion-mnist            # fashion-mnist | synthetic | array (in-memory data)
+    root: ""                          # data folder / .npz file ("" = default location)
+    seed: 0                           # which class gets which count (fixed for the study)
+    seeds: [0, 1, 2]                  # run seeds (or a number N = seeds 0..N-1)
+    family:                           # the imbalance family of pre-training sets
+      total: 5000                     # images per set (the same for every set)
+      sets: {balanced: 1, exp10: 10, exp100: 100}   # name: n_max / n_min (exponential profile)
+    probe_per_class: 300              # balanced probe training set: images per class
+    test_max: 0                       # test images (0 = the whole test set)
+    grouping: thirds                  # many/medium/few grouping (metrics.parse_grouping)
+    groups: ""                        # a counts file fixing the groups ("" = most imbalanced set)
+    base:                             # pretrain config (balfeat.engine.config) for every cell
+      model: {backbone: resnet20}
+      optim: {epochs: 2, batch_size: 128}
+    methods:                          # method id: config mapping merged over base
+      sl: {method: {name: sl}, data: {augmentation: supervised}, optim: {base_lr: 0.1}}
+      moco_v2: {method: {name: moco_v2, K: 4096}}
+    probes:                           # protocol name: balfeat.classify.probe.ProbeConfig fields
+      fast: {epochs: 30, lr: 1.0, schedule: cosine}
+
+A file may start with ``defaults: [other_study.yaml]`` (layered, as every balfeat config).
+
+Overrides on the command line: a key of the study (``seeds=3``, ``family.total=2000``,
+``output_dir=x``) sets that key; a key of the pre-training config (``optim.epochs=1``,
+``model.backbone=resnet8``) is applied to every cell's pre-training config, after ``base`` and
+the method's mapping. ``run.seed`` and ``run.output_dir`` are refused there: a study sets them per
+cell from ``seeds`` and ``output_dir``.
+
+**Seeds.** Seed ``s`` of a cell seeds its pre-training (``run.seed = s``: model initialisation,
+data order, augmentation), the draw of which images form each pre-training set (the class counts
+are fixed by ``seed``), the probe's training set and the probe. The test images are the same for
+every seed. Changes from the balanced set to a long-tailed one are paired by seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from balfeat.errors import ConfigError
+from balfeat.typed_config import bounds, load_typed, parse_override, path_kind
+
+StudyDataset = Literal["fashion-mnist", "synthetic", "array"]
+
+#: Pre-training config keys a study sets per cell and so refuses as overrides.
+CELL_KEYS = ("run.seed", "run.output_dir")
+#: Sections of the pre-training config: an override starting with one goes to every cell.
+PRETRAIN_SECTIONS = ("data", "model", "method", "optim", "run")
+
+
+@dataclass
+class FamilySpec:
+    """The imbalance family of pre-training sets.
+
+    Attributes:
+        total: images per set (the same for every set of the family).
+        sets: set name -> imbalance ratio n_max / n_min (1 = balanced) of an exponential profile.
+    """
+
+    total: int = field(default=5000, metadata=bounds(ge=1))
+    sets: dict[str, float] = field(
+        default_factory=lambda: {"balanced": 1.0, "exp10": 10.0, "exp100": 100.0}
+    )
+
+
+@dataclass
+class StudySpec:
+    """A parsed study file (see the module docstring for the YAML form).
+
+    Attributes:
+        name: report title.
+        description: Markdown placed under the title of the report.
+        output_dir: where cells, tables, figures and the report go.
+        dataset: in-memory dataset of the study.
+        root: data folder (fashion-mnist) or ``.npz`` file (array); ``""`` = default.
+        seed: seed of the class -> count assignment of the family (fixed for the study).
+        seeds: run seeds, a list or a number N (= ``[0, ..., N-1]``); empty = ``[seed]``.
+        family: the pre-training sets.
+        probe_per_class: images per class of the balanced probe training set.
+        test_max: test images used (0 = all).
+        grouping: many/medium/few rule (``thirds``, ``default``, ``reference``, ``MANY,FEW``).
+        groups: a file of per-class counts (one integer per line, class order) that fixes the
+            groups; ``""`` = the counts of the most imbalanced set of the family.
+        base: pre-training config mapping for every cell.
+        methods: method id -> pre-training config mapping merged over ``base``.
+        probes: probe name -> ``ProbeConfig`` fields.
+        synthetic_size: images of the synthetic dataset.
+        image_size: side of the synthetic images.
+        knn_every: epochs between online kNN evaluations during pre-training (0 = off).
+    """
+
+    name: str = "balfeat study"
+    description: str = ""
+    output_dir: str = field(default="runs/study", metadata=path_kind("out_dir"))
+    dataset: StudyDataset = "fashion-mnist"
+    root: str = ""
+    seed: int = field(default=0, metadata=bounds(ge=0))
+    seeds: int | list[int] = field(default_factory=list)
+    family: FamilySpec = field(default_factory=FamilySpec)
+    probe_per_class: int = field(default=300, metadata=bounds(ge=1))
+    test_max: int = field(default=0, metadata=bounds(ge=0))
+    grouping: str = "thirds"
+    groups: str = field(default="", metadata=path_kind("file"))
+    base: dict[str, Any] = field(default_factory=dict)
+    methods: dict[str, Any] = field(default_factory=dict)
+    probes: dict[str, Any] = field(default_factory=lambda: {"fast": {}})
+    synthetic_size: int = field(default=2000, metadata=bounds(ge=1))
+    image_size: int = field(default=28, metadata=bounds(ge=8))
+    knn_every: int = field(default=0, metadata=bounds(ge=0))
+
+    @property
+    def run_seeds(self) -> list[int]:
+        """The seeds every cell runs with."""
+        if isinstance(self.seeds, int):
+            return list(range(self.seeds))
+        return list(self.seeds) or [self.seed]
+
+    @property
+    def total(self) -> int:
+        """Images per pre-training set (``family.total``)."""
+        return self.family.total
+
+    @property
+    def sets(self) -> dict[str, float]:
+        """Set name -> imbalance ratio (``family.sets``)."""
+        return self.family.sets
+
+
+def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
+    """Check what types and ranges cannot: a non-empty grid, valid seeds, ratios, every method's
+    pre-training config and every probe's options (before hours of training).
+
+    Raises:
+        ConfigError: naming the study key.
+    """
+    import difflib
+
+    if isinstance(spec.seeds, int) and spec.seeds < 1:
+        raise ConfigError(f"seeds must be a number >= 1 or a list of seeds, got {spec.seeds}")
+    seeds = spec.run_seeds
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds must be distinct non-negative integers, got {seeds}")
+    if not spec.family.sets:
+        raise ConfigError("family.sets is empty; give e.g. {balanced: 1, exp100: 100}")
+    for name, ratio in spec.family.sets.items():
+        if ratio < 1:
+            raise ConfigError(f"family.sets.{name} must be a ratio n_max/n_min >= 1, got {ratio}")
+    if not spec.methods:
+        raise ConfigError(
+            "the study lists no methods; add e.g. methods: {sl: {method: {name: sl}}}"
+        )
+    if not spec.probes:
+        raise ConfigError("the study lists no probes; add e.g. probes: {fast: {}}")
+    from balfeat.classify.probe import ProbeConfig
+
+    probe_fields = set(ProbeConfig.__dataclass_fields__)
+    for pname, pkw in spec.probes.items():
+        if pkw is None:
+            spec.probes[pname] = pkw = {}
+        if not isinstance(pkw, Mapping):
+            raise ConfigError(f"probes.{pname} must be a mapping of probe options")
+        for k in pkw:
+            if k not in probe_fields:
+                close = difflib.get_close_matches(str(k), sorted(probe_fields), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"unknown probe option probes.{pname}.{k}{hint}")
+    for mname in spec.methods:
+        if spec.methods[mname] is None:
+            spec.methods[mname] = {}
+        cell_config(spec, mname, cell_overrides)
+
+
+def cell_config(spec: StudySpec, method: str, overrides: Sequence[str] = ()) -> Any:
+    """The pre-training :class:`~balfeat.engine.config.Config` of ``method`` in this study:
+    defaults, ``base``, the method's mapping, then the cell overrides (checked)."""
+    from balfeat.engine.config import Config, apply_overrides, merge_mapping, validate
+
+    if not isinstance(spec.base, Mapping):
+        raise ConfigError("study key 'base' must be a mapping of pre-training config sections")
+    mcfg = spec.methods[method]
+    if not isinstance(mcfg, Mapping):
+        raise ConfigError(f"methods.{method} must be a mapping of pre-training config sections")
+    cfg = merge_mapping(Config(), spec.base, "study base")
+    merge_mapping(cfg, mcfg, f"study methods.{method}")
+    apply_overrides(cfg, overrides)
+    validate(cfg)
+    return cfg
+
+
+def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split command-line ``key=value`` items into (study overrides, per-cell config overrides).
+
+    Raises:
+        ConfigError: a per-cell key the study sets itself (``run.seed``, ``run.output_dir``).
+    """
+    study: list[str] = []
+    cells: list[str] = []
+    for item in overrides:
+        key = parse_override(item)[0]
+        if key.split(".", 1)[0] in PRETRAIN_SECTIONS:
+            if key in CELL_KEYS:
+                what = "seeds=[...]" if key == "run.seed" else "output_dir=DIR (or --out)"
+                raise ConfigError(
+                    f"override {item!r}: a study sets {key} for every cell; use {what} instead"
+                )
+            cells.append(item)
+        else:
+            study.append(item)
+    return study, cells
+
+
+def load_study(
+    path: str | Path | Sequence[str | Path] | None, overrides: Sequence[str] = ()
+) -> tuple[StudySpec, list[str]]:
+    """Read a study file (with its ``defaults:``) and overrides; validate everything.
+
+    Returns:
+        ``(spec, cell_overrides)``: the spec, and the overrides for every cell's pre-training.
+
+    Raises:
+        ConfigError: missing/unparsable file, unknown key (with the closest one), bad value.
+    """
+    study_over, cell_over = split_overrides(overrides)
+    spec = load_typed(StudySpec, path, study_over)
+    validate_study(spec, cell_over)
+    return spec, cell_over
+
+
+def study_from_mapping(
+    data: Mapping[str, Any], source: str = "study", overrides: Sequence[str] = ()
+) -> StudySpec:
+    """Build and validate a :class:`StudySpec` from a mapping (as read from YAML)."""
+    from balfeat.typed_config import apply_overrides, merge_mapping
+
+    spec = merge_mapping(StudySpec(), data, source)
+    study_over, cell_over = split_overrides(overrides)
+    apply_overrides(spec, study_over)
+    validate_study(spec, cell_over)
+    return spec
