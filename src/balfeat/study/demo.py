@@ -79,10 +79,10 @@ most imbalanced pre-training set (3 most frequent / 4 middle / 3 least frequent)
 in every row. Every cell runs with several seeds; intervals are 95% t-intervals over seeds.
 The paper's finding to look for: the self-supervised representations (MoCo v2, KCL) lose less
 accuracy than the supervised one as the pre-training set gets more imbalanced, and their
-few-shot accuracy stays closer to
-their many-shot accuracy. With only 10 classes, how hard a class is (shirt vs. trouser) weighs
-more than its count in the group accuracies; the figure "per class change vs count" subtracts
-each class's accuracy after balanced pre-training to show the effect of the imbalance alone."""
+few-shot accuracy stays closer to their many-shot accuracy. With only 10 classes, how hard a
+class is (shirt vs. trouser) weighs more than its count in the group accuracies; the figure
+"per class change vs count" subtracts each class's accuracy after balanced pre-training to show
+the effect of the imbalance alone."""
 
 
 def demo_spec(

@@ -120,17 +120,23 @@ def table_markdown(rows: Sequence[Row]) -> str:
 
 
 def summary_text(rows: Sequence[Row]) -> str:
-    """A fixed-width summary (one line per cell) for printing on the terminal."""
+    """A fixed-width summary for the terminal: one line per (protocol, method, set), mean ± 95%
+    half-width over seeds, and the headline sentences."""
+    from balfeat.study.summary import headline, paired_changes, summarise
+
+    summary = _sort_rows(summarise(rows))
     header = (
-        f"{'method':<10} {'set':<10} {'ratio':>6} {'top1':>7} {'many':>7} {'medium':>7} {'few':>7}"
+        f"{'method':<10} {'set':<10} {'ratio':>6} {'seeds':>5} {'top1':>13} {'many':>13} "
+        f"{'medium':>13} {'few':>13}"
     )
     lines = [header, "-" * len(header)]
-    for r in rows:
+    for r in summary:
         lines.append(
             f"{r['method']!s:<10.10} {r['set']!s:<10.10} "
-            f"{_fmt(r.get('imbalance_ratio')):>6} {_fmt(r.get('top1')):>7} "
-            f"{_fmt(r.get('many')):>7} {_fmt(r.get('medium')):>7} {_fmt(r.get('few')):>7}"
+            f"{_fmt(r.get('imbalance_ratio')):>6} {r.get('n_seeds', 1):>5} "
+            + " ".join(f"{_ci_text(r, m):>13}" for m in ("top1", "many", "medium", "few"))
         )
+    lines += ["", *headline(paired_changes(rows))]
     return "\n".join(lines)
 
 
@@ -308,7 +314,7 @@ def write_report(
         for para in description.strip().split("\n\n"):
             h.append(f"<p>{html.escape(para)}</p>")
     h.append('<h2>Finding</h2><div class="finding">')
-    h += [f"<p>{html.escape(line)}</p>" for line in lead]
+    h += [f"<p>{html.escape(line)}</p>" for line in lead if line]
     h.append("</div><h2>Results (mean ± 95% half-width over seeds)</h2>")
     h.append(_md_table_html(sum_md))
     h += [f"<p>{html.escape(g)}</p>" for g in groups]

@@ -181,9 +181,11 @@ def headline(changes: dict[str, Any]) -> list[str]:
         if (d["protocol"], d["set"]) in {(c["protocol"], c["set"]) for c in last.values()}
     ]
     if diffs:
+        lines.append("")
         lines.append("Difference of those changes between methods (the paper's comparison):")
         lines += [f"- {d['text']}" for d in diffs]
         found = [d for d in diffs if Interval(**_iv_fields(d["interval"])).excludes_zero()]
+        lines.append("")
         if found:
             lines.append(
                 "Distinguishable from zero at 95%: "
