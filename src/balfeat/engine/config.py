@@ -16,6 +16,7 @@ output directory and inside every checkpoint) and is read back with :func:`confi
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ import yaml
 
 from balfeat import typed_config
 from balfeat.errors import ConfigError
+from balfeat.typed_config import bounds, path_kind
 
 DatasetName = Literal["fashion-mnist", "imagenet", "inat", "array", "synthetic"]
 AugmentationName = Literal["moco_v1", "moco_v2", "supervised", "longtail", "eval", "none"]
@@ -65,22 +67,22 @@ class DataConfig:
     """
 
     dataset: DatasetName = "fashion-mnist"
-    root: str = ""
-    train_split: str = ""
-    val_split: str = ""
-    test_split: str = ""
-    class_set: str = ""
-    image_size: int = 28
-    channels: int = 1
+    root: str = field(default="", metadata=path_kind("file_or_dir"))
+    train_split: str = field(default="", metadata=path_kind("file"))
+    val_split: str = field(default="", metadata=path_kind("file"))
+    test_split: str = field(default="", metadata=path_kind("file"))
+    class_set: str = field(default="", metadata=path_kind("file"))
+    image_size: int = field(default=28, metadata=bounds(ge=1))
+    channels: int = field(default=1, metadata=bounds(ge=1, le=3))
     augmentation: AugmentationName = "moco_v2"
     balanced: bool = False
-    bal_repeat: int = 1
-    num_workers: int = 0
-    lt_ratio: float = 1.0
-    per_class: int = 0
-    max_samples: int = 0
-    num_classes: int = 10
-    synthetic_size: int = 512
+    bal_repeat: int = field(default=1, metadata=bounds(ge=1))
+    num_workers: int = field(default=0, metadata=bounds(ge=0))
+    lt_ratio: float = field(default=1.0, metadata=bounds(ge=1))
+    per_class: int = field(default=0, metadata=bounds(ge=0))
+    max_samples: int = field(default=0, metadata=bounds(ge=0))
+    num_classes: int = field(default=10, metadata=bounds(ge=1))
+    synthetic_size: int = field(default=512, metadata=bounds(ge=1))
     skip_bad_images: bool = False
 
 
@@ -96,7 +98,7 @@ class ModelConfig:
 
     backbone: str = "resnet18"
     small_images: bool = True
-    in_channels: int = 0
+    in_channels: int = field(default=0, metadata=bounds(ge=0, le=3))
 
 
 @dataclass
@@ -123,18 +125,18 @@ class MethodConfig:
     """
 
     name: MethodName = "moco_v2"
-    dim: int = 128
-    K: int = 65536
-    m: float = 0.999
-    T: float = 0.2
+    dim: int = field(default=128, metadata=bounds(ge=1))
+    K: int = field(default=65536, metadata=bounds(ge=1))
+    m: float = field(default=0.999, metadata=bounds(ge=0, le=1))
+    T: float = field(default=0.2, metadata=bounds(gt=0))
     mlp: bool = True
-    posk: int = 6
+    posk: int = field(default=6, metadata=bounds(ge=0))
     loss_type: Literal["v1", "v2", "sum"] = "v1"
     selection: Literal["random", "queue_order"] = "random"
     shuffle_bn: bool = True
-    bn_splits: int = 8
+    bn_splits: int = field(default=8, metadata=bounds(ge=1))
     freeze_backbone: bool = False
-    init_checkpoint: str = ""
+    init_checkpoint: str = field(default="", metadata=path_kind("file_or_dir"))
     prefill: Literal["auto", "always", "never"] = "auto"
 
     @property
@@ -160,14 +162,14 @@ class OptimConfig:
         warmup_epochs: linear warm-up epochs before the schedule (0 = none).
     """
 
-    epochs: int = 200
-    batch_size: int = 256
-    base_lr: float = 0.03
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    epochs: int = field(default=200, metadata=bounds(ge=1))
+    batch_size: int = field(default=256, metadata=bounds(ge=1))
+    base_lr: float = field(default=0.03, metadata=bounds(gt=0))
+    momentum: float = field(default=0.9, metadata=bounds(ge=0, lt=1))
+    weight_decay: float = field(default=1e-4, metadata=bounds(ge=0))
     schedule: Literal["cosine", "step"] = "cosine"
-    milestones: list[int] = field(default_factory=lambda: [120, 160])
-    warmup_epochs: int = 0
+    milestones: list[int] = field(default_factory=lambda: [120, 160], metadata=bounds(ge=1))
+    warmup_epochs: int = field(default=0, metadata=bounds(ge=0))
 
     def scaled_lr(self) -> float:
         """The learning rate actually used: ``base_lr * batch_size / 256``."""
@@ -199,24 +201,32 @@ class RunConfig:
             ``fault_rank`` (0 = never).
         fault_rank: rank that raises for ``fault_raise_at_step``.
         progress: show a tqdm progress bar on rank 0.
+        overwrite: replace a finished or different run found in ``output_dir`` (its checkpoints
+            and metrics are deleted first). Without it, a folder holding a run is refused unless
+            the run is resumed (``--resume``).
+        tensorboard: TensorBoard event files in ``output_dir/tensorboard``: ``auto`` (when the
+            ``tensorboard`` package is installed; ``pip install 'balfeat[tensorboard]'``),
+            ``on`` (an error without the package) or ``off``.
     """
 
-    output_dir: str = "runs/pretrain"
-    seed: int = 0
+    output_dir: str = field(default="runs/pretrain", metadata=path_kind("out_dir"))
+    seed: int = field(default=0, metadata=bounds(ge=0))
     device: str = "auto"
     amp: Literal["none", "bf16", "fp16"] = "none"
-    keep_last: int = 3
-    log_every: int = 10
-    max_steps: int = 0
-    save_every_steps: int = 0
+    keep_last: int = field(default=3, metadata=bounds(ge=1))
+    log_every: int = field(default=10, metadata=bounds(ge=1))
+    max_steps: int = field(default=0, metadata=bounds(ge=0))
+    save_every_steps: int = field(default=0, metadata=bounds(ge=0))
     compile: bool = False
     channels_last: bool = False
     detect_anomaly: bool = False
-    timeout_s: float = 600.0
-    fault_kill_at_step: int = 0
-    fault_raise_at_step: int = 0
-    fault_rank: int = 0
+    timeout_s: float = field(default=600.0, metadata=bounds(gt=0))
+    fault_kill_at_step: int = field(default=0, metadata=bounds(ge=0))
+    fault_raise_at_step: int = field(default=0, metadata=bounds(ge=0))
+    fault_rank: int = field(default=0, metadata=bounds(ge=0))
     progress: bool = True
+    overwrite: bool = False
+    tensorboard: Literal["auto", "on", "off"] = "auto"
 
 
 @dataclass
@@ -265,6 +275,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"run.keep_last must be >= 1, got {cfg.run.keep_last}")
     if cfg.data.bal_repeat < 1:
         raise ConfigError(f"data.bal_repeat must be >= 1, got {cfg.data.bal_repeat}")
+    ms = o.milestones
+    if any(b <= a for a, b in itertools.pairwise(ms)):
+        raise ConfigError(f"optim.milestones must be strictly increasing epochs, got {ms}")
     if cfg.data.lt_ratio < 1:
         raise ConfigError(f"data.lt_ratio must be >= 1 (n_max / n_min), got {cfg.data.lt_ratio}")
 

@@ -18,6 +18,7 @@ resolved config. Resuming from it continues exactly (bit-identical on CPU with
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -46,7 +47,7 @@ from balfeat.engine.checkpoint import (
     save_checkpoint,
 )
 from balfeat.engine.config import Config, config_to_dict, save_config
-from balfeat.errors import CheckpointError, TrainingError
+from balfeat.errors import CheckpointError, ConfigError, DataError, TrainingError
 
 log = logging.getLogger("balfeat.engine")
 
@@ -102,6 +103,181 @@ def _to_device(x: Any, device: torch.device, channels_last: bool) -> Any:
     return x
 
 
+#: Config keys that may change when a run is resumed: where and how it runs, not what it learns.
+RESUMABLE_CHANGES: tuple[str, ...] = (
+    "run.device",
+    "run.progress",
+    "run.log_every",
+    "run.keep_last",
+    "run.save_every_steps",
+    "run.max_steps",
+    "run.output_dir",
+    "run.timeout_s",
+    "run.detect_anomaly",
+    "run.fault_kill_at_step",
+    "run.fault_raise_at_step",
+    "run.fault_rank",
+    "run.overwrite",
+    "run.tensorboard",
+    "run.compile",
+    "run.channels_last",
+    "data.num_workers",
+    "data.root",
+    "data.skip_bad_images",
+)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume_config(saved: dict[str, Any], now: dict[str, Any], path: Path) -> None:
+    """Refuse to resume with a config that changes what the run learns.
+
+    A resumed run continues the saved schedule, data, seed and method exactly; changing any of
+    them mid-run (e.g. ``optim.epochs``, whose cosine schedule the optimizer already followed)
+    would silently train something that is neither run. Only the keys in
+    :data:`RESUMABLE_CHANGES` (device, logging, checkpointing) may differ.
+
+    Raises:
+        ConfigError: listing every key that differs, with the saved and the new value.
+    """
+    old, new = _flatten(saved), _flatten(now)
+    diff = [
+        f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+        for k in sorted(set(old) | set(new))
+        if k not in RESUMABLE_CHANGES and k in old and k in new and old[k] != new[k]
+    ]
+    if diff:
+        raise ConfigError(
+            f"cannot resume {str(path)!r} with a different config ({'; '.join(diff)}); resume "
+            "with the run's own config.yaml, or start a new run in another run.output_dir"
+        )
+
+
+#: Files that show a folder holds a run.
+RUN_FILES: tuple[str, ...] = ("last.pth", "config.yaml", "metrics.jsonl")
+LOCK_NAME = ".balfeat.lock"
+
+
+def run_files(output_dir: Path) -> list[Path]:
+    """The files of a previous run in ``output_dir`` (checkpoints, config, metrics)."""
+    if not output_dir.is_dir():
+        return []
+    found = [output_dir / n for n in RUN_FILES if (output_dir / n).exists()]
+    return found + sorted(output_dir.glob("checkpoint_*.pth"))
+
+
+def claim_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse (or, with ``overwrite``, clear) a folder that holds another run.
+
+    Raises:
+        TrainingError: the folder holds a run and neither ``resume`` nor ``overwrite`` is set, or
+            ``output_dir`` is a file.
+    """
+    if output_dir.exists() and not output_dir.is_dir():
+        raise TrainingError(f"run.output_dir {str(output_dir)!r} is a file; choose a folder")
+    found = run_files(output_dir)
+    if not found or resume:
+        return
+    if not overwrite:
+        names = ", ".join(p.name for p in found[:4])
+        raise TrainingError(
+            f"run.output_dir {str(output_dir)!r} already holds a run ({names}); pass --resume to "
+            "continue it, choose a new run.output_dir, or set run.overwrite=true to replace it"
+        )
+    log.warning("run.overwrite=true: deleting the previous run in %s", output_dir)
+    for f in found:
+        f.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - another user's process
+        return True
+    return True
+
+
+def acquire_lock(output_dir: Path) -> Path:
+    """Take ``output_dir/.balfeat.lock`` (pid and host), so two runs cannot share a folder.
+
+    A lock left by a process that is gone (same host) is taken over with a warning.
+
+    Raises:
+        TrainingError: another live process holds the lock.
+    """
+    import socket
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    lock = output_dir / LOCK_NAME
+    me = f"{os.getpid()} {socket.gethostname()}\n"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid_s, _, host = lock.read_text().strip().partition(" ")
+                pid = int(pid_s)
+            except (OSError, ValueError):
+                pid, host = -1, ""
+            if host == socket.gethostname() and pid > 0 and not _pid_alive(pid):
+                log.warning(
+                    "taking over the stale lock of pid %d (no longer running) in %s",
+                    pid,
+                    output_dir,
+                )
+                lock.unlink(missing_ok=True)
+                continue
+            if pid == os.getpid():
+                return lock
+            raise TrainingError(
+                f"another balfeat process (pid {pid_s or '?'} on {host or '?'}) is training into "
+                f"{str(output_dir)!r} (lock file {str(lock)!r}); wait for it, use another "
+                "run.output_dir, or delete the lock file if that process is gone"
+            ) from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(me)
+        return lock
+    raise TrainingError(f"could not take the lock {str(lock)!r}")  # pragma: no cover
+
+
+def release_lock(lock: Path | None) -> None:
+    """Remove a lock taken by :func:`acquire_lock` (if it is still ours)."""
+    if lock is None:
+        return
+    try:
+        if lock.read_text().split(" ", 1)[0] == str(os.getpid()):
+            lock.unlink()
+    except OSError:
+        pass
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the lines of ``metrics.jsonl`` logged after ``step`` (a resumed run logs them again)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and int(rec.get("step", 0)) <= step:
+            keep.append(line)
+    from balfeat.atomic import atomic_write_text
+
+    atomic_write_text(path, "".join(k + "\n" for k in keep))
+
+
 class Trainer:
     """Pre-trains a method as configured.
 
@@ -131,6 +307,9 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
+        self._interrupted = False
+        self._batch_in_epoch = 0
+        self._lock: Path | None = None
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
@@ -138,13 +317,26 @@ class Trainer:
         distributed.init_distributed(timeout_s=cfg.run.timeout_s)
         self.rank = distributed.rank()
         self.world = distributed.world_size()
+        if self.rank == 0:  # refuse another run's folder before any work
+            claim_output_dir(self.output_dir, bool(self.resume), cfg.run.overwrite)
         try:
             self.device = default_device(cfg.run.device)
         except ValueError as err:
             raise TrainingError(str(err)) from None
         seed_everything(cfg.run.seed)
+        if cfg.run.tensorboard == "on" and distributed.is_main_process():
+            self._tensorboard()  # fails now, not after the first epoch, without the package
 
-        self.dataset = self._dataset_arg or build.build_train_dataset(cfg)
+        # ``is None``, not ``or``: an empty dataset is falsy and must never fall back to the
+        # dataset the config describes (that trained silently on the whole pool).
+        self.dataset = (
+            self._dataset_arg if self._dataset_arg is not None else build.build_train_dataset(cfg)
+        )
+        if len(self.dataset) == 0:  # type: ignore[arg-type]
+            raise DataError(
+                "the training set is empty (0 images); check data.train_split, data.per_class, "
+                "data.max_samples or the study's family.total"
+            )
         num_classes = int(getattr(self.dataset, "num_classes", 0)) or int(
             np.asarray(self.dataset.targets).max() + 1  # type: ignore[attr-defined]
         )
@@ -205,6 +397,13 @@ class Trainer:
                 return
         else:
             path = Path(self.resume)
+            if path.is_dir():  # a run folder means its newest checkpoint
+                found = find_last_checkpoint(path)
+                if found is None:
+                    raise CheckpointError(
+                        f"--resume {str(path)!r}: the folder holds no checkpoint (last.pth)"
+                    )
+                path = found
         state = load_checkpoint(
             path,
             map_location=self.device,
@@ -217,6 +416,7 @@ class Trainer:
             raise CheckpointError(
                 f"checkpoint {str(path)!r} does not fit this method/architecture: {err}"
             ) from None
+        check_resume_config(state.get("config") or {}, config_to_dict(self.cfg), path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
@@ -231,6 +431,7 @@ class Trainer:
             set_rng_state(rngs[self.rank])
             if "loader" in rngs[self.rank]:
                 self.loader_generator.set_state(rngs[self.rank]["loader"])
+        self.resumed_from = path
         log.info("resumed from %s at epoch %d step %d", path, self.epoch, self.step)
 
     # ------------------------------------------------------------ checkpoints
@@ -264,10 +465,19 @@ class Trainer:
     def _save(self, batch_in_epoch: int) -> None:
         state = self.state_dict(batch_in_epoch)  # collective: every rank takes part
         if distributed.is_main_process():
-            if batch_in_epoch == 0:
-                save_checkpoint(self.output_dir, state, keep_last=self.cfg.run.keep_last)
-            else:  # mid-epoch: only the ``last.pth`` pointer moves
-                atomic_save(state, self.output_dir / LAST_NAME)
+            try:
+                if batch_in_epoch == 0:
+                    save_checkpoint(self.output_dir, state, keep_last=self.cfg.run.keep_last)
+                else:  # mid-epoch: only the ``last.pth`` pointer moves
+                    atomic_save(state, self.output_dir / LAST_NAME)
+            except OSError as err:
+                if err.errno == errno.ENOSPC:
+                    raise TrainingError(
+                        f"disk full at {str(self.output_dir)!r}: the checkpoint of step "
+                        f"{self.step} could not be written; the previous checkpoint is intact. "
+                        "Free space and continue with --resume"
+                    ) from None
+                raise
         distributed.barrier()
 
     # ------------------------------------------------------------------ train
@@ -286,12 +496,18 @@ class Trainer:
         """A TensorBoard ``SummaryWriter`` on rank 0 when tensorboard is installed, else None."""
         if not hasattr(self, "_tb"):
             self._tb: Any = None
+            if self.cfg.run.tensorboard == "off":
+                return None
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tb = SummaryWriter(str(self.output_dir / "tensorboard"))
             except ImportError:  # optional dependency
-                pass
+                if self.cfg.run.tensorboard == "on":
+                    raise ConfigError(
+                        "run.tensorboard=on but the tensorboard package is not installed; "
+                        "pip install 'balfeat[tensorboard]' or set run.tensorboard=auto"
+                    ) from None
         return self._tb
 
     def _fault_injection(self) -> None:
@@ -307,13 +523,25 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train until ``optim.epochs`` (or ``run.max_steps``); returns a summary dict."""
+        try:
+            return self._fit()
+        finally:
+            release_lock(self._lock)
+
+    def _fit(self) -> dict[str, Any]:
         self._setup()
         cfg = self.cfg
+        if self.rank == 0:  # before the first file is written
+            self._lock = acquire_lock(self.output_dir)
+        if self.epoch >= cfg.optim.epochs or (cfg.run.max_steps and self.step >= cfg.run.max_steps):
+            return self._finished_summary()
         if distributed.is_main_process():
             self.output_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.output_dir / "config.yaml")
             if self.step == 0:  # a fresh run does not append to an older run's metrics
                 (self.output_dir / "metrics.jsonl").unlink(missing_ok=True)
+            else:  # a resumed run logs the steps after the checkpoint again
+                truncate_metrics(self.output_dir / "metrics.jsonl", self.step)
             log.info(
                 "lr = base_lr %g * global batch %d / 256 = %g; %d rank(s), %d images/rank/step",
                 cfg.optim.base_lr,
@@ -331,7 +559,7 @@ class Trainer:
         last_loss = float("nan")
         ips = 0.0
         stop = False
-        with anomaly:
+        with anomaly, self._deferred_interrupt():
             while self.epoch < cfg.optim.epochs and not stop:
                 last_loss, ips, stop = self._train_epoch()
                 if stop:
@@ -350,6 +578,80 @@ class Trainer:
             summary["bad_images"] = bad
             log.warning("skipped %d missing or unreadable image(s): %s", len(bad), ", ".join(bad))
         return summary
+
+    def _finished_summary(self) -> dict[str, Any]:
+        """The summary of a run that was already finished when resumed: nothing is trained."""
+        last: dict[str, Any] = {}
+        metrics = self.output_dir / "metrics.jsonl"
+        if metrics.is_file():
+            for line in metrics.read_text().splitlines():
+                with contextlib.suppress(json.JSONDecodeError):
+                    last = json.loads(line)
+        msg = (
+            f"the run in {str(self.output_dir)!r} is already finished (epoch {self.epoch} of "
+            f"{self.cfg.optim.epochs}, step {self.step}); nothing to train"
+        )
+        log.warning(msg)
+        return {
+            "epochs": self.epoch,
+            "steps": self.step,
+            "final_loss": last.get("loss"),
+            "images_per_s": None,
+            "output_dir": str(self.output_dir),
+            "already_finished": True,
+            "message": msg,
+        }
+
+    @contextlib.contextmanager
+    def _deferred_interrupt(self) -> Iterator[None]:
+        """Ctrl-C during training finishes the current step, checkpoints it and then raises
+        KeyboardInterrupt (a second Ctrl-C interrupts at once). Only in the main thread."""
+        import threading
+
+        self._interrupted = False
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._interrupted:
+                raise KeyboardInterrupt
+            self._interrupted = True
+            log.warning("interrupt: finishing the current step, then saving a checkpoint")
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _check_interrupt(self) -> None:
+        if getattr(self, "_interrupted", False):
+            self._save_on_interrupt()
+            raise KeyboardInterrupt
+
+    def _save_on_interrupt(self) -> None:
+        """Ctrl-C: checkpoint the current step (one process) so ``--resume`` continues here."""
+        batch = getattr(self, "_batch_in_epoch", 0)
+        if distributed.is_distributed():
+            log.warning("interrupted; the last checkpoint in %s is kept", self.output_dir)
+            return
+        if batch == 0:
+            log.warning("interrupted at an epoch boundary; %s/last.pth is current", self.output_dir)
+            return
+        try:
+            self._save(batch)
+        except Exception as err:  # the interrupt wins; say what happened
+            log.warning("interrupted; could not save a checkpoint (%s)", err)
+            return
+        log.warning(
+            "interrupted: checkpoint saved at step %d (epoch %d, batch %d) in %s; continue with "
+            "--resume",
+            self.step,
+            self.epoch + 1,
+            batch,
+            self.output_dir / LAST_NAME,
+        )
 
     def _prefill_queue(self) -> None:
         """Fill a method's queue before the first step (``method.prefill``), without training.
@@ -450,6 +752,7 @@ class Trainer:
                 after_step()
             self.step += 1
             batch_idx += 1
+            self._batch_in_epoch = batch_idx
             self._fault_injection()
             loss_value = float(loss_mean.item())
             window_imgs += self.local_batch * self.world
@@ -472,6 +775,10 @@ class Trainer:
             if bar is not None:
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.4g}", img_s=f"{ips:.0f}")
                 bar.update(1)
+            if self._interrupted and batch_idx < self.steps_per_epoch:
+                if bar is not None:
+                    bar.close()
+                self._check_interrupt()
             max_steps_hit = bool(cfg.run.max_steps) and self.step >= cfg.run.max_steps
             if max_steps_hit and batch_idx < self.steps_per_epoch:
                 self._save(batch_idx)
@@ -488,6 +795,10 @@ class Trainer:
             bar.close()
         self.scheduler.step()
         self.epoch += 1
+        self._batch_in_epoch = 0
         self._save(0)
+        if getattr(self, "_interrupted", False):
+            log.warning("interrupted after epoch %d: %s is current", self.epoch, self.output_dir)
+            raise KeyboardInterrupt
         stop = bool(cfg.run.max_steps) and self.step >= cfg.run.max_steps
         return loss_value, ips, stop

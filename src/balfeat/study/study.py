@@ -292,7 +292,6 @@ def run_cell(
     from balfeat.classify.probe import ProbeConfig, probe_fast
     from balfeat.data.datasets import ArrayDataset
     from balfeat.engine import build
-    from balfeat.engine.checkpoint import find_last_checkpoint
     from balfeat.engine.config import config_to_dict, validate
     from balfeat.engine.trainer import Trainer
     from balfeat.evaluation.metrics import evaluate, write_results
@@ -326,8 +325,8 @@ def run_cell(
         class_names=data.class_names,
         num_classes=data.num_classes,
     )
-    resume = find_last_checkpoint(Path(cfg.run.output_dir)) is not None
-    trainer = Trainer(cfg, train_dataset=train_ds, resume=resume)
+    # The cell's own folder: resume its checkpoint when there is one, else start fresh there.
+    trainer = Trainer(cfg, train_dataset=train_ds, resume=True)
     summary = trainer.fit()
     backbone = trainer.method.backbone
     if not isinstance(backbone, nn.Module):  # pragma: no cover - every method has one
