@@ -200,7 +200,7 @@ def test_table_reference_values() -> None:
     assert by["sl-2full_resnet50_b256-cos-10e_imagenet-lt2"]["optim.epochs"][0] == 10
     assert by["sl-crt-bal4_resnet50_b256-cos-10e_imagenet-lt"]["data.bal_repeat"][0] == 4
     probe = by["probe_kcl_resnet50_b256-cos-200e_imagenet-lt_on-lt"]
-    assert probe["probe.train_split"][0] == "splits/imagenet_longtail_train.txt"
+    assert probe["probe.train_split"][0] == "splits/ImageNet_LT_train.txt"
 
 
 def test_compare_finds_each_difference() -> None:
