@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from pathlib import Path
 
@@ -18,7 +19,7 @@ def test_standard_totals(name: str, ratio: int) -> None:
     counts = lt_counts(c, n_max, ratio)
     assert sum(counts) == STANDARD_TOTALS[(name, ratio)]
     assert counts[0] == n_max and counts[-1] == n_max // ratio
-    assert all(a >= b for a, b in zip(counts, counts[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(counts))
 
 
 def test_published_figures_literal() -> None:
@@ -37,7 +38,7 @@ def test_selection_is_the_seeded_global_shuffle() -> None:
     # the protocol's own procedure, with the legacy global RNG
     np.random.seed(0)
     expect = []
-    for c, n in zip(range(10), lt_counts(10, 50, 10)):
+    for c, n in zip(range(10), lt_counts(10, 50, 10), strict=False):
         idx = np.where(labels == c)[0]
         np.random.shuffle(idx)
         expect.append(idx[:n])

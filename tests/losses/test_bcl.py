@@ -20,7 +20,7 @@ def slow_bcl(z, y, protos, t):  # type: ignore[no-untyped-def]
     terms = []
     for i in range(z.shape[0]):
         members: dict[int, list[torch.Tensor]] = {}
-        for j, (f, lab) in enumerate(zip(allf, alll)):
+        for j, (f, lab) in enumerate(zip(allf, alll, strict=False)):
             if j != i:
                 members.setdefault(lab, []).append(z[i] @ f / t)
         den = torch.log(sum(torch.stack(v).exp().sum() / len(v) for v in members.values()))
@@ -39,7 +39,9 @@ def test_bcl_matches_loop(dtype: torch.dtype) -> None:
     slow = slow_bcl(z, y2, protos, 0.07)
     tol = 2e-5 if dtype == torch.float32 else 1e-10
     assert torch.allclose(fast, slow, atol=tol, rtol=tol)
-    for a, b in zip(torch.autograd.grad(fast, (z, protos)), torch.autograd.grad(slow, (z, protos))):
+    gf = torch.autograd.grad(fast, (z, protos))
+    gs = torch.autograd.grad(slow, (z, protos))
+    for a, b in zip(gf, gs, strict=True):
         assert torch.allclose(a, b, atol=tol, rtol=tol)
 
 

@@ -23,14 +23,18 @@ def slow_paco(q, k, y, queue, ql, s, logp, alpha, beta, gamma, t, tc, in_batch):
         if in_batch:
             for j in range(q.shape[0]):
                 if j != i:
-                    keys.append(q[j]); labs.append(int(y[j]))  # noqa: E702
+                    keys.append(q[j])
+                    labs.append(int(y[j]))
             for j in range(q.shape[0]):
-                keys.append(k[j]); labs.append(int(y[j]))  # noqa: E702
+                keys.append(k[j])
+                labs.append(int(y[j]))
         else:
-            keys.append(k[i]); labs.append(int(y[i]))  # noqa: E702
+            keys.append(k[i])
+            labs.append(int(y[i]))
         if queue is not None:
             for j in range(queue.shape[0]):
-                keys.append(queue[j]); labs.append(int(ql[j]))  # noqa: E702
+                keys.append(queue[j])
+                labs.append(int(ql[j]))
         lk = [q[i] @ x / t for x in keys]
         den_terms = [lg + torch.log(torch.tensor(gamma, dtype=q.dtype)) for lg in lk]
         cl = None
@@ -39,11 +43,13 @@ def slow_paco(q, k, y, queue, ql, s, logp, alpha, beta, gamma, t, tc, in_batch):
             den_terms += list(cl)
         den = torch.stack(den_terms).logsumexp(0)
         num, w = 0.0, 0.0
-        for lg, lab in zip(lk, labs):
+        for lg, lab in zip(lk, labs, strict=False):
             if lab == int(y[i]):
-                num = num + alpha * (lg - den); w += alpha
+                num = num + alpha * (lg - den)
+                w += alpha
         if cl is not None:
-            num = num + beta * (cl[int(y[i])] - den); w += beta
+            num = num + beta * (cl[int(y[i])] - den)
+            w += beta
         terms.append(-num / w)
     return torch.stack(terms).mean()
 
@@ -66,7 +72,7 @@ def test_paco_matches_loop(dtype: torch.dtype, in_batch: bool) -> None:
     gf, gs = torch.autograd.grad(fast, (q, s)), torch.autograd.grad(slow, (q, s))
     tol = 2e-5 if dtype == torch.float32 else 1e-10
     assert torch.allclose(fast, slow, atol=tol, rtol=tol)
-    for a, b in zip(gf, gs):
+    for a, b in zip(gf, gs, strict=False):
         assert torch.allclose(a, b, atol=tol, rtol=tol)
 
 
@@ -75,10 +81,24 @@ def test_gpaco_matches_loop() -> None:
     k = _norm(6, 8, dtype=torch.float64, seed=6).requires_grad_()
     s = torch.randn(6, 7, dtype=torch.float64)
     fast = gpaco_loss(q, k, LABELS, s, None, alpha=0.1, temperature=0.2)
-    slow = slow_paco(q, k, LABELS, None, None, s, torch.zeros(7, dtype=torch.float64), 0.1, 1.0, 1.0, 0.2, 1.0, True)
+    slow = slow_paco(
+        q,
+        k,
+        LABELS,
+        None,
+        None,
+        s,
+        torch.zeros(7, dtype=torch.float64),
+        0.1,
+        1.0,
+        1.0,
+        0.2,
+        1.0,
+        True,
+    )
     assert torch.allclose(fast, slow, atol=1e-10)
     gf, gs = torch.autograd.grad(fast, (q, k)), torch.autograd.grad(slow, (q, k))
-    for a, b in zip(gf, gs):
+    for a, b in zip(gf, gs, strict=False):
         assert torch.allclose(a, b, atol=1e-10)
 
 

@@ -67,7 +67,7 @@ def test_supcon_queue_matches_loop(dtype: torch.dtype) -> None:
     gs = torch.autograd.grad(slow, (q, queue))
     tol = 2e-5 if dtype == torch.float32 else 1e-10
     assert torch.allclose(fast, slow, atol=tol, rtol=tol)
-    for a, b in zip(gf, gs):
+    for a, b in zip(gf, gs, strict=False):
         assert torch.allclose(a, b, atol=tol, rtol=tol)
 
 

@@ -30,7 +30,9 @@ def test_hungarian_is_optimal_against_brute_force() -> None:
     for n in (1, 2, 5, 6):
         cost = torch.randn(n, n, generator=g, dtype=torch.float64)
         col = hungarian(cost)
-        best = min(sum(float(cost[i, p[i]]) for i in range(n)) for p in itertools.permutations(range(n)))
+        best = min(
+            sum(float(cost[i, p[i]]) for i in range(n)) for p in itertools.permutations(range(n))
+        )
         assert sorted(col.tolist()) == list(range(n))
         assert sum(float(cost[i, col[i]]) for i in range(n)) == pytest.approx(best)
 
@@ -65,7 +67,7 @@ def test_tsc_loss_matches_loop(dtype: torch.dtype) -> None:
     fast = tsc_loss(q, k, queue, ql, y, tg, t, posk=2, target_weight=lam, selection="queue_order")
     terms = []
     for i in range(5):
-        keys = [k[i]] + list(queue) + list(tg)
+        keys = [k[i], *list(queue), *list(tg)]
         den = torch.stack([q[i] @ x / t for x in keys]).logsumexp(0)
         same = [j for j in range(10) if int(ql[j]) == int(y[i])][:2]
         pos = [k[i]] + [queue[j] for j in same]

@@ -80,7 +80,7 @@ def lt_indices(labels: np.ndarray, ratio: float, seed: int = 0) -> np.ndarray:
     counts = lt_counts(len(classes), len(labels) // len(classes), ratio)
     rng = np.random.RandomState(seed)
     keep = []
-    for c, n in zip(classes, counts):
+    for c, n in zip(classes, counts, strict=False):
         idx = np.where(labels == c)[0]
         rng.shuffle(idx)
         keep.append(idx[:n])

@@ -7,7 +7,8 @@ through the prototype head), with ``B_c`` the samples of class ``c`` in ``2B ∪
 anchor itself, the balanced contrastive loss (the paper's final BCL loss, Sec. 3; equation number
 to be checked against the PDF) is
 
-    L_i = -1/|B_y| sum_{p in B_y} log( exp(z_i·z_p/T) / sum_c (1/|B_c|) sum_{k in B_c} exp(z_i·z_k/T) )
+    L_i = -1/|B_y| sum_{p in B_y} log( exp(z_i·z_p/T) / D_i ),
+    D_i = sum_c (1/|B_c|) sum_{k in B_c} exp(z_i·z_k/T)
 
 (class-averaging: each class's term in the denominator is the mean over its members). Classes
 with no member (``|B_c| = 0``) cannot occur since every class has its prototype. The total loss is

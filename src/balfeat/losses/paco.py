@@ -1,4 +1,4 @@
-"""Parametric contrastive losses: PaCo (with a MoCo queue) and GPaCo (in-batch, no momentum encoder).
+"""Parametric contrastive losses: PaCo (MoCo queue) and GPaCo (in-batch, no momentum encoder).
 
 - PaCo: Cui et al., "Parametric Contrastive Learning", ICCV 2021, https://arxiv.org/abs/2107.12028
   (the loss with learnable class centres ``C = {c_1..c_C}`` and the rebalancing weight ``α``,
@@ -79,7 +79,9 @@ def paco_loss(
     _check_temperature(temperature)
     _check_temperature(centre_temperature)
     if alpha < 0 or beta < 0 or gamma <= 0:
-        raise BalfeatError(f"PaCo needs alpha >= 0, beta >= 0, gamma > 0 (got {alpha}, {beta}, {gamma})")
+        raise BalfeatError(
+            f"PaCo needs alpha >= 0, beta >= 0, gamma > 0 (got {alpha}, {beta}, {gamma})"
+        )
     if centre_logits is None and alpha == 0:
         raise BalfeatError("PaCo with alpha=0 and no centres has no positive; set alpha > 0")
     if labels.numel() and int(labels.min()) < 0:
@@ -153,6 +155,15 @@ def gpaco_loss(
         Scalar loss.
     """
     return paco_loss(
-        q, k, labels, None, None, centre_logits, log_prior, alpha=alpha,
-        temperature=temperature, in_batch=True, **kwargs,  # type: ignore[arg-type]
+        q,
+        k,
+        labels,
+        None,
+        None,
+        centre_logits,
+        log_prior,
+        alpha=alpha,
+        temperature=temperature,
+        in_batch=True,
+        **kwargs,
     )

@@ -43,7 +43,9 @@ def _num_classes(*labels: torch.Tensor) -> int:
     return top + 1
 
 
-def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+def supcon_loss(
+    features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1
+) -> torch.Tensor:
     """In-batch SupCon ``L^sup_out`` (eq. 2 of Khosla et al.).
 
     Every row is an anchor; its contrast set is every other row, its positives every other row of

@@ -35,7 +35,11 @@ from balfeat.losses.contrastive import (
 
 
 def uniform_targets(
-    num_classes: int, dim: int, steps: int = 2000, lr: float = 0.01, seed: int = 0,
+    num_classes: int,
+    dim: int,
+    steps: int = 2000,
+    lr: float = 0.01,
+    seed: int = 0,
     temperature: float = 0.1,
 ) -> torch.Tensor:
     """Spread ``num_classes`` unit vectors on the sphere (float64, CPU, deterministic).
