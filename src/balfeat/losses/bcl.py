@@ -92,8 +92,8 @@ def bcl_total(
     features: torch.Tensor,
     prototypes: torch.Tensor,
     log_prior: torch.Tensor,
-    ce_weight: float = 2.0,
-    bcl_weight: float = 0.6,
+    ce_weight: float = 1.0,
+    bcl_weight: float = 0.35,
     temperature: float = 0.07,
 ) -> torch.Tensor:
     """``λ·CE_LA + μ·BCL`` (λ = ``ce_weight``, μ = ``bcl_weight``).
@@ -104,8 +104,8 @@ def bcl_total(
         features: both views' normalised features, ``cat([v1, v2])``. Shape: (2B, dim).
         prototypes: normalised class prototypes. Shape: (C, dim).
         log_prior: Shape: (C,).
-        ce_weight: λ.
-        bcl_weight: μ.
+        ce_weight: λ (authors' main.py default --alpha 1.0, ImageNet-LT/iNat).
+        bcl_weight: μ (authors' default --beta 0.35).
         temperature: T.
 
     Returns:
