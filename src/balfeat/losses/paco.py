@@ -92,7 +92,7 @@ def paco_loss(
     # Non-parametric contrast: batch part (dense, B x 2B at most) and queue part (lean).
     if in_batch:
         bkeys = torch.cat([q, k.to(q.dtype)])  # (2B, D)
-        blabels = torch.cat([labels, labels])
+        blabels = torch.cat([labels, labels[: k.shape[0]]])
         b_logits = q_t @ bkeys.t()  # (B, 2B)
         self_mask = torch.zeros_like(b_logits, dtype=torch.bool)
         self_mask[torch.arange(batch), torch.arange(batch)] = True
@@ -139,25 +139,29 @@ def gpaco_loss(
     temperature: float = 0.2,
     **kwargs: float,
 ) -> torch.Tensor:
-    """GPaCo: PaCo without momentum encoder or queue; contrast set = both views of the batch.
+    """GPaCo: PaCo without momentum encoder or queue; both views are anchors.
+
+    Every row of ``z = cat([q, k])`` is an anchor whose contrast set is every other row of ``z``
+    (as the authors' loss does when its queue length is 0: all ``2B`` rows are anchors).
 
     Args:
-        q: first-view features. Shape: (B, dim).
-        k: second-view features of the same encoder (with gradient). Shape: (B, dim).
+        q: first-view features (normalised). Shape: (B, dim).
+        k: second-view features of the same encoder, with gradient. Shape: (B, dim).
         labels: Shape: (B,).
-        centre_logits: classifier logits on ``q``. Shape: (B, C).
+        centre_logits: classifier logits on both views, ``cat`` order as ``z``. Shape: (2B, C).
         log_prior: Shape: (C,).
-        alpha: non-parametric positive weight.
-        temperature: T.
+        alpha: non-parametric positive weight (authors, ImageNet-LT R50: 0.045).
+        temperature: T (authors: 0.2).
         **kwargs: ``beta``, ``gamma``, ``centre_temperature``, ``base_temperature``.
 
     Returns:
-        Scalar loss.
+        Scalar loss (mean over the 2B anchors).
     """
+    z = torch.cat([q, k.to(q.dtype)])
     return paco_loss(
-        q,
-        k,
-        labels,
+        z,
+        z[:0],
+        torch.cat([labels, labels]),
         None,
         None,
         centre_logits,
