@@ -114,3 +114,27 @@ def test_paco_alpha_zero_without_centres_rejected() -> None:
     q = _norm(2, 4, dtype=torch.float32, seed=1)
     with pytest.raises(BalfeatError):
         paco_loss(q, q, torch.tensor([0, 1]), alpha=0.0)
+
+
+def test_paco_queue_path_builds_no_batch_by_queue_bool_tensor() -> None:
+    """Every boolean tensor created while computing the loss is recorded; none is (B, K)."""
+    from torch.overrides import TorchFunctionMode
+
+    seen: list[tuple[int, ...]] = []
+
+    class Spy(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.dtype == torch.bool:
+                seen.append(tuple(out.shape))
+            return out
+
+    q = _norm(6, 8, dtype=torch.float32, seed=1).requires_grad_()
+    k = _norm(6, 8, dtype=torch.float32, seed=2)
+    queue = _norm(10, 8, dtype=torch.float32, seed=3)
+    s = torch.randn(6, 7)
+    with Spy():
+        loss = paco_loss(q, k, LABELS, queue, QLAB[:10], s, None, in_batch=True)
+        loss.backward()
+    assert (6, 12) in seen  # the batch-sized same-class mask (B, 2B) is allowed and seen
+    assert (6, 10) not in seen

@@ -78,3 +78,32 @@ def test_tsc_loss_matches_loop(dtype: torch.dtype) -> None:
     assert torch.allclose(fast, slow, atol=tol, rtol=tol)
     (gf,), (gs,) = torch.autograd.grad(fast, q), torch.autograd.grad(slow, q)
     assert torch.allclose(gf, gs, atol=tol, rtol=tol)
+
+
+def test_tsc_builds_no_batch_by_queue_bool_tensor() -> None:
+    from torch.overrides import TorchFunctionMode
+
+    seen: list[tuple[int, ...]] = []
+
+    class Spy(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.dtype == torch.bool:
+                seen.append(tuple(out.shape))
+            return out
+
+    y = torch.tensor([0, 0, 3, 5, 1])
+    ql = torch.tensor([0, 1, 1, 0, 2, -1, 0, 3, 2, 1, 1])
+    q = _norm(5, 8, dtype=torch.float32, seed=1).requires_grad_()
+    with Spy():
+        loss = tsc_loss(
+            q,
+            q.detach(),
+            _norm(11, 8, dtype=torch.float32, seed=2),
+            ql,
+            y,
+            _norm(6, 8, dtype=torch.float32, seed=3),
+            posk=2,
+        )
+        loss.backward()
+    assert seen and (5, 11) not in seen
