@@ -74,8 +74,9 @@ def uniform_targets(
     for _ in range(steps):
         v = torch.nn.functional.normalize(u, dim=1)
         energy = torch.logsumexp(v @ v.t() / temperature, dim=1).mean()
-        if best is None or float(energy) < best[0]:
-            best = (float(energy), v.detach().clone())
+        value = float(energy.detach())
+        if best is None or value < best[0]:
+            best = (value, v.detach().clone())
         opt.zero_grad()
         energy.backward()
         opt.step()
