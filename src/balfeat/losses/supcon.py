@@ -56,7 +56,7 @@ def supcon_loss(
         features: L2-normalised features of all views stacked, e.g. ``cat([view1, view2])``.
             Shape: (N, dim).
         labels: class of each row (``>= 0``). Shape: (N,).
-        temperature: T (paper: 0.1 for ImageNet, 0.07 in the authors' CIFAR scripts? see docs).
+        temperature: T (see docs/methods-recipes.md; LT settings not yet verified).
 
     Returns:
         The mean loss over anchors with at least one positive (scalar; 0 if there are none).
