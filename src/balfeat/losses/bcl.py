@@ -1,0 +1,117 @@
+"""Balanced contrastive learning (BCL) and its logit-adjusted cross-entropy branch.
+
+Zhu et al., "Balanced Contrastive Learning for Long-Tailed Visual Recognition", CVPR 2022,
+https://arxiv.org/abs/2207.09052. For anchor ``i`` of class ``y`` among the ``2B`` view features
+and the ``C`` class prototypes ``p_c`` (class-complement: the normalised classifier weights passed
+through the prototype head), with ``B_c`` the samples of class ``c`` in ``2B ∪ {p_c}`` without the
+anchor itself, the balanced contrastive loss (the paper's final BCL loss, Sec. 3; equation number
+to be checked against the PDF) is
+
+    L_i = -1/|B_y| sum_{p in B_y} log( exp(z_i·z_p/T) / D_i ),
+    D_i = sum_c (1/|B_c|) sum_{k in B_c} exp(z_i·z_k/T)
+
+(class-averaging: each class's term in the denominator is the mean over its members). Classes
+with no member (``|B_c| = 0``) cannot occur since every class has its prototype. The total loss is
+``λ·CE_LA + μ·BCL`` with ``CE_LA`` the logit-adjusted cross-entropy (Menon et al. 2021) of the
+classifier branch. Implemented per class with ``(2B, C)`` class-sum matrices; the only dense
+tensor is the ``(2B, 2B + C)`` similarity matrix of the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from balfeat.errors import BalfeatError
+from balfeat.losses.contrastive import _check_temperature
+
+
+def bcl_loss(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    prototypes: torch.Tensor,
+    temperature: float = 0.07,
+) -> torch.Tensor:
+    """Balanced contrastive loss over all view features.
+
+    Args:
+        features: L2-normalised features of all views stacked (e.g. ``cat([v1, v2])``).
+            Shape: (N, dim).
+        labels: class of each row (``0 <= y < C``). Shape: (N,).
+        prototypes: L2-normalised class prototypes (class-complement). Shape: (C, dim).
+        temperature: T (authors: 0.07).
+
+    Returns:
+        The mean over the N anchors (scalar).
+    """
+    _check_temperature(temperature)
+    n, c = features.shape[0], prototypes.shape[0]
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= c):
+        raise BalfeatError(f"BCL labels must lie in [0, {c}) (one prototype per class)")
+    lab = labels.long()
+    allf = torch.cat([features, prototypes.to(features.dtype)])  # (N + C, D)
+    alll = torch.cat([lab, torch.arange(c, device=lab.device)])
+    logits = features @ allf.t() / temperature  # (N, N + C)
+    logits = logits.clone()
+    idx = torch.arange(n, device=features.device)
+    self_val = logits[idx, idx]
+    onehot = F.one_hot(alll, c).to(logits.dtype)  # (N + C, C)
+    # per-class member counts, minus the anchor for its own class
+    count = onehot.sum(0).unsqueeze(0).expand(n, c).clone()  # (N, C)
+    count[idx, lab] -= 1
+    shift = logits.detach().amax(dim=1, keepdim=True)
+    e = (logits - shift).exp()
+    e = e.index_put((idx, idx), e.new_zeros(()))  # drop self
+    class_exp = e @ onehot  # (N, C): sum_{k in class c} exp
+    den = (class_exp / count).sum(1).log() + shift.squeeze(1)  # (N,)
+    pos_sum = (logits @ onehot).gather(1, lab.unsqueeze(1)).squeeze(1) - self_val
+    n_pos = count.gather(1, lab.unsqueeze(1)).squeeze(1)
+    return (den - pos_sum / n_pos).mean()
+
+
+def logit_adjusted_ce(
+    logits: torch.Tensor, labels: torch.Tensor, log_prior: torch.Tensor, tau: float = 1.0
+) -> torch.Tensor:
+    """Logit-adjusted cross-entropy ``CE(logits + τ log π, y)`` (Menon et al., ICLR 2021).
+
+    Args:
+        logits: classifier outputs. Shape: (B, C).
+        labels: Shape: (B,).
+        log_prior: ``log π_c`` of the training class frequencies. Shape: (C,).
+        tau: τ (BCL: 1).
+
+    Returns:
+        Scalar mean loss.
+    """
+    return F.cross_entropy(logits + tau * log_prior.to(logits.dtype), labels.long())
+
+
+def bcl_total(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    features: torch.Tensor,
+    prototypes: torch.Tensor,
+    log_prior: torch.Tensor,
+    ce_weight: float = 1.0,
+    bcl_weight: float = 0.35,
+    temperature: float = 0.07,
+) -> torch.Tensor:
+    """``λ·CE_LA + μ·BCL`` (λ = ``ce_weight``, μ = ``bcl_weight``).
+
+    Args:
+        logits: classifier logits of the first view. Shape: (B, C).
+        labels: Shape: (B,).
+        features: both views' normalised features, ``cat([v1, v2])``. Shape: (2B, dim).
+        prototypes: normalised class prototypes. Shape: (C, dim).
+        log_prior: Shape: (C,).
+        ce_weight: λ (authors' main.py default --alpha 1.0, ImageNet-LT/iNat).
+        bcl_weight: μ (authors' default --beta 0.35).
+        temperature: T.
+
+    Returns:
+        Scalar loss.
+    """
+    views = features.shape[0] // max(labels.shape[0], 1)
+    return ce_weight * logit_adjusted_ce(logits, labels, log_prior) + bcl_weight * bcl_loss(
+        features, labels.repeat(views), prototypes, temperature
+    )

@@ -1,0 +1,118 @@
+"""Supervised contrastive losses (SupCon): in-batch and against a labelled key queue.
+
+Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020, https://arxiv.org/abs/2004.11362,
+the loss ``L^sup_out`` (eq. 2 of the paper): for anchor ``i`` with positives ``P(i)`` (every other
+sample of its class) and contrast set ``A(i)`` (every sample but ``i``),
+``L_i = -1/|P(i)| sum_{p in P(i)} log( exp(z_i·z_p/T) / sum_{a in A(i)} exp(z_i·z_a/T) )``.
+
+Since ``log softmax`` has the same denominator for every positive, ``L_i = lse_i - mean_{p} l_ip``;
+the sum of the positive logits is ``z_i · S[y_i] / T`` with ``S`` the per-class sum of the
+contrast features, so no positive mask is built at all (no dense ``(B, K)`` mask against a queue).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from balfeat.errors import BalfeatError
+from balfeat.losses.contrastive import _check_temperature, queue_logsumexp
+
+
+def class_sums(
+    feats: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class sum and count of features; entries with label ``< 0`` (empty slots) are skipped.
+
+    Args:
+        feats: Shape: (N, dim).
+        labels: Shape: (N,).
+        num_classes: number of rows C of the result (``> max(labels)``).
+
+    Returns:
+        ``(sums, counts)``: Shape (C, dim) in ``feats``'s dtype, and (C,) int64.
+    """
+    ok = labels >= 0
+    lab = labels[ok].long()
+    sums = feats.new_zeros(num_classes, feats.shape[1]).index_add(0, lab, feats[ok])
+    counts = torch.bincount(lab, minlength=num_classes)
+    return sums, counts
+
+
+def _num_classes(*labels: torch.Tensor) -> int:
+    top = max((int(x.max()) for x in labels if x.numel()), default=-1)
+    return top + 1
+
+
+def supcon_loss(
+    features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1
+) -> torch.Tensor:
+    """In-batch SupCon ``L^sup_out`` (eq. 2 of Khosla et al.).
+
+    Every row is an anchor; its contrast set is every other row, its positives every other row of
+    its class. Anchors without a positive (a class with one sample among all views) are left out
+    of the mean (the authors' code would divide by zero there).
+
+    Args:
+        features: L2-normalised features of all views stacked, e.g. ``cat([view1, view2])``.
+            Shape: (N, dim).
+        labels: class of each row (``>= 0``). Shape: (N,).
+        temperature: T (see docs/methods-recipes.md; LT settings not yet verified).
+
+    Returns:
+        The mean loss over anchors with at least one positive (scalar; 0 if there are none).
+    """
+    _check_temperature(temperature)
+    if labels.numel() and int(labels.min()) < 0:
+        raise BalfeatError("SupCon got a negative class label; labels must be class ids >= 0")
+    n = features.shape[0]
+    z_t = features / temperature
+    logits = z_t @ features.t()  # (N, N), in-batch only
+    eye = torch.eye(n, dtype=torch.bool, device=features.device)
+    lse = torch.logsumexp(logits.masked_fill(eye, float("-inf")), dim=1)  # (N,)
+    sums, counts = class_sums(features, labels, _num_classes(labels))
+    n_pos = counts[labels] - 1  # (N,)
+    l_self = (z_t * features).sum(dim=1)
+    pos_sum = (z_t * sums[labels]).sum(dim=1) - l_self  # sum of positive logits
+    has = n_pos > 0
+    if not bool(has.any()):
+        return features.sum() * 0.0
+    loss = lse[has] - pos_sum[has] / n_pos[has].to(pos_sum.dtype)
+    return loss.mean()
+
+
+def supcon_queue_loss(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    queue: torch.Tensor,
+    queue_labels: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 0.07,
+) -> torch.Tensor:
+    """SupCon against a labelled key queue (MoCo style), the baseline of TSC / PaCo.
+
+    Query ``i`` contrasts with ``[k_i, queue]``; its positives are its own key ``k_i`` and every
+    queue key of its class (eq. 2 of Khosla et al. with ``A(i) = {k_i} ∪ queue``). This is exactly
+    ``kcl_loss(..., loss_type="v1", posk >= max class count in the queue)``: KCL v1 with every
+    same-class key chosen (tested in tests/losses/test_supcon.py).
+
+    Args:
+        q: L2-normalised queries. Shape: (batch, dim).
+        k: L2-normalised keys of the other view. Shape: (batch, dim).
+        queue: queued keys. Shape: (K, dim).
+        queue_labels: class of each key, ``-1`` for an unfilled slot. Shape: (K,).
+        labels: class of each query (``>= 0``). Shape: (batch,).
+        temperature: T.
+
+    Returns:
+        The mean loss over the batch (scalar).
+    """
+    _check_temperature(temperature)
+    if labels.numel() and int(labels.min()) < 0:
+        raise BalfeatError("SupCon got a negative class label; labels must be class ids >= 0")
+    q_t = q / temperature
+    l_pos = (q_t * k).sum(dim=1)  # (B,)
+    lse = torch.logaddexp(l_pos, queue_logsumexp(q_t, queue))  # (B,)
+    sums, counts = class_sums(queue, queue_labels, _num_classes(labels, queue_labels))
+    pos_sum = l_pos + (q_t * sums[labels].to(q_t.dtype)).sum(dim=1)  # (B,)
+    n_pos = (1 + counts[labels]).to(pos_sum.dtype)
+    return (lse - pos_sum / n_pos).mean()

@@ -1,0 +1,109 @@
+"""TSC: loop check of the loss, exact assignment, targets spread and saved."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from balfeat.errors import BalfeatError
+from balfeat.losses.tsc import (
+    assign_targets,
+    hungarian,
+    load_targets,
+    save_targets,
+    tsc_loss,
+    uniform_targets,
+)
+
+
+def _norm(*shape: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(*shape, generator=g, dtype=dtype), dim=1)
+
+
+def test_hungarian_is_optimal_against_brute_force() -> None:
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 2, 5, 6):
+        cost = torch.randn(n, n, generator=g, dtype=torch.float64)
+        col = hungarian(cost)
+        best = min(
+            sum(float(cost[i, p[i]]) for i in range(n)) for p in itertools.permutations(range(n))
+        )
+        assert sorted(col.tolist()) == list(range(n))
+        assert sum(float(cost[i, col[i]]) for i in range(n)) == pytest.approx(best)
+
+
+def test_assignment_recovers_a_permutation() -> None:
+    targets = uniform_targets(6, 4, steps=300)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    centres = targets[perm] * 2.0 + 0.01 * torch.randn(6, 4, dtype=torch.float64)
+    assert torch.equal(assign_targets(centres, targets), perm)
+
+
+def test_targets_spread_seeded_and_round_trip(tmp_path: Path) -> None:
+    a = uniform_targets(4, 3, steps=1500, lr=0.05, seed=1)
+    assert torch.equal(a, uniform_targets(4, 3, steps=1500, lr=0.05, seed=1))
+    cos = a @ a.t() - 2 * torch.eye(4, dtype=a.dtype)
+    assert float(cos.max()) < -0.3  # a regular simplex in 3-d has cos = -1/3
+    save_targets(tmp_path / "t.pt", a)
+    assert torch.equal(load_targets(tmp_path / "t.pt", 4, 3), a)
+    with pytest.raises(BalfeatError):
+        load_targets(tmp_path / "t.pt", 5, 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tsc_loss_matches_loop(dtype: torch.dtype) -> None:
+    y = torch.tensor([0, 0, 3, 5, 1])
+    ql = torch.tensor([0, 1, 1, 0, 2, -1, 0, 3, 2, 1])
+    q = _norm(5, 8, dtype=dtype, seed=1).requires_grad_()
+    k = _norm(5, 8, dtype=dtype, seed=2)
+    queue = _norm(10, 8, dtype=dtype, seed=3)
+    tg = _norm(6, 8, dtype=dtype, seed=4)
+    t, lam = 0.1, 0.5
+    fast = tsc_loss(q, k, queue, ql, y, tg, t, posk=2, target_weight=lam, selection="queue_order")
+    terms = []
+    for i in range(5):
+        keys = [k[i], *list(queue), *list(tg)]
+        den = torch.stack([q[i] @ x / t for x in keys]).logsumexp(0)
+        same = [j for j in range(10) if int(ql[j]) == int(y[i])][:2]
+        pos = [k[i]] + [queue[j] for j in same]
+        num = sum(q[i] @ p / t - den for p in pos) + lam * (q[i] @ tg[int(y[i])] / t - den)
+        terms.append(-num / (len(pos) + 1))  # the target counts as one positive in the mean
+    slow = torch.stack(terms).mean()
+    tol = 2e-5 if dtype == torch.float32 else 1e-10
+    assert torch.allclose(fast, slow, atol=tol, rtol=tol)
+    (gf,), (gs,) = torch.autograd.grad(fast, q), torch.autograd.grad(slow, q)
+    assert torch.allclose(gf, gs, atol=tol, rtol=tol)
+
+
+def test_tsc_builds_no_batch_by_queue_bool_tensor() -> None:
+    from torch.overrides import TorchFunctionMode
+
+    seen: list[tuple[int, ...]] = []
+
+    class Spy(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.dtype == torch.bool:
+                seen.append(tuple(out.shape))
+            return out
+
+    y = torch.tensor([0, 0, 3, 5, 1])
+    ql = torch.tensor([0, 1, 1, 0, 2, -1, 0, 3, 2, 1, 1])
+    q = _norm(5, 8, dtype=torch.float32, seed=1).requires_grad_()
+    with Spy():
+        loss = tsc_loss(
+            q,
+            q.detach(),
+            _norm(11, 8, dtype=torch.float32, seed=2),
+            ql,
+            y,
+            _norm(6, 8, dtype=torch.float32, seed=3),
+            posk=2,
+        )
+        loss.backward()
+    assert seen and (5, 11) not in seen
