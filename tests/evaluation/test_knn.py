@@ -45,3 +45,26 @@ def test_knn_accuracy_on_separable_clusters_and_errors() -> None:
         knn_predict(train[:0], labels[:0], test, 3)
     with pytest.raises(BalfeatError):
         knn_predict(train, labels, test, 3, k=0)
+
+
+def test_knn_monitor_runs_every_n_epochs_and_restores_train_mode() -> None:
+    from torch.utils.data import TensorDataset
+
+    from balfeat.evaluation.knn import KNNMonitor
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(30, 4, generator=g)
+    y = torch.arange(30) % 3
+    x[torch.arange(30), y] += 4.0  # separable
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.eye(4))
+        net[0].bias.zero_()
+    net.train()
+    mon = KNNMonitor(TensorDataset(x, y), TensorDataset(x, y), 3, every=2, k=3)
+    assert mon(net, 1, 5, torch.device("cpu")) == {}
+    out = mon(net, 2, 5, torch.device("cpu"))
+    assert out["knn_top1"] > 90.0 and net.training
+    assert "knn_top1" in mon(net, 5, 5, torch.device("cpu"))  # the last epoch always
+    with pytest.raises(BalfeatError):
+        KNNMonitor(TensorDataset(x, y), TensorDataset(x, y), 3, every=0)

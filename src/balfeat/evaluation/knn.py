@@ -73,3 +73,76 @@ def knn_accuracy(
         raise BalfeatError("knn_accuracy needs at least one test feature")
     scores = knn_predict(train_features, train_labels, test_features, num_classes, k, T)
     return float((scores.argmax(1) == test_labels.long()).float().mean() * 100.0)
+
+
+@torch.no_grad()
+def backbone_features(
+    backbone: torch.nn.Module,
+    dataset: torch.utils.data.Dataset,
+    device: torch.device,
+    batch_size: int = 512,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features (N, D) and labels (N,) of ``dataset`` (images, label) under ``backbone`` in eval
+    mode; the backbone's train/eval mode is restored afterwards."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    was_training = backbone.training
+    backbone.eval()
+    feats, labels = [], []
+    try:
+        for x, y in loader:
+            feats.append(backbone(x.to(device)).float().cpu())
+            labels.append(torch.as_tensor(y))
+    finally:
+        backbone.train(was_training)
+    return torch.cat(feats), torch.cat(labels)
+
+
+class KNNMonitor:
+    """Online kNN accuracy of a backbone during pre-training, every ``every`` epochs.
+
+    Called by the trainer at the end of an epoch with ``(backbone, epoch, device)``; returns
+    ``{"knn_top1": accuracy}`` on the epochs it runs (and on the last epoch), else ``{}``. The
+    trainer logs what it returns into ``metrics.jsonl`` (and TensorBoard).
+
+    Args:
+        train_set: labelled images whose features form the kNN memory (a held-out balanced set).
+        test_set: labelled images scored against it.
+        num_classes: C.
+        every: epochs between evaluations (>= 1).
+        k: neighbours (20 as solo-learn's monitor).
+        T: vote temperature (0.07).
+    """
+
+    def __init__(
+        self,
+        train_set: torch.utils.data.Dataset,
+        test_set: torch.utils.data.Dataset,
+        num_classes: int,
+        every: int = 1,
+        k: int = 20,
+        T: float = 0.07,
+    ) -> None:
+        if every < 1:
+            raise BalfeatError(f"kNN monitor: every must be >= 1 epoch, got {every}")
+        self.train_set = train_set
+        self.test_set = test_set
+        self.num_classes = num_classes
+        self.every = every
+        self.k = k
+        self.T = T
+        self.seconds = 0.0
+
+    def __call__(
+        self, backbone: torch.nn.Module, epoch: int, epochs: int, device: torch.device
+    ) -> dict[str, float]:
+        """``epoch`` is the number of finished epochs (1-based)."""
+        import time
+
+        if epoch % self.every != 0 and epoch != epochs:
+            return {}
+        t0 = time.perf_counter()
+        fx, fy = backbone_features(backbone, self.train_set, device)
+        tx, ty = backbone_features(backbone, self.test_set, device)
+        acc = knn_accuracy(fx, fy, tx, ty, self.num_classes, self.k, self.T)
+        self.seconds += time.perf_counter() - t0
+        return {"knn_top1": acc}
