@@ -272,39 +272,8 @@ def build_backbone(cfg: Config) -> Backbone:
 
 
 def build_method(cfg: Config, num_classes: int) -> nn.Module:
-    """The method module of ``method.name`` around a fresh backbone."""
-    m = cfg.method
-    backbone = build_backbone(cfg)
-    if m.name == "sl":
-        from balfeat.methods.supervised import Supervised
+    """The registered method ``method.name`` around a fresh backbone (a registry lookup)."""
+    from balfeat.methods import get_method
 
-        return Supervised(backbone, num_classes, freeze_backbone=m.freeze_backbone)
-    common: dict[str, Any] = {
-        "dim": m.dim,
-        "K": m.K,
-        "m": m.m,
-        "T": m.T,
-        "mlp": m.mlp,
-        "shuffle_bn": m.shuffle_bn,
-        "bn_splits": m.bn_splits,
-    }
-    if m.name in ("moco_v1", "moco_v2"):
-        from balfeat.methods.moco import MoCo
-
-        return MoCo(backbone, seed=cfg.run.seed, **common)
-    from balfeat.methods.kcl import KCL
-
-    if m.posk > m.K:
-        raise ConfigError(
-            f"method.posk={m.posk} is larger than the queue method.K={m.K}: KCL cannot take more "
-            "positives per query than there are keys; lower method.posk (paper: 6) or raise "
-            "method.K"
-        )
-    return KCL(
-        backbone,
-        posk=m.posk,
-        loss_type=m.loss_type,
-        selection=m.selection,
-        seed=cfg.run.seed,
-        **common,
-    )
+    entry = get_method(cfg.method.name)
+    return entry.build(cfg.method, build_backbone(cfg), num_classes, cfg.run.seed)

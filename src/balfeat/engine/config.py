@@ -28,7 +28,6 @@ from balfeat.errors import ConfigError
 
 DatasetName = Literal["fashion-mnist", "imagenet", "inat", "array", "synthetic"]
 AugmentationName = Literal["moco_v1", "moco_v2", "supervised", "longtail", "eval", "none"]
-MethodName = Literal["sl", "moco_v1", "moco_v2", "kcl"]
 
 
 @dataclass
@@ -104,13 +103,14 @@ class MethodConfig:
     """The representation-learning method (see ``balfeat.methods``).
 
     Attributes:
-        name: ``sl`` (supervised cross-entropy), ``moco_v1``, ``moco_v2`` or ``kcl``.
+        name: a registered method (``balfeat.methods.METHODS``): ``sl`` (supervised
+            cross-entropy), ``moco_v1``, ``moco_v2``, ``kcl`` or one registered by a plugin.
         dim: projection dimension of MoCo/KCL.
-        K: queue length of MoCo/KCL.
-        m: momentum of the key encoder.
-        T: softmax temperature (0.07 for MoCo v1, 0.2 for v2 and KCL in the reference).
+        K: queue length of MoCo/KCL (paper letter K: keys kept from past batches).
+        m: momentum of the key encoder (paper letter m: key weights = m * key + (1-m) * query).
+        T: softmax temperature (paper letter T; 0.07 for MoCo v1, 0.2 for v2 and KCL).
         mlp: MLP projection head (MoCo v2 / KCL).
-        posk: positives per anchor of KCL.
+        posk: positives per anchor of KCL (paper's k: same-class queue keys per query).
         loss_type: KCL loss variant ``v1`` | ``v2`` | ``sum``.
         selection: KCL positive selection ``random`` | ``queue_order``.
         shuffle_bn: shuffle BN across ranks (SplitBatchNorm in one process).
@@ -122,7 +122,7 @@ class MethodConfig:
             (KCL only, the reference behaviour), ``always`` or ``never``.
     """
 
-    name: MethodName = "moco_v2"
+    name: str = "moco_v2"
     dim: int = 128
     K: int = 65536
     m: float = 0.999
@@ -139,8 +139,10 @@ class MethodConfig:
 
     @property
     def views(self) -> int:
-        """Crops per image: 1 for SL, 2 for MoCo/KCL."""
-        return 1 if self.name == "sl" else 2
+        """Crops per image, as the registered method declares (1 for SL, 2 for MoCo/KCL)."""
+        from balfeat.methods import get_method
+
+        return get_method(self.name).views
 
 
 @dataclass
@@ -254,6 +256,9 @@ def load_config(
 
 def validate(cfg: Config) -> None:
     """Check relations between values that types alone cannot express."""
+    from balfeat.methods import get_method
+
+    get_method(cfg.method.name)  # unknown name: ConfigError naming the closest one
     o = cfg.optim
     if o.epochs < 1:
         raise ConfigError(f"optim.epochs must be >= 1, got {o.epochs}")

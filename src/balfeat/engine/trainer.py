@@ -351,6 +351,12 @@ class Trainer:
             log.warning("skipped %d missing or unreadable image(s): %s", len(bad), ", ".join(bad))
         return summary
 
+    def _prefill_by_default(self) -> bool:
+        """Whether the registered method asks for a prefilled queue (``method.prefill=auto``)."""
+        from balfeat.methods import get_method
+
+        return get_method(self.cfg.method.name).prefill_by_default
+
     def _prefill_queue(self) -> None:
         """Fill a method's queue before the first step (``method.prefill``), without training.
 
@@ -360,7 +366,7 @@ class Trainer:
         cfg = self.cfg
         prefill = getattr(self.method, "prefill", None)
         wanted = cfg.method.prefill == "always" or (
-            cfg.method.prefill == "auto" and cfg.method.name == "kcl"
+            cfg.method.prefill == "auto" and self._prefill_by_default()
         )
         if prefill is None or not wanted:
             return
