@@ -24,10 +24,9 @@ and ``step`` is a buffer, so resuming from a checkpoint is exact.
 
 from __future__ import annotations
 
-from typing import Any
-
 import copy
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
