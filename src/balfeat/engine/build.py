@@ -12,7 +12,6 @@ or step ``lr * 0.1 ** (number of milestones <= epoch)``, after an optional linea
 
 from __future__ import annotations
 
-import math
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from balfeat import distributed
+from balfeat import distributed, schedules
+from balfeat.data.prepare import check_not_empty, exponential_subset, synthetic_arrays
 from balfeat.engine.config import Config
 from balfeat.errors import ConfigError, DataError
 
@@ -30,13 +30,17 @@ if TYPE_CHECKING:
 
 
 def lr_factor(cfg: Config, epoch: int) -> float:
-    """Multiplier of the scaled learning rate during ``epoch`` (0-based)."""
+    """Multiplier of the scaled learning rate during ``epoch`` (0-based), from
+    :func:`balfeat.schedules.lr_factor` (the one schedule of pretraining and probing)."""
     o = cfg.optim
-    if epoch < o.warmup_epochs:
-        return (epoch + 1) / o.warmup_epochs
-    if o.schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * epoch / o.epochs))
-    return 0.1 ** sum(1 for m in o.milestones if epoch >= m)
+    return schedules.lr_factor(
+        epoch,
+        o.epochs,
+        o.schedule,
+        milestones=o.milestones,
+        gamma=0.1,
+        warmup_epochs=o.warmup_epochs,
+    )
 
 
 def build_optimizer(cfg: Config, method: nn.Module) -> torch.optim.SGD:
@@ -86,42 +90,6 @@ def build_transform(cfg: Config) -> Any:
     return t
 
 
-def _exponential_subsample(
-    labels: np.ndarray, num_classes: int, lt_ratio: float, per_class: int, seed: int
-) -> np.ndarray:
-    """Indices keeping ``n_c = n_max * lt_ratio ** (-c / (C-1))`` images of class ``c``."""
-    rng = np.random.default_rng(seed)
-    counts = np.bincount(labels, minlength=num_classes)
-    n_max = int(counts.min()) if per_class <= 0 else min(per_class, int(counts.min()))
-    keep: list[np.ndarray] = []
-    for c in range(num_classes):
-        frac = c / max(num_classes - 1, 1)
-        n_c = max(1, round(n_max * lt_ratio ** (-frac)))
-        idx = np.flatnonzero(labels == c)
-        keep.append(np.sort(rng.choice(idx, size=n_c, replace=False)))
-    return np.sort(np.concatenate(keep))
-
-
-def synthetic_arrays(
-    n: int, num_classes: int, image_size: int, channels: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Random uint8 images whose class is visible (a class-specific bright bar) plus noise.
-
-    Returns:
-        images (N, H, W) for 1 channel or (N, H, W, C), labels (N,) int64.
-    """
-    rng = np.random.default_rng(seed)
-    labels = (np.arange(n) % num_classes).astype(np.int64)
-    rng.shuffle(labels)
-    images = rng.integers(0, 64, size=(n, image_size, image_size, channels), dtype=np.int64)
-    band = max(1, image_size // num_classes)
-    for c in range(num_classes):
-        rows = slice((c * band) % image_size, (c * band) % image_size + band)
-        images[labels == c, rows, :, :] += 160
-    out = np.clip(images, 0, 255).astype(np.uint8)
-    return (out[..., 0] if channels == 1 else out), labels
-
-
 def build_train_dataset(cfg: Config) -> Dataset[Any]:
     """The training dataset with its transform; has ``.targets`` and ``.num_classes``."""
     from balfeat.data.datasets import ArrayDataset
@@ -146,9 +114,7 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
         labels = np.asarray(labels, dtype=np.int64)
         num_classes = int(labels.max()) + 1
         if d.lt_ratio > 1.0 or d.per_class > 0:
-            keep = _exponential_subsample(
-                labels, num_classes, d.lt_ratio, d.per_class, cfg.run.seed
-            )
+            keep = exponential_subset(labels, num_classes, d.lt_ratio, d.per_class, cfg.run.seed)
             images, labels = images[keep], labels[keep]
         if d.max_samples > 0 and len(labels) > d.max_samples:
             pick = np.sort(
@@ -157,6 +123,7 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
                 )
             )
             images, labels = images[pick], labels[pick]
+        check_not_empty(labels, num_classes, f"data.dataset={d.dataset}")
         return ArrayDataset(images, labels, transform=transform, num_classes=num_classes)
     from balfeat.data.datasets import SplitImageDataset, class_counts, subset_classes
     from balfeat.data.splits import class_names_of, read_class_set
