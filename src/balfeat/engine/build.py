@@ -113,8 +113,10 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
                 images, labels = f["images"], f["labels"]
         labels = np.asarray(labels, dtype=np.int64)
         num_classes = int(labels.max()) + 1
-        if d.lt_ratio > 1.0 or d.per_class > 0:
-            keep = exponential_subset(labels, num_classes, d.lt_ratio, d.per_class, cfg.run.seed)
+        if d.imbalance_ratio > 1.0 or d.per_class > 0:
+            keep = exponential_subset(
+                labels, num_classes, d.imbalance_ratio, d.per_class, cfg.run.seed
+            )
             images, labels = images[keep], labels[keep]
         if d.max_samples > 0 and len(labels) > d.max_samples:
             pick = np.sort(
@@ -185,7 +187,7 @@ def build_sampler(cfg: Config, dataset: Dataset[Any]) -> Sampler[int]:
     labels = np.asarray(dataset.targets)  # type: ignore[attr-defined]
     if cfg.data.balanced:
         return ClassBalancedSampler(
-            labels, repeat=cfg.data.bal_repeat, num_samples=len(labels), seed=cfg.run.seed
+            labels, repeat=cfg.data.repeat, num_samples=len(labels), seed=cfg.run.seed
         )
     return ShardedSampler(len(labels), shuffle=True, seed=cfg.run.seed)
 
@@ -225,15 +227,15 @@ def build_loader(
 
 
 def build_backbone(cfg: Config) -> Backbone:
-    """The backbone of ``model.*`` (optionally initialised from ``method.init_checkpoint``)."""
+    """The backbone of ``model.*`` (optionally initialised from ``model.init_checkpoint``)."""
     from balfeat.models.backbones import build_backbone as _build
 
     in_ch = cfg.model.in_channels or cfg.data.channels
     backbone = _build(cfg.model.backbone, small_images=cfg.model.small_images, in_channels=in_ch)
-    if cfg.method.init_checkpoint:
+    if cfg.model.init_checkpoint:
         from balfeat.models.loading import load_backbone_state
 
-        state, _info = load_backbone_state(cfg.method.init_checkpoint, cfg.model.backbone)
+        state, _info = load_backbone_state(cfg.model.init_checkpoint, cfg.model.backbone)
         backbone.load_state_dict(state)
     return backbone
 

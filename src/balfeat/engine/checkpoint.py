@@ -140,7 +140,7 @@ def load_checkpoint(
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(
             f"{str(path)!r} is not a balfeat training checkpoint (no 'model' entry); to initialise "
-            "a backbone from other formats use method.init_checkpoint"
+            "a backbone from other formats use model.init_checkpoint"
         )
     for what, expected in (("method", expect_method), ("backbone", expect_backbone)):
         got = state.get(what)

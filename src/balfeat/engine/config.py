@@ -25,6 +25,7 @@ import yaml
 
 from balfeat import typed_config
 from balfeat.errors import ConfigError
+from balfeat.typed_config import bounds
 
 DatasetName = Literal["fashion-mnist", "imagenet", "inat", "array", "synthetic"]
 AugmentationName = Literal["moco_v1", "moco_v2", "supervised", "longtail", "eval", "none"]
@@ -49,9 +50,9 @@ class DataConfig:
         augmentation: transform name for ``balfeat.data.transforms.build_transform``
             (``none`` = ``eval``: resize + normalise only).
         balanced: sample classes uniformly (``ClassBalancedSampler``) instead of images.
-        bal_repeat: images taken per class draw by the balanced sampler.
+        repeat: images taken per class draw by the balanced sampler.
         num_workers: DataLoader worker processes per rank (0 = load in the main process).
-        lt_ratio: Fashion-MNIST/synthetic imbalance: n_max / n_min of an exponential profile
+        imbalance_ratio: Fashion-MNIST/synthetic/array imbalance: n_max / n_min of an exponential profile
             (1 = balanced).
         per_class: images per class before the imbalance profile (0 = all available).
         max_samples: cap on training images after everything else (0 = no cap; smoke tests).
@@ -73,9 +74,9 @@ class DataConfig:
     channels: int = 1
     augmentation: AugmentationName = "moco_v2"
     balanced: bool = False
-    bal_repeat: int = 1
+    repeat: int = field(default=1, metadata=bounds(ge=1))
     num_workers: int = 0
-    lt_ratio: float = 1.0
+    imbalance_ratio: float = field(default=1.0, metadata=bounds(ge=1.0))
     per_class: int = 0
     max_samples: int = 0
     num_classes: int = 10
@@ -91,11 +92,13 @@ class ModelConfig:
         backbone: ``build_backbone`` name (``resnet18``, ``resnet50``, ``resnet20``, ...).
         small_images: 3x3 stem without max-pool, for 28-32 px images.
         in_channels: input channels; 0 = take ``data.channels``.
+        init_checkpoint: checkpoint to initialise the backbone from, ``""`` = random init.
     """
 
     backbone: str = "resnet18"
     small_images: bool = True
     in_channels: int = 0
+    init_checkpoint: str = ""
 
 
 @dataclass
@@ -116,7 +119,6 @@ class MethodConfig:
         shuffle_bn: shuffle BN across ranks (SplitBatchNorm in one process).
         bn_splits: splits of SplitBatchNorm when not distributed.
         freeze_backbone: SL only: train the head alone (linear probe style fine-tuning).
-        init_checkpoint: checkpoint to initialise the backbone from, ``""`` = random init.
         prefill: fill the queue with keys of the first batches before the first step, as the
             reference KCL does (so the label queue holds real classes from step 1): ``auto``
             (KCL only, the reference behaviour), ``always`` or ``never``.
@@ -134,7 +136,6 @@ class MethodConfig:
     shuffle_bn: bool = True
     bn_splits: int = 8
     freeze_backbone: bool = False
-    init_checkpoint: str = ""
     prefill: Literal["auto", "always", "never"] = "auto"
 
     @property
@@ -268,10 +269,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"optim.base_lr must be > 0, got {o.base_lr}")
     if cfg.run.keep_last < 1:
         raise ConfigError(f"run.keep_last must be >= 1, got {cfg.run.keep_last}")
-    if cfg.data.bal_repeat < 1:
-        raise ConfigError(f"data.bal_repeat must be >= 1, got {cfg.data.bal_repeat}")
-    if cfg.data.lt_ratio < 1:
-        raise ConfigError(f"data.lt_ratio must be >= 1 (n_max / n_min), got {cfg.data.lt_ratio}")
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -279,9 +276,28 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+#: Keys renamed since earlier releases: (section, old) -> (section, new). Saved configs (e.g. in
+#: checkpoints written before the rename) are read with the new names.
+RENAMED_KEYS: dict[tuple[str, str], tuple[str, str]] = {
+    ("data", "lt_ratio"): ("data", "imbalance_ratio"),
+    ("data", "bal_repeat"): ("data", "repeat"),
+    ("method", "init_checkpoint"): ("model", "init_checkpoint"),
+}
+
+
+def _migrate(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in mapping.items()}
+    for (sec, old), (new_sec, new) in RENAMED_KEYS.items():
+        section = out.get(sec)
+        if isinstance(section, dict) and old in section:
+            out.setdefault(new_sec, {})[new] = section.pop(old)
+    return out
+
+
 def config_from_dict(mapping: Mapping[str, Any], source: str = "a saved config") -> Config:
-    """Rebuild a :class:`Config` from :func:`config_to_dict` output (e.g. from a checkpoint)."""
-    return typed_config.from_dict(Config, mapping, source, validate=validate)
+    """Rebuild a :class:`Config` from :func:`config_to_dict` output (e.g. from a checkpoint);
+    keys of :data:`RENAMED_KEYS` are read under their new names."""
+    return typed_config.from_dict(Config, _migrate(mapping), source, validate=validate)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
