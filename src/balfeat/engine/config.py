@@ -52,8 +52,8 @@ class DataConfig:
         balanced: sample classes uniformly (``ClassBalancedSampler``) instead of images.
         repeat: images taken per class draw by the balanced sampler.
         num_workers: DataLoader worker processes per rank (0 = load in the main process).
-        imbalance_ratio: Fashion-MNIST/synthetic/array imbalance: n_max / n_min of an exponential profile
-            (1 = balanced).
+        imbalance_ratio: Fashion-MNIST/synthetic/array imbalance: n_max / n_min of the
+            exponential profile ``balfeat.data.imbalance.exponential_profile`` (1 = balanced).
         per_class: images per class before the imbalance profile (0 = all available).
         max_samples: cap on training images after everything else (0 = no cap; smoke tests).
         num_classes: classes of the ``synthetic`` dataset.
