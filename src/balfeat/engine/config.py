@@ -197,10 +197,6 @@ class RunConfig:
         detect_anomaly: ``torch.autograd.detect_anomaly`` (slow; for debugging NaNs).
         timeout_s: collective timeout of torch.distributed: a failed rank makes the others exit
             within this time.
-        fault_kill_at_step: testing only: SIGKILL this process at that step (0 = never).
-        fault_raise_at_step: testing only: raise RuntimeError at that step on
-            ``fault_rank`` (0 = never).
-        fault_rank: rank that raises for ``fault_raise_at_step``.
         progress: show a tqdm progress bar on rank 0.
     """
 
@@ -216,9 +212,6 @@ class RunConfig:
     channels_last: bool = False
     detect_anomaly: bool = False
     timeout_s: float = 600.0
-    fault_kill_at_step: int = 0
-    fault_raise_at_step: int = 0
-    fault_rank: int = 0
     progress: bool = True
 
 

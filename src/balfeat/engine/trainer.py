@@ -20,9 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import random
-import signal
 import time
 import warnings
 from collections.abc import Iterator
@@ -37,7 +35,7 @@ from torch.utils.data import Dataset, Sampler
 
 from balfeat import distributed
 from balfeat.device import default_device
-from balfeat.engine import build
+from balfeat.engine import build, faults
 from balfeat.engine.checkpoint import (
     LAST_NAME,
     atomic_save,
@@ -294,17 +292,6 @@ class Trainer:
                 pass
         return self._tb
 
-    def _fault_injection(self) -> None:
-        run = self.cfg.run
-        if run.fault_kill_at_step and self.step == run.fault_kill_at_step and self.rank == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
-        if (
-            run.fault_raise_at_step
-            and self.step == run.fault_raise_at_step
-            and self.rank == run.fault_rank
-        ):
-            raise RuntimeError(f"injected fault on rank {self.rank} at step {self.step}")
-
     def fit(self) -> dict[str, Any]:
         """Train until ``optim.epochs`` (or ``run.max_steps``); returns a summary dict."""
         self._setup()
@@ -456,7 +443,7 @@ class Trainer:
                 after_step()
             self.step += 1
             batch_idx += 1
-            self._fault_injection()
+            faults.inject(self.step, self.rank)
             loss_value = float(loss_mean.item())
             window_imgs += self.local_batch * self.world
             if self.step % cfg.run.log_every == 0 or batch_idx == self.steps_per_epoch:
