@@ -13,7 +13,7 @@ import torch
 
 from balfeat import distributed
 from balfeat.errors import BalfeatError
-from balfeat.losses.contrastive import LOSS_TYPES, SELECTIONS, kcl_loss, kcl_select_positives
+from balfeat.losses.contrastive import LOSS_TYPES, SELECTIONS, kcl_loss, select_positives
 from balfeat.methods import register
 from balfeat.methods.moco import MoCo, moco_kwargs
 from balfeat.models.backbones import Backbone
@@ -75,7 +75,7 @@ class KCL(MoCo):
     ) -> dict[str, torch.Tensor]:
         """KCL loss. Returns ``{"loss": scalar, "positives": mean queue positives per query}``."""
         gen = self._device_generator(q.device, 2 + distributed.rank())
-        positives = kcl_select_positives(
+        positives = select_positives(  # sorts the label queue once for this step
             labels,
             self.queue.labels,
             self.posk,
@@ -86,14 +86,11 @@ class KCL(MoCo):
             q,
             k,
             self.queue.keys,
-            self.queue.labels,
-            labels,
+            positives,
             self.T,
-            self.posk,
             self.loss_type,  # type: ignore[arg-type]
-            positives=positives,
         )
-        n_pos = (positives >= 0).sum(dim=1).to(q.dtype).mean()
+        n_pos = (positives.positions >= 0).sum(dim=1).to(q.dtype).mean()
         return {"loss": loss, "positives": n_pos.detach()}
 
 
