@@ -101,16 +101,19 @@ def get_method(name: str) -> MethodEntry:
         close = difflib.get_close_matches(name, list(METHODS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
-            f"method.name={name!r} is not a registered method; use one of "
-            f"{', '.join(sorted(METHODS))}"
-            f"{hint}"
+            f"config key 'method.name': expected one of "
+            f"{', '.join(repr(n) for n in method_names())}, got {name!r} (the registered "
+            f"methods){hint}"
         ) from None
 
 
+_BUILTIN = ("sl", "moco_v1", "moco_v2", "kcl")
+
+
 def method_names() -> Sequence[str]:
-    """Registered method names, sorted."""
+    """Registered method names: the built-in ones first, then the others sorted."""
     _load_builtin()
-    return sorted(METHODS)
+    return [n for n in _BUILTIN if n in METHODS] + sorted(set(METHODS) - set(_BUILTIN))
 
 
 def _load_builtin() -> None:
