@@ -18,9 +18,7 @@ resolved config. Resuming from it continues exactly (bit-identical on CPU with
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import random
 import time
 import warnings
 from collections.abc import Iterator
@@ -41,9 +39,13 @@ from balfeat.engine.checkpoint import (
     atomic_save,
     find_last_checkpoint,
     load_checkpoint,
+    rng_state,
     save_checkpoint,
+    seed_everything,
+    set_rng_state,
 )
 from balfeat.engine.config import Config, config_to_dict, save_config
+from balfeat.engine.metrics_log import MetricsLog
 from balfeat.errors import CheckpointError, TrainingError
 
 log = logging.getLogger("balfeat.engine")
@@ -61,34 +63,6 @@ class _SkipSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, len(self.sampler) - self.skip)  # type: ignore[arg-type]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """This process's RNG states (python, numpy, torch CPU and every CUDA device)."""
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore the states from :func:`rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _to_device(x: Any, device: torch.device, channels_last: bool) -> Any:
@@ -129,6 +103,7 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
+        self._metrics: MetricsLog | None = None
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
@@ -272,25 +247,9 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
         if distributed.is_main_process():
-            with open(self.output_dir / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-            writer = self._tensorboard()
-            if writer is not None:
-                for k, v in record.items():
-                    if k not in ("epoch", "step"):
-                        writer.add_scalar(f"train/{k}", v, record["step"])
-
-    def _tensorboard(self) -> Any:
-        """A TensorBoard ``SummaryWriter`` on rank 0 when tensorboard is installed, else None."""
-        if not hasattr(self, "_tb"):
-            self._tb: Any = None
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(self.output_dir / "tensorboard"))
-            except ImportError:  # optional dependency
-                pass
-        return self._tb
+            if self._metrics is None:
+                self._metrics = MetricsLog(self.output_dir)
+            self._metrics.write(record)
 
     def fit(self) -> dict[str, Any]:
         """Train until ``optim.epochs`` (or ``run.max_steps``); returns a summary dict."""
@@ -323,8 +282,8 @@ class Trainer:
                 last_loss, ips, stop = self._train_epoch()
                 if stop:
                     break
-        if getattr(self, "_tb", None) is not None:
-            self._tb.close()
+        if self._metrics is not None:
+            self._metrics.close()
         summary = {
             "epochs": self.epoch,
             "steps": self.step,
