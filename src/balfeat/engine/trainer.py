@@ -337,6 +337,50 @@ class Trainer:
         self.method.train(was_training)
         log.info("queue prefilled with %d batch(es) of keys before the first step", used)
 
+    def _train_step(
+        self, images: Any, labels: torch.Tensor, batch_idx: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimiser step: forward, finite-loss check, backward, step, ``after_step()``.
+
+        Args:
+            images: a batch as the loader yields it (a tensor (B, C, H, W), or a list of two for
+                two-view methods).
+            labels: (B,) int64.
+            batch_idx: index of the batch in the epoch (for the error message).
+
+        Returns:
+            The loss averaged over ranks (scalar float32) and the method's output dict.
+
+        Raises:
+            TrainingError: the loss is not finite.
+        """
+        cfg = self.cfg
+        images = _to_device(images, self.device, cfg.run.channels_last)
+        labels = labels.to(self.device, non_blocking=True)
+        with torch.autocast(
+            self.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
+        ):
+            out = self.model(images, labels)
+        loss = out["loss"]
+        loss_mean = distributed.all_reduce_mean(loss.detach().float())
+        if not torch.isfinite(loss_mean):
+            raise TrainingError(
+                f"non-finite loss ({loss_mean.item()}) at step {self.step + 1} (epoch "
+                f"{self.epoch + 1}, batch {batch_idx + 1}); the last good checkpoint in "
+                f"{str(self.output_dir)!r} is kept. Lower optim.base_lr, use run.amp=none, "
+                "or set run.detect_anomaly=true to find the operation"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        after_step = getattr(self.method, "after_step", None)
+        if after_step is not None:
+            after_step()
+        return loss_mean, out
+
     def _train_epoch(self) -> tuple[float, float, bool]:
         cfg = self.cfg
         self.method.train()
@@ -374,32 +418,12 @@ class Trainer:
         ips = 0.0
         batch_idx = skip
         for images, labels in loader:
-            images = _to_device(images, self.device, cfg.run.channels_last)
-            labels = labels.to(self.device, non_blocking=True)
-            with torch.autocast(
-                self.device.type,
-                dtype=self.amp_dtype or torch.float32,
-                enabled=self.amp_dtype is not None,
-            ):
-                out = self.model(images, labels)
-            loss = out["loss"]
-            loss_mean = distributed.all_reduce_mean(loss.detach().float())
-            if not torch.isfinite(loss_mean):
+            try:
+                loss_mean, out = self._train_step(images, labels, batch_idx)
+            except TrainingError:
                 if bar is not None:
                     bar.close()
-                raise TrainingError(
-                    f"non-finite loss ({loss_mean.item()}) at step {self.step + 1} (epoch "
-                    f"{self.epoch + 1}, batch {batch_idx + 1}); the last good checkpoint in "
-                    f"{str(self.output_dir)!r} is kept. Lower optim.base_lr, use run.amp=none, "
-                    "or set run.detect_anomaly=true to find the operation"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            after_step = getattr(self.method, "after_step", None)
-            if after_step is not None:
-                after_step()
+                raise
             self.step += 1
             batch_idx += 1
             faults.inject(self.step, self.rank)
