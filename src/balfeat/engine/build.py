@@ -76,7 +76,7 @@ def local_batch_size(cfg: Config, world_size: int | None = None) -> int:
     return cfg.optim.batch_size // ws
 
 
-def build_transform(cfg: Config) -> Any:
+def train_transform(cfg: Config) -> Any:
     """The training transform, wrapped in ``TwoViews`` when the method needs two crops.
 
     ``data.augmentation=none`` is the ``eval`` transform (resize + normalise, no randomness).
@@ -95,7 +95,7 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
     from balfeat.data.datasets import ArrayDataset
 
     d = cfg.data
-    transform = build_transform(cfg)
+    transform = train_transform(cfg)
     if d.dataset in ("synthetic", "fashion-mnist", "array"):
         if d.dataset == "synthetic":
             images, labels = synthetic_arrays(
@@ -226,12 +226,14 @@ def build_loader(
     )
 
 
-def build_backbone(cfg: Config) -> Backbone:
+def backbone_of(cfg: Config) -> Backbone:
     """The backbone of ``model.*`` (optionally initialised from ``model.init_checkpoint``)."""
-    from balfeat.models.backbones import build_backbone as _build
+    from balfeat.models.backbones import build_backbone
 
     in_ch = cfg.model.in_channels or cfg.data.channels
-    backbone = _build(cfg.model.backbone, small_images=cfg.model.small_images, in_channels=in_ch)
+    backbone = build_backbone(
+        cfg.model.backbone, small_images=cfg.model.small_images, in_channels=in_ch
+    )
     if cfg.model.init_checkpoint:
         from balfeat.models.loading import load_backbone_state
 
@@ -245,4 +247,9 @@ def build_method(cfg: Config, num_classes: int) -> nn.Module:
     from balfeat.methods import get_method
 
     entry = get_method(cfg.method.name)
-    return entry.build(cfg.method, build_backbone(cfg), num_classes, cfg.run.seed)
+    return entry.build(cfg.method, backbone_of(cfg), num_classes, cfg.run.seed)
+
+
+# Deprecated names kept for callers outside engine/ (study/study.py uses build_transform); they
+# shadowed the building blocks' own function names.
+build_transform = train_transform
