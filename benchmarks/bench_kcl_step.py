@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from balfeat.losses.contrastive import kcl_loss, moco_loss
+from balfeat.losses.contrastive import kcl_loss, moco_loss, select_positives
 
 
 def make_step(
@@ -65,13 +65,9 @@ def make_step(
                 q,
                 k,
                 queue,
-                queue_labels,
-                labels,
+                select_positives(labels, queue_labels, 6, "random", sel_gen),
                 0.07,
-                6,
                 loss_type,  # type: ignore[arg-type]
-                "random",
-                sel_gen,
             )
         opt.zero_grad()
         loss.backward()

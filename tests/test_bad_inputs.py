@@ -291,7 +291,7 @@ def test_kcl_posk_larger_than_queue(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     assert rc == 2
     line = _one_error_line(err)
-    assert "method.posk=16 is larger than the queue method.K=8" in line
+    assert "posk=16 is larger than the queue (K=8 keys)" in line  # checked once, in KCL()
     assert not out.exists()
 
 

@@ -73,14 +73,13 @@ def test_failing_rank_makes_job_exit_nonzero(tmp_path: Path) -> None:
             "RANK": str(r),
             "LOCAL_RANK": str(r),
             "OMP_NUM_THREADS": "1",
+            "BALFEAT_TEST_FAULT": "raise:3:1",
         }
         procs.append(
             subprocess.Popen(
                 [
                     sys.executable,
                     str(script),
-                    "run.fault_raise_at_step=3",
-                    "run.fault_rank=1",
                     "run.timeout_s=8",
                 ],
                 env=env,

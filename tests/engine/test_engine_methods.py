@@ -45,7 +45,13 @@ def test_method_loss_falls(tmp_path: Path, name: str) -> None:
 def test_build_views_and_imbalance_profile() -> None:
     cfg = load_config(
         None,
-        [*TINY, "method.name=kcl", "data.lt_ratio=4", "data.synthetic_size=400", "data.channels=1"],
+        [
+            *TINY,
+            "method.name=kcl",
+            "data.imbalance_ratio=4",
+            "data.synthetic_size=400",
+            "data.channels=1",
+        ],
     )
     ds = build.build_train_dataset(cfg)
     counts = np.bincount(np.asarray(ds.targets))  # type: ignore[attr-defined]

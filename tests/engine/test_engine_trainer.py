@@ -141,14 +141,13 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path) -> 
     script = tmp_path / "train.py"
     out = tmp_path / "killed"
     script.write_text(_KILL_SCRIPT.format(tests=str(Path(__file__).parent), out=str(out)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BALFEAT_TEST_FAULT": "kill:7"}
     # SIGKILL in epoch 2 at step 7, after checkpoint_0001 was written: no cleanup code runs.
-    proc = subprocess.run(
-        [sys.executable, str(script), "run.fault_kill_at_step=7"], env=env, timeout=120
-    )
+    proc = subprocess.run([sys.executable, str(script)], env=env, timeout=120)
     assert proc.returncode == -signal.SIGKILL
     assert load_checkpoint(out / "last.pth")["step"] == 4
     assert not (out / "done").exists()
+    env.pop("BALFEAT_TEST_FAULT")
     proc = subprocess.run([sys.executable, str(script)], env=env, timeout=120)
     assert proc.returncode == 0
     state = load_checkpoint(out / "last.pth")

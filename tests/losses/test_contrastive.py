@@ -10,7 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from balfeat.errors import BalfeatError
-from balfeat.losses.contrastive import kcl_loss, kcl_select_positives, moco_loss
+from balfeat.losses.contrastive import (
+    given_positives,
+    kcl_loss,
+    kcl_select_positives,
+    moco_loss,
+    select_positives,
+)
 
 
 def _normed(*shape: int, gen: torch.Generator) -> torch.Tensor:
@@ -116,7 +122,7 @@ def test_kcl_matches_reference_random_cases(loss_type: Any, seed: int, selection
     chosen = _chosen_lists(pos)
     if selection == "queue_order":
         assert chosen == ref_select_queue_order(labels, ql, 3)
-    fast = kcl_loss(q, k, queue, ql, labels, 0.1, 3, loss_type, positives=pos)
+    fast = kcl_loss(q, k, queue, given_positives(pos, labels, ql), 0.1, loss_type)
     ref = ref_kcl(q, k, queue, ql, labels, 0.1, chosen, loss_type)
     _compare(fast, ref, [q, k, queue])
     # Without precomputed positives, the same generator seed gives the same loss.
@@ -124,13 +130,9 @@ def test_kcl_matches_reference_random_cases(loss_type: Any, seed: int, selection
         q,
         k,
         queue,
-        ql,
-        labels,
+        select_positives(labels, ql, 3, selection, torch.Generator().manual_seed(seed)),
         0.1,
-        3,
         loss_type,
-        selection,
-        generator=torch.Generator().manual_seed(seed),
     )
     torch.testing.assert_close(again, fast)
 
@@ -173,10 +175,10 @@ def test_kcl_all_same_class_used_when_k_large(loss_type: Any) -> None:
     chosen = _chosen_lists(pos)
     for i, row in enumerate(chosen):
         assert sorted(row) == [j for j in range(15) if int(ql[j]) == int(labels[i])]
-    fast = kcl_loss(q, k, queue, ql, labels, 0.2, 20, loss_type, positives=pos)
+    fast = kcl_loss(q, k, queue, given_positives(pos, labels, ql), 0.2, loss_type)
     _compare(fast, ref_kcl(q, k, queue, ql, labels, 0.2, chosen, loss_type), [q, k, queue])
     if loss_type == "v2":  # nothing left unchosen: v2 == v1
-        v1 = kcl_loss(q, k, queue, ql, labels, 0.2, 20, "v1", positives=pos)
+        v1 = kcl_loss(q, k, queue, given_positives(pos, labels, ql), 0.2, "v1")
         torch.testing.assert_close(fast, v1)
 
 
@@ -186,7 +188,7 @@ def test_kcl_without_same_class_keys_is_moco(loss_type: Any) -> None:
     ql = torch.full((9,), 7)
     ql[:3] = -1  # partly unfilled queue
     labels = torch.tensor([0, 1, 2, 0, 1])
-    fast = kcl_loss(q, k, queue, ql, labels, 0.07, 6, loss_type)
+    fast = kcl_loss(q, k, queue, select_positives(labels, ql, 6), 0.07, loss_type)
     _compare(fast, moco_loss(q, k, queue, 0.07), [q, k, queue])
 
 
@@ -197,7 +199,7 @@ def test_kcl_duplicated_labels_and_empty_queue_slots(loss_type: Any) -> None:
     pos = kcl_select_positives(labels, ql, 2, "random", torch.Generator().manual_seed(1))
     chosen = _chosen_lists(pos)
     assert all(p < 12 for row in chosen for p in row)
-    fast = kcl_loss(q, k, queue, ql, labels, 0.1, 2, loss_type, positives=pos)
+    fast = kcl_loss(q, k, queue, given_positives(pos, labels, ql), 0.1, loss_type)
     _compare(fast, ref_kcl(q, k, queue, ql, labels, 0.1, chosen, loss_type), [q, k, queue])
 
 
@@ -206,7 +208,7 @@ def test_kcl_duplicated_labels_and_empty_queue_slots(loss_type: Any) -> None:
 def test_kcl_temperature_extremes(t: float, loss_type: Any) -> None:
     q, k, queue, ql, labels = _case(13, 6, 17, 5, 3)
     pos = kcl_select_positives(labels, ql, 4, "queue_order")
-    fast = kcl_loss(q, k, queue, ql, labels, t, 4, loss_type, positives=pos)
+    fast = kcl_loss(q, k, queue, given_positives(pos, labels, ql), t, loss_type)
     assert torch.isfinite(fast)
     ref = ref_kcl(q, k, queue, ql, labels, t, _chosen_lists(pos), loss_type)
     _compare(fast, ref, [q, k, queue])
@@ -215,12 +217,13 @@ def test_kcl_temperature_extremes(t: float, loss_type: Any) -> None:
 def test_kcl_posk_zero_is_moco_and_v1_v2_sum_differ() -> None:
     q, k, queue, ql, labels = _case(17, 6, 30, 5, 2)
     torch.testing.assert_close(
-        kcl_loss(q, k, queue, ql, labels, 0.1, 0), moco_loss(q, k, queue, 0.1)
+        kcl_loss(q, k, queue, select_positives(labels, ql, 0), 0.1), moco_loss(q, k, queue, 0.1)
     )
     pos = kcl_select_positives(labels, ql, 2, "queue_order")
     lts: list[Any] = ["v1", "v2", "sum"]
     vals = [
-        float(kcl_loss(q, k, queue, ql, labels, 0.1, 2, lt, positives=pos).detach()) for lt in lts
+        float(kcl_loss(q, k, queue, given_positives(pos, labels, ql), 0.1, lt).detach())
+        for lt in lts
     ]
     assert len({round(v, 8) for v in vals}) == 3
     assert vals[2] < vals[0]  # -log sum p <= -mean log p
@@ -231,20 +234,21 @@ def test_kcl_float32_no_dense_mask_shapes() -> None:
     q = F.normalize(torch.randn(4, 8, generator=gen, dtype=torch.float32), dim=1)
     queue = F.normalize(torch.randn(50, 8, generator=gen, dtype=torch.float32), dim=1)
     ql = torch.randint(0, 3, (50,), generator=gen)
-    loss = kcl_loss(q, q, queue, ql, torch.tensor([0, 1, 2, 0]), 0.07, 6, "v2", "random", gen)
+    sel = select_positives(torch.tensor([0, 1, 2, 0]), ql, 6, "random", gen)
+    loss = kcl_loss(q, q, queue, sel, 0.07, "v2")
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
 def test_kcl_bad_arguments() -> None:
     q, k, queue, ql, labels = _case(0, 3, 5, 4, 2)
     with pytest.raises(BalfeatError, match="loss_type"):
-        kcl_loss(q, k, queue, ql, labels, 0.1, 2, "v3")  # type: ignore[arg-type]
+        kcl_loss(q, k, queue, select_positives(labels, ql, 2), 0.1, "v3")  # type: ignore[arg-type]
     with pytest.raises(BalfeatError, match="selection"):
-        kcl_loss(q, k, queue, ql, labels, 0.1, 2, "v1", "top")  # type: ignore[arg-type]
+        kcl_loss(q, k, queue, select_positives(labels, ql, 2, "top"), 0.1)  # type: ignore[arg-type]
     with pytest.raises(BalfeatError, match="temperature"):
         moco_loss(q, k, queue, 0.0)
     with pytest.raises(BalfeatError, match="negative class label"):
-        kcl_loss(q, k, queue, ql, torch.tensor([0, -1, 1]), 0.1, 2)
+        kcl_loss(q, k, queue, select_positives(torch.tensor([0, -1, 1]), ql, 2), 0.1)
 
 
 def test_second_backward_through_the_reused_buffer_is_refused() -> None:
@@ -253,3 +257,20 @@ def test_second_backward_through_the_reused_buffer_is_refused() -> None:
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="cannot be differentiated twice"):
         loss.backward()
+
+
+def test_selection_sorts_once_and_v2_reuses_its_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import balfeat.losses.contrastive as contrastive
+
+    q, k, queue, ql, labels = _case(21, 6, 30, 5, 3)
+    calls = []
+    real = contrastive.class_blocks
+
+    def counting(*args: Any) -> Any:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(contrastive, "class_blocks", counting)
+    sel = select_positives(labels, ql, 2, "random", torch.Generator().manual_seed(0))
+    kcl_loss(q, k, queue, sel, 0.1, "v2")
+    assert len(calls) == 1

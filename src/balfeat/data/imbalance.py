@@ -254,3 +254,31 @@ def class_splits(class_names: Sequence[str], seed: int = 0) -> dict[str, list[st
         "clsset2": [n for i, n in enumerate(names) if i in pick],
         "clsset2_comp": [n for i, n in enumerate(names) if i not in pick],
     }
+
+
+def exponential_profile(num_classes: int, n_max: int, imbalance_ratio: float) -> list[int]:
+    """Strict :func:`exponential_counts`: every class must keep at least one image.
+
+    The one rounding rule is floor, ``n_i = ⌊n_max · ratio^(−i/(C−1))⌋``, which reproduces the
+    standard CIFAR-LT counts (CIFAR-10-LT, ratio 100: 5000, 2997, ..., 50; 12,406 images).
+
+    Raises:
+        DataError: the request leaves a class empty; the message names the largest ratio that
+            ``n_max`` images per class can give (``n_max``: tail of one image).
+    """
+    counts = exponential_counts(num_classes, n_max, imbalance_ratio)
+    if min(counts) < 1:
+        raise DataError(
+            f"data.imbalance_ratio={imbalance_ratio:g} on {n_max} images per class leaves the "
+            f"tail class(es) with no image; the largest possible ratio is {n_max} "
+            "(a tail of one image): lower data.imbalance_ratio or use more images per class"
+        )
+    return counts
+
+
+def achieved_ratio(counts: Sequence[int] | np.ndarray) -> float:
+    """The real imbalance ratio ``max(n) / min(n)`` of per-class counts (report this one)."""
+    c = np.asarray(counts, dtype=np.int64)
+    if c.size == 0 or int(c.min()) < 1:
+        raise DataError(f"achieved_ratio: counts must all be >= 1, got {c.tolist()}")
+    return float(c.max()) / float(c.min())

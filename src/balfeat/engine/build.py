@@ -12,7 +12,6 @@ or step ``lr * 0.1 ** (number of milestones <= epoch)``, after an optional linea
 
 from __future__ import annotations
 
-import math
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from balfeat import distributed
+from balfeat import distributed, schedules
+from balfeat.data.prepare import check_not_empty, exponential_subset, synthetic_arrays
 from balfeat.engine.config import Config
 from balfeat.errors import ConfigError, DataError
 
@@ -30,13 +30,17 @@ if TYPE_CHECKING:
 
 
 def lr_factor(cfg: Config, epoch: int) -> float:
-    """Multiplier of the scaled learning rate during ``epoch`` (0-based)."""
+    """Multiplier of the scaled learning rate during ``epoch`` (0-based), from
+    :func:`balfeat.schedules.lr_factor` (the one schedule of pretraining and probing)."""
     o = cfg.optim
-    if epoch < o.warmup_epochs:
-        return (epoch + 1) / o.warmup_epochs
-    if o.schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * epoch / o.epochs))
-    return 0.1 ** sum(1 for m in o.milestones if epoch >= m)
+    return schedules.lr_factor(
+        epoch,
+        o.epochs,
+        o.schedule,
+        milestones=o.milestones,
+        gamma=0.1,
+        warmup_epochs=o.warmup_epochs,
+    )
 
 
 def build_optimizer(cfg: Config, method: nn.Module) -> torch.optim.SGD:
@@ -72,7 +76,7 @@ def local_batch_size(cfg: Config, world_size: int | None = None) -> int:
     return cfg.optim.batch_size // ws
 
 
-def build_transform(cfg: Config) -> Any:
+def train_transform(cfg: Config) -> Any:
     """The training transform, wrapped in ``TwoViews`` when the method needs two crops.
 
     ``data.augmentation=none`` is the ``eval`` transform (resize + normalise, no randomness).
@@ -86,48 +90,12 @@ def build_transform(cfg: Config) -> Any:
     return t
 
 
-def _exponential_subsample(
-    labels: np.ndarray, num_classes: int, lt_ratio: float, per_class: int, seed: int
-) -> np.ndarray:
-    """Indices keeping ``n_c = n_max * lt_ratio ** (-c / (C-1))`` images of class ``c``."""
-    rng = np.random.default_rng(seed)
-    counts = np.bincount(labels, minlength=num_classes)
-    n_max = int(counts.min()) if per_class <= 0 else min(per_class, int(counts.min()))
-    keep: list[np.ndarray] = []
-    for c in range(num_classes):
-        frac = c / max(num_classes - 1, 1)
-        n_c = max(1, round(n_max * lt_ratio ** (-frac)))
-        idx = np.flatnonzero(labels == c)
-        keep.append(np.sort(rng.choice(idx, size=n_c, replace=False)))
-    return np.sort(np.concatenate(keep))
-
-
-def synthetic_arrays(
-    n: int, num_classes: int, image_size: int, channels: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Random uint8 images whose class is visible (a class-specific bright bar) plus noise.
-
-    Returns:
-        images (N, H, W) for 1 channel or (N, H, W, C), labels (N,) int64.
-    """
-    rng = np.random.default_rng(seed)
-    labels = (np.arange(n) % num_classes).astype(np.int64)
-    rng.shuffle(labels)
-    images = rng.integers(0, 64, size=(n, image_size, image_size, channels), dtype=np.int64)
-    band = max(1, image_size // num_classes)
-    for c in range(num_classes):
-        rows = slice((c * band) % image_size, (c * band) % image_size + band)
-        images[labels == c, rows, :, :] += 160
-    out = np.clip(images, 0, 255).astype(np.uint8)
-    return (out[..., 0] if channels == 1 else out), labels
-
-
 def build_train_dataset(cfg: Config) -> Dataset[Any]:
     """The training dataset with its transform; has ``.targets`` and ``.num_classes``."""
     from balfeat.data.datasets import ArrayDataset
 
     d = cfg.data
-    transform = build_transform(cfg)
+    transform = train_transform(cfg)
     if d.dataset in ("synthetic", "fashion-mnist", "array"):
         if d.dataset == "synthetic":
             images, labels = synthetic_arrays(
@@ -145,9 +113,9 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
                 images, labels = f["images"], f["labels"]
         labels = np.asarray(labels, dtype=np.int64)
         num_classes = int(labels.max()) + 1
-        if d.lt_ratio > 1.0 or d.per_class > 0:
-            keep = _exponential_subsample(
-                labels, num_classes, d.lt_ratio, d.per_class, cfg.run.seed
+        if d.imbalance_ratio > 1.0 or d.per_class > 0:
+            keep = exponential_subset(
+                labels, num_classes, d.imbalance_ratio, d.per_class, cfg.run.seed
             )
             images, labels = images[keep], labels[keep]
         if d.max_samples > 0 and len(labels) > d.max_samples:
@@ -157,6 +125,7 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
                 )
             )
             images, labels = images[pick], labels[pick]
+        check_not_empty(labels, num_classes, f"data.dataset={d.dataset}")
         return ArrayDataset(images, labels, transform=transform, num_classes=num_classes)
     from balfeat.data.datasets import SplitImageDataset, class_counts, subset_classes
     from balfeat.data.splits import class_names_of, read_class_set
@@ -218,7 +187,7 @@ def build_sampler(cfg: Config, dataset: Dataset[Any]) -> Sampler[int]:
     labels = np.asarray(dataset.targets)  # type: ignore[attr-defined]
     if cfg.data.balanced:
         return ClassBalancedSampler(
-            labels, repeat=cfg.data.bal_repeat, num_samples=len(labels), seed=cfg.run.seed
+            labels, repeat=cfg.data.repeat, num_samples=len(labels), seed=cfg.run.seed
         )
     return ShardedSampler(len(labels), shuffle=True, seed=cfg.run.seed)
 
@@ -257,54 +226,30 @@ def build_loader(
     )
 
 
-def build_backbone(cfg: Config) -> Backbone:
-    """The backbone of ``model.*`` (optionally initialised from ``method.init_checkpoint``)."""
-    from balfeat.models.backbones import build_backbone as _build
+def backbone_of(cfg: Config) -> Backbone:
+    """The backbone of ``model.*`` (optionally initialised from ``model.init_checkpoint``)."""
+    from balfeat.models.backbones import build_backbone
 
     in_ch = cfg.model.in_channels or cfg.data.channels
-    backbone = _build(cfg.model.backbone, small_images=cfg.model.small_images, in_channels=in_ch)
-    if cfg.method.init_checkpoint:
+    backbone = build_backbone(
+        cfg.model.backbone, small_images=cfg.model.small_images, in_channels=in_ch
+    )
+    if cfg.model.init_checkpoint:
         from balfeat.models.loading import load_backbone_state
 
-        state, _info = load_backbone_state(cfg.method.init_checkpoint, cfg.model.backbone)
+        state, _info = load_backbone_state(cfg.model.init_checkpoint, cfg.model.backbone)
         backbone.load_state_dict(state)
     return backbone
 
 
 def build_method(cfg: Config, num_classes: int) -> nn.Module:
-    """The method module of ``method.name`` around a fresh backbone."""
-    m = cfg.method
-    backbone = build_backbone(cfg)
-    if m.name == "sl":
-        from balfeat.methods.supervised import Supervised
+    """The registered method ``method.name`` around a fresh backbone (a registry lookup)."""
+    from balfeat.methods import get_method
 
-        return Supervised(backbone, num_classes, freeze_backbone=m.freeze_backbone)
-    common: dict[str, Any] = {
-        "dim": m.dim,
-        "K": m.K,
-        "m": m.m,
-        "T": m.T,
-        "mlp": m.mlp,
-        "shuffle_bn": m.shuffle_bn,
-        "bn_splits": m.bn_splits,
-    }
-    if m.name in ("moco_v1", "moco_v2"):
-        from balfeat.methods.moco import MoCo
+    entry = get_method(cfg.method.name)
+    return entry.build(cfg.method, backbone_of(cfg), num_classes, cfg.run.seed)
 
-        return MoCo(backbone, seed=cfg.run.seed, **common)
-    from balfeat.methods.kcl import KCL
 
-    if m.posk > m.K:
-        raise ConfigError(
-            f"method.posk={m.posk} is larger than the queue method.K={m.K}: KCL cannot take more "
-            "positives per query than there are keys; lower method.posk (paper: 6) or raise "
-            "method.K"
-        )
-    return KCL(
-        backbone,
-        posk=m.posk,
-        loss_type=m.loss_type,
-        selection=m.selection,
-        seed=cfg.run.seed,
-        **common,
-    )
+# Deprecated names kept for callers outside engine/ (study/study.py uses build_transform); they
+# shadowed the building blocks' own function names.
+build_transform = train_transform

@@ -11,12 +11,14 @@ truncated file where a good checkpoint was. With ``keep_last`` it also maintains
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from balfeat.atomic import atomic_write_bytes
@@ -140,7 +142,7 @@ def load_checkpoint(
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(
             f"{str(path)!r} is not a balfeat training checkpoint (no 'model' entry); to initialise "
-            "a backbone from other formats use method.init_checkpoint"
+            "a backbone from other formats use model.init_checkpoint"
         )
     for what, expected in (("method", expect_method), ("backbone", expect_backbone)):
         got = state.get(what)
@@ -150,3 +152,34 @@ def load_checkpoint(
                 f"{expected!r}; use a checkpoint of the same {what} or another output_dir"
             )
     return state
+
+
+# ----------------------------------------------------------------------------- RNG state
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states (python, numpy, torch CPU and every CUDA device)."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the states from :func:`rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -30,7 +30,6 @@ from balfeat.typed_config import bounds, path_kind
 
 DatasetName = Literal["fashion-mnist", "imagenet", "inat", "array", "synthetic"]
 AugmentationName = Literal["moco_v1", "moco_v2", "supervised", "longtail", "eval", "none"]
-MethodName = Literal["sl", "moco_v1", "moco_v2", "kcl"]
 
 
 @dataclass
@@ -52,10 +51,10 @@ class DataConfig:
         augmentation: transform name for ``balfeat.data.transforms.build_transform``
             (``none`` = ``eval``: resize + normalise only).
         balanced: sample classes uniformly (``ClassBalancedSampler``) instead of images.
-        bal_repeat: images taken per class draw by the balanced sampler.
+        repeat: images taken per class draw by the balanced sampler.
         num_workers: DataLoader worker processes per rank (0 = load in the main process).
-        lt_ratio: Fashion-MNIST/synthetic imbalance: n_max / n_min of an exponential profile
-            (1 = balanced).
+        imbalance_ratio: Fashion-MNIST/synthetic/array imbalance: n_max / n_min of the
+            exponential profile ``balfeat.data.imbalance.exponential_profile`` (1 = balanced).
         per_class: images per class before the imbalance profile (0 = all available).
         max_samples: cap on training images after everything else (0 = no cap; smoke tests).
         num_classes: classes of the ``synthetic`` dataset.
@@ -76,9 +75,9 @@ class DataConfig:
     channels: int = field(default=1, metadata=bounds(ge=1, le=3))
     augmentation: AugmentationName = "moco_v2"
     balanced: bool = False
-    bal_repeat: int = field(default=1, metadata=bounds(ge=1))
+    repeat: int = field(default=1, metadata=bounds(ge=1))
     num_workers: int = field(default=0, metadata=bounds(ge=0))
-    lt_ratio: float = field(default=1.0, metadata=bounds(ge=1))
+    imbalance_ratio: float = field(default=1.0, metadata=bounds(ge=1.0))
     per_class: int = field(default=0, metadata=bounds(ge=0))
     max_samples: int = field(default=0, metadata=bounds(ge=0))
     num_classes: int = field(default=10, metadata=bounds(ge=1))
@@ -94,11 +93,13 @@ class ModelConfig:
         backbone: ``build_backbone`` name (``resnet18``, ``resnet50``, ``resnet20``, ...).
         small_images: 3x3 stem without max-pool, for 28-32 px images.
         in_channels: input channels; 0 = take ``data.channels``.
+        init_checkpoint: checkpoint to initialise the backbone from, ``""`` = random init.
     """
 
     backbone: str = "resnet18"
     small_images: bool = True
     in_channels: int = field(default=0, metadata=bounds(ge=0, le=3))
+    init_checkpoint: str = field(default="", metadata=path_kind("file_or_dir"))
 
 
 @dataclass
@@ -106,25 +107,25 @@ class MethodConfig:
     """The representation-learning method (see ``balfeat.methods``).
 
     Attributes:
-        name: ``sl`` (supervised cross-entropy), ``moco_v1``, ``moco_v2`` or ``kcl``.
+        name: a registered method (``balfeat.methods.METHODS``): ``sl`` (supervised
+            cross-entropy), ``moco_v1``, ``moco_v2``, ``kcl`` or one registered by a plugin.
         dim: projection dimension of MoCo/KCL.
-        K: queue length of MoCo/KCL.
-        m: momentum of the key encoder.
-        T: softmax temperature (0.07 for MoCo v1, 0.2 for v2 and KCL in the reference).
+        K: queue length of MoCo/KCL (paper letter K: keys kept from past batches).
+        m: momentum of the key encoder (paper letter m: key weights = m * key + (1-m) * query).
+        T: softmax temperature (paper letter T; 0.07 for MoCo v1, 0.2 for v2 and KCL).
         mlp: MLP projection head (MoCo v2 / KCL).
-        posk: positives per anchor of KCL.
+        posk: positives per anchor of KCL (paper's k: same-class queue keys per query).
         loss_type: KCL loss variant ``v1`` | ``v2`` | ``sum``.
         selection: KCL positive selection ``random`` | ``queue_order``.
         shuffle_bn: shuffle BN across ranks (SplitBatchNorm in one process).
         bn_splits: splits of SplitBatchNorm when not distributed.
         freeze_backbone: SL only: train the head alone (linear probe style fine-tuning).
-        init_checkpoint: checkpoint to initialise the backbone from, ``""`` = random init.
         prefill: fill the queue with keys of the first batches before the first step, as the
             reference KCL does (so the label queue holds real classes from step 1): ``auto``
             (KCL only, the reference behaviour), ``always`` or ``never``.
     """
 
-    name: MethodName = "moco_v2"
+    name: str = "moco_v2"
     dim: int = field(default=128, metadata=bounds(ge=1))
     K: int = field(default=65536, metadata=bounds(ge=1))
     m: float = field(default=0.999, metadata=bounds(ge=0, le=1))
@@ -136,13 +137,14 @@ class MethodConfig:
     shuffle_bn: bool = True
     bn_splits: int = field(default=8, metadata=bounds(ge=1))
     freeze_backbone: bool = False
-    init_checkpoint: str = field(default="", metadata=path_kind("file_or_dir"))
     prefill: Literal["auto", "always", "never"] = "auto"
 
     @property
     def views(self) -> int:
-        """Crops per image: 1 for SL, 2 for MoCo/KCL."""
-        return 1 if self.name == "sl" else 2
+        """Crops per image, as the registered method declares (1 for SL, 2 for MoCo/KCL)."""
+        from balfeat.methods import get_method
+
+        return get_method(self.name).views
 
 
 @dataclass
@@ -196,10 +198,6 @@ class RunConfig:
         detect_anomaly: ``torch.autograd.detect_anomaly`` (slow; for debugging NaNs).
         timeout_s: collective timeout of torch.distributed: a failed rank makes the others exit
             within this time.
-        fault_kill_at_step: testing only: SIGKILL this process at that step (0 = never).
-        fault_raise_at_step: testing only: raise RuntimeError at that step on
-            ``fault_rank`` (0 = never).
-        fault_rank: rank that raises for ``fault_raise_at_step``.
         progress: show a tqdm progress bar on rank 0.
         overwrite: replace a finished or different run found in ``output_dir`` (its checkpoints
             and metrics are deleted first). Without it, a folder holding a run is refused unless
@@ -221,9 +219,6 @@ class RunConfig:
     channels_last: bool = False
     detect_anomaly: bool = False
     timeout_s: float = field(default=600.0, metadata=bounds(gt=0))
-    fault_kill_at_step: int = field(default=0, metadata=bounds(ge=0))
-    fault_raise_at_step: int = field(default=0, metadata=bounds(ge=0))
-    fault_rank: int = field(default=0, metadata=bounds(ge=0))
     progress: bool = True
     overwrite: bool = False
     tensorboard: Literal["auto", "on", "off"] = "auto"
@@ -264,22 +259,13 @@ def load_config(
 
 def validate(cfg: Config) -> None:
     """Check relations between values that types alone cannot express."""
-    o = cfg.optim
-    if o.epochs < 1:
-        raise ConfigError(f"optim.epochs must be >= 1, got {o.epochs}")
-    if o.batch_size < 1:
-        raise ConfigError(f"optim.batch_size must be >= 1, got {o.batch_size}")
-    if o.base_lr <= 0:
-        raise ConfigError(f"optim.base_lr must be > 0, got {o.base_lr}")
-    if cfg.run.keep_last < 1:
-        raise ConfigError(f"run.keep_last must be >= 1, got {cfg.run.keep_last}")
-    if cfg.data.bal_repeat < 1:
-        raise ConfigError(f"data.bal_repeat must be >= 1, got {cfg.data.bal_repeat}")
+    from balfeat.methods import get_method
+
+    get_method(cfg.method.name)  # unknown name: ConfigError naming the closest one
+    o = cfg.optim  # single values are range-checked by their declared bounds
     ms = o.milestones
     if any(b <= a for a, b in itertools.pairwise(ms)):
         raise ConfigError(f"optim.milestones must be strictly increasing epochs, got {ms}")
-    if cfg.data.lt_ratio < 1:
-        raise ConfigError(f"data.lt_ratio must be >= 1 (n_max / n_min), got {cfg.data.lt_ratio}")
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -287,9 +273,28 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+#: Keys renamed since earlier releases: (section, old) -> (section, new). Saved configs (e.g. in
+#: checkpoints written before the rename) are read with the new names.
+RENAMED_KEYS: dict[tuple[str, str], tuple[str, str]] = {
+    ("data", "lt_ratio"): ("data", "imbalance_ratio"),
+    ("data", "bal_repeat"): ("data", "repeat"),
+    ("method", "init_checkpoint"): ("model", "init_checkpoint"),
+}
+
+
+def _migrate(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in mapping.items()}
+    for (sec, old), (new_sec, new) in RENAMED_KEYS.items():
+        section = out.get(sec)
+        if isinstance(section, dict) and old in section:
+            out.setdefault(new_sec, {})[new] = section.pop(old)
+    return out
+
+
 def config_from_dict(mapping: Mapping[str, Any], source: str = "a saved config") -> Config:
-    """Rebuild a :class:`Config` from :func:`config_to_dict` output (e.g. from a checkpoint)."""
-    return typed_config.from_dict(Config, mapping, source, validate=validate)
+    """Rebuild a :class:`Config` from :func:`config_to_dict` output (e.g. from a checkpoint);
+    keys of :data:`RENAMED_KEYS` are read under their new names."""
+    return typed_config.from_dict(Config, _migrate(mapping), source, validate=validate)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -22,7 +22,6 @@ import errno
 import json
 import logging
 import os
-import random
 import signal
 import time
 import warnings
@@ -38,15 +37,19 @@ from torch.utils.data import Dataset, Sampler
 
 from balfeat import distributed
 from balfeat.device import default_device
-from balfeat.engine import build
+from balfeat.engine import build, faults
 from balfeat.engine.checkpoint import (
     LAST_NAME,
     atomic_save,
     find_last_checkpoint,
     load_checkpoint,
+    rng_state,
     save_checkpoint,
+    seed_everything,
+    set_rng_state,
 )
 from balfeat.engine.config import Config, config_to_dict, save_config
+from balfeat.engine.metrics_log import MetricsLog
 from balfeat.errors import CheckpointError, ConfigError, DataError, TrainingError
 
 log = logging.getLogger("balfeat.engine")
@@ -64,34 +67,6 @@ class _SkipSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, len(self.sampler) - self.skip)  # type: ignore[arg-type]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """This process's RNG states (python, numpy, torch CPU and every CUDA device)."""
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore the states from :func:`rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _to_device(x: Any, device: torch.device, channels_last: bool) -> Any:
@@ -114,9 +89,6 @@ RESUMABLE_CHANGES: tuple[str, ...] = (
     "run.output_dir",
     "run.timeout_s",
     "run.detect_anomaly",
-    "run.fault_kill_at_step",
-    "run.fault_raise_at_step",
-    "run.fault_rank",
     "run.overwrite",
     "run.tensorboard",
     "run.compile",
@@ -310,6 +282,7 @@ class Trainer:
         self._interrupted = False
         self._batch_in_epoch = 0
         self._lock: Path | None = None
+        self._metrics: MetricsLog | None = None
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
@@ -325,7 +298,14 @@ class Trainer:
             raise TrainingError(str(err)) from None
         seed_everything(cfg.run.seed)
         if cfg.run.tensorboard == "on" and distributed.is_main_process():
-            self._tensorboard()  # fails now, not after the first epoch, without the package
+            # fail now, not after the first epoch, without the package
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is None:
+                raise ConfigError(
+                    "run.tensorboard=on but the tensorboard package is not installed; "
+                    "pip install 'balfeat[tensorboard]' or set run.tensorboard=auto"
+                )
 
         # ``is None``, not ``or``: an empty dataset is falsy and must never fall back to the
         # dataset the config describes (that trained silently on the whole pool).
@@ -484,42 +464,9 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
         if distributed.is_main_process():
-            with open(self.output_dir / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-            writer = self._tensorboard()
-            if writer is not None:
-                for k, v in record.items():
-                    if k not in ("epoch", "step"):
-                        writer.add_scalar(f"train/{k}", v, record["step"])
-
-    def _tensorboard(self) -> Any:
-        """A TensorBoard ``SummaryWriter`` on rank 0 when tensorboard is installed, else None."""
-        if not hasattr(self, "_tb"):
-            self._tb: Any = None
-            if self.cfg.run.tensorboard == "off":
-                return None
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(self.output_dir / "tensorboard"))
-            except ImportError:  # optional dependency
-                if self.cfg.run.tensorboard == "on":
-                    raise ConfigError(
-                        "run.tensorboard=on but the tensorboard package is not installed; "
-                        "pip install 'balfeat[tensorboard]' or set run.tensorboard=auto"
-                    ) from None
-        return self._tb
-
-    def _fault_injection(self) -> None:
-        run = self.cfg.run
-        if run.fault_kill_at_step and self.step == run.fault_kill_at_step and self.rank == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
-        if (
-            run.fault_raise_at_step
-            and self.step == run.fault_raise_at_step
-            and self.rank == run.fault_rank
-        ):
-            raise RuntimeError(f"injected fault on rank {self.rank} at step {self.step}")
+            if self._metrics is None:
+                self._metrics = MetricsLog(self.output_dir, self.cfg.run.tensorboard)
+            self._metrics.write(record)
 
     def fit(self) -> dict[str, Any]:
         """Train until ``optim.epochs`` (or ``run.max_steps``); returns a summary dict."""
@@ -564,8 +511,8 @@ class Trainer:
                 last_loss, ips, stop = self._train_epoch()
                 if stop:
                     break
-        if getattr(self, "_tb", None) is not None:
-            self._tb.close()
+        if self._metrics is not None:
+            self._metrics.close()
         summary = {
             "epochs": self.epoch,
             "steps": self.step,
@@ -653,6 +600,12 @@ class Trainer:
             self.output_dir / LAST_NAME,
         )
 
+    def _prefill_by_default(self) -> bool:
+        """Whether the registered method asks for a prefilled queue (``method.prefill=auto``)."""
+        from balfeat.methods import get_method
+
+        return get_method(self.cfg.method.name).prefill_by_default
+
     def _prefill_queue(self) -> None:
         """Fill a method's queue before the first step (``method.prefill``), without training.
 
@@ -662,7 +615,7 @@ class Trainer:
         cfg = self.cfg
         prefill = getattr(self.method, "prefill", None)
         wanted = cfg.method.prefill == "always" or (
-            cfg.method.prefill == "auto" and cfg.method.name == "kcl"
+            cfg.method.prefill == "auto" and self._prefill_by_default()
         )
         if prefill is None or not wanted:
             return
@@ -686,6 +639,50 @@ class Trainer:
         used = prefill(batches())
         self.method.train(was_training)
         log.info("queue prefilled with %d batch(es) of keys before the first step", used)
+
+    def _train_step(
+        self, images: Any, labels: torch.Tensor, batch_idx: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimiser step: forward, finite-loss check, backward, step, ``after_step()``.
+
+        Args:
+            images: a batch as the loader yields it (a tensor (B, C, H, W), or a list of two for
+                two-view methods).
+            labels: (B,) int64.
+            batch_idx: index of the batch in the epoch (for the error message).
+
+        Returns:
+            The loss averaged over ranks (scalar float32) and the method's output dict.
+
+        Raises:
+            TrainingError: the loss is not finite.
+        """
+        cfg = self.cfg
+        images = _to_device(images, self.device, cfg.run.channels_last)
+        labels = labels.to(self.device, non_blocking=True)
+        with torch.autocast(
+            self.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
+        ):
+            out = self.model(images, labels)
+        loss = out["loss"]
+        loss_mean = distributed.all_reduce_mean(loss.detach().float())
+        if not torch.isfinite(loss_mean):
+            raise TrainingError(
+                f"non-finite loss ({loss_mean.item()}) at step {self.step + 1} (epoch "
+                f"{self.epoch + 1}, batch {batch_idx + 1}); the last good checkpoint in "
+                f"{str(self.output_dir)!r} is kept. Lower optim.base_lr, use run.amp=none, "
+                "or set run.detect_anomaly=true to find the operation"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        after_step = getattr(self.method, "after_step", None)
+        if after_step is not None:
+            after_step()
+        return loss_mean, out
 
     def _train_epoch(self) -> tuple[float, float, bool]:
         cfg = self.cfg
@@ -724,36 +721,16 @@ class Trainer:
         ips = 0.0
         batch_idx = skip
         for images, labels in loader:
-            images = _to_device(images, self.device, cfg.run.channels_last)
-            labels = labels.to(self.device, non_blocking=True)
-            with torch.autocast(
-                self.device.type,
-                dtype=self.amp_dtype or torch.float32,
-                enabled=self.amp_dtype is not None,
-            ):
-                out = self.model(images, labels)
-            loss = out["loss"]
-            loss_mean = distributed.all_reduce_mean(loss.detach().float())
-            if not torch.isfinite(loss_mean):
+            try:
+                loss_mean, out = self._train_step(images, labels, batch_idx)
+            except TrainingError:
                 if bar is not None:
                     bar.close()
-                raise TrainingError(
-                    f"non-finite loss ({loss_mean.item()}) at step {self.step + 1} (epoch "
-                    f"{self.epoch + 1}, batch {batch_idx + 1}); the last good checkpoint in "
-                    f"{str(self.output_dir)!r} is kept. Lower optim.base_lr, use run.amp=none, "
-                    "or set run.detect_anomaly=true to find the operation"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            after_step = getattr(self.method, "after_step", None)
-            if after_step is not None:
-                after_step()
+                raise
             self.step += 1
             batch_idx += 1
             self._batch_in_epoch = batch_idx
-            self._fault_injection()
+            faults.inject(self.step, self.rank)
             loss_value = float(loss_mean.item())
             window_imgs += self.local_batch * self.world
             if self.step % cfg.run.log_every == 0 or batch_idx == self.steps_per_epoch:

@@ -14,6 +14,7 @@ label queue once per step), so the extra cost over MoCo is ``O(K log K + B * k^2
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -171,14 +172,34 @@ def class_blocks(
     return order, start, end - start
 
 
-def kcl_select_positives(
+@dataclass(frozen=True)
+class Positives:
+    """The queue positives of a batch and the class blocks they were chosen from.
+
+    Attributes:
+        positions: chosen queue positions, ``-1`` = none, valid entries first. Shape: (B, P).
+        order: stable argsort of the label queue. Shape: (K,).
+        start: first index into ``order`` of each query's class. Shape: (B,).
+        count: queued keys of each query's class. Shape: (B,).
+    """
+
+    positions: torch.Tensor
+    order: torch.Tensor
+    start: torch.Tensor
+    count: torch.Tensor
+
+
+def select_positives(
     labels: torch.Tensor,
     queue_labels: torch.Tensor,
     posk: int,
     selection: Selection = "random",
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Pick up to ``posk`` queue positions of each query's class.
+) -> Positives:
+    """Pick up to ``posk`` queue positions of each query's class (the one selection path).
+
+    The label queue is sorted once (:func:`class_blocks`); the blocks are returned with the
+    positions so that ``kcl_loss`` (``v2``) reuses them instead of sorting again.
 
     ``"queue_order"`` takes the first ``posk`` same-class positions in increasing queue index.
     ``"random"`` takes ``min(posk, count)`` distinct same-class positions uniformly at random
@@ -193,8 +214,8 @@ def kcl_select_positives(
         generator: random source for ``"random"`` (on the device of ``labels``).
 
     Returns:
-        Queue positions, ``-1`` where a query has fewer than ``posk`` same-class keys; the valid
-        entries of a row come first. Shape: (batch, posk), int64.
+        :class:`Positives`: ``positions`` are queue positions, ``-1`` where a query has fewer
+        than ``posk`` same-class keys, valid entries of a row first. Shape: (batch, posk), int64.
     """
     if selection not in SELECTIONS:
         raise BalfeatError(f"KCL selection {selection!r} is unknown; use one of {SELECTIONS}")
@@ -206,9 +227,11 @@ def kcl_select_positives(
         )
     batch = labels.shape[0]
     device = labels.device
-    if posk == 0:
-        return torch.empty(batch, 0, dtype=torch.long, device=device)
     order, start, count = class_blocks(labels, queue_labels)
+    if posk == 0:
+        return Positives(
+            torch.empty(batch, 0, dtype=torch.long, device=device), order, start, count
+        )
     n_chosen = count.clamp(max=posk)  # (B,)
     if selection == "queue_order":
         offsets = torch.arange(posk, device=device).expand(batch, posk)
@@ -230,29 +253,51 @@ def kcl_select_positives(
         offsets = torch.gather(offsets, 1, valid_first)
     valid = torch.arange(posk, device=device).unsqueeze(0) < n_chosen.unsqueeze(1)
     if order.numel() == 0:
-        return torch.full((batch, posk), -1, dtype=torch.long, device=device)
+        none = torch.full((batch, posk), -1, dtype=torch.long, device=device)
+        return Positives(none, order, start, count)
     idx = (start.unsqueeze(1) + offsets.clamp(min=0)).clamp(max=order.numel() - 1)
     positions = order[idx]
-    return torch.where(valid, positions, torch.full_like(positions, -1))
+    chosen = torch.where(valid, positions, torch.full_like(positions, -1))
+    return Positives(chosen, order, start, count)
+
+
+def kcl_select_positives(
+    labels: torch.Tensor,
+    queue_labels: torch.Tensor,
+    posk: int,
+    selection: Selection = "random",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The positions of :func:`select_positives` alone. Shape: (batch, posk), int64."""
+    return select_positives(labels, queue_labels, posk, selection, generator).positions
+
+
+def given_positives(
+    positions: torch.Tensor, labels: torch.Tensor, queue_labels: torch.Tensor
+) -> Positives:
+    """Wrap positions chosen elsewhere (e.g. a test's own choice) with their class blocks.
+
+    Args:
+        positions: queue positions of each query's class, ``-1`` = none. Shape: (B, P).
+        labels: query classes (``>= 0``). Shape: (B,).
+        queue_labels: key classes, ``-1`` for empty slots. Shape: (K,).
+    """
+    order, start, count = class_blocks(labels, queue_labels)
+    return Positives(positions, order, start, count)
 
 
 def kcl_loss(
     q: torch.Tensor,
     k: torch.Tensor,
     queue: torch.Tensor,
-    queue_labels: torch.Tensor,
-    labels: torch.Tensor,
+    positives: Positives,
     temperature: float = 0.07,
-    posk: int = 6,
     loss_type: LossType = "v1",
-    selection: Selection = "random",
-    generator: torch.Generator | None = None,
-    positives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """K-positive contrastive loss (KCL) against a queue of labelled keys.
 
-    Positives of query ``i`` are its own key and ``P_i``, up to ``posk`` queue keys of its class
-    (chosen by ``kcl_select_positives`` unless ``positives`` is given); a query whose class is
+    Positives of query ``i`` are its own key and ``P_i``, the queue keys of its class chosen by
+    :func:`select_positives` (this function never selects); a query whose class is
     not in the queue keeps only its own key. With logits ``l = [q·k, q @ queue.T] / T``:
 
     - ``"v1"`` (the paper): ``logsumexp(l) - mean_{p in {own} ∪ P_i} l_p``, i.e. cross-entropy
@@ -266,14 +311,10 @@ def kcl_loss(
         q: L2-normalised queries. Shape: (batch, dim).
         k: L2-normalised keys of the other view. Shape: (batch, dim).
         queue: queued keys. Shape: (K, dim).
-        queue_labels: class of each queued key, ``-1`` for an unfilled slot. Shape: (K,).
-        labels: class of each query (``>= 0``). Shape: (batch,).
+        positives: the selection (:func:`select_positives` / :func:`given_positives`); its
+            ``positions`` have shape (batch, P) and its class blocks serve ``v2``.
         temperature: softmax temperature T (paper: 0.07).
-        posk: the most queue positives per query (paper: 6).
         loss_type: ``"v1"``, ``"v2"`` or ``"sum"``.
-        selection: ``"random"`` or ``"queue_order"`` (ignored when ``positives`` is given).
-        generator: random source of ``"random"`` selection.
-        positives: precomputed queue positions, ``-1`` = none. Shape: (batch, posk').
 
     Returns:
         The mean loss over the batch (scalar).
@@ -281,18 +322,17 @@ def kcl_loss(
     if loss_type not in LOSS_TYPES:
         raise BalfeatError(f"KCL loss_type {loss_type!r} is unknown; use one of {LOSS_TYPES}")
     _check_temperature(temperature)
-    if positives is None:
-        positives = kcl_select_positives(labels, queue_labels, posk, selection, generator)
+    order, start, count = positives.order, positives.start, positives.count
+    positives_idx = positives.positions
     batch = q.shape[0]
     q_t = q / temperature
     l_pos = (q_t * k).sum(dim=1)  # (B,)
-    valid = positives >= 0  # (B, P)
-    pos_idx = positives.clamp(min=0)
+    valid = positives_idx >= 0  # (B, P)
+    pos_idx = positives_idx.clamp(min=0)
     # Positive queue logits from their keys directly: (B, P, D) work, no gather on the logits.
     l_qpos = (queue[pos_idx].to(q_t.dtype) * q_t.unsqueeze(1)).sum(dim=2)  # (B, P)
     zero_idx = keep_idx = None
     if loss_type == "v2":
-        order, start, count = class_blocks(labels, queue_labels)
         total = int(count.sum())
         if total > 0:
             # Every same-class logit is set to 0 except the chosen ones (kept).
@@ -300,8 +340,8 @@ def kcl_loss(
             first = torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
             within = torch.arange(total, device=q.device) - first
             cols = order[torch.repeat_interleave(start, count) + within]
-            rows_c = torch.arange(batch, device=q.device).unsqueeze(1).expand_as(positives)
-            zero_idx, keep_idx = (rows, cols), (rows_c[valid], positives[valid])
+            rows_c = torch.arange(batch, device=q.device).unsqueeze(1).expand_as(positives_idx)
+            zero_idx, keep_idx = (rows, cols), (rows_c[valid], positives_idx[valid])
     lse_neg = queue_logsumexp(q_t, queue, zero_idx, keep_idx)  # (B,)
     lse = torch.logaddexp(l_pos, lse_neg)  # (B,)
     l_qpos_masked = torch.where(valid, l_qpos, l_qpos.new_zeros(()))

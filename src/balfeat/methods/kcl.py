@@ -7,12 +7,15 @@ MoCo's (see ``balfeat.methods.moco``); the queue also keeps each key's class.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from balfeat import distributed
 from balfeat.errors import BalfeatError
-from balfeat.losses.contrastive import LOSS_TYPES, SELECTIONS, kcl_loss, kcl_select_positives
-from balfeat.methods.moco import MoCo
+from balfeat.losses.contrastive import LOSS_TYPES, SELECTIONS, kcl_loss, select_positives
+from balfeat.methods import register
+from balfeat.methods.moco import MoCo, moco_kwargs
 from balfeat.models.backbones import Backbone
 
 
@@ -72,7 +75,7 @@ class KCL(MoCo):
     ) -> dict[str, torch.Tensor]:
         """KCL loss. Returns ``{"loss": scalar, "positives": mean queue positives per query}``."""
         gen = self._device_generator(q.device, 2 + distributed.rank())
-        positives = kcl_select_positives(
+        positives = select_positives(  # sorts the label queue once for this step
             labels,
             self.queue.labels,
             self.posk,
@@ -83,12 +86,22 @@ class KCL(MoCo):
             q,
             k,
             self.queue.keys,
-            self.queue.labels,
-            labels,
+            positives,
             self.T,
-            self.posk,
             self.loss_type,  # type: ignore[arg-type]
-            positives=positives,
         )
-        n_pos = (positives >= 0).sum(dim=1).to(q.dtype).mean()
+        n_pos = (positives.positions >= 0).sum(dim=1).to(q.dtype).mean()
         return {"loss": loss, "positives": n_pos.detach()}
+
+
+@register("kcl", views=2, prefill_by_default=True)
+def build_kcl(params: Any, backbone: Backbone, num_classes: int, seed: int) -> KCL:
+    """Registry builder: KCL (the reference prefills the label queue before the first step)."""
+    return KCL(
+        backbone,
+        posk=params.posk,
+        loss_type=params.loss_type,
+        selection=params.selection,
+        seed=seed,
+        **moco_kwargs(params),
+    )

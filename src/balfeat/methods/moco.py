@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,7 @@ from torch import nn
 from balfeat import distributed
 from balfeat.errors import BalfeatError
 from balfeat.losses.contrastive import moco_loss
+from balfeat.methods import register
 from balfeat.models.backbones import Backbone
 from balfeat.models.batchnorm import batch_shuffle_ddp, batch_unshuffle_ddp, split_forward
 from balfeat.models.heads import LinearHead, MLPHead
@@ -214,3 +216,23 @@ class MoCo(nn.Module):
             self.queue.enqueue(keys_all, labels_all)
             used += 1
         return used
+
+
+def moco_kwargs(params: Any) -> dict[str, Any]:
+    """The MoCo constructor arguments of a ``method`` config section."""
+    return {
+        "dim": params.dim,
+        "K": params.K,
+        "m": params.m,
+        "T": params.T,
+        "mlp": params.mlp,
+        "shuffle_bn": params.shuffle_bn,
+        "bn_splits": params.bn_splits,
+    }
+
+
+@register("moco_v1", views=2)
+@register("moco_v2", views=2)
+def build_moco(params: Any, backbone: Backbone, num_classes: int, seed: int) -> MoCo:
+    """Registry builder: MoCo v1/v2 (they differ only in recipe values: mlp, T, augmentation)."""
+    return MoCo(backbone, seed=seed, **moco_kwargs(params))

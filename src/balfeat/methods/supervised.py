@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from balfeat.methods import register
 from balfeat.models.backbones import Backbone
 
 
@@ -23,6 +26,7 @@ class Supervised(nn.Module):
     """
 
     views = 1
+    uses_labels = True
 
     def __init__(
         self,
@@ -66,3 +70,9 @@ class Supervised(nn.Module):
 
     def after_step(self) -> None:
         """Nothing to do after an optimizer step."""
+
+
+@register("sl", views=1)
+def build_supervised(params: Any, backbone: Backbone, num_classes: int, seed: int) -> Supervised:
+    """Registry builder: SL (cross-entropy) with ``method.freeze_backbone``."""
+    return Supervised(backbone, num_classes, freeze_backbone=params.freeze_backbone)
