@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from balfeat.losses.contrastive import kcl_loss
+from balfeat.losses.contrastive import kcl_loss, select_positives
 from balfeat.losses.supcon import supcon_loss, supcon_queue_loss
 
 
@@ -76,12 +76,12 @@ def test_supcon_queue_is_kcl_v1_with_every_positive() -> None:
     k = _norm(6, 8, dtype=torch.float64, seed=6)
     queue = _norm(12, 8, dtype=torch.float64, seed=7)
     a = supcon_queue_loss(q, k, queue, QLAB, LABELS, 0.07)
-    b = kcl_loss(q, k, queue, QLAB, LABELS, 0.07, posk=12, loss_type="v1", selection="queue_order")
+    b = kcl_loss(q, k, queue, select_positives(LABELS, QLAB, 12, "queue_order"), 0.07, "v1")
     assert torch.allclose(a, b, atol=1e-12)
     ga, gb = torch.autograd.grad(a, q)[0], torch.autograd.grad(b, q)[0]
     assert torch.allclose(ga, gb, atol=1e-12)
     # with posk below the class count the two differ (KCL keeps some same-class keys negative)
-    c = kcl_loss(q, k, queue, QLAB, LABELS, 0.07, posk=1, loss_type="v1", selection="queue_order")
+    c = kcl_loss(q, k, queue, select_positives(LABELS, QLAB, 1, "queue_order"), 0.07, "v1")
     assert not torch.allclose(a, c)
 
 
