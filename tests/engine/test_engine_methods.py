@@ -105,6 +105,41 @@ def test_split_dataset_with_class_set(tmp_path: Path) -> None:
     assert ds[0][0].shape == (3, 16, 16)
 
 
+def test_empty_train_split_scans_the_image_folder_and_keeps_the_class_set(tmp_path: Path) -> None:
+    """The reference's --clsset without --trainset: every train image of the set's classes."""
+    from PIL import Image
+
+    for c, wnid in enumerate(["n003", "n001", "n002"]):
+        (tmp_path / wnid).mkdir()
+        for i in range(c + 1):
+            Image.new("RGB", (20, 20), (40 * c, 0, 0)).save(tmp_path / wnid / f"{i}.JPEG")
+    (tmp_path / "n001" / "notes.txt").write_text("not an image")
+    (tmp_path / "set.txt").write_text("/n001\n/n003\n")
+    cfg = load_config(
+        None,
+        [
+            "data.dataset=imagenet",
+            f"data.root={tmp_path}",
+            f"data.class_set={tmp_path / 'set.txt'}",
+            "data.image_size=16",
+            "data.channels=3",
+            "data.augmentation=supervised",
+            "method.name=sl",
+        ],
+    )
+    ds = build.build_train_dataset(cfg)
+    # n001 holds 2 images, n003 holds 1; relabelled in the set's (sorted) order: n001 -> 0.
+    assert len(ds) == 3  # type: ignore[arg-type]
+    assert np.asarray(ds.targets).tolist() == [0, 0, 1]  # type: ignore[attr-defined]
+    from balfeat.data.splits import scan_image_folder
+
+    entries = scan_image_folder(tmp_path)
+    assert [e.label for e in entries] == [0, 0, 1, 1, 1, 2]  # sorted folders n001, n002, n003
+    assert entries[0].path == "/n001/0.JPEG"
+    with pytest.raises(Exception, match="does not exist"):
+        scan_image_folder(tmp_path / "missing")
+
+
 @pytest.mark.parametrize(
     ("name", "prefill", "full"),
     [

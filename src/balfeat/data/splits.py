@@ -156,6 +156,54 @@ def write_split(path: str | os.PathLike[str], entries: Iterable[SplitEntry]) -> 
     atomic_write_text(path, format_split(entries))
 
 
+#: Image file endings of a folder scan (as torchvision's ImageFolder).
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".ppm",
+    ".bmp",
+    ".pgm",
+    ".tif",
+    ".tiff",
+    ".webp",
+)
+
+
+def scan_image_folder(root: str | os.PathLike[str]) -> list[SplitEntry]:
+    """Entries of every image under ``root/<class>/``, as the reference's folder datasets see them.
+
+    Classes are the sorted sub-folder names, labelled 0..C-1 in that order; images are sorted by
+    name within a class; paths are ``/<class>/<file>`` (relative to ``root``, the form of the
+    reference's train lists). This is what a recipe with an empty ``data.train_split`` trains on
+    (e.g. the class-set runs: every ImageNet train image of the classes in ``data.class_set``).
+
+    Raises:
+        SplitFormatError: ``root`` is not a folder or holds no class folder with images.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise SplitFormatError(
+            f"image folder {str(base)!r} does not exist; with no split file, data.root must be a "
+            "folder of class sub-folders (e.g. ImageNet train/)"
+        )
+    entries: list[SplitEntry] = []
+    classes = sorted(d.name for d in base.iterdir() if d.is_dir())
+    for label, cls in enumerate(classes):
+        names = sorted(
+            f.name
+            for f in (base / cls).iterdir()
+            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        entries.extend(SplitEntry(f"/{cls}/{n}", label) for n in names)
+    if not entries:
+        raise SplitFormatError(
+            f"image folder {str(base)!r} holds no class sub-folder with images "
+            f"({', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return entries
+
+
 def read_class_set(path: str | os.PathLike[str]) -> list[str]:
     """Read a class-set file (``/n01440764`` per line) and return the names without the slash.
 

@@ -128,20 +128,26 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
         check_not_empty(labels, num_classes, f"data.dataset={d.dataset}")
         return ArrayDataset(images, labels, transform=transform, num_classes=num_classes)
     from balfeat.data.datasets import SplitImageDataset, class_counts, subset_classes
-    from balfeat.data.splits import class_names_of, read_class_set
+    from balfeat.data.splits import class_names_of, read_class_set, scan_image_folder
 
-    if not d.train_split:
-        raise ConfigError(f"data.dataset={d.dataset} needs data.train_split=FILE")
+    if not d.root:
+        raise ConfigError(
+            f"data.dataset={d.dataset} needs data.root=DIR (the folder the split paths are "
+            "relative to, e.g. ImageNet train/)"
+        )
+    # No split file: every image under data.root/<class>/ (the reference's folder scan), e.g.
+    # the class-set recipes train on all ImageNet train images of the set's classes.
+    split: Any = d.train_split or scan_image_folder(d.root)
     ds = SplitImageDataset(
         d.root,
-        d.train_split,
+        split,
         transform=transform,
         skip_bad_images=d.skip_bad_images,
         check_files=False,
     )
     if d.class_set:  # e.g. the paper's clsset1: keep those classes, relabelled 0..C'-1
         names = read_class_set(d.class_set)
-        known = set(class_names_of(ds.entries, d.train_split).values())
+        known = set(class_names_of(ds.entries, d.train_split or d.root).values())
         unknown = [f"{n!r} ({d.class_set}:{i})" for i, n in enumerate(names, 1) if n not in known]
         if unknown:
             raise DataError(
@@ -160,19 +166,20 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
         top = int(before.size - 1)
         line = ds.lines[int(np.flatnonzero(ds.targets == top)[0])]
         raise DataError(
-            f"{d.train_split}:{line}: label {top} makes {top + 1} classes, but class(es) "
+            f"{d.train_split or d.root}:{line}: label {top} makes {top + 1} classes, but class(es) "
             f"{', '.join(str(int(c)) for c in gaps[:10])}{' ...' if len(gaps) > 10 else ''} "
             "have no images; labels must be 0..C-1 with images in every class - renumber the "
             "labels or fix the wrong one"
         )
-    names_of = class_names_of(ds.entries, d.train_split)
+    source = d.train_split or f"{d.root} (folder scan)"
+    names_of = class_names_of(ds.entries, source)
     ds.check_files()  # missing images: an error naming split:line, or skipped and recorded
     after = class_counts(ds.targets, len(before))
     emptied = np.flatnonzero(after == 0)
     if len(emptied):
         what = ", ".join(f"{int(c)} ({names_of.get(int(c), '?')!r})" for c in emptied[:10])
         raise DataError(
-            f"class(es) {what} of {d.train_split!r} have no images left after skipping "
+            f"class(es) {what} of {(d.train_split or d.root)!r} have no images left after skipping "
             f"{len(ds.bad_images)} missing image(s) (e.g. {ds.bad_images[0][0]}); restore the "
             "images or leave the class out with data.class_set"
         )
