@@ -118,3 +118,19 @@ def test_defaults_in_one_process_feed_a_dataloader() -> None:
     batches = list(DataLoader(ds, batch_size=8, sampler=sampler))
     got = torch.cat([b[1] for b in batches])
     assert len(got) == 32 and 8 <= int(got.sum()) <= 24  # class 1 (2 of 32 images) ~ half
+
+
+def test_balanced_sampler_visits_every_class_once_per_cycle_as_the_reference() -> None:
+    """BalFeat's RandomCycleIter over classes: each window of C picks holds every class once."""
+    from balfeat.data.samplers import ClassBalancedSampler
+
+    labels = np.array([0] * 50 + [1] * 5 + [2] * 2 + [3] * 1)
+    s = ClassBalancedSampler(labels, repeat=2, num_samples=80, seed=3, num_replicas=1, rank=0)
+    order = s.global_order()
+    picks = labels[order].reshape(-1, 2)
+    assert (picks[:, 0] == picks[:, 1]).all()  # repeat images of one class per pick
+    cls = picks[:, 0]
+    for start in range(0, len(cls) - len(cls) % 4, 4):
+        assert sorted(cls[start : start + 4].tolist()) == [0, 1, 2, 3]
+    s.set_epoch(1)
+    assert not np.array_equal(s.global_order(), order)  # reshuffled per epoch

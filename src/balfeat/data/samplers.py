@@ -42,9 +42,12 @@ class _EpochState:
 
 
 class ClassBalancedSampler(_EpochState, Sampler[int]):
-    """Pick a class uniformly at random, then ``repeat`` images of it (class-balanced sampling).
+    """Pick classes in random cycles over all classes, ``repeat`` images per pick.
 
-    This is the reference's ``--balanced --bal_repeat``. Within a class, images are drawn by
+    This is the reference's ``--balanced --bal_repeat`` (BalFeat ``loader/sampler.py``,
+    ``RandomCycleIter``): the classes are visited in a random order, each exactly once per cycle
+    of ``C`` picks, the order reshuffled for every cycle — not drawn i.i.d. — so every class has
+    the same frequency in every window of ``C`` picks. Within a class, images are drawn by
     cycling through a fresh random permutation, so every image of a class is used before any is
     repeated. Every rank draws the same global sequence (seeded by ``(seed, epoch)``) and takes
     its own contiguous chunk of it, so the shards are disjoint positions of one sequence, have
@@ -93,7 +96,10 @@ class ClassBalancedSampler(_EpochState, Sampler[int]):
         """The sequence of sample indices of this epoch over all ranks. Shape: (total_size,)."""
         rng = np.random.default_rng([self.seed, self.epoch])
         n_picks = self.total_size // self.repeat
-        picks = rng.integers(len(self.classes), size=n_picks)
+        n_cls = len(self.classes)
+        picks = np.concatenate(
+            [rng.permutation(n_cls) for _ in range(-(-n_picks // n_cls))]
+        )[:n_picks]
         out = np.empty((n_picks, self.repeat), dtype=np.int64)
         for c in np.unique(picks):
             rows = np.flatnonzero(picks == c)

@@ -191,8 +191,11 @@ class MoCo(nn.Module):
         """Fill the queue with keys of ``batches`` before training, without any update.
 
         As the reference KCL does before its first epoch (``K // global_batch`` batches through
-        the key encoder with ``update_key=False``), so that the label queue holds real classes
-        from the first step. Stops once ``K`` keys were enqueued or ``max_batches`` were used.
+        the model in train mode with ``update_key=False``), so that the label queue holds real
+        classes from the first step. The reference runs the full forward, so the query encoder's
+        BatchNorm running statistics move too: the query view goes through the query encoder
+        here as well (no gradient, no optimiser step). Stops once ``K`` keys were enqueued or
+        ``max_batches`` were used.
 
         Args:
             batches: ``(views, labels)`` pairs as the training loader yields them; the key view
@@ -208,6 +211,8 @@ class MoCo(nn.Module):
             if self.queue.full or (max_batches is not None and used >= max_batches):
                 break
             self._check_views(views)
+            with torch.no_grad():
+                self.encode_queries(views[0].to(device))  # BN statistics, as the reference
             k = self.encode_keys(views[1].to(device))
             keys_all = distributed.all_gather_concat(k)
             labels_all = (
