@@ -373,6 +373,8 @@ class DeviceArrayLoader:
         resident: keep the whole array on ``device`` (copied once). With ``False`` and a CUDA
             device the array stays in pinned CPU memory and each batch is copied with
             ``non_blocking=True`` (for arrays bigger than the GPU can spare).
+        start_batch: skip the first batches of the epoch (mid-epoch resume); batch ``b`` keeps
+            the augmentation of ``(seed, epoch, b)``, so the rest of the epoch is unchanged.
     """
 
     def __init__(
@@ -388,6 +390,7 @@ class DeviceArrayLoader:
         shuffle: bool = True,
         drop_last: bool = False,
         resident: bool = True,
+        start_batch: int = 0,
     ) -> None:
         from balfeat.device import default_device
 
@@ -429,6 +432,7 @@ class DeviceArrayLoader:
         self.views = views
         self.seed = int(seed)
         self.drop_last = drop_last
+        self.start_batch = int(start_batch)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -446,7 +450,8 @@ class DeviceArrayLoader:
 
     def __len__(self) -> int:
         n = self._num_indices()
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        full = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return max(0, full - self.start_batch)
 
     def _gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.resident:
@@ -460,6 +465,8 @@ class DeviceArrayLoader:
         order = torch.as_tensor(np.fromiter(iter(self.sampler), dtype=np.int64))
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
         for b, start in enumerate(range(0, stop, self.batch_size)):
+            if b < self.start_batch:
+                continue
             x, y = self._gather(order[start : start + self.batch_size])
             gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, b))
             views = [self._view(x, gen) for _ in range(self.views)]

@@ -233,6 +233,57 @@ def build_loader(
     )
 
 
+def uses_device_loader(cfg: Config, dataset: Dataset[Any]) -> bool:
+    """Whether batches come from :class:`balfeat.data.device_data.DeviceArrayLoader`
+    (``data.loader``: ``device``, or ``auto`` with an in-memory uint8 array dataset).
+
+    Raises:
+        ConfigError: ``data.loader=device`` for a dataset that is not an in-memory array.
+    """
+    from balfeat.data.datasets import ArrayDataset
+
+    in_memory = isinstance(dataset, ArrayDataset) and np.asarray(dataset.images).dtype == np.uint8
+    if cfg.data.loader == "device" and not in_memory:
+        raise ConfigError(
+            "data.loader=device needs an in-memory image array (data.dataset fashion-mnist, "
+            f"synthetic or array); data.dataset={cfg.data.dataset} reads image files: use "
+            "data.loader=pil"
+        )
+    return cfg.data.loader == "device" or (cfg.data.loader == "auto" and in_memory)
+
+
+def build_device_loader(
+    cfg: Config,
+    dataset: Dataset[Any],
+    sampler: Sampler[int],
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    start_batch: int = 0,
+) -> Any:
+    """A :class:`~balfeat.data.device_data.DeviceArrayLoader` over ``dataset``'s uint8 array in
+    ``sampler``'s order (``drop_last``, as the DataLoader path), augmenting on ``device`` with the
+    recipe ``data.augmentation``; ``start_batch`` batches are skipped (mid-epoch resume) and the
+    augmentation of batch ``b`` depends only on ``(seed, epoch, b)``, so a resumed epoch sees the
+    same batches as an uninterrupted one."""
+    from balfeat.data.device_data import DeviceArrayLoader, DeviceAugment
+
+    name = "eval" if cfg.data.augmentation == "none" else cfg.data.augmentation
+    augment = DeviceAugment.from_recipe(name, cfg.data.image_size, cfg.data.channels)
+    return DeviceArrayLoader(
+        dataset.images,  # type: ignore[attr-defined]
+        dataset.targets,  # type: ignore[attr-defined]
+        batch_size=batch_size,
+        sampler=sampler,
+        transform=augment,
+        views=cfg.method.views,
+        device=device,
+        seed=seed,
+        drop_last=True,
+        start_batch=start_batch,
+    )
+
+
 def backbone_of(cfg: Config) -> Backbone:
     """The backbone of ``model.*`` (optionally initialised from ``model.init_checkpoint``)."""
     from balfeat.models.backbones import build_backbone

@@ -63,6 +63,11 @@ class DataConfig:
             the run summary at the end) instead of stopping with an error naming the first one.
             Missing files are found before training; unreadable ones when loaded, and are listed
             at the end only with ``num_workers=0`` (worker processes keep their own list).
+        loader: how batches are made. ``device``: the whole uint8 array stays on the training
+            device and every sample is augmented there with batched tensor ops
+            (``balfeat.data.device_data``; in-memory datasets only: fashion-mnist, synthetic,
+            array); ``pil``: a DataLoader with PIL transforms per image (image folders, or to
+            compare); ``auto`` (default): ``device`` for in-memory datasets, ``pil`` otherwise.
     """
 
     dataset: DatasetName = "fashion-mnist"
@@ -83,6 +88,7 @@ class DataConfig:
     num_classes: int = field(default=10, metadata=bounds(ge=1))
     synthetic_size: int = field(default=512, metadata=bounds(ge=1))
     skip_bad_images: bool = False
+    loader: Literal["auto", "pil", "device"] = "auto"
 
 
 @dataclass

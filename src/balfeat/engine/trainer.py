@@ -338,6 +338,7 @@ class Trainer:
             "cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda"
         )
 
+        self.device_loader = build.uses_device_loader(cfg, self.dataset)
         self.optimizer = build.build_optimizer(cfg, self.method)
         self.scheduler = build.build_scheduler(cfg, self.optimizer)
         self.local_batch = build.local_batch_size(cfg, self.world)
@@ -606,6 +607,36 @@ class Trainer:
 
         return get_method(self.cfg.method.name).prefill_by_default
 
+    def _loader(
+        self,
+        sampler: Sampler[int],
+        generator: torch.Generator,
+        seed_offset: int = 0,
+        start_batch: int = 0,
+    ) -> Any:
+        """The batches of one epoch: the on-device loader (``data.loader``) or a DataLoader."""
+        cfg = self.cfg
+        if self.device_loader:
+            loader = build.build_device_loader(
+                cfg,
+                self.dataset,
+                sampler,
+                self.local_batch,
+                self.device,
+                seed=cfg.run.seed + seed_offset + 1000003 * self.rank,
+                start_batch=start_batch,
+            )
+            loader.set_epoch(self.epoch)
+            return loader
+        return build.build_loader(
+            cfg,
+            self.dataset,
+            sampler,
+            self.local_batch,
+            generator,
+            pin_memory=self.device.type == "cuda",
+        )
+
     def _prefill_queue(self) -> None:
         """Fill a method's queue before the first step (``method.prefill``), without training.
 
@@ -621,14 +652,7 @@ class Trainer:
             return
         generator = torch.Generator()
         generator.manual_seed(cfg.run.seed + 7919 + 1000003 * self.rank)
-        loader = build.build_loader(
-            cfg,
-            self.dataset,
-            self.sampler,
-            self.local_batch,
-            generator,
-            pin_memory=self.device.type == "cuda",
-        )
+        loader = self._loader(self.sampler, generator, seed_offset=7919)
 
         def batches() -> Iterator[tuple[Any, torch.Tensor]]:
             for images, labels in loader:
@@ -695,14 +719,10 @@ class Trainer:
         sampler: Sampler[int] = (
             _SkipSampler(self.sampler, skip * self.local_batch) if skip else self.sampler
         )
-        loader = build.build_loader(
-            cfg,
-            self.dataset,
-            sampler,
-            self.local_batch,
-            self.loader_generator,
-            pin_memory=self.device.type == "cuda",
-        )
+        if self.device_loader:  # skips by batch index: the augmentation of batch b is unchanged
+            loader = self._loader(self.sampler, self.loader_generator, start_batch=skip)
+        else:
+            loader = self._loader(sampler, self.loader_generator)
         show = cfg.run.progress and distributed.is_main_process()
         bar: Any = None
         if show:
