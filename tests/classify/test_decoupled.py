@@ -26,7 +26,7 @@ def test_tau_normalize_hand_case() -> None:
     with torch.no_grad():
         fc.weight.copy_(torch.tensor([[3.0, 4.0], [0.0, 2.0]]))
         fc.bias.fill_(1.0)
-    one = tau_normalize(fc, 1.0)
+    one = tau_normalize(fc, 1.0, keep_bias=False)
     torch.testing.assert_close(one.weight, torch.tensor([[0.6, 0.8], [0.0, 1.0]]))
     assert one.bias is None
     half = tau_normalize(fc, 0.5, keep_bias=True)
@@ -34,6 +34,22 @@ def test_tau_normalize_hand_case() -> None:
     torch.testing.assert_close(half.bias, torch.ones(2))
     zero = tau_normalize(fc, 0.0)
     torch.testing.assert_close(zero.weight, fc.weight)
+
+
+def test_tau_zero_is_the_plain_classifier() -> None:
+    """tau = 0 must reproduce the plain classifier: same logits, same accuracy in the sweep."""
+    x, y = long_tailed_features()
+    xv, yv = long_tailed_features(seed=1)
+    res = train_linear_on_features(x, y, xv, yv, 3, ProbeConfig(epochs=5, lr=0.5, batch_size=32))
+    fc = res.classifier
+    with torch.no_grad():
+        fc.bias.add_(torch.tensor([2.0, -1.0, 0.5]))  # a bias that matters
+        plain = fc(xv)
+        torch.testing.assert_close(tau_normalize(fc, 0.0)(xv), plain)
+    out = tau_sweep(fc, xv, yv, np.array([200, 40, 8]), grouping="50,10")
+    zero = next(r for r in out["sweep"] if r["tau"] == 0.0)
+    plain_top1 = float((plain.argmax(1) == yv).float().mean() * 100)
+    assert zero["top1"] == pytest.approx(plain_top1)
 
 
 def test_tau_sweep_reports_every_tau() -> None:

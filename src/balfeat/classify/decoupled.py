@@ -75,13 +75,20 @@ def crt(
     )
 
 
-def tau_normalize(classifier: nn.Linear, tau: float, keep_bias: bool = False) -> nn.Linear:
+def tau_normalize(classifier: nn.Linear, tau: float, keep_bias: bool = True) -> nn.Linear:
     """Tau-normalised copy of a classifier: row ``w_c`` becomes ``w_c / ||w_c||^tau``.
 
+    Kang et al., "Decoupling Representation and Classifier for Long-Tailed Recognition" (ICLR
+    2020, https://arxiv.org/abs/1910.09217, Sec. 4): tau-normalisation rescales the weights only,
+    so at ``tau = 0`` the classifier is unchanged — the bias is kept by default, which makes
+    ``tau = 0`` reproduce the plain classifier exactly. BalFeat's ``util.TauLayer`` (and
+    classifier-balancing, whose classifiers are trained without bias) drop the bias; pass
+    ``keep_bias=False`` for that behaviour (identical when the classifier has no bias).
+
     Args:
-        classifier: weights (C, D).
+        classifier: weights (C, D) and an optional bias (C,).
         tau: 0 leaves the weights as they are, 1 gives unit-norm class vectors.
-        keep_bias: keep the bias (the reference drops it).
+        keep_bias: keep the bias (default); ``False`` drops it as BalFeat's TauLayer does.
     """
     out = nn.Linear(
         classifier.in_features,
@@ -104,7 +111,7 @@ def tau_sweep(
     train_counts: Sequence[int] | np.ndarray,
     taus: Sequence[float] = DEFAULT_TAUS,
     grouping: str | ShotGrouping | None = None,
-    keep_bias: bool = False,
+    keep_bias: bool = True,
 ) -> dict[str, Any]:
     """Evaluate tau-normalisation for each tau.
 
@@ -115,7 +122,7 @@ def tau_sweep(
         train_counts: training images per class, for many/medium/few. Shape: (C,).
         taus: the values to try (default 0.0 to 1.0 in steps of 0.1).
         grouping: many/medium/few grouping.
-        keep_bias: keep the classifier bias.
+        keep_bias: keep the classifier bias (default; ``tau = 0`` is then the plain classifier).
 
     Returns:
         ``{"sweep": [{"tau", "top1", "many", "medium", "few"}...], "best_tau", "best_top1"}``.
