@@ -325,8 +325,13 @@ def run_cell(
         class_names=data.class_names,
         num_classes=data.num_classes,
     )
-    # The cell's own folder: resume its checkpoint when there is one, else start fresh there.
-    trainer = Trainer(cfg, train_dataset=train_ds, resume=True)
+    # The cell's own folder: resume its checkpoint when there is one, else start fresh there
+    # (replacing what a run that died before its first checkpoint left).
+    from balfeat.engine.checkpoint import find_last_checkpoint
+
+    resume = find_last_checkpoint(Path(cfg.run.output_dir)) is not None
+    cfg.run.overwrite = not resume
+    trainer = Trainer(cfg, train_dataset=train_ds, resume=resume)
     summary = trainer.fit()
     backbone = trainer.method.backbone
     if not isinstance(backbone, nn.Module):  # pragma: no cover - every method has one
