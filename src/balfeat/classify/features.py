@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -17,6 +19,7 @@ def extract_features(
     seed: int = 0,
     num_workers: int = 0,
     keep_on_device: bool = False,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run a frozen backbone (in eval mode) over every sample of a dataset.
 
@@ -33,6 +36,7 @@ def extract_features(
         seed: base seed of the augmentation RNG (torch's global RNG is forked, not disturbed).
         num_workers: DataLoader workers.
         keep_on_device: return the features on ``device`` instead of the CPU.
+        progress: a tqdm bar per pass on stderr (feature extraction of large sets takes long).
 
     Returns:
         ``(features, labels)``: features float32 of shape (N, D) when ``passes == 0``, else
@@ -66,7 +70,17 @@ def extract_features(
                 )
                 feats: list[torch.Tensor] = []
                 labs: list[torch.Tensor] = []
-                for images, labels in loader:
+                batches: Any = loader
+                if progress:
+                    from tqdm import tqdm
+
+                    batches = tqdm(
+                        loader,
+                        desc=f"features, pass {p + 1}/{max(passes, 1)}",
+                        leave=False,
+                        dynamic_ncols=True,
+                    )
+                for images, labels in batches:
                     images = images.to(device, non_blocking=True)
                     f = backbone(images).float()
                     feats.append(f.to(out_device))

@@ -447,11 +447,12 @@ def probe_fast(
     dev = torch.device(device) if device is not None else _module_device(backbone)
     backbone.to(dev)
     snap = snapshot_state(backbone)
+    show = log is not None
     xtr, ytr = extract_features(
-        backbone, train_dataset, feature_batch_size, dev, passes, cfg.seed, num_workers, True
+        backbone, train_dataset, feature_batch_size, dev, passes, cfg.seed, num_workers, True, show
     )
     xva, yva = extract_features(
-        backbone, val_dataset, feature_batch_size, dev, 0, cfg.seed, num_workers, True
+        backbone, val_dataset, feature_batch_size, dev, 0, cfg.seed, num_workers, True, show
     )
     t_feat = time.perf_counter() - start
     check_backbone_unchanged(backbone, snap, "fast probe feature extraction")

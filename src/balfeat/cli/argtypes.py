@@ -13,6 +13,7 @@ A bad value makes argparse stop with exit 2 and one line naming the option and w
 from __future__ import annotations
 
 import argparse
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -91,3 +92,86 @@ def path_of(kind: PathKind) -> Callable[[str], str]:
     )
     parse.__dict__["balfeat_path"] = kind  # declared kind, for introspection (see _ranged)
     return parse
+
+
+def int_list(ge: float | None = None, increasing: bool = False) -> Callable[[str], list[int]]:
+    """A comma-separated list of integers (``60,80``), each in range, optionally increasing."""
+    meta = bounds(ge=ge)
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated integers like 60,80, got {text!r}"
+            ) from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
+        try:
+            check_range("value", values, meta)
+        except ConfigError:
+            raise argparse.ArgumentTypeError(
+                f"every value must be {range_text(meta)}, got {text!r}"
+            ) from None
+        if increasing and any(b <= a for a, b in itertools.pairwise(values)):
+            raise argparse.ArgumentTypeError(f"values must increase, got {text!r}")
+        return values
+
+    parse.__name__ = "int list"
+    parse.__dict__.update(balfeat_number="int", balfeat_range=dict(meta))
+    return parse
+
+
+def subset_of(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """A comma-separated subset of ``choices`` (``crt,tau``); ``""`` is the empty subset."""
+
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(repr(b) for b in bad)}; choose from {','.join(choices)}"
+            )
+        return items
+
+    parse.__name__ = "list"
+    parse.__dict__["balfeat_choices"] = choices
+    return parse
+
+
+def device_name(text: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; a CUDA device must exist on this machine."""
+    import torch
+
+    t = text.strip()
+    if t in ("auto", "cpu"):
+        return t
+    if t == "cuda" or (t.startswith("cuda:") and t[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(
+                f"{t!r}: this machine has no CUDA GPU; use cpu or auto"
+            )
+        if ":" in t and int(t[5:]) >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(
+                f"{t!r}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+        return t
+    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+
+
+device_name.__dict__["balfeat_choices"] = ("auto", "cpu", "cuda")
+
+
+def grouping_spec(text: str) -> str:
+    """A many/medium/few grouping: default, reference, thirds or ``MANY,FEW`` thresholds."""
+    from balfeat.errors import BalfeatError
+    from balfeat.evaluation.metrics import parse_grouping
+
+    try:
+        parse_grouping(text)
+    except BalfeatError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+grouping_spec.__dict__["balfeat_choices"] = ("default", "reference", "thirds", "MANY,FEW")

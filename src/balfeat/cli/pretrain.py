@@ -15,6 +15,20 @@ import logging
 import sys
 from pathlib import Path
 
+from balfeat.cli.argtypes import path_of
+
+
+def resume_target(text: str) -> str:
+    """``--resume PATH``: a checkpoint file or a run folder (its last.pth). A ``key=value`` here is
+    the first override that argparse took for the optional PATH; it is handed back to the
+    overrides by :func:`run`."""
+    if "=" in text and not Path(text).exists():
+        return text
+    return path_of("file_or_dir")(text)
+
+
+resume_target.__dict__["balfeat_path"] = "file_or_dir"
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``pretrain`` subcommand."""
@@ -34,6 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="FILE",
+        type=path_of("file"),
         help="YAML config (default: none, i.e. the built-in defaults); repeat to layer files, "
         "later ones override earlier ones",
     )
@@ -43,6 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         const=True,
         default=None,
         metavar="PATH",
+        type=resume_target,
         help="continue a run (default: start fresh). Without PATH, from run.output_dir's "
         "last.pth (starting fresh if there is none, so a restarted job can always pass it); "
         "with PATH, from that checkpoint",

@@ -8,6 +8,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from balfeat.cli.argtypes import (
+    device_name,
+    float_in,
+    grouping_spec,
+    int_in,
+    int_list,
+    path_of,
+    subset_of,
+)
+
 if TYPE_CHECKING:
     import numpy as np
     from torch.utils.data import Dataset
@@ -27,8 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint",
         default=None,
-        help="weights to probe (default: none = random init, a baseline). Any format that "
-        "`balfeat export` reads",
+        type=path_of("file_or_dir"),
+        help="weights to probe (default: none = random init, a baseline): a checkpoint in any "
+        "format `balfeat export` reads, or a `balfeat pretrain` run folder (its last.pth)",
     )
     p.add_argument(
         "--backbone",
@@ -53,23 +64,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data-root",
         default=None,
+        type=path_of("dir"),
         help="fashion-mnist: folder with the IDX files (default: search the usual places); "
         "imagenet: root the split paths are relative to (required)",
     )
     p.add_argument(
         "--train-split",
         default=None,
+        type=path_of("file"),
         help="imagenet: split file of the probe's training images, e.g. ImageNet_LT_train.txt "
         "(required for imagenet)",
     )
     p.add_argument(
         "--val-split",
         default=None,
+        type=path_of("file"),
         help="imagenet: split file the probe is evaluated on, e.g. ImageNet_LT_test.txt",
     )
     p.add_argument(
+        "--val-root",
+        default=None,
+        type=path_of("dir"),
+        help="imagenet: the folder --val-split is relative to (default: --data-root). The "
+        "reference's train lists are relative to ImageNet train/ and the test list to the "
+        "ImageNet root: pass --data-root IMAGENET/train --val-root IMAGENET",
+    )
+    p.add_argument(
+        "--group-counts",
+        default=None,
+        type=path_of("file"),
+        help="many/medium/few by these per-class counts, as the paper groups by PRE-TRAINING "
+        "frequency: the pre-training split file ('path label' lines) or a counts file (one "
+        "integer per line, class order). Default: the training split named in the "
+        "checkpoint's config when it exists, else the probe's own training counts (which are "
+        "balanced for a balanced probe: medium/few are then empty)",
+    )
+    p.add_argument(
         "--image-size",
-        type=int,
+        type=int_in(ge=8),
         default=None,
         help="crop size (default: 28 for fashion-mnist, 224 for imagenet)",
     )
@@ -83,15 +115,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--passes",
-        type=int,
+        type=int_in(ge=0),
         default=0,
         help="fast protocol: augmented feature passes over the training set (default 0 = one "
         "un-augmented pass); raise to 5-10 to approximate the reference's augmentation",
     )
-    p.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
+    p.add_argument("--epochs", type=int_in(ge=1), default=100, help="training epochs (default 100)")
     p.add_argument(
         "--lr",
-        type=float,
+        type=float_in(gt=0),
         default=30.0,
         help="learning rate (default 30, MoCo's; use ~0.1-1 for features of a supervised "
         "backbone or normalised features)",
@@ -99,10 +131,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--milestones",
         default=None,
+        type=int_list(ge=1, increasing=True),
         help="comma-separated epochs where the lr drops 10x (default: 60%%,80%% of --epochs)",
     )
-    p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (default 0)")
-    p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
+    p.add_argument(
+        "--weight-decay", type=float_in(ge=0), default=0.0, help="weight decay (default 0)"
+    )
+    p.add_argument("--batch-size", type=int_in(ge=1), default=256, help="batch size (default 256)")
     p.add_argument(
         "--no-bias", action="store_true", help="classifier without bias (default: with bias)"
     )
@@ -114,37 +149,57 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--repeat",
-        type=int,
+        type=int_in(ge=1),
         default=1,
         help="balanced sampling: images drawn per picked class (default 1)",
     )
     p.add_argument(
         "--decoupled",
-        default="",
+        default=[],
+        type=subset_of(("crt", "tau", "lws")),
         help="fast protocol: also run these decoupled classifiers on the cached features, "
         "comma-separated from crt,tau,lws (default: none)",
     )
     p.add_argument(
         "--grouping",
         default="default",
+        type=grouping_spec,
         help="many/medium/few grouping: default (>100/20-100/<20), reference (20 is few), "
         "thirds (by count rank, for small datasets) or MANY,FEW thresholds (default: default)",
     )
     p.add_argument(
         "--class-set",
         default=None,
+        type=path_of("file"),
         help="unseen-class protocol: a class-set file (set A, one class per line: a label, a "
         "class name or /wnid); probes A and its complement B separately (default: off)",
     )
     p.add_argument(
-        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto = GPU if any)"
+        "--device",
+        default="auto",
+        type=device_name,
+        help="auto, cpu, cuda or cuda:N (default: auto = GPU if any)",
     )
     p.add_argument(
-        "--workers", type=int, default=0, help="data loading workers (default 0; ~8 on imagenet)"
+        "--workers",
+        type=int_in(ge=0),
+        default=0,
+        help="data loading workers (default 0; ~8 on imagenet)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of init and sampling (default 0)")
-    p.add_argument("--out", required=True, help="output directory (created)")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch lines (default: print them)")
+    p.add_argument(
+        "--seed", type=int_in(ge=0), default=0, help="seed of init and sampling (default 0)"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        type=path_of("out_dir"),
+        help="output directory (created; checked writable before any work)",
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars and no per-epoch lines (default: show them)",
+    )
     p.set_defaults(func=run)
 
 
@@ -194,23 +249,30 @@ def load_datasets(
     aug, ev = build_probe_transforms(size, channels)
     s_aug = SplitImageDataset(args.data_root, args.train_split, aug)
     nc = s_aug.num_classes
-    s_tr = SplitImageDataset(args.data_root, args.train_split, ev, num_classes=nc)
-    s_va = SplitImageDataset(args.data_root, args.val_split, ev, num_classes=nc)
-    names = [str(n) for n in s_aug.class_names]
     counts = np.bincount(s_aug.targets, minlength=nc)
+    gaps = np.flatnonzero(counts == 0)
+    if len(gaps):  # as `balfeat pretrain`: labels must be 0..C-1 with images in every class
+        raise DataError(
+            f"{args.train_split}: label {nc - 1} makes {nc} classes, but class(es) "
+            f"{', '.join(str(int(c)) for c in gaps[:10])}{' ...' if len(gaps) > 10 else ''} "
+            "have no images; labels must be 0..C-1 with images in every class - renumber the "
+            "labels or fix the wrong one"
+        )
+    s_tr = SplitImageDataset(args.data_root, args.train_split, ev, num_classes=nc)
+    s_va = SplitImageDataset(args.val_root or args.data_root, args.val_split, ev, num_classes=nc)
+    names = [str(n) for n in s_aug.class_names]
     return s_aug, s_tr, s_va, nc, names, counts
 
 
 def read_class_set_labels(path: str, class_names: list[str]) -> list[int]:
     """Labels of a class-set file: each line a label, a class name, or ``/wnid``."""
+    from balfeat.data.splits import read_class_set
     from balfeat.errors import SplitFormatError
 
     labels: list[int] = []
     lookup = {n.lower(): i for i, n in enumerate(class_names)}
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
-        item = line.strip()
-        if not item:
-            continue
+    # read_class_set skips a BOM, blank lines and # comments, as every split reader does
+    for lineno, item in enumerate(read_class_set(path), 1):
         key = item.lstrip("/")
         if key.isdigit():
             labels.append(int(key))
@@ -224,17 +286,92 @@ def read_class_set_labels(path: str, class_names: list[str]) -> list[int]:
     return labels
 
 
+def resolve_checkpoint(path: str | None) -> str | None:
+    """``--checkpoint``: a run folder means its newest checkpoint (``last.pth``)."""
+    if not path or not Path(path).is_dir():
+        return path
+    from balfeat.engine.checkpoint import find_last_checkpoint
+    from balfeat.errors import CheckpointError
+
+    found = find_last_checkpoint(Path(path))
+    if found is None:
+        raise CheckpointError(f"--checkpoint {path!r}: the folder holds no checkpoint (last.pth)")
+    return str(found)
+
+
+def check_writable(out: Path) -> None:
+    """Refuse an output folder that cannot be created or written, before any work."""
+    from balfeat.errors import ConfigError
+    from balfeat.typed_config import check_path
+
+    try:
+        check_path("--out", str(out), "out_dir")
+    except ConfigError as err:
+        raise ConfigError(str(err)) from None
+
+
+def read_counts(path: str, num_classes: int) -> list[int]:
+    """Per-class counts from a split file (``path label`` lines) or a counts file (one integer
+    per line, class order).
+
+    Raises:
+        DataError: neither form, or not ``num_classes`` classes.
+    """
+    import numpy as np
+
+    from balfeat.errors import BalfeatError, DataError
+
+    text = Path(path).read_text(encoding="utf-8-sig")  # a BOM, blank lines, # comments skipped
+    lines = [
+        ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
+    ]
+    if lines and all(ln.isdigit() for ln in lines):
+        counts = [int(v) for v in lines]
+    else:
+        from balfeat.data.splits import read_split
+
+        try:
+            labels = np.array([e.label for e in read_split(path)], dtype=np.int64)
+        except BalfeatError as err:
+            raise DataError(
+                f"--group-counts {path!r} is neither a split file ('path label' lines) nor a "
+                f"counts file (one integer per line): {err}"
+            ) from None
+        counts = np.bincount(labels, minlength=num_classes).tolist()
+    if len(counts) != num_classes:
+        raise DataError(
+            f"--group-counts {path!r} gives {len(counts)} classes, the probe has {num_classes}"
+        )
+    return [int(c) for c in counts]
+
+
+def group_counts(
+    args: argparse.Namespace, info: dict[str, Any], probe_counts: Any
+) -> tuple[Any, str]:
+    """The counts that define many/medium/few, and where they come from (see --group-counts)."""
+    import numpy as np
+
+    n = len(probe_counts)
+    if args.group_counts:
+        return np.asarray(read_counts(args.group_counts, n)), f"--group-counts {args.group_counts}"
+    split = (info.get("config") or {}).get("data", {}).get("train_split")
+    if split and Path(split).is_file():
+        return np.asarray(read_counts(split, n)), f"pre-training split {split} (from checkpoint)"
+    return np.asarray(probe_counts), "the probe's own training counts"
+
+
 def build_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The backbone (with the checkpoint's weights) and the loading info."""
     from balfeat.errors import ConfigError
     from balfeat.models.backbones import build_backbone
     from balfeat.models.loading import load_backbone_state, load_into_backbone
 
-    info: dict[str, Any] = {"checkpoint": args.checkpoint}
+    ckpt = resolve_checkpoint(args.checkpoint)
+    info: dict[str, Any] = {"checkpoint": ckpt}
     state = None
-    if args.checkpoint:
-        state, info = load_backbone_state(args.checkpoint, args.backbone)
-        info["checkpoint"] = args.checkpoint
+    if ckpt:
+        state, info = load_backbone_state(ckpt, args.backbone)
+        info["checkpoint"] = ckpt
     arch = args.backbone or info.get("arch")
     if arch is None:
         raise ConfigError(
@@ -248,7 +385,7 @@ def build_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     channels = info.get("in_channels") or (1 if args.dataset == "fashion-mnist" else 3)
     backbone = build_backbone(arch, small_images=bool(small), in_channels=int(channels))
     if state is not None:
-        load_into_backbone(backbone, state, source=args.checkpoint)
+        load_into_backbone(backbone, state, source=str(ckpt))
     info.update(arch=arch, small_images=bool(small), in_channels=int(channels))
     return backbone, info
 
@@ -273,14 +410,14 @@ def run(args: argparse.Namespace) -> int:
     from balfeat.evaluation.metrics import format_summary, parse_grouping, write_results
 
     grouping = parse_grouping(args.grouping)
-    milestones = None
-    if args.milestones:
-        try:
-            milestones = tuple(int(m) for m in args.milestones.split(","))
-        except ValueError:
-            raise ConfigError(
-                f"--milestones {args.milestones!r}: use integers like 60,80"
-            ) from None
+    milestones = tuple(args.milestones) if args.milestones else None
+    if milestones and milestones[-1] >= args.epochs:
+        raise ConfigError(
+            f"--milestones {','.join(map(str, milestones))}: every milestone must be below "
+            f"--epochs {args.epochs}"
+        )
+    out = Path(args.out)
+    check_writable(out)  # before minutes of feature extraction, not after
     cfg = ProbeConfig(
         epochs=args.epochs,
         lr=args.lr,
@@ -292,26 +429,29 @@ def run(args: argparse.Namespace) -> int:
         repeat=args.repeat,
         seed=args.seed,
     )
-    decoupled = [d for d in args.decoupled.split(",") if d]
-    unknown = sorted(set(decoupled) - {"crt", "tau", "lws"})
-    if unknown:
-        raise ConfigError(f"--decoupled: unknown {unknown}; choose from crt,tau,lws")
+    decoupled = list(args.decoupled)
     if decoupled and args.protocol != "fast":
         raise ConfigError("--decoupled runs on cached features: use it with --protocol fast")
     device = default_device(args.device)
     torch.manual_seed(args.seed)
     backbone, info = build_model(args)
     backbone.to(device)
-    tr_aug, tr, va, num_classes, names, counts = load_datasets(args, info["in_channels"])
+    tr_aug, tr, va, num_classes, names, probe_counts = load_datasets(args, info["in_channels"])
+    counts, group_source = group_counts(args, info, probe_counts)
     train_ds = tr_aug if (args.protocol == "reference" or args.passes > 0) else tr
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    out = Path(args.out)
+    from balfeat.provenance import provenance
+
     meta = {
-        "checkpoint": args.checkpoint,
+        "checkpoint": info.get("checkpoint"),
         "backbone": info["arch"],
         "small_images": info["small_images"],
         "format": info.get("format"),
         "dataset": args.dataset,
+        "group_source": group_source,
+        "probe_train_counts": [int(c) for c in probe_counts],
+        "provenance": provenance(device=device, seed=args.seed),
+        "probe_args": {k: v for k, v in vars(args).items() if k != "func"},
     }
 
     if args.class_set:
@@ -392,6 +532,7 @@ def run(args: argparse.Namespace) -> int:
             "val_logits": res.val_logits,
             "val_labels": res.val_labels,
             "train_counts": torch.as_tensor(counts),
+            "group_source": group_source,
             "class_names": names,
             "meta": meta,
             "config": cfg.as_dict(),

@@ -97,9 +97,9 @@ class ClassBalancedSampler(_EpochState, Sampler[int]):
         rng = np.random.default_rng([self.seed, self.epoch])
         n_picks = self.total_size // self.repeat
         n_cls = len(self.classes)
-        picks = np.concatenate(
-            [rng.permutation(n_cls) for _ in range(-(-n_picks // n_cls))]
-        )[:n_picks]
+        picks = np.concatenate([rng.permutation(n_cls) for _ in range(-(-n_picks // n_cls))])[
+            :n_picks
+        ]
         out = np.empty((n_picks, self.repeat), dtype=np.int64)
         for c in np.unique(picks):
             rows = np.flatnonzero(picks == c)

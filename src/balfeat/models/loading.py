@@ -186,6 +186,8 @@ def load_backbone_state(
     for k in ("epoch", "method", "backbone", "arch"):
         if k in obj and isinstance(obj[k], (str, int)):
             info["checkpoint_" + k if k == "arch" else k] = obj[k]
+    if isinstance(obj.get("config"), Mapping):  # a balfeat checkpoint's resolved config
+        info["config"] = dict(obj["config"])
     raw: StateDict
     if "model" in obj and _is_tensor_dict(obj["model"]):
         info["format"] = "balfeat"
