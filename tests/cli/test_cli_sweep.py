@@ -52,13 +52,13 @@ FREE_TEXT = {
     ("balfeat pretrain", "KEY=VALUE"): "key=value config overrides, checked by typed_config",
     ("balfeat study", "KEY=VALUE"): "key=value config overrides, checked by typed_config",
     ("balfeat demo", "KEY=VALUE"): "key=value config overrides, checked by typed_config",
+    ("balfeat probe", "KEY=VALUE"): "key=value probe job overrides, checked by typed_config",
 }
 
 #: Options of other subcommands without a declared range or kind when this sweep was written
 #: (``(prog, option)``: what is missing). Their owners convert them to balfeat.cli.argtypes; then
 #: the strict xfail below fails and asks for the entry to be removed.
-UNDECLARED: dict[tuple[str, str], str] = {
-}
+UNDECLARED: dict[tuple[str, str], str] = {}
 
 
 def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:

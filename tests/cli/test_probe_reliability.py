@@ -129,3 +129,40 @@ def test_class_set_files_may_have_a_bom_and_comments(
     args = [*common(tiny_imagenet), "--class-set", str(cs), "--out", str(tmp_path / "u")]
     assert main(["probe", *args]) == 0
     assert json.loads((tmp_path / "u" / "unseen.json").read_text())["classes_A"] == [0, 2]
+
+
+def test_probe_config_file_layers_overrides_and_flags(
+    tiny_imagenet: dict[str, Path], tmp_path: Path
+) -> None:
+    from balfeat.classify.job import load_probe_job
+
+    base = tmp_path / "base.yaml"
+    base.write_text("probe: {epochs: 50, lr: 2.0, grouping: thirds, dataset: imagenet}\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "defaults: [base.yaml]\n"
+        f"probe: {{checkpoint: {tiny_imagenet['ckpt']}, data_root: {tiny_imagenet['root']},\n"
+        f"  train_split: {tiny_imagenet['train']}, val_split: {tiny_imagenet['val']},\n"
+        f"  image_size: 16, batch_size: 8, device: cpu, quiet: true, out: {tmp_path / 'o'}}}\n"
+    )
+    loaded = load_probe_job([str(job)], ["probe.epochs=4"]).probe
+    assert (loaded.epochs, loaded.lr, loaded.grouping) == (4, 2.0, "thirds")
+    # key=value beats the files, a flag beats both.
+    assert main(["probe", "--config", str(job), "--epochs", "3", "probe.lr=1.0"]) == 0
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert res["probe_job"]["epochs"] == 3 and res["probe_job"]["lr"] == 1.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("probe: {lrr: 1}\n")
+    with pytest.raises(Exception, match=r"did you mean 'probe\.lr'"):
+        load_probe_job([str(bad)])
+
+
+def test_every_probe_recipe_loads_as_a_probe_job() -> None:
+    from balfeat.classify.job import load_probe_job
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    recipes = sorted(configs.glob("probe*.yaml"))
+    assert recipes
+    for path in recipes:
+        opts = load_probe_job([str(path)]).probe
+        assert opts.protocol == "reference" and opts.lr == 30.0 and opts.milestones == [60, 80]

@@ -200,6 +200,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="no progress bars and no per-epoch lines (default: show them)",
     )
+    # Every flag above sets the ProbeJob field of the same name; only flags that are given
+    # override the --config files and key=value overrides (defaults live in ProbeOptions).
+    for action in p._actions:
+        if action.dest not in ("help",):
+            action.default = argparse.SUPPRESS
+            action.required = False
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        type=path_of("file"),
+        help="probe job YAML with a `probe:` mapping (balfeat.classify.job.ProbeOptions), e.g. "
+        "configs/probe_kcl_resnet50_b256-cos-200e_imagenet-lt_on-lt.yaml (default: none); "
+        "repeat to layer files, later ones win; flags given on the command line win over both",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="probe job overrides (default: none), e.g. probe.lr=10 probe.data_root=/data/train",
+    )
     p.set_defaults(func=run)
 
 
@@ -218,7 +240,7 @@ def build_probe_transforms(image_size: int, channels: int) -> tuple[Any, Any]:
 
 
 def load_datasets(
-    args: argparse.Namespace, channels: int
+    args: Any, channels: int
 ) -> tuple[Dataset, Dataset, Dataset, int, list[str], np.ndarray]:
     """(train with augmentation, train without, validation, num_classes, class names, counts)."""
     import numpy as np
@@ -229,7 +251,7 @@ def load_datasets(
         from balfeat.data.datasets import ArrayDataset
         from balfeat.data.sources import load_fashion_mnist
 
-        data = load_fashion_mnist(args.data_root)
+        data = load_fashion_mnist(args.data_root or None)
         size = args.image_size or 28
         aug, ev = build_probe_transforms(size, channels)
         names = list(data.class_names)
@@ -238,28 +260,33 @@ def load_datasets(
         va = ArrayDataset(data.test_x, data.test_y, ev, names)
         counts = np.bincount(data.train_y, minlength=len(names))
         return tr_aug, tr, va, len(names), names, counts
-    if not (args.data_root and args.train_split and args.val_split):
+    if not args.data_root:
         raise DataError(
-            "--dataset imagenet needs --data-root, --train-split and --val-split (split files "
-            "with one 'path label' per line)"
+            "--dataset imagenet needs --data-root (the folder the training split is relative "
+            "to; without --train-split, every image under it in the ImageFolder layout)"
         )
     from balfeat.data.datasets import SplitImageDataset
+    from balfeat.data.splits import scan_image_folder
 
+    val_root = args.val_root or args.data_root
+    train_split = args.train_split or scan_image_folder(args.data_root)
+    val_split = args.val_split or scan_image_folder(val_root)
     size = args.image_size or 224
     aug, ev = build_probe_transforms(size, channels)
-    s_aug = SplitImageDataset(args.data_root, args.train_split, aug)
+    s_aug = SplitImageDataset(args.data_root, train_split, aug)
     nc = s_aug.num_classes
     counts = np.bincount(s_aug.targets, minlength=nc)
     gaps = np.flatnonzero(counts == 0)
     if len(gaps):  # as `balfeat pretrain`: labels must be 0..C-1 with images in every class
         raise DataError(
-            f"{args.train_split}: label {nc - 1} makes {nc} classes, but class(es) "
+            f"{args.train_split or args.data_root}: label {nc - 1} makes {nc} classes, but "
+            "class(es) "
             f"{', '.join(str(int(c)) for c in gaps[:10])}{' ...' if len(gaps) > 10 else ''} "
             "have no images; labels must be 0..C-1 with images in every class - renumber the "
             "labels or fix the wrong one"
         )
-    s_tr = SplitImageDataset(args.data_root, args.train_split, ev, num_classes=nc)
-    s_va = SplitImageDataset(args.val_root or args.data_root, args.val_split, ev, num_classes=nc)
+    s_tr = SplitImageDataset(args.data_root, train_split, ev, num_classes=nc)
+    s_va = SplitImageDataset(val_root, val_split, ev, num_classes=nc)
     names = [str(n) for n in s_aug.class_names]
     return s_aug, s_tr, s_va, nc, names, counts
 
@@ -370,7 +397,7 @@ def build_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     info: dict[str, Any] = {"checkpoint": ckpt}
     state = None
     if ckpt:
-        state, info = load_backbone_state(ckpt, args.backbone)
+        state, info = load_backbone_state(ckpt, args.backbone or None)
         info["checkpoint"] = ckpt
     arch = args.backbone or info.get("arch")
     if arch is None:
@@ -390,8 +417,33 @@ def build_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     return backbone, info
 
 
+def job_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~balfeat.classify.job.ProbeOptions` of a command line: defaults, --config
+    files, key=value overrides, then the flags that were given (checked as config keys are)."""
+    from balfeat.classify.job import ProbeOptions, load_probe_job, validate_probe_job
+    from balfeat.errors import ConfigError
+    from balfeat.typed_config import check_paths, set_key
+
+    fields = set(ProbeOptions.__dataclass_fields__)
+    given = {k: v for k, v in vars(args).items() if k in fields}
+    job = load_probe_job(list(args.config), list(args.overrides))
+    for key, value in given.items():
+        flag = "--" + key.replace("_", "-")
+        set_key(job, f"probe.{key}", value, f"the command line ({flag})")
+    validate_probe_job(job)
+    check_paths(job)
+    if not job.probe.out:
+        raise ConfigError("no output folder: pass --out DIR (or probe.out in the --config file)")
+    return job.probe
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the probe; returns the exit code."""
+    """Run the probe job of a command line; returns the exit code."""
+    return run_options(job_from_args(args))
+
+
+def run_options(args: Any) -> int:
+    """Run a probe from :class:`~balfeat.classify.job.ProbeOptions`; returns the exit code."""
     import dataclasses
 
     import torch
@@ -451,7 +503,7 @@ def run(args: argparse.Namespace) -> int:
         "group_source": group_source,
         "probe_train_counts": [int(c) for c in probe_counts],
         "provenance": provenance(device=device, seed=args.seed),
-        "probe_args": {k: v for k, v in vars(args).items() if k != "func"},
+        "probe_job": dataclasses.asdict(args),
     }
 
     if args.class_set:
