@@ -76,7 +76,7 @@ def test_study_file_errors_name_the_key(tmp_path: Path) -> None:
 def test_study_runs_seeds_reports_and_resumes_per_cell_and_seed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = study_from_mapping({**TINY_STUDY, "seeds": [0, 1]})
+    spec = study_from_mapping({**TINY_STUDY, "seeds": [0, 1], "knn_every": 1})
     out = tmp_path / "study"
     rows, paths = run_study(spec, out_dir=out, progress=False, echo=lambda s: None)
     assert len(rows) == 8  # 2 methods x 2 sets x 2 seeds x 1 probe
@@ -95,6 +95,9 @@ def test_study_runs_seeds_reports_and_resumes_per_cell_and_seed(
     for key in ("csv", "markdown", "summary", "changes", "report", "html"):
         assert paths[key].is_file()
     assert (out / "figures" / "accuracy_vs_imbalance.png").is_file()
+    metrics = (out / "cells" / "sl__exp10" / "seed0" / "pretrain" / "metrics.jsonl").read_text()
+    assert '"knn_top1"' in metrics  # the online kNN monitor
+    assert paths["knn_monitor"].is_file()
     report = paths["report"].read_text()
     assert "## Finding" in report and "paired by seed" in report and "95%" in report
     assert "data:image/png;base64," in paths["html"].read_text()
@@ -131,7 +134,7 @@ def test_study_runs_seeds_reports_and_resumes_per_cell_and_seed(
 
     # Extending the study with a seed runs only the new (cell, seed)s.
     calls.clear()
-    wider = study_from_mapping({**TINY_STUDY, "seeds": [0, 1, 2]})
+    wider = study_from_mapping({**TINY_STUDY, "seeds": [0, 1, 2], "knn_every": 1})
     rows4, _ = run_study(wider, out_dir=out, progress=False, echo=lambda s: None)
     assert sorted(calls) == sorted(
         (m, s, 2) for m in ("sl", "moco_v2") for s in ("balanced", "exp10")
@@ -140,7 +143,12 @@ def test_study_runs_seeds_reports_and_resumes_per_cell_and_seed(
 
     # A changed method config is refused for the cells it already ran.
     changed = study_from_mapping(
-        {**TINY_STUDY, "seeds": [0, 1], "base": {**TINY_STUDY["base"], "optim": {"epochs": 2}}}
+        {
+            **TINY_STUDY,
+            "seeds": [0, 1],
+            "knn_every": 1,
+            "base": {**TINY_STUDY["base"], "optim": {"epochs": 2}},
+        }
     )
     with pytest.raises(ConfigError, match="another pre-training configuration"):
         run_study(changed, out_dir=out, progress=False, echo=lambda s: None)

@@ -25,7 +25,7 @@ import os
 import signal
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,10 @@ from balfeat.engine.metrics_log import MetricsLog
 from balfeat.errors import CheckpointError, ConfigError, DataError, TrainingError
 
 log = logging.getLogger("balfeat.engine")
+
+#: ``callback(backbone, epoch, epochs, device) -> {metric: value}``, called after every epoch
+#: (``epoch`` = epochs finished, 1-based); e.g. :class:`balfeat.evaluation.knn.KNNMonitor`.
+EpochCallback = Callable[[nn.Module, int, int, torch.device], dict[str, float]]
 
 
 class _SkipSampler(Sampler[int]):
@@ -270,8 +274,10 @@ class Trainer:
         method: nn.Module | None = None,
         train_dataset: Dataset[Any] | None = None,
         resume: bool | str | Path | None = None,
+        epoch_callbacks: Sequence[EpochCallback] = (),
     ) -> None:
         self.cfg = cfg
+        self.epoch_callbacks = list(epoch_callbacks)
         self._method_arg = method
         self._dataset_arg = train_dataset
         self.resume = resume
@@ -526,6 +532,20 @@ class Trainer:
             summary["bad_images"] = bad
             log.warning("skipped %d missing or unreadable image(s): %s", len(bad), ", ".join(bad))
         return summary
+
+    def _run_epoch_callbacks(self) -> None:
+        """Call each epoch callback (e.g. the online kNN monitor) with the backbone; their
+        metrics go into metrics.jsonl (and TensorBoard) at this epoch's last step."""
+        if not self.epoch_callbacks:
+            return
+        backbone = getattr(self.method, "backbone", None)
+        if not isinstance(backbone, nn.Module):
+            return
+        record: dict[str, Any] = {}
+        for cb in self.epoch_callbacks:
+            record.update(cb(backbone, self.epoch, self.cfg.optim.epochs, self.device))
+        if record:
+            self._log({"epoch": self.epoch, "step": self.step, **record})
 
     def _finished_summary(self) -> dict[str, Any]:
         """The summary of a run that was already finished when resumed: nothing is trained."""
@@ -793,6 +813,7 @@ class Trainer:
         self.scheduler.step()
         self.epoch += 1
         self._batch_in_epoch = 0
+        self._run_epoch_callbacks()
         self._save(0)
         if getattr(self, "_interrupted", False):
             log.warning("interrupted after epoch %d: %s is current", self.epoch, self.output_dir)

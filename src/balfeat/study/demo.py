@@ -119,6 +119,7 @@ def demo_spec(
         methods=copy.deepcopy(DEMO_METHODS),
         probes={"fast": {"epochs": 60, "lr": 5.0, "schedule": "cosine", "batch_size": 256}},
         description=DESCRIPTION,
+        knn_every=1,
     )
     if full:  # sized to finish in about half an hour on 2 CPU cores (measured: see README)
         spec.family.total = 8000

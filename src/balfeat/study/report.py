@@ -74,6 +74,8 @@ def row_from_results(
         "class_names": [str(p.get("name", p.get("class", ""))) for p in per_class],
         "groups": results.get("groups"),
         "group_source": results.get("group_source"),
+        "knn_seconds": results.get("knn_seconds"),
+        "cell_seconds": results.get("cell_seconds"),
     }
     row["train_images"] = int(sum(row["train_counts"]))
     row.update(extra)
@@ -277,6 +279,13 @@ def write_report(
         "knn_monitor": "Online kNN accuracy (k = 20, cosine, T = 0.07) during pre-training.",
     }
     groups = groups_text(rows, class_names)
+    knn_s = sum(float(r.get("knn_seconds") or 0.0) for r in rows)
+    cell_s = sum(float(r.get("cell_seconds") or 0.0) for r in rows)
+    if knn_s > 0 and cell_s > 0:
+        captions["knn_monitor"] += (
+            f" Its cost in this study: {knn_s:.1f} s of {cell_s:.0f} s of cell time "
+            f"({100 * knn_s / cell_s:.1f}%)."
+        )
     md = [f"# {title}", ""]
     if description:
         md += [description.strip(), ""]

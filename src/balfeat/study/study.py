@@ -329,14 +329,6 @@ def run_cell(
     # (replacing what a run that died before its first checkpoint left).
     from balfeat.engine.checkpoint import find_last_checkpoint
 
-    resume = find_last_checkpoint(Path(cfg.run.output_dir)) is not None
-    cfg.run.overwrite = not resume
-    trainer = Trainer(cfg, train_dataset=train_ds, resume=resume)
-    summary = trainer.fit()
-    backbone = trainer.method.backbone
-    if not isinstance(backbone, nn.Module):  # pragma: no cover - every method has one
-        raise TypeError(f"method {method!r} has no backbone module")
-
     eval_tf = _eval_transform(cfg.data.image_size, channels)
     probe_idx = subset_by_counts(
         data.train_y, [spec.probe_per_class] * data.num_classes, seed=1000 * s + 2
@@ -360,6 +352,24 @@ def run_cell(
         class_names=data.class_names,
         num_classes=data.num_classes,
     )
+    callbacks: list[Any] = []
+    if spec.knn_every > 0:  # online kNN monitor: 500 probe (memory) and 500 test images
+        from torch.utils.data import Subset
+
+        from balfeat.evaluation.knn import KNNMonitor
+
+        kx = np.random.default_rng(1000 * s + 4)
+        mem = Subset(probe_ds, sorted(kx.permutation(len(probe_ds))[:500].tolist()))
+        qry = Subset(test_ds, sorted(kx.permutation(len(test_ds))[:500].tolist()))
+        callbacks.append(KNNMonitor(mem, qry, data.num_classes, every=spec.knn_every))
+    resume = find_last_checkpoint(Path(cfg.run.output_dir)) is not None
+    cfg.run.overwrite = not resume
+    trainer = Trainer(cfg, train_dataset=train_ds, resume=resume, epoch_callbacks=callbacks)
+    summary = trainer.fit()
+    backbone = trainer.method.backbone
+    if not isinstance(backbone, nn.Module):  # pragma: no cover - every method has one
+        raise TypeError(f"method {method!r} has no backbone module")
+
     device = next(backbone.parameters()).device
     rows: list[Row] = []
     for protocol, pkw in spec.probes.items():
@@ -401,6 +411,7 @@ def run_cell(
                     "method": boot.method,
                 },
                 "pretrain_summary": summary,
+                "knn_seconds": sum(getattr(cb, "seconds", 0.0) for cb in callbacks),
                 "probe_seconds": res.seconds,
                 "cell_seconds": time.perf_counter() - start,
                 "config": config_to_dict(cfg),
