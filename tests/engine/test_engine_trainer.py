@@ -156,7 +156,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path) -> 
 
 
 def test_amp_on_cpu_warns_and_trains_in_float32(tmp_path: Path) -> None:
-    with pytest.warns(UserWarning, match=r"run\.amp=fp16 needs a GPU"):
-        trainer = _run(tmp_path, extra=("run.amp=fp16",), epochs=1)
+    with pytest.warns(UserWarning, match=r"run\.precision=fp16 needs a GPU"):
+        trainer = _run(tmp_path, extra=("run.precision=fp16",), epochs=1)
     assert trainer.amp_dtype is None and not trainer.scaler.is_enabled()
     assert trainer.step == 4

@@ -192,8 +192,9 @@ class RunConfig:
         output_dir: directory for checkpoints, ``config.yaml`` and ``metrics.jsonl``.
         seed: seed of every random generator (model init, sampler, augmentation).
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
-        amp: mixed precision ``none`` | ``bf16`` | ``fp16``; GPU only (ignored with a warning on
-            CPU).
+        precision: ``fp32``; ``bf16`` (autocast to bfloat16 on CPU and GPU: the same code
+            path on both); ``fp16`` (autocast to float16 with a gradient scaler, GPU only: float32
+            with a warning on CPU).
         keep_last: checkpoints kept (older ``checkpoint_NNNN.pth`` are deleted; ``last.pth``
             always points at the newest).
         log_every: steps between metrics lines.
@@ -216,7 +217,7 @@ class RunConfig:
     output_dir: str = field(default="runs/pretrain", metadata=path_kind("out_dir"))
     seed: int = field(default=0, metadata=bounds(ge=0))
     device: str = "auto"
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     keep_last: int = field(default=3, metadata=bounds(ge=1))
     log_every: int = field(default=10, metadata=bounds(ge=1))
     max_steps: int = field(default=0, metadata=bounds(ge=0))
@@ -285,7 +286,11 @@ RENAMED_KEYS: dict[tuple[str, str], tuple[str, str]] = {
     ("data", "lt_ratio"): ("data", "imbalance_ratio"),
     ("data", "bal_repeat"): ("data", "repeat"),
     ("method", "init_checkpoint"): ("model", "init_checkpoint"),
+    ("run", "amp"): ("run", "precision"),
 }
+
+#: Values renamed with their key: (section, new key) -> {old value: new value}.
+RENAMED_VALUES: dict[tuple[str, str], dict[Any, Any]] = {("run", "precision"): {"none": "fp32"}}
 
 
 def _migrate(mapping: Mapping[str, Any]) -> dict[str, Any]:
@@ -293,7 +298,9 @@ def _migrate(mapping: Mapping[str, Any]) -> dict[str, Any]:
     for (sec, old), (new_sec, new) in RENAMED_KEYS.items():
         section = out.get(sec)
         if isinstance(section, dict) and old in section:
-            out.setdefault(new_sec, {})[new] = section.pop(old)
+            value = section.pop(old)
+            value = RENAMED_VALUES.get((new_sec, new), {}).get(value, value)
+            out.setdefault(new_sec, {})[new] = value
     return out
 
 

@@ -332,14 +332,17 @@ class Trainer:
             self.method.to(memory_format=torch.channels_last)
 
         self.amp_dtype: torch.dtype | None = None
-        if cfg.run.amp != "none":
+        if cfg.run.precision == "bf16":  # autocast on CPU and GPU alike
+            self.amp_dtype = torch.bfloat16
+        elif cfg.run.precision == "fp16":
             if self.device.type != "cuda":
                 warnings.warn(
-                    f"run.amp={cfg.run.amp} needs a GPU; training in float32 on {self.device.type}",
+                    f"run.precision=fp16 needs a GPU; training in float32 on {self.device.type} "
+                    "(bf16 works on CPU)",
                     stacklevel=2,
                 )
             else:
-                self.amp_dtype = torch.bfloat16 if cfg.run.amp == "bf16" else torch.float16
+                self.amp_dtype = torch.float16
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda"
         )
@@ -716,7 +719,7 @@ class Trainer:
             raise TrainingError(
                 f"non-finite loss ({loss_mean.item()}) at step {self.step + 1} (epoch "
                 f"{self.epoch + 1}, batch {batch_idx + 1}); the last good checkpoint in "
-                f"{str(self.output_dir)!r} is kept. Lower optim.base_lr, use run.amp=none, "
+                f"{str(self.output_dir)!r} is kept. Lower optim.base_lr, use run.precision=fp32, "
                 "or set run.detect_anomaly=true to find the operation"
             )
         self.optimizer.zero_grad(set_to_none=True)
