@@ -1,4 +1,4 @@
-"""Representation-learning methods (SL, MoCo v1/v2, KCL) and the registry that names them.
+"""Representation-learning methods (SL, MoCo v1/v2, KCL, SupCon, PaCo/GPaCo, BCL, TSC) and the registry that names them.
 
 A method is an ``nn.Module`` that fulfils :class:`Method`. It is made known to the engine by one
 registry entry: ``register("name", views=..., prefill_by_default=...)`` on a builder function
@@ -107,7 +107,7 @@ def get_method(name: str) -> MethodEntry:
         ) from None
 
 
-_BUILTIN = ("sl", "moco_v1", "moco_v2", "kcl")
+_BUILTIN = ("sl", "moco_v1", "moco_v2", "kcl", "supcon", "paco", "gpaco", "bcl", "tsc")
 
 
 def method_names() -> Sequence[str]:
@@ -118,7 +118,7 @@ def method_names() -> Sequence[str]:
 
 def _load_builtin() -> None:
     # the built-in methods register themselves on import
-    from balfeat.methods import kcl, moco, supervised  # noqa: F401
+    from balfeat.methods import bcl, kcl, moco, paco, supcon, supervised, tsc  # noqa: F401
 
 
 from balfeat.methods.kcl import KCL  # noqa: E402
