@@ -1,4 +1,6 @@
-"""Representation-learning methods (SL, MoCo v1/v2, KCL, SupCon, PaCo/GPaCo, BCL, TSC) and the registry that names them.
+"""Representation-learning methods and the registry that names them.
+
+Built in: SL, MoCo v1/v2, KCL, SupCon (queue), PaCo, GPaCo, BCL, TSC.
 
 A method is an ``nn.Module`` that fulfils :class:`Method`. It is made known to the engine by one
 registry entry: ``register("name", views=..., prefill_by_default=...)`` on a builder function

@@ -76,7 +76,7 @@ class BCL(_ClassPrior, nn.Module):
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """BCL's own classifier. Shape: (B, C, H, W) -> logits (B, num_classes)."""
-        return self.fc(self.backbone(images))  # type: ignore[no-any-return]
+        return self.fc(self.backbone(images))
 
     def prototypes(self) -> torch.Tensor:
         """Normalised class prototypes (class-complement). Shape: (C, dim)."""

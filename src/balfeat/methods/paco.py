@@ -104,7 +104,7 @@ class PaCo(_ClassPrior, MoCo):
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """PaCo's own classifier. Shape: (B, C, H, W) -> logits (B, num_classes)."""
-        return self.fc(self.backbone(images))  # type: ignore[no-any-return]
+        return self.fc(self.backbone(images))
 
     def forward(
         self, images: Sequence[torch.Tensor], labels: torch.Tensor
@@ -184,7 +184,7 @@ class GPaCo(_ClassPrior, nn.Module):
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """GPaCo's own classifier. Shape: (B, C, H, W) -> logits (B, num_classes)."""
-        return self.fc(self.backbone(images))  # type: ignore[no-any-return]
+        return self.fc(self.backbone(images))
 
     def forward(
         self, images: Sequence[torch.Tensor], labels: torch.Tensor

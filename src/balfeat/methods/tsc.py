@@ -118,8 +118,7 @@ class TSC(KCL):
             and (step - self.warmup_steps) % self.rematch_every == 0
         ):
             self.rematch()
-        out = super().forward(images, labels)
-        return out
+        return super().forward(images, labels)
 
     def compute_loss(
         self, q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor

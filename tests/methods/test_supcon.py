@@ -1,0 +1,65 @@
+"""SupCon against the label queue: trains, and equals KCL with every same-class key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from method_standins import TinyBackbone, batches, falls, train, trainer_one_step
+
+from balfeat.methods import KCL, get_method
+from balfeat.methods.supcon import SupConQueue
+
+KW = {"dim": 8, "K": 32, "m": 0.9, "T": 0.2, "mlp": True, "bn_splits": 2, "seed": 3}
+
+
+def _pair() -> tuple[SupConQueue, KCL]:
+    torch.manual_seed(0)
+    sup = SupConQueue(TinyBackbone(), **KW)  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    kcl = KCL(TinyBackbone(), posk=32, loss_type="v1", **KW)  # type: ignore[arg-type]
+    return sup, kcl
+
+
+def test_supcon_equals_kcl_with_all_positives_on_first_steps() -> None:
+    sup, kcl = _pair()
+    for m in (sup, kcl):  # the same labelled queue (prefill, as the trainer does for both)
+        m.train()
+        assert m.prefill(batches(4, seed=5)) == 2
+        assert bool((m.queue.labels >= 0).all())
+    opts = [torch.optim.SGD(m.parameters(), lr=0.3) for m in (sup, kcl)]
+    for step, (views, labels) in enumerate(batches(3, seed=1)):
+        outs = [m(views, labels) for m in (sup, kcl)]
+        torch.testing.assert_close(outs[0]["loss"], outs[1]["loss"], rtol=1e-5, atol=1e-6)
+        # every same-class key is a positive of KCL too
+        torch.testing.assert_close(outs[0]["positives"], outs[1]["positives"])
+        for m, o, opt in zip((sup, kcl), outs, opts, strict=True):
+            opt.zero_grad()
+            o["loss"].backward()
+            if step == 0:
+                continue
+            opt.step()
+            m.after_step()
+        if step == 0:
+            for p, r in zip(sup.parameters(), kcl.parameters(), strict=True):
+                if p.grad is not None:
+                    torch.testing.assert_close(p.grad, r.grad, rtol=1e-4, atol=1e-6)
+            for m, opt in zip((sup, kcl), opts, strict=True):
+                opt.step()
+                m.after_step()
+
+
+def test_supcon_trains_and_uses_labels() -> None:
+    torch.manual_seed(0)
+    m = SupConQueue(TinyBackbone(), **KW)  # type: ignore[arg-type]
+    assert m.uses_labels and m.views == 2 and m.queue.labels is not None
+    assert falls(train(m, steps=30))
+    assert bool((m.queue.labels >= 0).any())
+
+
+def test_supcon_registry_and_one_trainer_step(tmp_path: Path) -> None:
+    entry = get_method("supcon")
+    assert entry.views == 2 and entry.prefill_by_default
+    trainer = trainer_one_step("supcon", tmp_path)
+    assert isinstance(trainer.method, SupConQueue)
+    assert bool((trainer.method.queue.labels >= 0).all())  # prefilled before the step
