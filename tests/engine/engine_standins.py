@@ -161,7 +161,7 @@ class TinyBackbone(nn.Module):
 
 def make_method(kind: str | bool) -> nn.Module:
     """``sl``/False: TinySL, ``moco``/True: TinyMoCo, ``real_moco``/``real_kcl``/``real_supcon``/
-    ``real_tsc``/``real_paco``: balfeat's MoCo, KCL, SupCon-queue, TSC and PaCo on a tiny BN-free
+    ``real_tsc``/``real_paco``/``real_gpaco``/``real_bcl``: balfeat's methods on a tiny BN-free
     backbone (no shuffle BN, so 2 ranks with half batches compute what 1 rank does)."""
     if kind in ("moco", True):
         return TinyMoCo()
@@ -187,6 +187,14 @@ def make_method(kind: str | bool) -> nn.Module:
             TinyBackbone(), 4, dim=8, K=32, m=0.9, T=0.2, mlp=False, shuffle_bn=False, posk=32,
             rematch_every=2, warmup_steps=2, target_steps=20,
         )  # fmt: skip
+    if kind == "real_bcl":  # in-batch over the global batch (balfeat.methods._gather)
+        from balfeat.methods.bcl import BCL
+
+        return BCL(TinyBackbone(), 4, dim=8, T=0.2, mlp=False)
+    if kind == "real_gpaco":
+        from balfeat.methods.paco import GPaCo
+
+        return GPaCo(TinyBackbone(), 4, dim=8, T=0.2, mlp=False)
     if kind == "real_paco":
         # in_batch=False: the authors' in-batch contrast uses the local batch only, which differs
         # between 1 and 2 processes; the queue part (and the centres) are rank-independent.

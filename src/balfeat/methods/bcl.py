@@ -10,7 +10,9 @@ the class prototypes. Loss ``λ·CE_LA(fc(view_1)) + μ·BCL([z_1, z_2], prototy
 Simplification (documented): the authors feed three crops per image (one RandAugment crop to the
 classifier, two SimCLR-like crops to the contrastive term); balfeat's data pipeline yields at
 most two views, so here the classifier sees the first contrastive view. The authors' classifier
-is cosine-normalised; here it is a plain linear layer.
+is cosine-normalised; here it is a plain linear layer. With several processes the contrastive
+term is computed over the global batch (``balfeat.methods._gather``), the cross-entropy over the
+local batch (DDP averages it), so N processes compute what one does.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from balfeat import distributed
 from balfeat.errors import BalfeatError
 from balfeat.losses.bcl import bcl_loss, logit_adjusted_ce
 from balfeat.methods import register
+from balfeat.methods._gather import gather_rows
 from balfeat.methods.paco import _ClassPrior, log_prior_of
 from balfeat.models.backbones import Backbone
 from balfeat.models.heads import LinearHead, MLPHead
@@ -92,8 +96,11 @@ class BCL(_ClassPrior, nn.Module):
         feat = self.backbone(torch.cat(list(images)))  # (2B, F)
         z = F.normalize(self.head(feat), dim=1)
         logits = self.fc(feat[:b])  # (B, C)
-        ce = logit_adjusted_ce(logits, labels, self.log_prior)
-        con = bcl_loss(z, labels.repeat(2), self.prototypes(), self.T)
+        ce = logit_adjusted_ce(logits, labels, self.log_prior)  # local mean; DDP averages
+        # the contrastive term over the global batch (2 ranks compute what 1 process does)
+        z_all = torch.cat([gather_rows(z[:b]), gather_rows(z[b:])])  # (2 W B, dim)
+        labels_all = distributed.all_gather_concat(labels)
+        con = bcl_loss(z_all, labels_all.repeat(2), self.prototypes(), self.T)
         loss = self.ce_weight * ce + self.bcl_weight * con
         acc = (logits.detach().argmax(1) == labels).to(z.dtype).mean()
         return {"loss": loss, "ce": ce.detach(), "bcl": con.detach(), "acc": acc}

@@ -26,6 +26,7 @@ from balfeat import distributed
 from balfeat.errors import BalfeatError
 from balfeat.losses.paco import gpaco_loss, paco_loss
 from balfeat.methods import register
+from balfeat.methods._gather import gather_rows
 from balfeat.methods.moco import MoCo, moco_kwargs
 from balfeat.models.backbones import Backbone
 from balfeat.models.heads import LinearHead, MLPHead
@@ -145,6 +146,9 @@ class GPaCo(_ClassPrior, nn.Module):
     Submodules ``backbone``, ``head`` (MLP or linear, to ``dim``), ``fc`` (the centres); buffers
     ``log_prior`` (C,) and ``step``.
 
+    With several processes the contrast set is the global batch (``balfeat.methods._gather``),
+    so N processes compute what one does.
+
     Args:
         backbone: the encoder trunk.
         num_classes: C.
@@ -196,11 +200,14 @@ class GPaCo(_ClassPrior, nn.Module):
         feat = self.backbone(torch.cat(list(images)))  # (2B, F), one BN batch
         z = F.normalize(self.head(feat), dim=1)
         logits = self.fc(feat)  # (2B, C)
+        # global batch: N processes compute what one does (balfeat.methods._gather)
+        z1, z2 = gather_rows(z[:b]), gather_rows(z[b:])
+        logits_all = torch.cat([gather_rows(logits[:b]), gather_rows(logits[b:])])
         loss = gpaco_loss(
-            z[:b],
-            z[b:],
-            labels,
-            logits,
+            z1,
+            z2,
+            distributed.all_gather_concat(labels),
+            logits_all,
             self.log_prior,
             alpha=self.alpha,
             temperature=self.T,
