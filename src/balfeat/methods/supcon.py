@@ -4,7 +4,8 @@ Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020, https://arxiv.or
 loss ``L^sup_out`` (eq. 2) with the contrast set ``A(i) = {k_i} ∪ queue`` of MoCo: the queue
 variant that the TSC and PaCo papers use as their SupCon baseline (see
 ``balfeat.losses.supcon.supcon_queue_loss``). It is KCL (``loss_type="v1"``) with every same-class
-queue key chosen (``posk >= K``), which ``tests/methods/test_methods_supcon.py`` checks on a training step.
+queue key chosen (``posk >= K``), which ``tests/methods/test_methods_supcon.py`` checks on
+training steps (loss and gradient).
 Step order, shuffle-BN, prefill and resume behaviour are MoCo's / KCL's.
 """
 
