@@ -86,3 +86,15 @@ def test_registry_and_class_prior_from_trainer(name: str, tmp_path: Path) -> Non
     counts = np.bincount(np.asarray(trainer.dataset.targets), minlength=4)
     assert counts[0] > counts[3]  # the synthetic set is imbalanced
     torch.testing.assert_close(m.log_prior, log_prior_of(torch.from_numpy(counts)))
+
+
+def test_paco_resume_is_exact() -> None:
+    torch.manual_seed(0)
+    a = PaCo(TinyBackbone(), 4, **KW)  # type: ignore[arg-type]
+    a.set_class_counts(torch.tensor([8, 4, 2, 1]))
+    train(a, steps=4)
+    torch.manual_seed(1)
+    b = PaCo(TinyBackbone(), 4, **KW)  # type: ignore[arg-type]
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(a.log_prior, b.log_prior)
+    assert train(a, steps=3, seed=8) == train(b, steps=3, seed=8)
