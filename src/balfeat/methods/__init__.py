@@ -35,6 +35,12 @@ class Method(Protocol):
         views: crops per image the method consumes (1: ``images`` is (B, C, H, W); 2: a pair
             ``[view_q, view_k]`` of such tensors).
         uses_labels: whether ``forward`` uses the labels (SL, KCL) or ignores them (MoCo).
+
+    Optional members, looked up with ``getattr`` by their users: ``prefill(batches)`` (fill a
+    key queue before the first step; MoCo family), ``set_class_counts(counts)`` (training images
+    per class, (C,); the trainer calls it after building the method: PaCo, GPaCo, BCL use it for
+    logit adjustment) and ``classify(images) -> logits (B, C)`` (the method's own classifier:
+    PaCo, GPaCo, BCL; for evaluating them beside the decoupled probes).
     """
 
     views: int
