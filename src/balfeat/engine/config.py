@@ -28,7 +28,9 @@ from balfeat import typed_config
 from balfeat.errors import ConfigError
 from balfeat.typed_config import bounds, path_kind
 
-DatasetName = Literal["fashion-mnist", "imagenet", "inat", "array", "synthetic"]
+DatasetName = Literal[
+    "fashion-mnist", "imagenet", "inat", "array", "synthetic", "cifar10-lt", "cifar100-lt"
+]
 AugmentationName = Literal["moco_v1", "moco_v2", "supervised", "longtail", "eval", "none"]
 
 
@@ -40,7 +42,10 @@ class DataConfig:
         dataset: ``fashion-mnist`` (the embedded/torchvision Fashion-MNIST files under ``root``),
             ``imagenet`` / ``inat`` (split files of ``path label`` lines, images under ``root``),
             ``array`` (an ``.npz`` file at ``root`` with ``images`` (N,H,W[,C]) uint8 and
-            ``labels`` (N,)) or ``synthetic`` (random images, for tests and benchmarks).
+            ``labels`` (N,)), ``synthetic`` (random images, for tests and benchmarks) or
+            ``cifar10-lt`` / ``cifar100-lt`` (CIFAR in torchvision's folder layout under ``root``,
+            made long-tailed by the common protocol, ``balfeat.data.cifar_lt``, with ratio
+            ``imbalance_ratio``: 100, 50 or 10 in the papers).
         root: data directory (or ``.npz`` file for ``array``); ``""`` = the default location.
         train_split: split file for training (imagenet/inat), ``""`` = none.
         val_split: split file for validation, ``""`` = none.
