@@ -28,6 +28,7 @@ TINY = [
     "data.dataset=synthetic",
     "data.synthetic_size=32",
     "data.num_classes=4",
+    "data.imbalance_ratio=1",  # the CIFAR-LT recipes' ratios would empty 8-image classes
     "data.image_size=16",
     "data.num_workers=0",
     "data.train_split=",
@@ -96,21 +97,36 @@ PUBLISHED = {  # docs/methods-recipes.md: the authors' values each successor rec
     "gpaco": {"T": 0.2, "alpha": 0.045, "beta": 1.0, "gamma": 1.0},
     "bcl": {"T": 0.07, "ce_weight": 1.0, "bcl_weight": 0.35, "dim": 1024},
 }
+# PaCo's CIFAR-100-LT scripts (LT/sh/CIFAR100_train_imb{0.01,0.02,0.1}.sh), by imbalance ratio.
+PUBLISHED_CIFAR = {
+    ("paco", 100): {"K": 1024, "T": 0.05, "alpha": 0.02, "dim": 64, "base_lr": 0.04},
+    ("paco", 50): {"K": 1024, "T": 0.05, "alpha": 0.02, "dim": 64, "base_lr": 0.04},
+    ("paco", 10): {"K": 1024, "T": 0.05, "alpha": 0.01, "dim": 32, "base_lr": 0.1},
+}
 
 
 @pytest.mark.parametrize("path", SUCCESSORS, ids=lambda p: p.stem)
 def test_successor_recipe_names_its_source_and_values(path: Path) -> None:
     cfg = load_config(path)
     name = cfg.method.name
-    assert path.stem.startswith(name + "_resnet50_")
+    assert path.stem.startswith(name + "_" + cfg.model.backbone + "_")
     assert "Source:" in path.read_text(), "every recipe names its source"
     stem = path.stem.split("_")[2]  # b{batch}-{sched}-{epochs}e
     batch, sched, epochs = stem.split("-")
     assert cfg.optim.batch_size == int(batch.removeprefix("b"))
     assert cfg.optim.epochs == int(epochs.removesuffix("e"))
     assert cfg.optim.schedule == {"cos": "cosine", "step": "step"}[sched]
-    for key, value in PUBLISHED[name].items():
-        assert getattr(cfg.method, key) == value, key
+    if cfg.data.dataset.startswith("cifar"):
+        assert cfg.model.backbone == "resnet32" and cfg.data.image_size == 32
+        ratio = int(cfg.data.imbalance_ratio)
+        assert path.stem.endswith(f"_{cfg.data.dataset}{ratio}")
+        expected = PUBLISHED_CIFAR[(name, ratio)]
+    else:
+        assert cfg.model.backbone == "resnet50"
+        expected = PUBLISHED[name]
+    for key, value in expected.items():
+        section = cfg.optim if key == "base_lr" else cfg.method
+        assert getattr(section, key) == value, key
     assert cfg.run.output_dir.endswith(path.stem)
 
 
