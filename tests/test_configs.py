@@ -92,7 +92,7 @@ def test_pretrain_config_parses_with_reference_values(path: Path) -> None:
 
 PUBLISHED = {  # docs/methods-recipes.md: the authors' values each successor recipe must hold
     "supcon": {"posk": 6},  # unused by supcon; the KCL recipe's values are reused
-    "tsc": {"posk": 6, "target_weight": 0.2, "dim": 128},
+    "tsc": {"posk": 6, "target_weight": 0.2, "dim": 128, "T": 0.07, "K": 65536},
     "paco": {"K": 8192, "T": 0.2, "alpha": 0.05, "beta": 1.0, "gamma": 1.0},
     "gpaco": {"T": 0.2, "alpha": 0.045, "beta": 1.0, "gamma": 1.0},
     "bcl": {"T": 0.07, "ce_weight": 1.0, "bcl_weight": 0.35, "dim": 1024},
