@@ -187,6 +187,10 @@ def make_method(kind: str | bool) -> nn.Module:
             TinyBackbone(), 4, dim=8, K=32, m=0.9, T=0.2, mlp=False, shuffle_bn=False, posk=32,
             rematch_every=2, warmup_steps=2, target_steps=20,
         )  # fmt: skip
+    if kind == "real_supcon_inbatch":
+        from balfeat.methods.supcon import SupConBatch
+
+        return SupConBatch(TinyBackbone(), dim=8, T=0.2, mlp=False)
     if kind == "real_bcl":  # in-batch over the global batch (balfeat.methods._gather)
         from balfeat.methods.bcl import BCL
 

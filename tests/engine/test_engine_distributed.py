@@ -28,6 +28,7 @@ KINDS = [
     "real_paco",
     "real_gpaco",
     "real_bcl",
+    "real_supcon_inbatch",
 ]
 
 

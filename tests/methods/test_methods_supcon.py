@@ -1,4 +1,4 @@
-"""SupCon against the label queue: trains, and equals KCL with every same-class key."""
+"""SupCon: the label-queue form equals KCL with every same-class key; the in-batch form."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 from method_standins import TinyBackbone, batches, falls, train, trainer_one_step
 
+from balfeat.losses.supcon import supcon_loss
 from balfeat.methods import KCL, get_method
-from balfeat.methods.supcon import SupConQueue
+from balfeat.methods.supcon import SupConBatch, SupConQueue
 
 KW = {"dim": 8, "K": 32, "m": 0.9, "T": 0.2, "mlp": True, "bn_splits": 2, "seed": 3}
 
@@ -63,3 +64,24 @@ def test_supcon_registry_and_one_trainer_step(tmp_path: Path) -> None:
     trainer = trainer_one_step("supcon", tmp_path)
     assert isinstance(trainer.method, SupConQueue)
     assert bool((trainer.method.queue.labels >= 0).all())  # prefilled before the step
+
+
+def test_supcon_inbatch_trains_and_is_the_in_batch_loss() -> None:
+    torch.manual_seed(0)
+    m = SupConBatch(TinyBackbone(), dim=8, T=0.2)  # type: ignore[arg-type]
+    assert m.views == 2 and not hasattr(m, "queue")
+    assert falls(train(m, steps=30))
+    assert int(m.step) == 30
+    views, labels = next(batches(1))
+    with torch.no_grad():
+        out = m(views, labels)
+        z = torch.nn.functional.normalize(m.head(m.backbone(torch.cat(views))), dim=1)
+        ref = supcon_loss(z, labels.repeat(2), 0.2)
+    torch.testing.assert_close(out["loss"], ref)
+
+
+def test_supcon_inbatch_one_trainer_step(tmp_path: Path) -> None:
+    entry = get_method("supcon_inbatch")
+    assert entry.views == 2 and not entry.prefill_by_default
+    trainer = trainer_one_step("supcon_inbatch", tmp_path, ("method.T=0.1",))
+    assert isinstance(trainer.method, SupConBatch) and trainer.method.T == 0.1

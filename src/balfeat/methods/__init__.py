@@ -1,6 +1,6 @@
 """Representation-learning methods and the registry that names them.
 
-Built in: SL, MoCo v1/v2, KCL, SupCon (queue), PaCo, GPaCo, BCL, TSC.
+Built in: SL, MoCo v1/v2, KCL, SupCon (queue and in-batch), PaCo, GPaCo, BCL, TSC.
 
 A method is an ``nn.Module`` that fulfils :class:`Method`. It is made known to the engine by one
 registry entry: ``register("name", views=..., prefill_by_default=...)`` on a builder function
@@ -115,7 +115,18 @@ def get_method(name: str) -> MethodEntry:
         ) from None
 
 
-_BUILTIN = ("sl", "moco_v1", "moco_v2", "kcl", "supcon", "paco", "gpaco", "bcl", "tsc")
+_BUILTIN = (
+    "sl",
+    "moco_v1",
+    "moco_v2",
+    "kcl",
+    "supcon",
+    "supcon_inbatch",
+    "paco",
+    "gpaco",
+    "bcl",
+    "tsc",
+)
 
 
 def method_names() -> Sequence[str]:
