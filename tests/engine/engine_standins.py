@@ -160,9 +160,9 @@ class TinyBackbone(nn.Module):
 
 
 def make_method(kind: str | bool) -> nn.Module:
-    """``sl``/False: TinySL, ``moco``/True: TinyMoCo, ``real_moco``/``real_kcl``: balfeat's MoCo
-    and KCL on a tiny BN-free backbone (no shuffle BN, so 2 ranks with half batches compute what
-    1 rank does)."""
+    """``sl``/False: TinySL, ``moco``/True: TinyMoCo, ``real_moco``/``real_kcl``/``real_supcon``/
+    ``real_tsc``/``real_paco``/``real_gpaco``/``real_bcl``: balfeat's methods on a tiny BN-free
+    backbone (no shuffle BN, so 2 ranks with half batches compute what 1 rank does)."""
     if kind in ("moco", True):
         return TinyMoCo()
     if kind == "real_moco":
@@ -175,6 +175,39 @@ def make_method(kind: str | bool) -> nn.Module:
         from balfeat.methods.kcl import KCL
 
         return KCL(TinyBackbone(), dim=8, K=32, m=0.9, T=0.2, mlp=False, shuffle_bn=False, posk=32)
+    if kind == "real_supcon":
+        from balfeat.methods.supcon import SupConQueue
+
+        return SupConQueue(TinyBackbone(), dim=8, K=32, m=0.9, T=0.2, mlp=False, shuffle_bn=False)
+    if kind == "real_tsc":
+        # posk >= K as for real_kcl; centres gathered over ranks, re-matched every 2 steps
+        from balfeat.methods.tsc import TSC
+
+        return TSC(
+            TinyBackbone(), 4, dim=8, K=32, m=0.9, T=0.2, mlp=False, shuffle_bn=False, posk=32,
+            rematch_every=2, warmup_steps=2, target_steps=20,
+        )  # fmt: skip
+    if kind == "real_supcon_inbatch":
+        from balfeat.methods.supcon import SupConBatch
+
+        return SupConBatch(TinyBackbone(), dim=8, T=0.2, mlp=False)
+    if kind == "real_bcl":  # in-batch over the global batch (balfeat.methods._gather)
+        from balfeat.methods.bcl import BCL
+
+        return BCL(TinyBackbone(), 4, dim=8, T=0.2, mlp=False)
+    if kind == "real_gpaco":
+        from balfeat.methods.paco import GPaCo
+
+        return GPaCo(TinyBackbone(), 4, dim=8, T=0.2, mlp=False)
+    if kind == "real_paco":
+        # in_batch=False: the authors' in-batch contrast uses the local batch only, which differs
+        # between 1 and 2 processes; the queue part (and the centres) are rank-independent.
+        from balfeat.methods.paco import PaCo
+
+        return PaCo(
+            TinyBackbone(), 4, dim=8, K=32, m=0.9, T=0.2, mlp=False, shuffle_bn=False,
+            in_batch=False,
+        )  # fmt: skip
     return TinySL()
 
 

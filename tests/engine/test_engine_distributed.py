@@ -18,7 +18,18 @@ from balfeat.engine.checkpoint import load_checkpoint
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
-KINDS = ["sl", "moco", "real_moco", "real_kcl"]
+KINDS = [
+    "sl",
+    "moco",
+    "real_moco",
+    "real_kcl",
+    "real_supcon",
+    "real_tsc",
+    "real_paco",
+    "real_gpaco",
+    "real_bcl",
+    "real_supcon_inbatch",
+]
 
 
 @pytest.fixture(scope="module")

@@ -96,6 +96,15 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
 
     d = cfg.data
     transform = train_transform(cfg)
+    if d.dataset in ("cifar10-lt", "cifar100-lt"):  # the LDAM-DRW protocol, ratio = n_max/n_min
+        from balfeat.data.cifar_lt import load_cifar_lt
+
+        cifar = load_cifar_lt(d.dataset.removesuffix("-lt"), d.root or ".", d.imbalance_ratio)
+        num_classes = 10 if d.dataset == "cifar10-lt" else 100
+        check_not_empty(cifar.train_y, num_classes, f"data.dataset={d.dataset}")
+        return ArrayDataset(
+            cifar.train_x, cifar.train_y, transform=transform, num_classes=num_classes
+        )
     if d.dataset in ("synthetic", "fashion-mnist", "array"):
         if d.dataset == "synthetic":
             images, labels = synthetic_arrays(

@@ -28,7 +28,9 @@ from balfeat import typed_config
 from balfeat.errors import ConfigError
 from balfeat.typed_config import bounds, path_kind
 
-DatasetName = Literal["fashion-mnist", "imagenet", "inat", "array", "synthetic"]
+DatasetName = Literal[
+    "fashion-mnist", "imagenet", "inat", "array", "synthetic", "cifar10-lt", "cifar100-lt"
+]
 AugmentationName = Literal["moco_v1", "moco_v2", "supervised", "longtail", "eval", "none"]
 
 
@@ -40,7 +42,10 @@ class DataConfig:
         dataset: ``fashion-mnist`` (the embedded/torchvision Fashion-MNIST files under ``root``),
             ``imagenet`` / ``inat`` (split files of ``path label`` lines, images under ``root``),
             ``array`` (an ``.npz`` file at ``root`` with ``images`` (N,H,W[,C]) uint8 and
-            ``labels`` (N,)) or ``synthetic`` (random images, for tests and benchmarks).
+            ``labels`` (N,)), ``synthetic`` (random images, for tests and benchmarks) or
+            ``cifar10-lt`` / ``cifar100-lt`` (CIFAR in torchvision's folder layout under ``root``,
+            made long-tailed by the common protocol, ``balfeat.data.cifar_lt``, with ratio
+            ``imbalance_ratio``: 100, 50 or 10 in the papers).
         root: data directory (or ``.npz`` file for ``array``); ``""`` = the default location.
         train_split: split file for training (imagenet/inat), ``""`` = none.
         val_split: split file for validation, ``""`` = none.
@@ -129,6 +134,15 @@ class MethodConfig:
         prefill: fill the queue with keys of the first batches before the first step, as the
             reference KCL does (so the label queue holds real classes from step 1): ``auto``
             (KCL only, the reference behaviour), ``always`` or ``never``.
+        alpha: PaCo/GPaCo ``α``, weight of each non-parametric (key) positive (paper: 0.05).
+        beta: PaCo/GPaCo ``β``, weight of the class-centre positive (authors: 1).
+        gamma: PaCo/GPaCo ``γ``, weight of the key terms in the denominator (authors: 1).
+        ce_weight: BCL ``λ``, weight of the logit-adjusted cross-entropy branch (authors: 1.0).
+        bcl_weight: BCL ``μ``, weight of the balanced contrastive term (authors: 0.35).
+        target_weight: TSC ``λ``, weight of the class-target positive (authors: 0.2).
+        rematch_every: TSC: steps between two Hungarian matchings of class centres to targets.
+        target_warmup_steps: TSC: steps of plain KCL before the target term is switched on.
+        target_steps: TSC: optimisation steps of the uniform targets (computed at build time).
     """
 
     name: str = "moco_v2"
@@ -144,6 +158,15 @@ class MethodConfig:
     bn_splits: int = field(default=8, metadata=bounds(ge=1))
     freeze_backbone: bool = False
     prefill: Literal["auto", "always", "never"] = "auto"
+    alpha: float = field(default=0.05, metadata=bounds(ge=0))
+    beta: float = field(default=1.0, metadata=bounds(ge=0))
+    gamma: float = field(default=1.0, metadata=bounds(gt=0))
+    ce_weight: float = field(default=1.0, metadata=bounds(ge=0))
+    bcl_weight: float = field(default=0.35, metadata=bounds(ge=0))
+    target_weight: float = field(default=0.2, metadata=bounds(ge=0))
+    rematch_every: int = field(default=100, metadata=bounds(ge=1))
+    target_warmup_steps: int = field(default=0, metadata=bounds(ge=0))
+    target_steps: int = field(default=2000, metadata=bounds(ge=1))
 
     @property
     def views(self) -> int:

@@ -327,6 +327,10 @@ class Trainer:
             np.asarray(self.dataset.targets).max() + 1  # type: ignore[attr-defined]
         )
         self.method = self._method_arg or build.build_method(cfg, num_classes)
+        set_counts = getattr(self.method, "set_class_counts", None)
+        if callable(set_counts):  # logit-adjusted methods (PaCo, BCL) need the class prior
+            targets = np.asarray(self.dataset.targets, dtype=np.int64)  # type: ignore[attr-defined]
+            set_counts(torch.from_numpy(np.bincount(targets, minlength=num_classes)))
         self.method.to(self.device)
         if cfg.run.channels_last:
             self.method.to(memory_format=torch.channels_last)

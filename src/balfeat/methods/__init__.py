@@ -1,4 +1,6 @@
-"""Representation-learning methods (SL, MoCo v1/v2, KCL) and the registry that names them.
+"""Representation-learning methods and the registry that names them.
+
+Built in: SL, MoCo v1/v2, KCL, SupCon (queue and in-batch), PaCo, GPaCo, BCL, TSC.
 
 A method is an ``nn.Module`` that fulfils :class:`Method`. It is made known to the engine by one
 registry entry: ``register("name", views=..., prefill_by_default=...)`` on a builder function
@@ -33,6 +35,12 @@ class Method(Protocol):
         views: crops per image the method consumes (1: ``images`` is (B, C, H, W); 2: a pair
             ``[view_q, view_k]`` of such tensors).
         uses_labels: whether ``forward`` uses the labels (SL, KCL) or ignores them (MoCo).
+
+    Optional members, looked up with ``getattr`` by their users: ``prefill(batches)`` (fill a
+    key queue before the first step; MoCo family), ``set_class_counts(counts)`` (training images
+    per class, (C,); the trainer calls it after building the method: PaCo, GPaCo, BCL use it for
+    logit adjustment) and ``classify(images) -> logits (B, C)`` (the method's own classifier:
+    PaCo, GPaCo, BCL; for evaluating them beside the decoupled probes).
     """
 
     views: int
@@ -107,7 +115,18 @@ def get_method(name: str) -> MethodEntry:
         ) from None
 
 
-_BUILTIN = ("sl", "moco_v1", "moco_v2", "kcl")
+_BUILTIN = (
+    "sl",
+    "moco_v1",
+    "moco_v2",
+    "kcl",
+    "supcon",
+    "supcon_inbatch",
+    "paco",
+    "gpaco",
+    "bcl",
+    "tsc",
+)
 
 
 def method_names() -> Sequence[str]:
@@ -118,7 +137,7 @@ def method_names() -> Sequence[str]:
 
 def _load_builtin() -> None:
     # the built-in methods register themselves on import
-    from balfeat.methods import kcl, moco, supervised  # noqa: F401
+    from balfeat.methods import bcl, kcl, moco, paco, supcon, supervised, tsc  # noqa: F401
 
 
 from balfeat.methods.kcl import KCL  # noqa: E402

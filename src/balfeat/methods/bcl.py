@@ -1,0 +1,125 @@
+"""BCL: balanced contrastive learning jointly with a logit-adjusted classifier.
+
+Zhu et al., "Balanced Contrastive Learning for Long-Tailed Visual Recognition", CVPR 2022,
+https://arxiv.org/abs/2207.09052 (the loss and its class-averaging / class-complement parts are in
+``balfeat.losses.bcl``). One encoder (no queue, no momentum encoder): the backbone feature goes to
+a projection head (contrastive features, ``dim``) and to a linear classifier ``fc``; the
+classifier weights pass through a prototype head of the same shape as the projection head to give
+the class prototypes. Loss ``λ·CE_LA(fc(view_1)) + μ·BCL([z_1, z_2], prototypes)``.
+
+Simplification (documented): the authors feed three crops per image (one RandAugment crop to the
+classifier, two SimCLR-like crops to the contrastive term); balfeat's data pipeline yields at
+most two views, so here the classifier sees the first contrastive view. The authors' classifier
+is cosine-normalised; here it is a plain linear layer. With several processes the contrastive
+term is computed over the global batch (``balfeat.methods._gather``), the cross-entropy over the
+local batch (DDP averages it), so N processes compute what one does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from balfeat import distributed
+from balfeat.errors import BalfeatError
+from balfeat.losses.bcl import bcl_loss, logit_adjusted_ce
+from balfeat.methods import register
+from balfeat.methods._gather import gather_rows
+from balfeat.methods.paco import _ClassPrior, log_prior_of
+from balfeat.models.backbones import Backbone
+from balfeat.models.heads import LinearHead, MLPHead
+
+
+class BCL(_ClassPrior, nn.Module):
+    """Balanced contrastive learning with a logit-adjusted cross-entropy branch.
+
+    Submodules ``backbone``, ``head`` (projection), ``fc`` (classifier), ``proto_head``
+    (classifier weights -> prototypes); buffers ``log_prior`` (C,) and ``step``.
+
+    Args:
+        backbone: the encoder trunk.
+        num_classes: C.
+        dim: contrastive feature size (authors, ImageNet-LT: 1024).
+        T: temperature (authors: 0.07).
+        mlp: MLP projection and prototype heads (authors: MLP).
+        ce_weight: ``λ`` (authors: 1.0).
+        bcl_weight: ``μ`` (authors: 0.35).
+
+    ``forward`` returns ``{"loss", "ce", "bcl", "acc"}`` (``acc``: top-1 of ``fc`` on view 1).
+    """
+
+    views = 2
+    uses_labels = True
+    step: torch.Tensor
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        dim: int = 128,
+        T: float = 0.07,
+        mlp: bool = True,
+        ce_weight: float = 1.0,
+        bcl_weight: float = 0.35,
+    ) -> None:
+        super().__init__()
+        if not T > 0:
+            raise BalfeatError(f"BCL temperature T={T} must be > 0 (authors: 0.07)")
+        self.backbone = backbone
+        in_dim = backbone.out_dim
+        self.head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)
+        self.proto_head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)
+        self.fc = nn.Linear(in_dim, num_classes)
+        self.register_buffer("log_prior", log_prior_of(torch.ones(num_classes)))
+        self.register_buffer("step", torch.zeros(1, dtype=torch.long))
+        self.T, self.ce_weight, self.bcl_weight = T, ce_weight, bcl_weight
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """BCL's own classifier. Shape: (B, C, H, W) -> logits (B, num_classes)."""
+        return self.fc(self.backbone(images))
+
+    def prototypes(self) -> torch.Tensor:
+        """Normalised class prototypes (class-complement). Shape: (C, dim)."""
+        return F.normalize(self.proto_head(self.fc.weight), dim=1)
+
+    def forward(
+        self, images: Sequence[torch.Tensor], labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """BCL loss of ``[view_1, view_2]`` (each (B, C, H, W)) and labels (B,)."""
+        if isinstance(images, torch.Tensor) or len(images) != 2:
+            raise BalfeatError("BCL needs two views per batch (method.views == 2)")
+        b = labels.shape[0]
+        feat = self.backbone(torch.cat(list(images)))  # (2B, F)
+        z = F.normalize(self.head(feat), dim=1)
+        logits = self.fc(feat[:b])  # (B, C)
+        ce = logit_adjusted_ce(logits, labels, self.log_prior)  # local mean; DDP averages
+        # the contrastive term over the global batch (2 ranks compute what 1 process does)
+        z_all = torch.cat([gather_rows(z[:b]), gather_rows(z[b:])])  # (2 W B, dim)
+        labels_all = distributed.all_gather_concat(labels)
+        con = bcl_loss(z_all, labels_all.repeat(2), self.prototypes(), self.T)
+        loss = self.ce_weight * ce + self.bcl_weight * con
+        acc = (logits.detach().argmax(1) == labels).to(z.dtype).mean()
+        return {"loss": loss, "ce": ce.detach(), "bcl": con.detach(), "acc": acc}
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Counts the step (nothing else to update)."""
+        self.step += 1
+
+
+@register("bcl", views=2)
+def build_bcl(params: Any, backbone: Backbone, num_classes: int, seed: int) -> BCL:
+    """Registry builder: BCL (``K``, ``m``, shuffle-BN are unused)."""
+    return BCL(
+        backbone,
+        num_classes,
+        dim=params.dim,
+        T=params.T,
+        mlp=params.mlp,
+        ce_weight=params.ce_weight,
+        bcl_weight=params.bcl_weight,
+    )

@@ -1,0 +1,252 @@
+"""PaCo (MoCo queue + learnable class centres) and GPaCo (no momentum encoder).
+
+- PaCo: Cui et al., "Parametric Contrastive Learning", ICCV 2021, https://arxiv.org/abs/2107.12028.
+- GPaCo: Cui et al., "Generalized Parametric Contrastive Learning", TPAMI 2023,
+  https://arxiv.org/abs/2209.12400.
+
+The class centres are a linear classifier ``fc`` on the backbone feature of the query: its
+logits, logit-adjusted with ``log π`` of the training class counts, are the centre logits of
+``balfeat.losses.paco.paco_loss`` (which holds the equations and the rebalancing weight ``α``).
+``classify(images)`` returns the raw ``fc`` logits (no prior added: the adjustment during
+training makes them balanced predictions), so the probe can evaluate PaCo "with its own
+classifier". The class prior reaches the method through ``set_class_counts(counts)``, which the
+trainer calls after building any method that has it (buffer ``log_prior``, uniform until set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from balfeat import distributed
+from balfeat.errors import BalfeatError
+from balfeat.losses.paco import gpaco_loss, paco_loss
+from balfeat.methods import register
+from balfeat.methods._gather import gather_rows
+from balfeat.methods.moco import MoCo, moco_kwargs
+from balfeat.models.backbones import Backbone
+from balfeat.models.heads import LinearHead, MLPHead
+
+
+def log_prior_of(counts: torch.Tensor) -> torch.Tensor:
+    """``log π_c`` of class counts (a class without images counts as 1 image: no ``-inf``).
+
+    Shape: (C,) -> (C,) float32.
+    """
+    c = counts.to(torch.float64).clamp(min=1.0)
+    return (c / c.sum()).log().float()
+
+
+class _ClassPrior:
+    """``set_class_counts`` for modules with a ``log_prior`` buffer of shape (C,)."""
+
+    log_prior: torch.Tensor
+
+    @torch.no_grad()
+    def set_class_counts(self, counts: torch.Tensor) -> None:
+        """Training images per class. Shape: (C,). Sets ``log_prior`` (logit adjustment)."""
+        counts = torch.as_tensor(counts)
+        if counts.shape != self.log_prior.shape:
+            raise BalfeatError(
+                f"{type(self).__name__}: {counts.numel()} class counts given for "
+                f"{self.log_prior.numel()} classes; pass one count per class of the training set"
+            )
+        self.log_prior.copy_(log_prior_of(counts).to(self.log_prior.device))
+
+
+class PaCo(_ClassPrior, MoCo):
+    """MoCo with a labelled queue and learnable class centres (a linear classifier ``fc``).
+
+    Submodules as ``MoCo`` plus ``fc`` (``Linear(backbone.out_dim, num_classes)``); buffer
+    ``log_prior`` (C,).
+
+    Args:
+        backbone, backbone_k, dim, K, m, T, mlp, shuffle_bn, bn_splits, seed: as ``MoCo``
+            (authors, ImageNet-LT: dim 128, K 8192, m 0.999, T 0.2, MLP head).
+        num_classes: C, the number of centres.
+        alpha: ``α`` (paper: 0.05 ImageNet-LT / iNat, 0.02 CIFAR-100-LT).
+        beta: ``β`` (authors: 1).
+        gamma: ``γ`` (authors: 1).
+        in_batch: also contrast with the other queries and keys of the (local) batch, as the
+            authors do; False: MoCo style ``[k_i, queue]`` only (then 2 processes compute what one
+            does).
+
+    ``forward`` returns ``{"loss", "acc"}`` (``acc``: top-1 of ``fc`` on the query view).
+    """
+
+    uses_labels = True
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        backbone_k: Backbone | None = None,
+        dim: int = 128,
+        K: int = 8192,
+        m: float = 0.999,
+        T: float = 0.2,
+        mlp: bool = True,
+        shuffle_bn: bool = True,
+        bn_splits: int = 8,
+        seed: int = 0,
+        alpha: float = 0.05,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        in_batch: bool = True,
+    ) -> None:
+        super().__init__(backbone, backbone_k, dim, K, m, T, mlp, shuffle_bn, bn_splits, seed)
+        self.fc = nn.Linear(backbone.out_dim, num_classes)
+        self.register_buffer("log_prior", log_prior_of(torch.ones(num_classes)))
+        self.alpha, self.beta, self.gamma, self.in_batch = alpha, beta, gamma, in_batch
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """PaCo's own classifier. Shape: (B, C, H, W) -> logits (B, num_classes)."""
+        return self.fc(self.backbone(images))
+
+    def forward(
+        self, images: Sequence[torch.Tensor], labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """PaCo loss of ``[view_q, view_k]`` (each (B, C, H, W)) and labels (B,)."""
+        self._check_views(images)
+        im_q, im_k = images
+        feat = self.backbone(im_q)
+        q = F.normalize(self.head(feat), dim=1)
+        logits = self.fc(feat)  # (B, C): the centre logits
+        k = self.encode_keys(im_k)
+        loss = paco_loss(
+            q,
+            k,
+            labels,
+            self.queue.keys,
+            self.queue.labels,
+            centre_logits=logits,
+            log_prior=self.log_prior,
+            alpha=self.alpha,
+            beta=self.beta,
+            gamma=self.gamma,
+            temperature=self.T,
+            in_batch=self.in_batch,
+        )
+        if self.training:
+            self._pending = (
+                distributed.all_gather_concat(k.detach()),
+                distributed.all_gather_concat(labels),
+            )
+        acc = (logits.detach().argmax(1) == labels).to(q.dtype).mean()
+        return {"loss": loss, "acc": acc}
+
+
+class GPaCo(_ClassPrior, nn.Module):
+    """GPaCo: one encoder, both views as anchors, no queue and no momentum encoder.
+
+    Submodules ``backbone``, ``head`` (MLP or linear, to ``dim``), ``fc`` (the centres); buffers
+    ``log_prior`` (C,) and ``step``.
+
+    With several processes the contrast set is the global batch (``balfeat.methods._gather``),
+    so N processes compute what one does.
+
+    Args:
+        backbone: the encoder trunk.
+        num_classes: C.
+        dim: embedding size (authors: 128).
+        T: temperature (authors: 0.2).
+        mlp: MLP projection head.
+        alpha, beta, gamma: as ``PaCo`` (authors, ImageNet-LT R50: α 0.045).
+
+    ``forward`` returns ``{"loss", "acc"}`` (``acc``: top-1 of ``fc`` on both views).
+    """
+
+    views = 2
+    uses_labels = True
+    step: torch.Tensor
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        dim: int = 128,
+        T: float = 0.2,
+        mlp: bool = True,
+        alpha: float = 0.045,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if not T > 0:
+            raise BalfeatError(f"GPaCo temperature T={T} must be > 0 (authors: 0.2)")
+        self.backbone = backbone
+        in_dim = backbone.out_dim
+        self.head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)
+        self.fc = nn.Linear(in_dim, num_classes)
+        self.register_buffer("log_prior", log_prior_of(torch.ones(num_classes)))
+        self.register_buffer("step", torch.zeros(1, dtype=torch.long))
+        self.T, self.alpha, self.beta, self.gamma = T, alpha, beta, gamma
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """GPaCo's own classifier. Shape: (B, C, H, W) -> logits (B, num_classes)."""
+        return self.fc(self.backbone(images))
+
+    def forward(
+        self, images: Sequence[torch.Tensor], labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """GPaCo loss of ``[view_1, view_2]`` (each (B, C, H, W)) and labels (B,)."""
+        if isinstance(images, torch.Tensor) or len(images) != 2:
+            raise BalfeatError("GPaCo needs two views per batch (method.views == 2)")
+        b = labels.shape[0]
+        feat = self.backbone(torch.cat(list(images)))  # (2B, F), one BN batch
+        z = F.normalize(self.head(feat), dim=1)
+        logits = self.fc(feat)  # (2B, C)
+        # global batch: N processes compute what one does (balfeat.methods._gather)
+        z1, z2 = gather_rows(z[:b]), gather_rows(z[b:])
+        logits_all = torch.cat([gather_rows(logits[:b]), gather_rows(logits[b:])])
+        loss = gpaco_loss(
+            z1,
+            z2,
+            distributed.all_gather_concat(labels),
+            logits_all,
+            self.log_prior,
+            alpha=self.alpha,
+            temperature=self.T,
+            beta=self.beta,
+            gamma=self.gamma,
+        )
+        acc = (logits.detach().argmax(1) == labels.repeat(2)).to(z.dtype).mean()
+        return {"loss": loss, "acc": acc}
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Counts the step (nothing else to update)."""
+        self.step += 1
+
+
+@register("paco", views=2, prefill_by_default=True)
+def build_paco(params: Any, backbone: Backbone, num_classes: int, seed: int) -> PaCo:
+    """Registry builder: PaCo (queue prefilled with labelled keys, as for KCL)."""
+    return PaCo(
+        backbone,
+        num_classes,
+        seed=seed,
+        alpha=params.alpha,
+        beta=params.beta,
+        gamma=params.gamma,
+        **moco_kwargs(params),
+    )
+
+
+@register("gpaco", views=2)
+def build_gpaco(params: Any, backbone: Backbone, num_classes: int, seed: int) -> GPaCo:
+    """Registry builder: GPaCo (``K``, ``m``, shuffle-BN are unused)."""
+    return GPaCo(
+        backbone,
+        num_classes,
+        dim=params.dim,
+        T=params.T,
+        mlp=params.mlp,
+        alpha=params.alpha,
+        beta=params.beta,
+        gamma=params.gamma,
+    )

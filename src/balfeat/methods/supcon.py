@@ -1,0 +1,121 @@
+"""SupCon: against a labelled key queue (MoCo machinery) and in-batch (two views, one encoder).
+
+Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020, https://arxiv.org/abs/2004.11362,
+loss ``L^sup_out`` (eq. 2) with the contrast set ``A(i) = {k_i} ∪ queue`` of MoCo: the queue
+variant that the TSC and PaCo papers use as their SupCon baseline (see
+``balfeat.losses.supcon.supcon_queue_loss``). It is KCL (``loss_type="v1"``) with every same-class
+queue key chosen (``posk >= K``), which ``tests/methods/test_methods_supcon.py`` checks on
+training steps (loss and gradient).
+Step order, shuffle-BN, prefill and resume behaviour are MoCo's / KCL's.
+
+The in-batch form (the paper's own setting, registry name ``supcon_inbatch``) contrasts the two
+views of every image of the (global) batch with ``balfeat.losses.supcon.supcon_loss``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from balfeat import distributed
+from balfeat.errors import BalfeatError
+from balfeat.losses.supcon import supcon_loss, supcon_queue_loss
+from balfeat.methods import register
+from balfeat.methods._gather import gather_rows
+from balfeat.methods.moco import MoCo, moco_kwargs
+from balfeat.models.backbones import Backbone
+from balfeat.models.heads import LinearHead, MLPHead
+
+
+class SupConQueue(MoCo):
+    """MoCo whose positives are the query's own key and every queue key of its class.
+
+    Args:
+        backbone, backbone_k, dim, K, m, T, mlp, shuffle_bn, bn_splits, seed: as ``MoCo``.
+
+    ``forward`` returns ``{"loss", "positives"}`` (the mean number of queue keys of the query's
+    class, i.e. the positives besides its own key).
+    """
+
+    uses_labels = True
+
+    def compute_loss(
+        self, q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """SupCon-queue loss of queries (B, dim), keys (B, dim) and labels (B,)."""
+        loss = supcon_queue_loss(q, k, self.queue.keys, self.queue.labels, labels, self.T)
+        with torch.no_grad():
+            ql = self.queue.labels
+            top = max(int(labels.max()), int(ql.max())) + 1
+            counts = torch.bincount(ql[ql >= 0], minlength=top)  # (C,), no (B, K) mask
+        return {"loss": loss, "positives": counts[labels].to(q.dtype).mean()}
+
+
+@register("supcon", views=2, prefill_by_default=True)
+def build_supcon(params: Any, backbone: Backbone, num_classes: int, seed: int) -> SupConQueue:
+    """Registry builder: SupCon against the label queue (prefilled like KCL's)."""
+    return SupConQueue(backbone, seed=seed, **moco_kwargs(params))
+
+
+class SupConBatch(nn.Module):
+    """In-batch SupCon (``L^sup_out``, eq. 2 of Khosla et al.): one encoder, two views per image.
+
+    Every view of the global batch is an anchor; its positives are the other views of its class
+    (the other view of the same image included). No queue, no momentum encoder. With several
+    processes the contrast set is the global batch (``balfeat.methods._gather``).
+
+    Submodules ``backbone``, ``head``; buffer ``step``.
+
+    Args:
+        backbone: the encoder trunk.
+        dim: embedding size (paper: 128).
+        T: temperature (paper: 0.1).
+        mlp: MLP projection head (paper: yes).
+
+    ``forward`` returns ``{"loss"}``.
+    """
+
+    views = 2
+    uses_labels = True
+    step: torch.Tensor
+
+    def __init__(
+        self, backbone: Backbone, dim: int = 128, T: float = 0.1, mlp: bool = True
+    ) -> None:
+        super().__init__()
+        if not T > 0:
+            raise BalfeatError(f"SupCon temperature T={T} must be > 0 (paper: 0.1)")
+        self.backbone = backbone
+        in_dim = backbone.out_dim
+        self.head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)
+        self.register_buffer("step", torch.zeros(1, dtype=torch.long))
+        self.T = T
+
+    def forward(
+        self, images: Sequence[torch.Tensor], labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """In-batch SupCon of ``[view_1, view_2]`` (each (B, C, H, W)) and labels (B,)."""
+        if isinstance(images, torch.Tensor) or len(images) != 2:
+            raise BalfeatError("SupCon needs two views per batch (method.views == 2)")
+        b = labels.shape[0]
+        z = F.normalize(self.head(self.backbone(torch.cat(list(images)))), dim=1)  # (2B, dim)
+        z_all = torch.cat([gather_rows(z[:b]), gather_rows(z[b:])])
+        labels_all = distributed.all_gather_concat(labels)
+        return {"loss": supcon_loss(z_all, labels_all.repeat(2), self.T)}
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Counts the step (nothing else to update)."""
+        self.step += 1
+
+
+@register("supcon_inbatch", views=2)
+def build_supcon_inbatch(
+    params: Any, backbone: Backbone, num_classes: int, seed: int
+) -> SupConBatch:
+    """Registry builder: in-batch SupCon (``K``, ``m``, shuffle-BN are unused)."""
+    return SupConBatch(backbone, dim=params.dim, T=params.T, mlp=params.mlp)

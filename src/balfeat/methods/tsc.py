@@ -1,0 +1,182 @@
+"""TSC: KCL plus class targets spread uniformly on the hypersphere.
+
+Li et al., "Targeted Supervised Contrastive Learning for Long-Tailed Recognition", CVPR 2022,
+https://arxiv.org/abs/2111.13998 (equations and the comparison with the authors' KCL are in
+``balfeat.losses.tsc``). State kept by the method (all buffers, so a checkpoint resumes exactly):
+
+- ``targets`` (C, dim): ``uniform_targets(C, dim, steps=target_steps, seed=seed)`` computed once
+  at build time (deterministic, float64 optimisation stored as float32);
+- ``centres`` (C, dim): per-class EMA of the batch class means of the normalised queries
+  (``normalise(0.9·old + 0.1·batch mean)`` for the classes of the batch, gathered over ranks), as
+  in the authors' code;
+- ``assignment`` (C,): class -> target index, the Hungarian matching of centres to targets,
+  recomputed every ``rematch_every`` steps (the authors re-match every step; the exact
+  pure-Python matching takes ~2 s at C = 1000, so balfeat re-matches less often);
+- warm-up: the first ``warmup_steps`` steps train plain KCL (the centres are already tracked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from balfeat import distributed
+from balfeat.errors import BalfeatError
+from balfeat.losses.supcon import class_sums
+from balfeat.losses.tsc import assign_targets, tsc_loss, uniform_targets
+from balfeat.methods import register
+from balfeat.methods.kcl import KCL
+from balfeat.methods.moco import moco_kwargs
+from balfeat.models.backbones import Backbone
+
+
+class TSC(KCL):
+    """KCL with a λ-weighted class target as an extra positive and all targets as negatives.
+
+    Args:
+        backbone, backbone_k, dim, K, m, T, mlp, shuffle_bn, bn_splits, posk, selection, seed:
+            as ``KCL`` (``loss_type`` is always ``v1``, as in the authors' code).
+        num_classes: C, the number of targets.
+        target_weight: ``λ`` (authors' ``--tw``: 0.2 on ImageNet-LT).
+        rematch_every: steps between two matchings (``>= 1``).
+        warmup_steps: steps of plain KCL first.
+        target_steps: optimisation steps of ``uniform_targets``.
+        targets: precomputed unit targets (C, dim) instead of computing them (e.g. loaded with
+            ``balfeat.losses.tsc.load_targets``).
+
+    ``forward`` returns ``{"loss", "positives", "target_cos"}`` (``target_cos``: mean cosine of
+    the queries to their class's assigned target).
+    """
+
+    step: torch.Tensor
+    targets: torch.Tensor
+    centres: torch.Tensor
+    assignment: torch.Tensor
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        backbone_k: Backbone | None = None,
+        dim: int = 128,
+        K: int = 65536,
+        m: float = 0.999,
+        T: float = 0.07,
+        mlp: bool = True,
+        shuffle_bn: bool = True,
+        bn_splits: int = 8,
+        posk: int = 6,
+        selection: str = "random",
+        seed: int = 0,
+        target_weight: float = 0.2,
+        rematch_every: int = 100,
+        warmup_steps: int = 0,
+        target_steps: int = 2000,
+        targets: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__(
+            backbone, backbone_k, dim, K, m, T, mlp, shuffle_bn, bn_splits, posk, "v1",
+            selection, seed,
+        )  # fmt: skip
+        if rematch_every < 1:
+            raise BalfeatError(f"TSC rematch_every={rematch_every} must be >= 1")
+        if target_weight < 0:
+            raise BalfeatError(f"TSC target_weight={target_weight} must be >= 0 (authors: 0.2)")
+        if targets is None:
+            targets = uniform_targets(num_classes, dim, steps=target_steps, seed=seed)
+        if tuple(targets.shape) != (num_classes, dim):
+            raise BalfeatError(
+                f"TSC targets have shape {tuple(targets.shape)}, expected ({num_classes}, {dim})"
+            )
+        self.register_buffer("targets", targets.float().clone())
+        self.register_buffer("centres", torch.zeros(num_classes, dim))
+        self.register_buffer("assignment", torch.arange(num_classes))
+        self.num_classes = num_classes
+        self.target_weight, self.rematch_every, self.warmup_steps = (
+            target_weight,
+            rematch_every,
+            warmup_steps,
+        )
+        self._pending_centres: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def rematch(self) -> None:
+        """Re-assign targets to classes (Hungarian matching of ``centres`` to ``targets``)."""
+        self.assignment.copy_(assign_targets(self.centres, self.targets).to(self.assignment))
+
+    def forward(
+        self, images: Sequence[torch.Tensor], labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """KCL (warm-up) or TSC loss of ``[view_q, view_k]`` (each (B, C, H, W)), labels (B,)."""
+        step = int(self.step)
+        if (
+            self.training
+            and step >= self.warmup_steps
+            and (step - self.warmup_steps) % self.rematch_every == 0
+        ):
+            self.rematch()
+        return super().forward(images, labels)
+
+    def compute_loss(
+        self, q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """KCL during warm-up, then KCL + targets; also stages the centre update."""
+        class_targets = self.targets[self.assignment]  # (C, dim)
+        if int(self.step) < self.warmup_steps:
+            out = super().compute_loss(q, k, labels)
+        else:
+            gen = self._device_generator(q.device, 2 + distributed.rank())
+            loss = tsc_loss(
+                q,
+                k,
+                self.queue.keys,
+                self.queue.labels,
+                labels,
+                class_targets,
+                self.T,
+                self.posk,
+                self.target_weight,
+                self.selection,
+                gen,
+            )
+            out = {"loss": loss}
+        with torch.no_grad():
+            out["target_cos"] = (q.detach() * class_targets[labels]).sum(1).mean()
+            if self.training:
+                self._pending_centres = (
+                    distributed.all_gather_concat(q.detach()),
+                    distributed.all_gather_concat(labels),
+                )
+        return out
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """MoCo's update, then the EMA of the class centres with the last batch's queries."""
+        super().after_step()
+        if self._pending_centres is not None:
+            q, labels = self._pending_centres
+            sums, counts = class_sums(q, labels, self.num_classes)
+            seen = counts > 0
+            mean = sums[seen] / counts[seen].unsqueeze(1).to(sums.dtype)
+            self.centres[seen] = F.normalize(0.9 * self.centres[seen] + 0.1 * mean, dim=1)
+            self._pending_centres = None
+
+
+@register("tsc", views=2, prefill_by_default=True)
+def build_tsc(params: Any, backbone: Backbone, num_classes: int, seed: int) -> TSC:
+    """Registry builder: TSC (targets computed here, seeded with ``run.seed``)."""
+    return TSC(
+        backbone,
+        num_classes,
+        posk=params.posk,
+        selection=params.selection,
+        seed=seed,
+        target_weight=params.target_weight,
+        rematch_every=params.rematch_every,
+        warmup_steps=params.target_warmup_steps,
+        target_steps=params.target_steps,
+        **moco_kwargs(params),
+    )

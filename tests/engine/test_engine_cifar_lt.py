@@ -1,0 +1,61 @@
+"""data.dataset=cifar10-lt: the long-tailed CIFAR protocol through engine.build and one step."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from balfeat.data.cifar_lt import lt_counts
+from balfeat.engine import build
+from balfeat.engine.config import load_config
+from balfeat.engine.trainer import Trainer
+
+
+def _fake_cifar10(root: Path) -> None:
+    """torchvision's cifar-10-batches-py layout with 10 images per class (5 x 20)."""
+    base = root / "cifar-10-batches-py"
+    base.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(1, 6):
+        labels = list(np.repeat(np.arange(10), 2)[rng.permutation(20)])
+        data = rng.integers(0, 255, (20, 3072), dtype=np.uint8)
+        with open(base / f"data_batch_{i}", "wb") as f:
+            pickle.dump({"data": data, "labels": labels}, f)
+    with open(base / "test_batch", "wb") as f:
+        pickle.dump({"data": np.zeros((10, 3072), np.uint8), "labels": list(range(10))}, f)
+    with open(base / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+
+
+def test_cifar10_lt_dataset_and_one_paco_step(tmp_path: Path) -> None:
+    _fake_cifar10(tmp_path)
+    cfg = load_config(
+        None,
+        [
+            "data.dataset=cifar10-lt",
+            f"data.root={tmp_path}",
+            "data.imbalance_ratio=10",
+            "data.image_size=32",
+            "data.channels=3",
+            "data.num_workers=0",
+            "model.backbone=resnet8",
+            "method.name=paco",
+            "method.K=16",
+            "method.dim=8",
+            "method.bn_splits=2",
+            "optim.batch_size=8",
+            "optim.epochs=1",
+            "run.max_steps=1",
+            "run.progress=false",
+            "run.device=cpu",
+            f"run.output_dir={tmp_path / 'run'}",
+        ],
+    )
+    ds = build.build_train_dataset(cfg)
+    counts = np.bincount(np.asarray(ds.targets), minlength=10).tolist()  # type: ignore[attr-defined]
+    assert counts == lt_counts(10, 10, 10) and ds.num_classes == 10  # type: ignore[attr-defined]
+    trainer = Trainer(cfg)
+    assert trainer.fit()["steps"] == 1
+    assert float(trainer.method.log_prior[0]) > float(trainer.method.log_prior[9])

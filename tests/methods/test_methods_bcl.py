@@ -1,0 +1,50 @@
+"""BCL: training, its parts (logit-adjusted CE + balanced contrastive), its own classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from method_standins import TinyBackbone, batches, falls, train, trainer_one_step
+
+from balfeat.losses.bcl import bcl_total
+from balfeat.methods import get_method
+from balfeat.methods.bcl import BCL
+
+
+def test_bcl_trains_and_logs_its_parts() -> None:
+    torch.manual_seed(0)
+    m = BCL(TinyBackbone(), 4, dim=8, T=0.1, ce_weight=1.0, bcl_weight=0.35)  # type: ignore[arg-type]
+    m.set_class_counts(torch.tensor([8, 4, 2, 1]))
+    assert m.views == 2 and m.uses_labels and not hasattr(m, "queue")
+    assert m.prototypes().shape == (4, 8)
+    torch.testing.assert_close(m.prototypes().norm(dim=1), torch.ones(4))
+    assert falls(train(m, steps=30))
+    views, labels = next(batches(1))
+    m.train()
+    out = m(views, labels)
+    torch.testing.assert_close(out["loss"], out["ce"] + 0.35 * out["bcl"])
+    with torch.no_grad():
+        feat = m.backbone(torch.cat(views))
+        z = F.normalize(m.head(feat), dim=1)
+        ref = bcl_total(m.fc(feat[:16]), labels, z, m.prototypes(), m.log_prior, 1.0, 0.35, 0.1)
+    torch.testing.assert_close(out["loss"].detach(), ref, rtol=1e-5, atol=1e-6)
+    m.eval()
+    assert m.classify(views[0]).shape == (16, 4)
+
+
+def test_prototypes_get_gradient_through_the_classifier() -> None:
+    torch.manual_seed(0)
+    m = BCL(TinyBackbone(), 4, dim=8, ce_weight=0.0)  # type: ignore[arg-type]
+    views, labels = next(batches(1))
+    m(views, labels)["loss"].backward()
+    assert m.fc.weight.grad is not None and float(m.fc.weight.grad.abs().sum()) > 0
+    assert m.proto_head.fc1.weight.grad is not None  # type: ignore[union-attr]
+
+
+def test_bcl_registry_and_one_trainer_step(tmp_path: Path) -> None:
+    assert get_method("bcl").views == 2
+    trainer = trainer_one_step("bcl", tmp_path, ("method.bcl_weight=0.5",))
+    assert trainer.method.bcl_weight == 0.5
+    assert float(trainer.method.log_prior[0]) > float(trainer.method.log_prior[3])

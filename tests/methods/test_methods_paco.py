@@ -1,0 +1,100 @@
+"""PaCo and GPaCo: training, their own classifier, the class prior from the trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from method_standins import TinyBackbone, batches, falls, train, trainer_one_step
+
+from balfeat.errors import BalfeatError
+from balfeat.losses.paco import gpaco_loss, paco_loss
+from balfeat.methods import get_method
+from balfeat.methods.paco import GPaCo, PaCo, log_prior_of
+
+KW = {"dim": 8, "K": 32, "m": 0.9, "T": 0.2, "mlp": True, "bn_splits": 2, "seed": 3}
+
+
+def test_log_prior_of_counts() -> None:
+    lp = log_prior_of(torch.tensor([6, 3, 1, 0]))
+    torch.testing.assert_close(lp.exp(), torch.tensor([6, 3, 1, 1]) / 11.0)
+
+
+@pytest.mark.parametrize("in_batch", [True, False])
+def test_paco_trains_and_classifies(in_batch: bool) -> None:
+    torch.manual_seed(0)
+    m = PaCo(TinyBackbone(), 4, alpha=0.05, in_batch=in_batch, **KW)  # type: ignore[arg-type]
+    assert m.uses_labels and m.views == 2
+    assert {"fc.weight", "log_prior", "queue.labels"} <= set(m.state_dict())
+    losses = train(m, steps=30)
+    assert falls(losses)
+    views, labels = next(batches(1, seed=9))
+    m.eval()
+    logits = m.classify(views[0])
+    assert logits.shape == (16, 4)
+    assert float((logits.argmax(1) == labels).float().mean()) > 0.5
+
+
+def test_paco_loss_is_paco_loss_of_its_parts() -> None:
+    torch.manual_seed(0)
+    m = PaCo(TinyBackbone(), 4, shuffle_bn=False, **KW)  # type: ignore[arg-type]
+    m.set_class_counts(torch.tensor([8, 4, 2, 1]))
+    m.train()
+    views, labels = next(batches(1))
+    out = m(views, labels)
+    with torch.no_grad():  # train-mode BN: batch statistics, the same as in forward
+        feat = m.backbone(views[0])
+        q = torch.nn.functional.normalize(m.head(feat), dim=1)
+        k = torch.nn.functional.normalize(m.head_k(m.backbone_k(views[1])), dim=1)
+        ref = paco_loss(
+            q, k, labels, m.queue.keys, m.queue.labels, m.fc(feat), m.log_prior,
+            alpha=0.05, temperature=0.2,
+        )  # fmt: skip
+    torch.testing.assert_close(out["loss"].detach(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_set_class_counts_checks_length() -> None:
+    m = PaCo(TinyBackbone(), 4, **KW)  # type: ignore[arg-type]
+    with pytest.raises(BalfeatError, match="class counts"):
+        m.set_class_counts(torch.ones(3))
+
+
+def test_gpaco_trains_without_momentum_encoder() -> None:
+    torch.manual_seed(0)
+    m = GPaCo(TinyBackbone(), 4, dim=8, T=0.2, alpha=0.05)  # type: ignore[arg-type]
+    assert not hasattr(m, "backbone_k") and not hasattr(m, "queue")
+    assert falls(train(m, steps=30))
+    assert int(m.step) == 30
+    views, labels = next(batches(1))
+    with torch.no_grad():
+        out = m(views, labels)
+        feat = m.backbone(torch.cat(views))
+        z = torch.nn.functional.normalize(m.head(feat), dim=1)
+        ref = gpaco_loss(z[:16], z[16:], labels, m.fc(feat), m.log_prior, alpha=0.05)
+    torch.testing.assert_close(out["loss"], ref, rtol=1e-5, atol=1e-6)
+    assert m.classify(views[0]).shape == (16, 4)
+
+
+@pytest.mark.parametrize("name", ["paco", "gpaco"])
+def test_registry_and_class_prior_from_trainer(name: str, tmp_path: Path) -> None:
+    assert get_method(name).views == 2
+    trainer = trainer_one_step(name, tmp_path, ("method.alpha=0.02",))
+    m = trainer.method
+    assert m.alpha == 0.02
+    counts = np.bincount(np.asarray(trainer.dataset.targets), minlength=4)
+    assert counts[0] > counts[3]  # the synthetic set is imbalanced
+    torch.testing.assert_close(m.log_prior, log_prior_of(torch.from_numpy(counts)))
+
+
+def test_paco_resume_is_exact() -> None:
+    torch.manual_seed(0)
+    a = PaCo(TinyBackbone(), 4, **KW)  # type: ignore[arg-type]
+    a.set_class_counts(torch.tensor([8, 4, 2, 1]))
+    train(a, steps=4)
+    torch.manual_seed(1)
+    b = PaCo(TinyBackbone(), 4, **KW)  # type: ignore[arg-type]
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(a.log_prior, b.log_prior)
+    assert train(a, steps=3, seed=8) == train(b, steps=3, seed=8)
