@@ -13,6 +13,7 @@ from balfeat.classify.probe import (
     ProbeConfig,
     balanced_indices,
     check_backbone_unchanged,
+    make_classifier,
     probe_fast,
     probe_reference,
     probe_unseen,
@@ -20,6 +21,7 @@ from balfeat.classify.probe import (
     train_linear_on_features,
 )
 from balfeat.errors import BalfeatError, TrainingError
+from balfeat.schedules import lr_factor
 
 
 def test_extract_features_shapes_and_mode() -> None:
@@ -79,6 +81,36 @@ def test_probe_config_schedule() -> None:
     assert ProbeConfig(epochs=10).resolved_milestones() == (6, 8)
     with pytest.raises(BalfeatError, match="schedule"):
         ProbeConfig(schedule="linear")
+
+
+def test_probe_defaults_are_the_reference_main_lincls() -> None:
+    """BalFeat main_lincls.py: lr 30, 100 epochs, steps at 60/80, wd 0, SGD momentum 0.9,
+    batch 256, fc weights N(0, 0.01) and bias 0."""
+    cfg = ProbeConfig()
+    assert (cfg.lr, cfg.epochs, cfg.weight_decay, cfg.momentum, cfg.batch_size) == (
+        30.0,
+        100,
+        0.0,
+        0.9,
+        256,
+    )
+    assert cfg.resolved_milestones() == (60, 80) and cfg.gamma == 0.1 and cfg.bias
+    fc = make_classifier(512, 1000, cfg)
+    assert fc.bias is not None and torch.count_nonzero(fc.bias) == 0
+    assert float(fc.weight.mean()) == pytest.approx(0.0, abs=1e-3)
+    assert float(fc.weight.std()) == pytest.approx(0.01, rel=0.02)
+
+
+def test_probe_lr_is_the_shared_schedule() -> None:
+    """The probe's lr comes from balfeat.schedules.lr_factor (set once per epoch)."""
+    for sched in ("step", "cosine"):
+        cfg = ProbeConfig(epochs=20, lr=2.0, schedule=sched, milestones=(5, 15))
+        expect = [
+            2.0 * lr_factor(e, 20, schedule=sched, milestones=(5, 15), gamma=0.1)  # type: ignore[arg-type]
+            for e in range(20)
+        ]
+        assert [cfg.lr_at(e) for e in range(20)] == pytest.approx(expect)
+    assert ProbeConfig(epochs=10, schedule="cosine", lr=1.0).lr_at(5) == pytest.approx(0.5)
 
 
 def test_no_bias_option() -> None:

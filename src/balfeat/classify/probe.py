@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from balfeat.classify.features import extract_features
 from balfeat.errors import BalfeatError, TrainingError
+from balfeat.schedules import ScheduleName, lr_factor
 
 
 @dataclass
@@ -87,10 +88,14 @@ class ProbeConfig:
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate used during ``epoch`` (0-based)."""
-        if self.schedule == "cosine":
-            return self.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
-        drops = sum(1 for m in self.resolved_milestones() if epoch >= m)
-        return self.lr * (self.gamma**drops)
+        schedule: ScheduleName = "cosine" if self.schedule == "cosine" else "step"
+        return self.lr * lr_factor(
+            epoch,
+            self.epochs,
+            schedule=schedule,
+            milestones=self.resolved_milestones(),
+            gamma=self.gamma,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict of the configuration."""
