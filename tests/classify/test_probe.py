@@ -188,3 +188,17 @@ def test_probe_unseen_reports_both_sets() -> None:
     assert out["A"]["num_samples"] == 10 and out["B"]["num_samples"] == 10
     with pytest.raises(BalfeatError, match="non-empty"):
         probe_unseen(TinyBackbone(), train, val, [0, 1, 2, 3], cfg)
+
+
+def test_progress_bars_only_when_logging(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bar per reference epoch and one over the fast epochs on stderr; none when quiet."""
+    train, val = TinyImages([8, 8], seed=1), TinyImages([4, 4], seed=2)
+    cfg = ProbeConfig(epochs=2, lr=1.0, batch_size=8)
+    probe_reference(TinyBackbone(), train, val, 2, cfg)
+    x, y = torch.randn(20, 4), torch.arange(20) % 2
+    train_linear_on_features(x, y, x, y, 2, cfg)
+    assert capsys.readouterr().err == ""
+    probe_reference(TinyBackbone(), train, val, 2, cfg, log=lambda s: None)
+    train_linear_on_features(x, y, x, y, 2, cfg, log=lambda s: None)
+    err = capsys.readouterr().err
+    assert "[reference] epoch 2/2" in err and "[fast] epochs" in err

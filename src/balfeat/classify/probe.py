@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -343,7 +344,12 @@ def _train_loop(
     best_logits = torch.empty(0)
     best_epoch = 0
     history: list[dict[str, float]] = []
-    for epoch in range(cfg.epochs):
+    epochs: Any = range(cfg.epochs)
+    if log is not None:  # one bar over the epochs (each takes well under a second)
+        from tqdm import tqdm
+
+        epochs = tqdm(epochs, desc=f"[{protocol}] epochs", file=sys.stderr, leave=False)
+    for epoch in epochs:
         lr = cfg.lr_at(epoch)
         _set_lr(opt, lr)
         fc.train()
@@ -558,7 +564,18 @@ def probe_reference(
             # and the caller's RNG stream is left alone.
             with torch.random.fork_rng(devices=cuda_devices):
                 torch.manual_seed(cfg.seed * 100003 + epoch)
-                for images, labels in loader:
+                batches: Any = loader
+                if log is not None:  # a progress bar per epoch (off with --quiet)
+                    from tqdm import tqdm
+
+                    batches = tqdm(
+                        loader,
+                        desc=f"[reference] epoch {epoch + 1}/{cfg.epochs}",
+                        file=sys.stderr,
+                        leave=False,
+                        dynamic_ncols=True,
+                    )
+                for images, labels in batches:
                     images = images.to(dev, non_blocking=True)
                     labels = torch.as_tensor(labels).to(dev, non_blocking=True)
                     with torch.no_grad():
