@@ -12,6 +12,7 @@ from balfeat.classify.features import extract_features
 from balfeat.classify.probe import (
     ProbeConfig,
     balanced_indices,
+    balanced_order,
     check_backbone_unchanged,
     make_classifier,
     probe_fast,
@@ -202,3 +203,20 @@ def test_progress_bars_only_when_logging(capsys: pytest.CaptureFixture[str]) -> 
     train_linear_on_features(x, y, x, y, 2, cfg, log=lambda s: None)
     err = capsys.readouterr().err
     assert "[reference] epoch 2/2" in err and "[fast] epochs" in err
+
+
+def test_fast_balanced_order_is_the_reference_cycles() -> None:
+    """BalFeat loader/sampler.py: RandomCycleIter over classes (each class once per cycle of C
+    picks) and over each class's images (all used before any repeats), bal_repeat together."""
+    labels = torch.tensor([0] * 30 + [1] * 6 + [2] * 3 + [3] * 1)
+    idx = balanced_order(labels, 40, repeat=2, seed=0, epoch=0)
+    assert idx.shape == (40,)
+    picks = labels[idx].view(-1, 2)
+    assert torch.all(picks == picks[:, :1])  # repeat=2: pairs from one class
+    cls = picks[:, 0]
+    for w in range(0, 20, 4):  # every cycle of 4 picks holds each class once
+        assert sorted(cls[w : w + 4].tolist()) == [0, 1, 2, 3]
+    two = idx[labels[idx] == 2][:3]  # class 2's first 3 draws: its 3 images, no repeat
+    assert sorted(two.tolist()) == [36, 37, 38]
+    assert not torch.equal(idx, balanced_order(labels, 40, 2, seed=0, epoch=1))
+    assert torch.equal(idx, balanced_order(labels, 40, 2, seed=0, epoch=0))

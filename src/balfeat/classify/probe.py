@@ -169,6 +169,33 @@ def balanced_indices(
     return order[starts[picked] + offs][:num_samples]
 
 
+def balanced_order(
+    labels: torch.Tensor, num_samples: int, repeat: int, seed: int, epoch: int
+) -> torch.Tensor:
+    """The reference's ``--balanced --bal_repeat`` order of one epoch (BalFeat
+    ``loader/sampler.py``: classes in random cycles, each class's images in random cycles,
+    ``repeat`` consecutive images per class pick), via
+    :class:`balfeat.data.samplers.ClassBalancedSampler` — the sampler the reference protocol uses.
+
+    Args:
+        labels: class of each sample. Shape: (N,).
+        num_samples: indices to return.
+        repeat: images per class pick.
+        seed: base seed; the order is seeded by ``(seed, epoch)``.
+        epoch: 0-based epoch.
+
+    Returns:
+        Sample indices (CPU, int64). Shape: (num_samples,).
+    """
+    from balfeat.data.samplers import ClassBalancedSampler
+
+    sampler = ClassBalancedSampler(
+        labels.cpu().numpy(), repeat, num_samples=num_samples, seed=seed, num_replicas=1, rank=0
+    )
+    sampler.set_epoch(epoch)
+    return torch.as_tensor(sampler.global_order()[:num_samples], dtype=torch.int64)
+
+
 class _BalancedSampler(Sampler[int]):
     """Fallback class-balanced sampler (``balfeat.data.samplers.ClassBalancedSampler`` shape)."""
 
@@ -354,7 +381,7 @@ def _train_loop(
         _set_lr(opt, lr)
         fc.train()
         if cfg.balanced:
-            order = balanced_indices(labels_cpu, n, cfg.repeat, gen).to(dev)
+            order = balanced_order(labels_cpu, n, cfg.repeat, cfg.seed, epoch).to(dev)
         else:
             order = torch.randperm(n, generator=gen).to(dev)
         x = xs[epoch % xs.shape[0]]
