@@ -166,3 +166,11 @@ def test_every_probe_recipe_loads_as_a_probe_job() -> None:
     for path in recipes:
         opts = load_probe_job([str(path)]).probe
         assert opts.protocol == "reference" and opts.lr == 30.0 and opts.milestones == [60, 80]
+
+
+def test_unwritable_out_is_found_by_writing_before_any_work(
+    tiny_imagenet: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Root passes permission checks: /proc refuses new folders, found before any work."""
+    assert main(["probe", *common(tiny_imagenet), "--out", "/proc/balfeat-probe-out"]) == 2
+    assert "--out" in _one_error_line(capsys.readouterr().err)
