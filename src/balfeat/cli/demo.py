@@ -40,8 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--full",
         action="store_true",
-        help="train longer on more images for better numbers (default: off; about half an hour "
-        "on 2 CPU cores, minutes on a GPU). Use a different --out than the quick run",
+        help="train longer on more images for better numbers (default: off; about 2-3x the "
+        "quick run on a CPU, minutes on a GPU). Use a different --out than the quick run",
     )
     p.add_argument(
         "--tiny",
