@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from balfeat.classify.features import extract_features
+from balfeat.data.prepare import ClassSubset, dataset_targets
 from balfeat.errors import BalfeatError, TrainingError
 from balfeat.schedules import ScheduleName, lr_factor
 
@@ -223,19 +224,6 @@ def _balanced_sampler(labels: np.ndarray, repeat: int, seed: int) -> Sampler[int
     except ImportError:
         return _BalancedSampler(labels, repeat=repeat, seed=seed)
     return ClassBalancedSampler(labels, repeat=repeat, seed=seed, num_replicas=1, rank=0)
-
-
-def dataset_targets(dataset: Dataset) -> np.ndarray:
-    """The labels of a dataset (``.targets`` per the dataset contract, else read by iterating)."""
-    targets = getattr(dataset, "targets", None)
-    if targets is not None:
-        return np.asarray(targets, dtype=np.int64)
-    if hasattr(dataset, "tensors"):  # TensorDataset
-        return np.asarray(dataset.tensors[1], dtype=np.int64)
-    raise BalfeatError(
-        f"{type(dataset).__name__} has no .targets; datasets must expose their labels as "
-        "a .targets array (see docs/DESIGN.md)"
-    )
 
 
 def _topk_hits(logits: torch.Tensor, labels: torch.Tensor) -> int:
@@ -669,32 +657,6 @@ def probe_reference(
 def copy_classifier(fc: nn.Linear) -> nn.Linear:
     """A deep copy of a classifier (so decoupled methods never modify their input)."""
     return copy.deepcopy(fc)
-
-
-class ClassSubset(Dataset):
-    """The samples of some classes of a dataset, relabelled 0..C'-1 in the given order.
-
-    Args:
-        dataset: any dataset with ``.targets``.
-        classes: original labels to keep.
-    """
-
-    def __init__(self, dataset: Dataset, classes: Sequence[int]) -> None:
-        self.dataset = dataset
-        self.classes = [int(c) for c in classes]
-        targets = dataset_targets(dataset)
-        remap = np.full(int(max(targets.max(initial=0), max(self.classes, default=0))) + 1, -1)
-        remap[self.classes] = np.arange(len(self.classes))
-        self.indices = np.flatnonzero(np.isin(targets, self.classes))
-        self.targets = remap[targets[self.indices]].astype(np.int64)
-        self.num_classes = len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> tuple[Any, int]:
-        image, _ = self.dataset[int(self.indices[i])]
-        return image, int(self.targets[i])
 
 
 def run_probe(

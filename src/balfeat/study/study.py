@@ -36,14 +36,16 @@ from typing import Any
 import numpy as np
 import yaml
 
+from balfeat.data.prepare import subset_by_counts
 from balfeat.errors import ConfigError, DataError
+from balfeat.study.spec import StudySpec, load_study, study_from_mapping
+
+__all__ = ["StudySpec", "load_study", "run_study", "study_from_mapping", "subset_by_counts"]
 
 log = logging.getLogger("balfeat.study")
 
 Row = dict[str, Any]
 
-
-from balfeat.study.spec import StudySpec, load_study, study_from_mapping  # noqa: E402,F401
 
 # ----------------------------------------------------------------------------- data
 
@@ -72,7 +74,7 @@ def load_study_data(spec: StudySpec) -> StudyData:
         d = load_fashion_mnist(spec.root or None)
         return StudyData(d.train_x, d.train_y, d.test_x, d.test_y, list(d.class_names))
     if spec.dataset == "synthetic":
-        from balfeat.engine.build import synthetic_arrays
+        from balfeat.data.prepare import synthetic_arrays
 
         c = int(spec.base.get("data", {}).get("num_classes", 10))
         n = max(spec.synthetic_size, 1)
@@ -127,25 +129,6 @@ def family_counts(num_classes: int, total: int, ratio: float, seed: int = 0) -> 
     for rank, cls in enumerate(order.tolist()):
         counts[cls] = profile[rank]
     return counts
-
-
-def subset_by_counts(labels: np.ndarray, counts: list[int], seed: int) -> np.ndarray:
-    """Sorted indices keeping ``counts[c]`` random images of each class ``c``.
-
-    Raises:
-        DataError: a class has fewer images than asked for.
-    """
-    rng = np.random.default_rng(seed)
-    keep: list[np.ndarray] = []
-    for c, k in enumerate(counts):
-        idx = np.flatnonzero(labels == c)
-        if len(idx) < k:
-            raise DataError(
-                f"class {c} has {len(idx)} training images but the imbalance set needs {k}; "
-                "lower family.total (or probe_per_class)"
-            )
-        keep.append(rng.choice(idx, size=k, replace=False))
-    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------- cells
