@@ -96,3 +96,16 @@ def test_pretrain_under_torchrun_two_processes(tmp_path: Path) -> None:
     state = load_checkpoint(out / "last.pth")
     assert state["world_size"] == 2 and state["step"] == 4 and len(state["rng"]) == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_pretrain_checks_paths_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    base = ["pretrain", "data.dataset=synthetic", "optim.epochs=1", "run.progress=false"]
+    assert main([*base, f"run.output_dir={blocker}/run"]) == 2
+    assert "run.output_dir" in capsys.readouterr().err
+    assert main([*base, f"data.train_split={tmp_path / 'missing.txt'}"]) == 2
+    assert "data.train_split" in capsys.readouterr().err

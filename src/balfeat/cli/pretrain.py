@@ -93,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
     if args.quiet:
         overrides.append("run.progress=false")
     cfg = load_config(args.config, overrides)
+    from balfeat.typed_config import check_paths
+
+    check_paths(cfg)  # split files exist, run.output_dir can be written: before any work
     level = logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     try:
