@@ -195,3 +195,17 @@ def test_moco_with_resnet20_one_step() -> None:
     method.after_step()
     assert torch.isfinite(out["loss"]) and int(method.queue.ptr) == 8
     assert method.queue.labels[:8].tolist() == (torch.arange(8) % 2).tolist()
+
+
+def test_prefill_moves_both_encoders_bn_statistics_as_the_reference() -> None:
+    """BalFeat's init_key_queue runs the whole model (train mode, update_key=False): the query
+    encoder's BatchNorm running statistics move too, its weights do not."""
+    method = _moco(KCL, posk=2)
+    method.train()
+    bn_q = method.backbone.bn  # the stand-in backbone's BatchNorm1d
+    before = bn_q.running_mean.clone()
+    weights = [p.detach().clone() for p in method.backbone.parameters()]
+    method.prefill(_batches(3, seed=5))
+    assert not torch.equal(bn_q.running_mean, before)
+    for w, p in zip(weights, method.backbone.parameters(), strict=True):
+        assert torch.equal(w, p)
