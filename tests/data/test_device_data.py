@@ -234,3 +234,204 @@ def test_batches_feed_a_two_view_method() -> None:
     views, y = next(iter(loader))
     out = model(views, y)
     assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+
+
+# -- distribution equality with the PIL path on the same images --------------------------------
+#
+# Design: each test feeds the SAME uint8 image N times through the PIL recipe
+# (balfeat.data.transforms.build_transform) and through DeviceAugment.from_recipe, reads one
+# per-sample statistic off every output (the image is built so that the statistic is a function
+# of a single augmentation parameter), and compares the two samples with a two-sample
+# Kolmogorov-Smirnov statistic. With n = m = N the 0.1% critical value is 1.95 * sqrt(2 / N);
+# the seeds are fixed, so the test is deterministic, and a wrong range, probability or
+# parametrisation (e.g. area uniform vs side uniform, ratio vs log ratio) moves D far above it.
+
+_N = 1200
+_KS_CRIT = 1.95 * (2.0 / _N) ** 0.5
+
+
+def _ks(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic sup |F_a - F_b|."""
+    a, b = np.sort(a), np.sort(b)
+    grid = np.concatenate([a, b])
+    fa = np.searchsorted(a, grid, side="right") / len(a)
+    fb = np.searchsorted(b, grid, side="right") / len(b)
+    return float(np.abs(fa - fb).max())
+
+
+def _pil_outputs(image: np.ndarray, recipe: str, size: int, channels: int) -> torch.Tensor:
+    from PIL import Image
+
+    from balfeat.data.transforms import build_transform
+
+    torch.manual_seed(0)
+    t = build_transform(recipe, size, channels)
+    pil = Image.fromarray(image)
+    return torch.stack([t(pil) for _ in range(_N)])
+
+
+def _device_outputs(image: np.ndarray, recipe: str, size: int, channels: int) -> torch.Tensor:
+    aug = DeviceAugment.from_recipe(recipe, size, channels)
+    batch = torch.from_numpy(image).unsqueeze(0).expand(_N, *image.shape).contiguous()
+    return aug(batch, torch.Generator().manual_seed(1))
+
+
+def _ramp_image(side: int = 64) -> np.ndarray:
+    """RGB: R rises left to right, G top to bottom, B constant (pixel centres)."""
+    ramp = np.round(255 * (np.arange(side) + 0.5) / side).astype(np.uint8)
+    img = np.zeros((side, side, 3), dtype=np.uint8)
+    img[..., 0] = ramp[None, :]
+    img[..., 1] = ramp[:, None]
+    img[..., 2] = 128
+    return img
+
+
+def _crop_stats(out: torch.Tensor, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-sample (area fraction, aspect ratio, flipped) from outputs of :func:`_ramp_image`."""
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    x = out * std + mean
+    dx = (x[:, 0, :, -1] - x[:, 0, :, 0]).mean(1) * size / (size - 1)
+    dy = (x[:, 1, -1, :] - x[:, 1, 0, :]).mean(1) * size / (size - 1)
+    w, h = dx.abs(), dy.abs()
+    return (w * h).numpy(), (w / h).numpy(), (dx < 0).numpy()
+
+
+@pytest.mark.parametrize("recipe", ["supervised", "moco_v2"])
+def test_crop_scale_aspect_and_flip_match_pil(recipe: str) -> None:
+    size, img = 32, _ramp_image()
+    if recipe == "supervised":  # crop + flip only: the whole recipe on both paths
+        pil = _pil_outputs(img, recipe, size, 3)
+        dev = _device_outputs(img, recipe, size, 3)
+    else:
+        # colour jitter/gray would scramble the ramps: compare the recipe's geometry (crop and
+        # flip of the same table entry) on both paths
+        from PIL import Image
+        from torchvision import transforms as T
+
+        from balfeat.data.recipes import get_recipe
+
+        r = get_recipe(recipe)
+        assert r.crop_scale is not None
+        t = T.Compose(
+            [
+                T.RandomResizedCrop(size, scale=r.crop_scale, ratio=r.crop_ratio),
+                T.RandomHorizontalFlip(r.flip_p),
+                T.ToTensor(),
+                T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
+        torch.manual_seed(0)
+        pil_img = Image.fromarray(img)
+        pil = torch.stack([t(pil_img) for _ in range(_N)])
+        aug = DeviceAugment(size, 3, r.crop_scale, r.crop_ratio, flip_p=r.flip_p)
+        batch = torch.from_numpy(img).unsqueeze(0).expand(_N, *img.shape).contiguous()
+        dev = aug(batch, torch.Generator().manual_seed(1))
+    pa, pr, pf = _crop_stats(pil, size)
+    da, dr, df = _crop_stats(dev, size)
+    assert _ks(pa, da) < _KS_CRIT, "crop area fraction distribution differs from PIL"
+    assert _ks(np.log(pr), np.log(dr)) < _KS_CRIT, "crop aspect distribution differs from PIL"
+    # flip rate: both within 4 standard errors of 0.5 and of each other
+    se = (0.25 / _N) ** 0.5
+    assert abs(pf.mean() - 0.5) < 4 * se and abs(df.mean() - 0.5) < 4 * se
+    assert abs(pf.mean() - df.mean()) < 4 * se * 2**0.5
+    # the statistic is really sensitive: the full-image crop would give area 1 everywhere
+    assert pa.min() < 0.5 and da.min() < 0.5
+
+
+@pytest.mark.parametrize("recipe", ["longtail", "moco_v2"])
+def test_brightness_jitter_matches_pil(recipe: str) -> None:
+    """On a constant gray image crop, flip and contrast are identities, so the output level
+    divided by the input level is the brightness factor (1 when the jitter is not applied)."""
+    img = np.full((32, 32), 128, dtype=np.uint8)
+    pil = _pil_outputs(img, recipe, 32, 1)
+    dev = _device_outputs(img, recipe, 32, 1)
+
+    def factor(out: torch.Tensor) -> np.ndarray:
+        level = (out * GRAY_STD[0] + GRAY_MEAN[0]).mean(dim=(1, 2, 3))
+        return (level / (128 / 255)).numpy()
+
+    fp, fd = factor(pil), factor(dev)
+    assert _ks(fp, fd) < _KS_CRIT + 0.02, "brightness factor distribution differs from PIL"
+    for f in (fp, fd):
+        assert f.min() > 0.6 - 0.02 and f.max() < 1.4 + 0.02
+        assert f.min() < 0.65 and f.max() > 1.35  # the whole range [0.6, 1.4] is used
+    if recipe == "moco_v2":  # jitter applied with p 0.8: about 20% exactly unchanged
+        for f in (fp, fd):
+            assert abs(np.mean(np.abs(f - 1) < 2e-3) - 0.2) < 0.05
+
+
+def test_recipe_table_is_shared() -> None:
+    from balfeat.data.recipes import RECIPE_NAMES, get_recipe
+    from balfeat.data.transforms import TRANSFORM_NAMES
+
+    assert set(DEVICE_RECIPES) == set(TRANSFORM_NAMES) == set(RECIPE_NAMES)
+    assert "none" in RECIPE_NAMES
+    for name in RECIPE_NAMES:
+        aug, r = DeviceAugment.from_recipe(name, 32, 3), get_recipe(name)
+        assert (aug.crop_scale, aug.flip_p, aug.jitter_p) == (r.crop_scale, r.flip_p, r.jitter_p)
+        assert (aug.brightness, aug.hue, aug.grayscale_p) == (r.brightness, r.hue, r.grayscale_p)
+    with pytest.raises(ConfigError, match="unknown augmentation recipe"):
+        DeviceAugment.from_recipe("nope", 32, 3)
+
+
+# -- loader: resume, shards, drop_last, class balance -------------------------------------------
+
+
+def _loader(**kw: object) -> DeviceArrayLoader:
+    imgs = _images(n=50, size=12, channels=3, seed=3)
+    labels = np.arange(50) % 5
+    args: dict = dict(batch_size=8, transform=DeviceAugment.from_recipe("moco_v2", 12, 3),
+                      views=2, device="cpu", seed=7)  # fmt: skip
+    args.update(kw)
+    return DeviceArrayLoader(imgs, labels, **args)
+
+
+def test_mid_epoch_resume_gives_the_rest_of_the_epoch_exactly() -> None:
+    full = _loader()
+    full.set_epoch(3)
+    batches = list(full)
+    resumed = _loader(start_batch=4)
+    resumed.set_epoch(3)
+    rest = list(resumed)
+    assert len(rest) == len(resumed) == len(batches) - 4
+    for (v_a, y_a), (v_b, y_b) in zip(batches[4:], rest, strict=True):
+        assert torch.equal(y_a, y_b)
+        assert torch.equal(v_a[0], v_b[0]) and torch.equal(v_a[1], v_b[1])
+
+
+def test_drop_last_as_the_trainer() -> None:
+    loader = _loader(drop_last=True)
+    assert len(loader) == 50 // 8
+    assert all(len(y) == 8 for _, y in loader)
+    assert len(_loader(drop_last=False)) == 7
+
+
+def test_two_ranks_get_disjoint_equal_shards() -> None:
+    from balfeat.data.samplers import ShardedSampler
+
+    seen = []
+    for rank in (0, 1):
+        sampler = ShardedSampler(48, shuffle=True, seed=7, num_replicas=2, rank=rank)
+        imgs = np.arange(48, dtype=np.uint8).reshape(48, 1, 1).repeat(4, 1).repeat(4, 2)
+        loader = DeviceArrayLoader(imgs, np.arange(48), batch_size=6, sampler=sampler,
+                                   device="cpu", seed=7, drop_last=True)  # fmt: skip
+        loader.set_epoch(2)
+        seen.append(torch.cat([y for _, y in loader]).tolist())
+    assert len(seen[0]) == len(seen[1]) == 24
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == list(range(48))
+
+
+def test_class_balanced_loader_follows_the_sampler() -> None:
+    labels = np.array([0] * 40 + [1] * 8 + [2] * 2)
+    imgs = _images(n=50, size=8, channels=1, seed=1)
+    sampler = ClassBalancedSampler(labels, num_samples=300, seed=5, num_replicas=1, rank=0)
+    loader = DeviceArrayLoader(imgs, labels, batch_size=10, sampler=sampler, device="cpu",
+                               seed=5, drop_last=True)  # fmt: skip
+    loader.set_epoch(1)
+    got = torch.cat([y for _, y in loader]).numpy()
+    sampler.set_epoch(1)
+    assert got.tolist() == labels[list(sampler)][: len(got)].tolist()
+    counts = np.bincount(got, minlength=3)
+    assert counts.max() - counts.min() <= 3  # balanced over classes despite 40:8:2

@@ -30,11 +30,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from balfeat.data.recipes import (
+    GRAY_MEAN,
+    GRAY_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RECIPE_NAMES,
+    get_recipe,
+)
 from balfeat.data.samplers import ShardedSampler
-from balfeat.data.transforms import GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD
 from balfeat.errors import ConfigError, DataError
 
-DEVICE_RECIPES: tuple[str, ...] = ("moco_v1", "moco_v2", "supervised", "longtail", "eval")
+DEVICE_RECIPES: tuple[str, ...] = RECIPE_NAMES
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
@@ -166,26 +173,29 @@ class DeviceAugment:
         """The small-image form of a :func:`~balfeat.data.transforms.build_transform` recipe.
 
         Args:
-            name: ``"moco_v1"``, ``"moco_v2"``, ``"supervised"``, ``"longtail"`` or ``"eval"``
-                (no augmentation: resize if needed + normalise).
+            name: a :data:`balfeat.data.recipes.RECIPES` name: ``"moco_v1"``, ``"moco_v2"``,
+                ``"supervised"``, ``"longtail"``, ``"eval"`` or ``"none"`` (the last two: resize
+                if needed + normalise). The Gaussian blur of ``moco_v2`` is not applied (small
+                images, as the PIL path below 64 px).
+
+        Raises:
+            ConfigError: unknown recipe name.
             image_size: output side in pixels.
             channels: 1 or 3.
         """
-        if name == "moco_v1":
-            return cls(image_size, channels, (0.2, 1.0), brightness=0.4, contrast=0.4,
-                       saturation=0.4, hue=0.4, grayscale_p=0.2)  # fmt: skip
-        if name == "moco_v2":
-            return cls(image_size, channels, (0.2, 1.0), brightness=0.4, contrast=0.4,
-                       saturation=0.4, hue=0.1, jitter_p=0.8, grayscale_p=0.2)  # fmt: skip
-        if name == "supervised":
-            return cls(image_size, channels, (0.08, 1.0))
-        if name == "longtail":
-            return cls(image_size, channels, (0.08, 1.0), brightness=0.4, contrast=0.4,
-                       saturation=0.4)  # fmt: skip
-        if name == "eval":
-            return cls(image_size, channels, None, flip_p=0.0)
-        raise ConfigError(
-            f"unknown device augmentation recipe {name!r}; use one of {', '.join(DEVICE_RECIPES)}"
+        r = get_recipe(name)
+        return cls(
+            image_size,
+            channels,
+            r.crop_scale,
+            crop_ratio=r.crop_ratio,
+            flip_p=r.flip_p,
+            brightness=r.brightness,
+            contrast=r.contrast,
+            saturation=r.saturation,
+            hue=r.hue,
+            jitter_p=r.jitter_p,
+            grayscale_p=r.grayscale_p,
         )
 
     def __repr__(self) -> str:

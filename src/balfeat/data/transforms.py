@@ -12,6 +12,12 @@ Names (``build_transform(name, image_size, channels)``):
 - ``"longtail"``: ``"supervised"`` + ColorJitter(0.4, 0.4, 0.4, 0) (classifier-balancing).
 - ``"eval"``: Resize(size * 256 / 224) + CenterCrop(size) for large images; for small images
   only a resize to ``image_size`` when the input differs.
+- ``"none"``: only a resize to ``image_size`` when the input differs.
+
+The parameters live in one table, :data:`balfeat.data.recipes.RECIPES`, which the on-device path
+(:class:`balfeat.data.device_data.DeviceAugment`) reads too. Ops run in one fixed order for all
+recipes: crop, jitter, grayscale, blur, flip (MoCo v1's reference applies grayscale before the
+jitter; the two orders differ only through the hue shift of a sample that is also grayed).
 
 All end in ToTensor + Normalize: ImageNet statistics for 3 channels; for 1 channel, the
 Fashion-MNIST statistics (mean 0.2860, std 0.3530). Inputs are PIL images of any mode; they are
@@ -28,14 +34,23 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from balfeat.data.recipes import (
+    GRAY_MEAN,
+    GRAY_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RECIPE_NAMES,
+    SMALL_IMAGE_LIMIT,
+    get_recipe,
+    normalisation,
+)
 from balfeat.errors import ConfigError
 
-TRANSFORM_NAMES: tuple[str, ...] = ("moco_v1", "moco_v2", "supervised", "longtail", "eval")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-GRAY_MEAN = (0.2860,)
-GRAY_STD = (0.3530,)
-SMALL_IMAGE_LIMIT = 64
+TRANSFORM_NAMES: tuple[str, ...] = RECIPE_NAMES
+__all__ = [
+    "GRAY_MEAN", "GRAY_STD", "IMAGENET_MEAN", "IMAGENET_STD", "SMALL_IMAGE_LIMIT",
+    "TRANSFORM_NAMES", "ConvertMode", "TwoViews", "build_transform",
+]  # fmt: skip
 
 
 class ConvertMode:
@@ -70,26 +85,25 @@ class TwoViews:
         return f"TwoViews({self.transform!r})"
 
 
-def _jitter(b: float, c: float, s: float, h: float, channels: int) -> T.ColorJitter:
-    if channels == 1:
-        return T.ColorJitter(b, c, 0.0, 0.0)
-    return T.ColorJitter(b, c, s, h)
-
-
 def build_transform(
     name: str, image_size: int = 224, channels: int = 3
 ) -> Callable[[Image.Image], torch.Tensor]:
     """Build one of ``TRANSFORM_NAMES`` for ``image_size``-px outputs with ``channels``.
 
+    The pipeline is read from :data:`balfeat.data.recipes.RECIPES` (shared with the on-device
+    path), in the order RandomResizedCrop, colour jitter (``RandomApply`` when its p < 1),
+    RandomGrayscale, Gaussian blur (large images only), horizontal flip, ToTensor, Normalize.
+
     Args:
-        name: ``"moco_v1"``, ``"moco_v2"``, ``"supervised"``, ``"longtail"`` or ``"eval"``.
+        name: ``"moco_v1"``, ``"moco_v2"``, ``"supervised"``, ``"longtail"``, ``"eval"`` or
+            ``"none"``.
         image_size: output side in pixels (224 for ImageNet, 28/32 for small datasets).
         channels: 1 (grayscale) or 3 (RGB).
 
     Returns:
         A callable PIL image -> float tensor. Shape: (channels, image_size, image_size), except
-        ``"eval"`` on small images whose input already has another size than ``image_size``
-        is resized to ``image_size``.
+        ``"eval"``/``"none"`` on small images whose input already has another size than
+        ``image_size`` is resized to ``image_size``.
 
     Raises:
         ConfigError: unknown name, channels not 1/3, or image_size < 1.
@@ -100,44 +114,26 @@ def build_transform(
         raise ConfigError(f"transform channels={channels} must be 1 (grayscale) or 3 (RGB)")
     if image_size < 1:
         raise ConfigError(f"transform image_size={image_size} must be >= 1")
+    r = get_recipe(name)
     small = image_size < SMALL_IMAGE_LIMIT
-    head: list[Callable[..., Any]] = [ConvertMode("L" if channels == 1 else "RGB")]
-    tail: list[Callable[..., Any]] = [
-        T.ToTensor(),
-        T.Normalize(
-            GRAY_MEAN if channels == 1 else IMAGENET_MEAN,
-            GRAY_STD if channels == 1 else IMAGENET_STD,
-        ),
-    ]
-    gray: list[Callable[..., Any]] = [T.RandomGrayscale(p=0.2)] if channels == 3 else []
-    body: list[Callable[..., Any]]
-    if name == "moco_v1":
-        body = [
-            T.RandomResizedCrop(image_size, scale=(0.2, 1.0)),
-            *gray,
-            _jitter(0.4, 0.4, 0.4, 0.4, channels),
-            T.RandomHorizontalFlip(),
-        ]
-    elif name == "moco_v2":
-        body = [
-            T.RandomResizedCrop(image_size, scale=(0.2, 1.0)),
-            T.RandomApply([_jitter(0.4, 0.4, 0.4, 0.1, channels)], p=0.8),
-            *gray,
-        ]
-        if not small:
-            kernel = 2 * (image_size // 20) + 1  # 23 at 224 px, about 10% of the side
-            body.append(T.RandomApply([T.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5))
-        body.append(T.RandomHorizontalFlip())
-    elif name == "supervised":
-        body = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
-    elif name == "longtail":
-        body = [
-            T.RandomResizedCrop(image_size),
-            T.RandomHorizontalFlip(),
-            _jitter(0.4, 0.4, 0.4, 0.0, channels),
-        ]
-    elif small:
-        body = [T.Resize((image_size, image_size))]
+    mean, std = normalisation(channels)
+    body: list[Callable[..., Any]] = []
+    if r.crop_scale is not None:
+        body.append(T.RandomResizedCrop(image_size, scale=r.crop_scale, ratio=r.crop_ratio))
+    elif name == "eval" and not small:
+        body += [T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size)]
     else:
-        body = [T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size)]
-    return T.Compose([*head, *body, *tail])
+        body.append(T.Resize((image_size, image_size)))
+    if r.has_jitter:
+        sat, hue = (r.saturation, r.hue) if channels == 3 else (0.0, 0.0)
+        jitter = T.ColorJitter(r.brightness, r.contrast, sat, hue)
+        body.append(jitter if r.jitter_p >= 1.0 else T.RandomApply([jitter], p=r.jitter_p))
+    if channels == 3 and r.grayscale_p > 0:
+        body.append(T.RandomGrayscale(p=r.grayscale_p))
+    if r.blur_sigma is not None and r.blur_p > 0 and not small:
+        kernel = 2 * (image_size // 20) + 1  # 23 at 224 px, about 10% of the side
+        body.append(T.RandomApply([T.GaussianBlur(kernel, sigma=r.blur_sigma)], p=r.blur_p))
+    if r.flip_p > 0:
+        body.append(T.RandomHorizontalFlip(p=r.flip_p))
+    head = ConvertMode("L" if channels == 1 else "RGB")
+    return T.Compose([head, *body, T.ToTensor(), T.Normalize(mean, std)])
