@@ -46,6 +46,7 @@ def test_bf16_autocast_matches_float32(kind: str) -> None:
     assert low == pytest.approx(ref, rel=2e-2)
 
 
+@pytest.mark.slow  # inductor compiles C++ kernels: ~1-5 min on a loaded 2-core CPU
 @pytest.mark.parametrize("kind", ["moco"])
 def test_compiled_step_matches_eager(kind: str) -> None:
     model = _model(kind)
