@@ -336,14 +336,14 @@ def run_cell(
         num_classes=data.num_classes,
     )
     callbacks: list[Any] = []
-    if spec.knn_every > 0:  # online kNN monitor: 500 probe (memory) and 500 test images
+    if spec.knn_every > 0:  # online kNN monitor: 200 probe (memory) and 200 test images
         from torch.utils.data import Subset
 
         from balfeat.evaluation.knn import KNNMonitor
 
         kx = np.random.default_rng(1000 * s + 4)
-        mem = Subset(probe_ds, sorted(kx.permutation(len(probe_ds))[:500].tolist()))
-        qry = Subset(test_ds, sorted(kx.permutation(len(test_ds))[:500].tolist()))
+        mem = Subset(probe_ds, sorted(kx.permutation(len(probe_ds))[:200].tolist()))
+        qry = Subset(test_ds, sorted(kx.permutation(len(test_ds))[:200].tolist()))
         callbacks.append(KNNMonitor(mem, qry, data.num_classes, every=spec.knn_every))
     resume = find_last_checkpoint(Path(cfg.run.output_dir)) is not None
     cfg.run.overwrite = not resume
