@@ -11,7 +11,6 @@ from classify_synthetic import SneakyBackbone, TinyBackbone, TinyImages
 from balfeat.classify.features import extract_features
 from balfeat.classify.probe import (
     ProbeConfig,
-    balanced_indices,
     balanced_order,
     check_backbone_unchanged,
     make_classifier,
@@ -37,18 +36,6 @@ def test_extract_features_shapes_and_mode() -> None:
     assert multi.shape == (3, 12, 16)
     # Without augmentation every pass is the same, and equals the single pass.
     torch.testing.assert_close(multi[1], feats)
-
-
-def test_balanced_indices_are_class_uniform() -> None:
-    labels = torch.tensor([0] * 90 + [1] * 9 + [2] * 1)
-    gen = torch.Generator().manual_seed(0)
-    idx = balanced_indices(labels, 3000, repeat=3, generator=gen)
-    assert idx.shape == (3000,)
-    freq = torch.bincount(labels[idx], minlength=3).float() / 3000
-    assert torch.all((freq - 1 / 3).abs() < 0.05)
-    # repeat=3: consecutive triples come from one class
-    triples = labels[idx].view(-1, 3)
-    assert torch.all(triples == triples[:, :1])
 
 
 def test_fast_probe_learns_and_keeps_best_epoch() -> None:

@@ -11,28 +11,23 @@ Classifier for Long-Tailed Recognition" (ICLR 2020, https://arxiv.org/abs/1910.0
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from balfeat.classify.probe import (
+from balfeat.classify.image_loop import train_on_images
+from balfeat.classify.linear import (
     ProbeConfig,
     ProbeResult,
-    _balanced_sampler,
-    _module_device,
     copy_classifier,
-    dataset_targets,
     train_linear_on_features,
 )
-from balfeat.errors import BalfeatError, TrainingError
+from balfeat.data.prepare import dataset_targets
 from balfeat.evaluation.metrics import ShotGrouping, evaluate
 
 #: The tau values of the reference sweep: 0.0, 0.1, ..., 1.0.
@@ -226,94 +221,16 @@ def finetune(
         log: progress lines.
     """
     cfg = cfg or ProbeConfig(epochs=10, lr=0.01, weight_decay=1e-4, schedule="cosine")
-    start = time.perf_counter()
-    dev = torch.device(device) if device is not None else _module_device(backbone)
-    fc = copy_classifier(classifier).to(dev)
-    backbone.to(dev)
-    for p in backbone.parameters():
-        p.requires_grad_(True)
-    params = list(backbone.parameters()) + list(fc.parameters())
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    sampler = (
-        _balanced_sampler(dataset_targets(train_dataset), cfg.repeat, cfg.seed)
-        if (cfg.balanced)
-        else None
-    )
-    gen = torch.Generator()
-    val_loader = DataLoader(val_dataset, batch_size=cfg.batch_size, num_workers=num_workers)
-    best_top1, best_epoch = -1.0, 0
-    best_state: dict[str, Any] = {}
-    best_logits = torch.empty(0)
-    val_labels = torch.empty(0, dtype=torch.int64)
-    history: list[dict[str, float]] = []
-    cuda = [dev.index or 0] if dev.type == "cuda" else []
-    for epoch in range(cfg.epochs):
-        lr = cfg.lr_at(epoch)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        if sampler is not None and hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        gen.manual_seed(cfg.seed * 100003 + epoch)
-        loader = DataLoader(
-            train_dataset,
-            batch_size=cfg.batch_size,
-            shuffle=sampler is None,
-            sampler=sampler,
-            num_workers=num_workers,
-            generator=gen,
-            drop_last=len(dataset_targets(train_dataset)) > cfg.batch_size,
-        )
-        backbone.train()
-        fc.train()
-        total, seen = 0.0, 0
-        with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(cfg.seed * 100003 + epoch)
-            for images, labels in loader:
-                images, labels = images.to(dev), torch.as_tensor(labels).to(dev)
-                loss = F.cross_entropy(fc(backbone(images)), labels)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(labels)
-                seen += len(labels)
-        record = {"epoch": float(epoch + 1), "lr": lr, "loss": total / max(seen, 1)}
-        if not math.isfinite(record["loss"]):
-            raise TrainingError(
-                f"fine-tuning: non-finite loss at epoch {epoch + 1} (lr {lr}); lower the lr"
-            )
-        backbone.eval()
-        fc.eval()
-        outs, labs = [], []
-        with torch.no_grad():
-            for images, labels in val_loader:
-                outs.append(fc(backbone(images.to(dev))).cpu())
-                labs.append(torch.as_tensor(labels, dtype=torch.int64))
-        vlog, val_labels = torch.cat(outs), torch.cat(labs)
-        top1 = float((vlog.argmax(1) == val_labels).float().mean() * 100)
-        record["val_top1"] = top1
-        if top1 > best_top1:
-            best_top1, best_epoch, best_logits = top1, epoch + 1, vlog
-            best_state = {
-                "backbone": {k: v.detach().clone() for k, v in backbone.state_dict().items()},
-                "fc": {k: v.detach().clone() for k, v in fc.state_dict().items()},
-            }
-        if log is not None:
-            log(
-                f"[finetune] epoch {epoch + 1}/{cfg.epochs} "
-                f"loss {record['loss']:.4f} val {top1:.2f}"
-            )
-        history.append(record)
-    if not best_state:
-        raise BalfeatError("fine-tuning ran no epoch")
-    backbone.load_state_dict(best_state["backbone"])
-    fc.load_state_dict(best_state["fc"])
-    return ProbeResult(
-        classifier=fc.cpu().eval(),
-        best_epoch=best_epoch,
-        best_top1=best_top1,
-        val_logits=best_logits,
-        val_labels=val_labels,
-        history=history,
+    return train_on_images(
+        backbone,
+        copy_classifier(classifier),
+        train_dataset,
+        val_dataset,
+        cfg,
+        device,
+        train_backbone=True,
         protocol="finetune",
-        seconds=time.perf_counter() - start,
+        num_workers=num_workers,
+        drop_last=len(dataset_targets(train_dataset)) > cfg.batch_size,
+        log=log,
     )
