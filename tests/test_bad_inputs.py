@@ -397,9 +397,7 @@ def test_resume_from_checkpoint_of_another_method_or_architecture(
     override: str,
     message: str,
 ) -> None:
-    rc, _, err, out = _pretrain(
-        tmp_path, capsys, "--resume", str(sl_checkpoint), *SYNTH, override, "method.K=16"
-    )
+    rc, _, err, out = _pretrain(tmp_path, capsys, "--resume", str(sl_checkpoint), *SYNTH, override)
     assert rc == 2
     line = _one_error_line(err)
     assert message in line and str(sl_checkpoint) in line

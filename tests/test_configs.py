@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from balfeat.engine.config import config_to_dict, load_config
+from tiny_recipes import queue_overrides
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ALL = sorted(CONFIGS.glob("*.yaml"))
@@ -47,8 +48,6 @@ TINY = [
     "model.init_checkpoint=",
     "model.backbone=resnet8",
     "model.small_images=true",
-    "method.K=16",
-    "method.bn_splits=2",
     "optim.batch_size=8",
     "optim.epochs=1",
     "run.max_steps=1",
@@ -81,11 +80,11 @@ def _distinct_tiny_configs() -> list[tuple[str, list[str]]]:
     """(name, overrides) of the pretrain configs that differ after the tiny overrides."""
     seen: dict[str, str] = {}
     for path in PRETRAIN:
-        d = config_to_dict(load_config(path, TINY))
+        d = config_to_dict(load_config(path, [*TINY, *queue_overrides(path)]))
         d["run"]["output_dir"] = ""
         key = json.dumps(d, sort_keys=True)
         seen.setdefault(key, str(path))
-    return [(p, TINY) for p in seen.values()]
+    return [(p, [*TINY, *queue_overrides(p)]) for p in seen.values()]
 
 
 @pytest.mark.slow
@@ -95,7 +94,7 @@ def _distinct_tiny_configs() -> list[tuple[str, list[str]]]:
 def test_pretrain_config_runs_one_step(path: str, tmp_path: Path) -> None:
     from balfeat.engine.trainer import Trainer
 
-    cfg = load_config(path, [*TINY, f"run.output_dir={tmp_path}"])
+    cfg = load_config(path, [*TINY, *queue_overrides(path), f"run.output_dir={tmp_path}"])
     summary = Trainer(cfg).fit()
     assert summary["steps"] == 1
     assert np.isfinite(summary["final_loss"])

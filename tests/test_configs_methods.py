@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 
 from balfeat.engine.config import load_config
+from tiny_recipes import queue_overrides
 
 DIR = Path(__file__).resolve().parents[1] / "configs" / "methods"
 RECIPES = sorted(DIR.glob("*.yaml"))
 
 # docs/methods-recipes.md: the authors' values each recipe must hold (ImageNet-LT / iNat).
 PUBLISHED = {
-    "supcon": {"posk": 6},  # unused by supcon; the KCL recipe's values are reused
+    "supcon": {"K": 65536, "T": 0.2},  # the KCL recipe's values (no published SupCon-queue run)
     "tsc": {"posk": 6, "target_weight": 0.2, "dim": 128, "T": 0.07, "K": 65536},
     "paco": {"K": 8192, "T": 0.2, "alpha": 0.05, "beta": 1.0, "gamma": 1.0},
     "gpaco": {"T": 0.2, "alpha": 0.045, "beta": 1.0, "gamma": 1.0},
@@ -42,8 +43,6 @@ TINY = [
     "data.train_split=",
     "model.backbone=resnet8",
     "model.small_images=true",
-    "method.K=16",
-    "method.bn_splits=2",
     "optim.batch_size=8",
     "optim.epochs=1",
     "run.max_steps=1",
@@ -86,6 +85,6 @@ def test_recipe_names_its_source_and_holds_the_published_values(path: Path) -> N
 def test_recipe_runs_one_step(path: Path, tmp_path: Path) -> None:
     from balfeat.engine.trainer import Trainer
 
-    cfg = load_config(path, [*TINY, f"run.output_dir={tmp_path}"])
+    cfg = load_config(path, [*TINY, *queue_overrides(path), f"run.output_dir={tmp_path}"])
     summary = Trainer(cfg).fit()
     assert summary["steps"] == 1 and np.isfinite(summary["final_loss"])

@@ -18,6 +18,11 @@ tree of dataclasses read by this one module:
   or reuse: not a file, writable). :func:`check_paths` checks them all before any work starts; it is
   separate from loading so that a config read back from a checkpoint is not checked against the
   filesystem of another machine.
+- A section may be a *variant* (``metadata=variant("name", section_of, sections)``): the value of
+  its selector key picks the section's dataclass (``method.name: kcl`` makes ``method`` a
+  ``KCLParams``, whose keys are the only ``method.*`` keys accepted). Setting the selector switches
+  the section's class and keeps the values already set that the new class also has; in a mapping
+  the selector is applied first, whatever its position.
 """
 
 from __future__ import annotations
@@ -57,6 +62,22 @@ def bounds(
         if val is not None:
             out[name] = val
     return out
+
+
+def variant(
+    selector: str,
+    section_of: Callable[[str], Any],
+    sections: Callable[[], Mapping[str, type]],
+) -> dict[str, Any]:
+    """Field metadata of a variant section whose class is chosen by its ``selector`` key.
+
+    Args:
+        selector: the key inside the section that selects the class (e.g. ``name``).
+        section_of: a fresh section (an instance) for a selector value; raises
+            :class:`ConfigError` for an unknown value.
+        sections: every selector value and its section class (for key listings and hints).
+    """
+    return {"variant": (selector, section_of, sections)}
 
 
 def path_kind(kind: PathKind, **extra: Any) -> dict[str, Any]:
@@ -101,12 +122,16 @@ def _from(source: str) -> str:
 
 
 def all_keys(cls: type, prefix: str = "") -> list[str]:
-    """Every dotted leaf key of a config dataclass, e.g. ``optim.base_lr``."""
+    """Every dotted leaf key of a config dataclass, e.g. ``optim.base_lr`` (for a variant
+    section: the keys of all its classes)."""
     keys: list[str] = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        if "variant" in f.metadata:
+            for sub in f.metadata["variant"][2]().values():
+                keys.extend(k for k in all_keys(sub, prefix + f.name + ".") if k not in keys)
+        elif dataclasses.is_dataclass(tp):
             keys.extend(all_keys(tp, prefix + f.name + "."))  # type: ignore[arg-type]
         else:
             keys.append(prefix + f.name)
@@ -236,15 +261,64 @@ def _field(node: Any, name: str) -> dataclasses.Field[Any] | None:
     return None
 
 
+def _switch_variant(
+    node: Any, f: dataclasses.Field[Any], value: Any, key: str, source: str
+) -> None:
+    """Replace the variant section ``f`` of ``node`` by the class its selector ``value`` picks,
+    keeping the values set in the old section (those differing from its defaults) that the new
+    class also has."""
+    selector, section_of, _ = f.metadata["variant"]
+    old = getattr(node, f.name)
+    if not isinstance(value, str):
+        raise ConfigError(f"config key {key!r} in {source}: expected a name, got {value!r}")
+    if getattr(old, selector, None) == value:
+        return
+    try:
+        new = section_of(value)
+    except ConfigError as err:
+        raise ConfigError(f"{err} (in {source})") from None
+    defaults = type(old)()
+    keep = {g.name for g in dataclasses.fields(new)} - {selector}
+    for g in dataclasses.fields(old):
+        v = getattr(old, g.name)
+        if g.name in keep and v != getattr(defaults, g.name):
+            setattr(new, g.name, v)
+    setattr(node, f.name, new)
+
+
+def _unknown_in_variant(key: str, node: Any, part: str, selector: str, sections: Any) -> str:
+    """The hint for a key the selected variant class does not have."""
+    chosen = getattr(node, selector, "?")
+    own = [g.name for g in dataclasses.fields(node) if g.name != selector]
+    owners = [name for name, c in sections().items() if part in _names(c)]
+    text = f"{chosen!r} has no parameter {part!r}; its keys: " + (", ".join(own) or "none")
+    if owners:
+        text += f"; {part!r} belongs to {', '.join(owners)}"
+    else:
+        close = difflib.get_close_matches(part, own, n=1)
+        if close:
+            text += f"; did you mean {key.rsplit('.', 1)[0] + '.' + close[0]!r}?"
+    return text
+
+
+def _names(cls: type) -> set[str]:
+    return {g.name for g in dataclasses.fields(cls)}
+
+
 def set_key(
     cfg: Any, key: str, value: Any, source: str, from_cli: bool = False, raw: str = ""
 ) -> None:
     """Set dotted ``key`` of the dataclass tree ``cfg`` to ``value``, checking type and range."""
     parts = key.split(".")
     node = cfg
+    parent: dataclasses.Field[Any] | None = None
     for i, part in enumerate(parts):
         f = _field(node, part) if dataclasses.is_dataclass(node) else None
         if f is None:
+            if parent is not None and "variant" in parent.metadata:
+                selector, _, sections = parent.metadata["variant"]
+                hint = _unknown_in_variant(key, node, part, selector, sections)
+                raise ConfigError(f"unknown config key {key!r} in {source}: {hint}")
             hint = closest_key(key, type(cfg))
             raise ConfigError(
                 f"unknown config key {key!r} in {source}" + (f"; {hint}" if hint else "")
@@ -257,9 +331,19 @@ def set_key(
                         f"config key {key!r} in {source} is a section; give a mapping of its "
                         f"keys (e.g. {all_keys(tp)[0]}: ...), not {value!r}"  # type: ignore[arg-type]
                     )
-                for k, v in value.items():
+                items = list(value.items())
+                if "variant" in f.metadata:  # the selector first: it decides the other keys
+                    sel = f.metadata["variant"][0]
+                    items.sort(key=lambda kv: kv[0] != sel)
+                for k, v in items:
                     set_key(cfg, f"{key}.{k}", v, source)
                 return
+            if parent is not None and part == parent.metadata.get("variant", ("",))[0]:
+                owner = cfg
+                for q in parts[: i - 1]:
+                    owner = getattr(owner, q)
+                _switch_variant(owner, parent, value, key, source)
+                node = getattr(owner, parts[i - 1])
             checked = check_value(key, value, tp, source, from_cli, raw)
             check_range(key, checked, f.metadata, source)
             setattr(node, part, checked)
@@ -269,6 +353,7 @@ def set_key(
                 f"config key {key!r} in {source}: {'.'.join(parts[: i + 1])!r} is a value, not a "
                 "section"
             )
+        parent = f
         node = getattr(node, part)
 
 

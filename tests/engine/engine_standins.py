@@ -185,7 +185,7 @@ def make_method(kind: str | bool) -> nn.Module:
 
         return TSC(
             TinyBackbone(), 4, dim=8, K=32, m=0.9, T=0.2, mlp=False, shuffle_bn=False, posk=32,
-            rematch_every=2, warmup_steps=2, target_steps=20,
+            rematch_every=2, target_warmup_steps=2, target_steps=20,
         )  # fmt: skip
     if kind == "real_supcon_inbatch":
         from balfeat.methods.supcon import SupConBatch

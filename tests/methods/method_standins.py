@@ -64,32 +64,35 @@ def falls(losses: list[float]) -> bool:
 def trainer_one_step(name: str, tmp_path: Path, extra: tuple[str, ...] = ()) -> Any:
     """One optimiser step of the registered method ``name`` through the Trainer (CPU, tiny,
     imbalanced synthetic data); returns the trainer."""
-    from balfeat.engine.config import load_config
+    from balfeat.engine.config import load_config, overrides_for
     from balfeat.engine.trainer import Trainer
 
     cfg = load_config(
         None,
-        [
-            f"method.name={name}",
-            "data.dataset=synthetic",
-            "data.synthetic_size=96",
-            "data.num_classes=4",
-            "data.imbalance_ratio=4",
-            "data.image_size=16",
-            "data.num_workers=0",
-            "model.backbone=resnet8",
-            "method.K=16",
-            "method.dim=8",
-            "method.bn_splits=2",
-            "method.target_steps=20",
-            "optim.batch_size=8",
-            "optim.epochs=1",
-            "run.max_steps=1",
-            "run.progress=false",
-            "run.device=cpu",
-            f"run.output_dir={tmp_path}",
-            *extra,
-        ],
+        overrides_for(
+            name,
+            [
+                f"method.name={name}",
+                "data.dataset=synthetic",
+                "data.synthetic_size=96",
+                "data.num_classes=4",
+                "data.imbalance_ratio=4",
+                "data.image_size=16",
+                "data.num_workers=0",
+                "model.backbone=resnet8",
+                "method.K=16",
+                "method.dim=8",
+                "method.bn_splits=2",
+                "method.target_steps=20",
+                "optim.batch_size=8",
+                "optim.epochs=1",
+                "run.max_steps=1",
+                "run.progress=false",
+                "run.device=cpu",
+                f"run.output_dir={tmp_path}",
+                *extra,
+            ],
+        ),
     )
     trainer = Trainer(cfg)
     summary = trainer.fit()

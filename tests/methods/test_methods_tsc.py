@@ -31,7 +31,7 @@ def test_targets_are_seeded_unit_vectors() -> None:
 
 
 def test_warmup_is_kcl() -> None:
-    tsc = _tsc(warmup_steps=2, posk=3)
+    tsc = _tsc(target_warmup_steps=2, posk=3)
     torch.manual_seed(0)
     kcl = KCL(TinyBackbone(), posk=3, **KW)  # type: ignore[arg-type]
     views, labels = next(batches(1))
@@ -41,7 +41,7 @@ def test_warmup_is_kcl() -> None:
 
 
 def test_rematch_every_n_steps_and_centres() -> None:
-    tsc = _tsc(rematch_every=3, warmup_steps=1, target_weight=0.5)
+    tsc = _tsc(rematch_every=3, target_warmup_steps=1, target_weight=0.5)
     calls: list[int] = []
     orig = tsc.rematch
 
@@ -74,10 +74,10 @@ def test_tsc_registry_and_one_trainer_step(tmp_path: Path) -> None:
 def test_tsc_resume_is_exact() -> None:
     """Targets, centres, assignment and step are state: a clone loaded from a state dict
     continues identically (including the re-matching steps)."""
-    a = _tsc(rematch_every=2, warmup_steps=1)
+    a = _tsc(rematch_every=2, target_warmup_steps=1)
     train(a, steps=4)
     torch.manual_seed(1)  # a different initialisation, overwritten by the state dict
-    b = TSC(TinyBackbone(), 4, target_steps=5, rematch_every=2, warmup_steps=1, **KW)  # type: ignore[arg-type]
+    b = TSC(TinyBackbone(), 4, target_steps=5, rematch_every=2, target_warmup_steps=1, **KW)  # type: ignore[arg-type]
     b.load_state_dict(a.state_dict())
     assert torch.equal(a.targets, b.targets) and torch.equal(a.assignment, b.assignment)
     la, lb = train(a, steps=3, seed=8), train(b, steps=3, seed=8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import textwrap
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from balfeat.engine import build
-from balfeat.engine.config import load_config
+from balfeat.engine.config import load_config, overrides_for
 from balfeat.engine.trainer import Trainer
 from balfeat.errors import ConfigError
 from balfeat.methods import METHODS, Method, get_method, method_names
@@ -19,33 +20,40 @@ from balfeat.methods import METHODS, Method, get_method, method_names
 TOY_MODULE = '''
 """A toy method: mean-squared feature norm; registered by importing this module."""
 
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from balfeat.methods import register
+from balfeat.methods import from_constructor, register
+from balfeat.methods.params import MethodParams
+from balfeat.typed_config import bounds
+
+
+@dataclass
+class ToyParams(MethodParams):
+    name: str = "toy_from_temp"
+    scale: float = field(default=1.0, metadata=bounds(gt=0))  # the loss is scale * |f|^2
 
 
 class Toy(nn.Module):
     views = 1
     uses_labels = False
 
-    def __init__(self, backbone: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, scale: float = 1.0) -> None:
         super().__init__()
         self.backbone = backbone
+        self.scale = scale
         self.steps_done = 0
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"loss": self.backbone(images).pow(2).mean()}
+        return {"loss": self.scale * self.backbone(images).pow(2).mean()}
 
     def after_step(self) -> None:
         self.steps_done += 1
 
 
-@register("toy_from_temp", views=1)
-def build_toy(params: Any, backbone: nn.Module, num_classes: int, seed: int) -> Toy:
-    return Toy(backbone)
+register("toy_from_temp", views=1, params=ToyParams)(from_constructor(Toy))
 '''
 
 TINY = [
@@ -76,7 +84,8 @@ def test_unknown_method_names_the_closest() -> None:
 
 @pytest.mark.parametrize("name", ["sl", "moco_v1", "moco_v2", "kcl"])
 def test_build_method_is_a_lookup_that_fulfils_the_protocol(name: str) -> None:
-    cfg = load_config(None, [*TINY, f"method.name={name}", "method.K=16", "method.bn_splits=2"])
+    tiny = overrides_for(name, [*TINY, "method.K=16", "method.bn_splits=2"])
+    cfg = load_config(None, [*tiny, f"method.name={name}"])
     method = build.build_method(cfg, num_classes=4)
     assert isinstance(method, Method)
     assert method.views == get_method(name).views
@@ -88,13 +97,22 @@ def test_toy_method_from_a_temp_module_trains_a_step(tmp_path: Path) -> None:
     try:
         importlib.import_module("toy_method_plugin")
         cfg = load_config(
-            None, [*TINY, "method.name=toy_from_temp", f"run.output_dir={tmp_path / 'run'}"]
+            None,
+            [
+                *TINY,
+                "method.name=toy_from_temp",
+                "method.scale=2.5",
+                f"run.output_dir={tmp_path / 'run'}",
+            ],
         )
         assert cfg.method.views == 1
+        with pytest.raises(ConfigError, match="must be > 0"):
+            load_config(None, [*TINY, "method.name=toy_from_temp", "method.scale=0"])
         trainer = Trainer(cfg)
         summary = trainer.fit()
         assert trainer.step == 1
         assert trainer.method.steps_done == 1  # type: ignore[union-attr]
+        assert trainer.method.scale == 2.5  # type: ignore[union-attr]
         assert (tmp_path / "run" / "last.pth").exists()
         saved = torch.load(tmp_path / "run" / "last.pth", weights_only=False)
         assert saved["config"]["method"]["name"] == "toy_from_temp"
@@ -103,3 +121,60 @@ def test_toy_method_from_a_temp_module_trains_a_step(tmp_path: Path) -> None:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("toy_method_plugin", None)
         METHODS.pop("toy_from_temp", None)
+
+
+def test_every_parameter_reaches_its_constructor() -> None:
+    from balfeat.methods import check_constructor, constructor_fields
+
+    for name in method_names():
+        entry = get_method(name)
+        cls = getattr(entry.build, "method_class", None)
+        assert cls is not None, f"{name}: built by from_constructor"
+        check_constructor(name, cls, entry.params)  # raises on a field the constructor lacks
+        assert set(constructor_fields(entry.params)) <= set(inspect.signature(cls).parameters)
+
+
+def test_a_parameter_the_constructor_lacks_is_refused_at_registration() -> None:
+    from balfeat.methods import from_constructor, register
+    from balfeat.methods.params import KCLParams
+    from balfeat.methods.supcon import SupConBatch
+
+    with pytest.raises(
+        ValueError, match=r"\['K', 'm', .*'posk'.* are not arguments of SupConBatch"
+    ):
+        register("broken_toy", views=2, params=KCLParams)(from_constructor(SupConBatch))
+    assert "broken_toy" not in METHODS
+
+
+def test_each_method_has_only_its_own_keys() -> None:
+    with pytest.raises(
+        ConfigError, match=r"'moco_v2' has no parameter 'posk'.*belongs to kcl, tsc"
+    ):
+        load_config(None, ["method.name=moco_v2", "method.posk=3"])
+    with pytest.raises(ConfigError, match=r"'sl' has no parameter 'K'"):
+        load_config(None, ["method.name=sl", "method.K=16"])
+    with pytest.raises(ConfigError, match=r"did you mean 'method.posk'"):
+        load_config(None, ["method.name=kcl", "method.pos=3"])
+    cfg = load_config(None, ["method.name=kcl", "method.posk=3"])
+    assert type(cfg.method).__name__ == "KCLParams" and cfg.method.posk == 3  # type: ignore[attr-defined]
+
+
+def test_switching_the_method_keeps_the_values_both_have() -> None:
+    a = load_config(None, ["method.K=4096", "method.T=0.1", "method.name=kcl"])
+    b = load_config(None, ["method.name=kcl", "method.K=4096", "method.T=0.1"])
+    assert a.method == b.method and a.method.K == 4096  # type: ignore[attr-defined]
+    # a YAML section applies its name first, wherever it stands
+    from balfeat.engine.config import Config, merge_mapping
+
+    c = merge_mapping(Config(), {"method": {"posk": 2, "name": "kcl"}}, "a mapping")
+    assert c.method.posk == 2  # type: ignore[attr-defined]
+
+
+def test_a_flat_method_section_of_an_old_checkpoint_still_loads() -> None:
+    from balfeat.engine.config import config_from_dict, config_to_dict
+
+    saved = config_to_dict(load_config(None, ["method.name=kcl", "method.posk=2"]))
+    saved["method"].update(alpha=0.05, ce_weight=1.0, freeze_backbone=False)  # the old flat keys
+    cfg = config_from_dict(saved)
+    assert cfg.method.name == "kcl" and cfg.method.posk == 2  # type: ignore[attr-defined]
+    assert not hasattr(cfg.method, "alpha")

@@ -26,7 +26,8 @@ import yaml
 
 from balfeat import typed_config
 from balfeat.errors import ConfigError
-from balfeat.typed_config import bounds, path_kind
+from balfeat.methods.params import MethodParams
+from balfeat.typed_config import bounds, path_kind, variant
 
 DatasetName = Literal[
     "fashion-mnist", "imagenet", "inat", "array", "synthetic", "cifar10-lt", "cifar100-lt"
@@ -113,67 +114,20 @@ class ModelConfig:
     init_checkpoint: str = field(default="", metadata=path_kind("file_or_dir"))
 
 
-@dataclass
-class MethodConfig:
-    """The representation-learning method (see ``balfeat.methods``).
+def _method_section(name: str) -> MethodParams:
+    from balfeat.methods import method_params
 
-    Attributes:
-        name: a registered method (``balfeat.methods.METHODS``): ``sl`` (supervised
-            cross-entropy), ``moco_v1``, ``moco_v2``, ``kcl`` or one registered by a plugin.
-        dim: projection dimension of MoCo/KCL.
-        K: queue length of MoCo/KCL (paper letter K: keys kept from past batches).
-        m: momentum of the key encoder (paper letter m: key weights = m * key + (1-m) * query).
-        T: softmax temperature (paper letter T; 0.07 for MoCo v1, 0.2 for v2 and KCL).
-        mlp: MLP projection head (MoCo v2 / KCL).
-        posk: positives per anchor of KCL (paper's k: same-class queue keys per query).
-        loss_type: KCL loss variant ``v1`` | ``v2`` | ``sum``.
-        selection: KCL positive selection ``random`` | ``queue_order``.
-        shuffle_bn: shuffle BN across ranks (SplitBatchNorm in one process).
-        bn_splits: splits of SplitBatchNorm when not distributed.
-        freeze_backbone: SL only: train the head alone (linear probe style fine-tuning).
-        prefill: fill the queue with keys of the first batches before the first step, as the
-            reference KCL does (so the label queue holds real classes from step 1): ``auto``
-            (KCL only, the reference behaviour), ``always`` or ``never``.
-        alpha: PaCo/GPaCo ``α``, weight of each non-parametric (key) positive (paper: 0.05).
-        beta: PaCo/GPaCo ``β``, weight of the class-centre positive (authors: 1).
-        gamma: PaCo/GPaCo ``γ``, weight of the key terms in the denominator (authors: 1).
-        ce_weight: BCL ``λ``, weight of the logit-adjusted cross-entropy branch (authors: 1.0).
-        bcl_weight: BCL ``μ``, weight of the balanced contrastive term (authors: 0.35).
-        target_weight: TSC ``λ``, weight of the class-target positive (authors: 0.2).
-        rematch_every: TSC: steps between two Hungarian matchings of class centres to targets.
-        target_warmup_steps: TSC: steps of plain KCL before the target term is switched on.
-        target_steps: TSC: optimisation steps of the uniform targets (computed at build time).
-    """
+    return method_params(name)
 
-    name: str = "moco_v2"
-    dim: int = field(default=128, metadata=bounds(ge=1))
-    K: int = field(default=65536, metadata=bounds(ge=1))
-    m: float = field(default=0.999, metadata=bounds(ge=0, le=1))
-    T: float = field(default=0.2, metadata=bounds(gt=0))
-    mlp: bool = True
-    posk: int = field(default=6, metadata=bounds(ge=0))
-    loss_type: Literal["v1", "v2", "sum"] = "v1"
-    selection: Literal["random", "queue_order"] = "random"
-    shuffle_bn: bool = True
-    bn_splits: int = field(default=8, metadata=bounds(ge=1))
-    freeze_backbone: bool = False
-    prefill: Literal["auto", "always", "never"] = "auto"
-    alpha: float = field(default=0.05, metadata=bounds(ge=0))
-    beta: float = field(default=1.0, metadata=bounds(ge=0))
-    gamma: float = field(default=1.0, metadata=bounds(gt=0))
-    ce_weight: float = field(default=1.0, metadata=bounds(ge=0))
-    bcl_weight: float = field(default=0.35, metadata=bounds(ge=0))
-    target_weight: float = field(default=0.2, metadata=bounds(ge=0))
-    rematch_every: int = field(default=100, metadata=bounds(ge=1))
-    target_warmup_steps: int = field(default=0, metadata=bounds(ge=0))
-    target_steps: int = field(default=2000, metadata=bounds(ge=1))
 
-    @property
-    def views(self) -> int:
-        """Crops per image, as the registered method declares (1 for SL, 2 for MoCo/KCL)."""
-        from balfeat.methods import get_method
+def _method_sections() -> dict[str, type]:
+    from balfeat.methods import METHODS, method_names
 
-        return get_method(self.name).views
+    return {n: METHODS[n].params for n in method_names()}
+
+
+def _default_method() -> MethodParams:
+    return _method_section("moco_v2")
 
 
 @dataclass
@@ -260,7 +214,12 @@ class Config:
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    #: the registered method's own parameter dataclass, selected by ``method.name``
+    #: (``balfeat.methods.params``; ``method.posk`` exists only for methods that have it).
+    method: MethodParams = field(
+        default_factory=_default_method,
+        metadata=variant("name", _method_section, _method_sections),
+    )
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -273,6 +232,26 @@ def merge_mapping(cfg: Config, mapping: Mapping[str, Any], source: str) -> Confi
 def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
     """Apply ``section.key=value`` strings onto ``cfg`` in place and return it."""
     return typed_config.apply_overrides(cfg, overrides)
+
+
+def overrides_for(method: str, overrides: Sequence[str]) -> list[str]:
+    """The ``overrides`` that apply to the registered method ``method``.
+
+    Every override outside the ``method`` section applies; a ``method.KEY=value`` one applies when
+    the method's own section has KEY (``method.K=4096`` configures MoCo and KCL cells and is
+    skipped for SL, which has no queue). For one list of overrides that configures several
+    methods (a study's cells). ``method.name`` overrides are never skipped.
+    """
+    from balfeat.methods import method_params
+
+    own = {f.name for f in dataclasses.fields(method_params(method))}
+    out = []
+    for item in overrides:
+        key = typed_config.parse_override(item)[0]
+        section, _, rest = key.partition(".")
+        if section != "method" or not rest or rest.split(".")[0] in own:
+            out.append(item)
+    return out
 
 
 def load_config(
@@ -327,10 +306,26 @@ def _migrate(mapping: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _drop_foreign_method_keys(mapping: dict[str, Any]) -> dict[str, Any]:
+    """Configs saved before the per-method sections held every method key for every method
+    (``method.alpha`` in a KCL run); keep only the keys of the saved method's section."""
+    from balfeat.methods import METHODS, get_method
+
+    section = mapping.get("method")
+    if not isinstance(section, dict) or not isinstance(section.get("name"), str):
+        return mapping
+    get_method(section["name"])  # an unknown name: the ConfigError of the registry
+    own = {f.name for f in dataclasses.fields(METHODS[section["name"]].params)}
+    mapping["method"] = {k: v for k, v in section.items() if k in own}
+    return mapping
+
+
 def config_from_dict(mapping: Mapping[str, Any], source: str = "a saved config") -> Config:
     """Rebuild a :class:`Config` from :func:`config_to_dict` output (e.g. from a checkpoint);
-    keys of :data:`RENAMED_KEYS` are read under their new names."""
-    return typed_config.from_dict(Config, _migrate(mapping), source, validate=validate)
+    keys of :data:`RENAMED_KEYS` are read under their new names, and keys a saved flat ``method``
+    section held for other methods are dropped."""
+    migrated = _drop_foreign_method_keys(_migrate(mapping))
+    return typed_config.from_dict(Config, migrated, source, validate=validate)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -672,9 +672,7 @@ class Trainer:
         """
         cfg = self.cfg
         prefill = getattr(self.method, "prefill", None)
-        wanted = cfg.method.prefill == "always" or (
-            cfg.method.prefill == "auto" and self._prefill_by_default()
-        )
+        wanted = cfg.method.wants_prefill(self._prefill_by_default())
         if prefill is None or not wanted:
             return
         generator = torch.Generator()

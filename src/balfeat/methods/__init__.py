@@ -2,28 +2,33 @@
 
 Built in: SL, MoCo v1/v2, KCL, SupCon (queue and in-batch), PaCo, GPaCo, BCL, TSC.
 
-A method is an ``nn.Module`` that fulfils :class:`Method`. It is made known to the engine by one
-registry entry: ``register("name", views=..., prefill_by_default=...)`` on a builder function
-``build(params, backbone, num_classes, seed) -> Method`` (``params`` is the ``method`` section of
-the config). The trainer and ``engine.build`` only look the name up in :data:`METHODS`; they never
-test a method's name. Adding a method = one module + one registry line + one recipe + tests
-(docs/DESIGN.md has a worked example).
+A method is an ``nn.Module`` that fulfils :class:`Method`, with a typed parameter dataclass (its
+``method`` config section, :mod:`balfeat.methods.params`). It is made known to the engine by one
+registry entry: ``register("name", views=..., params=..., prefill_by_default=...)`` on a builder
+function ``build(params, backbone, num_classes, seed) -> Method``; a method whose constructor takes
+its parameters by their config names needs no builder of its own
+(``register(...)(from_constructor(MyMethod))``), and then every parameter field is checked
+against the constructor's arguments once, at registration. The trainer and ``engine.build`` only
+look the name up in :data:`METHODS`; they never test a method's name. Adding a method = one module
++ one registry line + one recipe + tests (docs/DESIGN.md has a worked example).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
+from torch import nn
 
 from balfeat.errors import ConfigError
+from balfeat.methods.params import MethodParams
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from balfeat.models.backbones import Backbone
 
 
@@ -59,7 +64,7 @@ class Method(Protocol):
         ...
 
 
-Builder = Callable[[Any, "Backbone", int, int], "nn.Module"]
+Builder = Callable[[Any, "Backbone", int, int], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -71,29 +76,108 @@ class MethodEntry:
         build: ``build(params, backbone, num_classes, seed)`` returning the method module.
         views: crops per image (1 or 2); the data pipeline wraps the transform accordingly.
         prefill_by_default: ``method.prefill=auto`` fills the queue before the first step.
+        params: the dataclass of the method's config section (``method.*`` keys).
     """
 
     name: str
     build: Builder
     views: int
     prefill_by_default: bool = False
+    params: type[MethodParams] = MethodParams
 
 
 METHODS: dict[str, MethodEntry] = {}
 
 
 def register(
-    name: str, views: int, prefill_by_default: bool = False
+    name: str,
+    views: int,
+    prefill_by_default: bool = False,
+    params: type[MethodParams] = MethodParams,
 ) -> Callable[[Builder], Builder]:
-    """Decorator registering a builder under ``name`` (a later registration replaces it)."""
+    """Decorator registering a builder under ``name`` (a later registration replaces it).
+
+    Args:
+        name: the ``method.name`` that selects the method.
+        views: crops per image (1 or 2).
+        prefill_by_default: ``method.prefill=auto`` fills the key queue before the first step.
+        params: the method's parameter dataclass (a :class:`MethodParams` subclass); its fields
+            are the ``method.*`` config keys of this method.
+
+    Raises:
+        ValueError: ``views`` is not 1 or 2, ``params`` is not a MethodParams dataclass, or (for
+            a :func:`from_constructor` builder) a parameter the constructor does not take.
+    """
     if views not in (1, 2):
         raise ValueError(f"method {name!r}: views must be 1 or 2, got {views}")
+    if not (isinstance(params, type) and issubclass(params, MethodParams)):
+        raise ValueError(f"method {name!r}: params must be a MethodParams dataclass")
 
     def deco(build: Builder) -> Builder:
-        METHODS[name] = MethodEntry(name, build, views, prefill_by_default)
+        cls = getattr(build, "method_class", None)
+        if cls is not None:
+            check_constructor(name, cls, params)
+        METHODS[name] = MethodEntry(name, build, views, prefill_by_default, params)
         return build
 
     return deco
+
+
+#: Parameter fields that configure the trainer, not the method's constructor.
+TRAINER_FIELDS = frozenset({"name", "prefill"})
+
+
+def constructor_fields(params: type[MethodParams]) -> list[str]:
+    """The fields of ``params`` handed to the method's constructor (all but the trainer's)."""
+    return [f.name for f in dataclasses.fields(params) if f.name not in TRAINER_FIELDS]
+
+
+def check_constructor(name: str, cls: type, params: type[MethodParams]) -> None:
+    """Every constructor field of ``params`` must be an argument of ``cls.__init__``.
+
+    Raises:
+        ValueError: naming the fields the constructor does not take.
+    """
+    accepted = set(inspect.signature(cls).parameters)
+    missing = [f for f in constructor_fields(params) if f not in accepted]
+    if missing:
+        raise ValueError(
+            f"method {name!r}: {params.__name__} fields {missing} are not arguments of "
+            f"{cls.__name__}(...); rename the field or the argument"
+        )
+
+
+def from_constructor(cls: type) -> Builder:
+    """A builder calling ``cls(backbone, [num_classes=], [seed=], **parameter fields)``.
+
+    ``num_classes`` and ``seed`` are passed when the constructor takes them.
+    """
+    takes = set(inspect.signature(cls).parameters)
+
+    def build(params: Any, backbone: Backbone, num_classes: int, seed: int) -> nn.Module:
+        kwargs = {f: getattr(params, f) for f in constructor_fields(type(params))}
+        if "num_classes" in takes:
+            kwargs["num_classes"] = num_classes
+        if "seed" in takes:
+            kwargs["seed"] = seed
+        module: nn.Module = cls(backbone, **kwargs)
+        return module
+
+    build.method_class = cls  # type: ignore[attr-defined]
+    build.__doc__ = f"Registry builder: {cls.__name__}(backbone, **method parameters)."
+    return build
+
+
+def method_params(name: str) -> MethodParams:
+    """A fresh parameter section (defaults) of the registered method ``name``.
+
+    Raises:
+        ConfigError: unknown name (naming the closest registered one).
+    """
+    entry = get_method(name)
+    section = entry.params()
+    section.name = name
+    return section
 
 
 def get_method(name: str) -> MethodEntry:
@@ -149,9 +233,12 @@ __all__ = [
     "METHODS",
     "Method",
     "MethodEntry",
+    "MethodParams",
     "MoCo",
     "Supervised",
+    "from_constructor",
     "get_method",
     "method_names",
+    "method_params",
     "register",
 ]

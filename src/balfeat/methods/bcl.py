@@ -18,7 +18,7 @@ local batch (DDP averages it), so N processes compute what one does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +27,27 @@ from torch import nn
 from balfeat import distributed
 from balfeat.errors import BalfeatError
 from balfeat.losses.bcl import bcl_loss, logit_adjusted_ce
-from balfeat.methods import register
+from balfeat.methods import from_constructor, register
 from balfeat.methods._gather import gather_rows
 from balfeat.methods.paco import _ClassPrior, log_prior_of
+from balfeat.methods.params import HeadParams
 from balfeat.models.backbones import Backbone
 from balfeat.models.heads import LinearHead, MLPHead
+from balfeat.typed_config import bounds
+
+
+@dataclass
+class BCLParams(HeadParams):
+    """``bcl``: the ``method`` section of BCL (Zhu et al. 2022, Eq. 9).
+
+    Attributes:
+        ce_weight: ``λ``, weight of the logit-adjusted cross-entropy branch (authors: 1.0).
+        bcl_weight: ``μ``, weight of the balanced contrastive term (authors: 0.35).
+    """
+
+    name: str = "bcl"
+    ce_weight: float = field(default=1.0, metadata=bounds(ge=0))
+    bcl_weight: float = field(default=0.35, metadata=bounds(ge=0))
 
 
 class BCL(_ClassPrior, nn.Module):
@@ -111,15 +127,4 @@ class BCL(_ClassPrior, nn.Module):
         self.step += 1
 
 
-@register("bcl", views=2)
-def build_bcl(params: Any, backbone: Backbone, num_classes: int, seed: int) -> BCL:
-    """Registry builder: BCL (``K``, ``m``, shuffle-BN are unused)."""
-    return BCL(
-        backbone,
-        num_classes,
-        dim=params.dim,
-        T=params.T,
-        mlp=params.mlp,
-        ce_weight=params.ce_weight,
-        bcl_weight=params.bcl_weight,
-    )
+register("bcl", views=2, params=BCLParams)(from_constructor(BCL))

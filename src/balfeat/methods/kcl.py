@@ -7,15 +7,14 @@ MoCo's (see ``balfeat.methods.moco``); the queue also keeps each key's class.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from balfeat import distributed
 from balfeat.errors import BalfeatError
 from balfeat.losses.contrastive import LOSS_TYPES, SELECTIONS, kcl_loss, select_positives
-from balfeat.methods import register
-from balfeat.methods.moco import MoCo, moco_kwargs
+from balfeat.methods import from_constructor, register
+from balfeat.methods.moco import MoCo
+from balfeat.methods.params import KCLParams
 from balfeat.models.backbones import Backbone
 
 
@@ -94,14 +93,4 @@ class KCL(MoCo):
         return {"loss": loss, "positives": n_pos.detach()}
 
 
-@register("kcl", views=2, prefill_by_default=True)
-def build_kcl(params: Any, backbone: Backbone, num_classes: int, seed: int) -> KCL:
-    """Registry builder: KCL (the reference prefills the label queue before the first step)."""
-    return KCL(
-        backbone,
-        posk=params.posk,
-        loss_type=params.loss_type,
-        selection=params.selection,
-        seed=seed,
-        **moco_kwargs(params),
-    )
+register("kcl", views=2, prefill_by_default=True, params=KCLParams)(from_constructor(KCL))

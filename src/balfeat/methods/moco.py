@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +34,8 @@ from torch import nn
 from balfeat import distributed
 from balfeat.errors import BalfeatError
 from balfeat.losses.contrastive import moco_loss
-from balfeat.methods import register
+from balfeat.methods import from_constructor, register
+from balfeat.methods.params import QueueParams
 from balfeat.models.backbones import Backbone
 from balfeat.models.batchnorm import batch_shuffle_ddp, batch_unshuffle_ddp, split_forward
 from balfeat.models.heads import LinearHead, MLPHead
@@ -223,21 +223,5 @@ class MoCo(nn.Module):
         return used
 
 
-def moco_kwargs(params: Any) -> dict[str, Any]:
-    """The MoCo constructor arguments of a ``method`` config section."""
-    return {
-        "dim": params.dim,
-        "K": params.K,
-        "m": params.m,
-        "T": params.T,
-        "mlp": params.mlp,
-        "shuffle_bn": params.shuffle_bn,
-        "bn_splits": params.bn_splits,
-    }
-
-
-@register("moco_v1", views=2)
-@register("moco_v2", views=2)
-def build_moco(params: Any, backbone: Backbone, num_classes: int, seed: int) -> MoCo:
-    """Registry builder: MoCo v1/v2 (they differ only in recipe values: mlp, T, augmentation)."""
-    return MoCo(backbone, seed=seed, **moco_kwargs(params))
+for _name in ("moco_v1", "moco_v2"):  # the same module; the recipes differ (mlp, T, augmentation)
+    register(_name, views=2, params=QueueParams)(from_constructor(MoCo))

@@ -16,7 +16,7 @@ trainer calls after building any method that has it (buffer ``log_prior``, unifo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -25,11 +25,13 @@ from torch import nn
 from balfeat import distributed
 from balfeat.errors import BalfeatError
 from balfeat.losses.paco import gpaco_loss, paco_loss
-from balfeat.methods import register
+from balfeat.methods import from_constructor, register
 from balfeat.methods._gather import gather_rows
-from balfeat.methods.moco import MoCo, moco_kwargs
+from balfeat.methods.moco import MoCo
+from balfeat.methods.params import HeadParams, QueueParams
 from balfeat.models.backbones import Backbone
 from balfeat.models.heads import LinearHead, MLPHead
+from balfeat.typed_config import bounds
 
 
 def log_prior_of(counts: torch.Tensor) -> torch.Tensor:
@@ -39,6 +41,32 @@ def log_prior_of(counts: torch.Tensor) -> torch.Tensor:
     """
     c = counts.to(torch.float64).clamp(min=1.0)
     return (c / c.sum()).log().float()
+
+
+@dataclass
+class PaCoParams(QueueParams):
+    """``paco``: the ``method`` section of PaCo (Cui et al. 2021, Eq. 8).
+
+    Attributes:
+        alpha: ``α``, weight of each non-parametric (key) positive (paper: 0.05).
+        beta: ``β``, weight of the class-centre positive (authors: 1).
+        gamma: ``γ``, weight of the key terms in the denominator (authors: 1).
+    """
+
+    name: str = "paco"
+    alpha: float = field(default=0.05, metadata=bounds(ge=0))
+    beta: float = field(default=1.0, metadata=bounds(ge=0))
+    gamma: float = field(default=1.0, metadata=bounds(gt=0))
+
+
+@dataclass
+class GPaCoParams(HeadParams):
+    """``gpaco``: GPaCo's section (PaCo without the momentum encoder; α, β, γ as PaCo)."""
+
+    name: str = "gpaco"
+    alpha: float = field(default=0.05, metadata=bounds(ge=0))
+    beta: float = field(default=1.0, metadata=bounds(ge=0))
+    gamma: float = field(default=1.0, metadata=bounds(gt=0))
 
 
 class _ClassPrior:
@@ -223,30 +251,7 @@ class GPaCo(_ClassPrior, nn.Module):
         self.step += 1
 
 
-@register("paco", views=2, prefill_by_default=True)
-def build_paco(params: Any, backbone: Backbone, num_classes: int, seed: int) -> PaCo:
-    """Registry builder: PaCo (queue prefilled with labelled keys, as for KCL)."""
-    return PaCo(
-        backbone,
-        num_classes,
-        seed=seed,
-        alpha=params.alpha,
-        beta=params.beta,
-        gamma=params.gamma,
-        **moco_kwargs(params),
-    )
+register("paco", views=2, prefill_by_default=True, params=PaCoParams)(from_constructor(PaCo))
 
 
-@register("gpaco", views=2)
-def build_gpaco(params: Any, backbone: Backbone, num_classes: int, seed: int) -> GPaCo:
-    """Registry builder: GPaCo (``K``, ``m``, shuffle-BN are unused)."""
-    return GPaCo(
-        backbone,
-        num_classes,
-        dim=params.dim,
-        T=params.T,
-        mlp=params.mlp,
-        alpha=params.alpha,
-        beta=params.beta,
-        gamma=params.gamma,
-    )
+register("gpaco", views=2, params=GPaCoParams)(from_constructor(GPaCo))

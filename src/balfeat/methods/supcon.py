@@ -15,7 +15,6 @@ views of every image of the (global) batch with ``balfeat.losses.supcon.supcon_l
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,9 +23,10 @@ from torch import nn
 from balfeat import distributed
 from balfeat.errors import BalfeatError
 from balfeat.losses.supcon import supcon_loss, supcon_queue_loss
-from balfeat.methods import register
+from balfeat.methods import from_constructor, register
 from balfeat.methods._gather import gather_rows
-from balfeat.methods.moco import MoCo, moco_kwargs
+from balfeat.methods.moco import MoCo
+from balfeat.methods.params import HeadParams, QueueParams
 from balfeat.models.backbones import Backbone
 from balfeat.models.heads import LinearHead, MLPHead
 
@@ -55,10 +55,9 @@ class SupConQueue(MoCo):
         return {"loss": loss, "positives": counts[labels].to(q.dtype).mean()}
 
 
-@register("supcon", views=2, prefill_by_default=True)
-def build_supcon(params: Any, backbone: Backbone, num_classes: int, seed: int) -> SupConQueue:
-    """Registry builder: SupCon against the label queue (prefilled like KCL's)."""
-    return SupConQueue(backbone, seed=seed, **moco_kwargs(params))
+register("supcon", views=2, prefill_by_default=True, params=QueueParams)(
+    from_constructor(SupConQueue)
+)
 
 
 class SupConBatch(nn.Module):
@@ -113,9 +112,4 @@ class SupConBatch(nn.Module):
         self.step += 1
 
 
-@register("supcon_inbatch", views=2)
-def build_supcon_inbatch(
-    params: Any, backbone: Backbone, num_classes: int, seed: int
-) -> SupConBatch:
-    """Registry builder: in-batch SupCon (``K``, ``m``, shuffle-BN are unused)."""
-    return SupConBatch(backbone, dim=params.dim, T=params.T, mlp=params.mlp)
+register("supcon_inbatch", views=2, params=HeadParams)(from_constructor(SupConBatch))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from balfeat.methods import register
+from balfeat.methods import from_constructor, register
+from balfeat.methods.params import SupervisedParams
 from balfeat.models.backbones import Backbone
 
 
@@ -72,7 +71,4 @@ class Supervised(nn.Module):
         """Nothing to do after an optimizer step."""
 
 
-@register("sl", views=1)
-def build_supervised(params: Any, backbone: Backbone, num_classes: int, seed: int) -> Supervised:
-    """Registry builder: SL (cross-entropy) with ``method.freeze_backbone``."""
-    return Supervised(backbone, num_classes, freeze_backbone=params.freeze_backbone)
+register("sl", views=1, params=SupervisedParams)(from_constructor(Supervised))

@@ -12,13 +12,14 @@ https://arxiv.org/abs/2111.13998 (equations and the comparison with the authors'
 - ``assignment`` (C,): class -> target index, the Hungarian matching of centres to targets,
   recomputed every ``rematch_every`` steps (the authors re-match every step; the exact
   pure-Python matching takes ~2 s at C = 1000, so balfeat re-matches less often);
-- warm-up: the first ``warmup_steps`` steps train plain KCL (the centres are already tracked).
+- warm-up: the first ``target_warmup_steps`` steps train plain KCL (centres already tracked).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +28,33 @@ from balfeat import distributed
 from balfeat.errors import BalfeatError
 from balfeat.losses.supcon import class_sums
 from balfeat.losses.tsc import assign_targets, tsc_loss, uniform_targets
-from balfeat.methods import register
+from balfeat.methods import from_constructor, register
 from balfeat.methods.kcl import KCL
-from balfeat.methods.moco import moco_kwargs
+from balfeat.methods.params import QueueParams
 from balfeat.models.backbones import Backbone
+from balfeat.typed_config import bounds
+
+
+@dataclass
+class TSCParams(QueueParams):
+    """``tsc``: the ``method`` section of TSC (Li et al. 2022, Eq. 4-6): KCL plus class targets.
+
+    Attributes:
+        posk: KCL positives per anchor (k same-class queue keys).
+        selection: which same-class keys (``random`` | ``queue_order``), as KCL.
+        target_weight: ``λ``, weight of the class-target positive (authors: 0.2).
+        rematch_every: steps between two Hungarian matchings of class centres to targets.
+        target_warmup_steps: steps of plain KCL before the target term is switched on.
+        target_steps: optimisation steps of the uniform targets (computed at build time).
+    """
+
+    name: str = "tsc"
+    posk: int = field(default=6, metadata=bounds(ge=0))
+    selection: Literal["random", "queue_order"] = "random"
+    target_weight: float = field(default=0.2, metadata=bounds(ge=0))
+    rematch_every: int = field(default=100, metadata=bounds(ge=1))
+    target_warmup_steps: int = field(default=0, metadata=bounds(ge=0))
+    target_steps: int = field(default=2000, metadata=bounds(ge=1))
 
 
 class TSC(KCL):
@@ -42,7 +66,7 @@ class TSC(KCL):
         num_classes: C, the number of targets.
         target_weight: ``λ`` (authors' ``--tw``: 0.2 on ImageNet-LT).
         rematch_every: steps between two matchings (``>= 1``).
-        warmup_steps: steps of plain KCL first.
+        target_warmup_steps: steps of plain KCL first.
         target_steps: optimisation steps of ``uniform_targets``.
         targets: precomputed unit targets (C, dim) instead of computing them (e.g. loaded with
             ``balfeat.losses.tsc.load_targets``).
@@ -73,7 +97,7 @@ class TSC(KCL):
         seed: int = 0,
         target_weight: float = 0.2,
         rematch_every: int = 100,
-        warmup_steps: int = 0,
+        target_warmup_steps: int = 0,
         target_steps: int = 2000,
         targets: torch.Tensor | None = None,
     ) -> None:
@@ -95,10 +119,10 @@ class TSC(KCL):
         self.register_buffer("centres", torch.zeros(num_classes, dim))
         self.register_buffer("assignment", torch.arange(num_classes))
         self.num_classes = num_classes
-        self.target_weight, self.rematch_every, self.warmup_steps = (
+        self.target_weight, self.rematch_every, self.target_warmup_steps = (
             target_weight,
             rematch_every,
-            warmup_steps,
+            target_warmup_steps,
         )
         self._pending_centres: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -114,8 +138,8 @@ class TSC(KCL):
         step = int(self.step)
         if (
             self.training
-            and step >= self.warmup_steps
-            and (step - self.warmup_steps) % self.rematch_every == 0
+            and step >= self.target_warmup_steps
+            and (step - self.target_warmup_steps) % self.rematch_every == 0
         ):
             self.rematch()
         return super().forward(images, labels)
@@ -125,7 +149,7 @@ class TSC(KCL):
     ) -> dict[str, torch.Tensor]:
         """KCL during warm-up, then KCL + targets; also stages the centre update."""
         class_targets = self.targets[self.assignment]  # (C, dim)
-        if int(self.step) < self.warmup_steps:
+        if int(self.step) < self.target_warmup_steps:
             out = super().compute_loss(q, k, labels)
         else:
             gen = self._device_generator(q.device, 2 + distributed.rank())
@@ -165,18 +189,4 @@ class TSC(KCL):
             self._pending_centres = None
 
 
-@register("tsc", views=2, prefill_by_default=True)
-def build_tsc(params: Any, backbone: Backbone, num_classes: int, seed: int) -> TSC:
-    """Registry builder: TSC (targets computed here, seeded with ``run.seed``)."""
-    return TSC(
-        backbone,
-        num_classes,
-        posk=params.posk,
-        selection=params.selection,
-        seed=seed,
-        target_weight=params.target_weight,
-        rematch_every=params.rematch_every,
-        warmup_steps=params.target_warmup_steps,
-        target_steps=params.target_steps,
-        **moco_kwargs(params),
-    )
+register("tsc", views=2, prefill_by_default=True, params=TSCParams)(from_constructor(TSC))

@@ -144,6 +144,8 @@ def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
     """
     import difflib
 
+    from balfeat.engine.config import overrides_for
+
     if isinstance(spec.seeds, int) and spec.seeds < 1:
         raise ConfigError(f"seeds must be a number >= 1 or a list of seeds, got {spec.seeds}")
     seeds = spec.run_seeds
@@ -173,16 +175,33 @@ def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
                 close = difflib.get_close_matches(str(k), sorted(probe_fields), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"unknown probe option probes.{pname}.{k}{hint}")
+    used: set[str] = set()
     for mname in spec.methods:
         if spec.methods[mname] is None:
             spec.methods[mname] = {}
-        cell_config(spec, mname, cell_overrides)
+        cfg = cell_config(spec, mname, cell_overrides)
+        used.update(overrides_for(cfg.method.name, cell_overrides))
+    unused = [o for o in cell_overrides if o not in used]
+    if unused:  # a method.KEY that no method of the study has: a typo, not a no-op
+        key = parse_override(unused[0])[0]
+        raise ConfigError(
+            f"override {unused[0]!r}: none of the study's methods ({', '.join(spec.methods)}) "
+            f"has the parameter {key!r}"
+        )
 
 
 def cell_config(spec: StudySpec, method: str, overrides: Sequence[str] = ()) -> Any:
     """The pre-training :class:`~balfeat.engine.config.Config` of ``method`` in this study:
-    defaults, ``base``, the method's mapping, then the cell overrides (checked)."""
-    from balfeat.engine.config import Config, apply_overrides, merge_mapping, validate
+    defaults, ``base``, the method's mapping, then the cell overrides (checked). A
+    ``method.KEY`` override applies to the methods whose section has KEY
+    (:func:`~balfeat.engine.config.overrides_for`)."""
+    from balfeat.engine.config import (
+        Config,
+        apply_overrides,
+        merge_mapping,
+        overrides_for,
+        validate,
+    )
 
     if not isinstance(spec.base, Mapping):
         raise ConfigError("study key 'base' must be a mapping of pre-training config sections")
@@ -191,7 +210,7 @@ def cell_config(spec: StudySpec, method: str, overrides: Sequence[str] = ()) -> 
         raise ConfigError(f"methods.{method} must be a mapping of pre-training config sections")
     cfg = merge_mapping(Config(), spec.base, "study base")
     merge_mapping(cfg, mcfg, f"study methods.{method}")
-    apply_overrides(cfg, overrides)
+    apply_overrides(cfg, overrides_for(cfg.method.name, overrides))
     validate(cfg)
     return cfg
 
