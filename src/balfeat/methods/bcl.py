@@ -25,11 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from balfeat import distributed
-from balfeat.errors import BalfeatError
 from balfeat.losses.bcl import bcl_loss, logit_adjusted_ce
 from balfeat.methods import from_constructor, register
 from balfeat.methods._gather import gather_rows
-from balfeat.methods.paco import _ClassPrior, log_prior_of
+from balfeat.methods.paco import HeadClassifier
 from balfeat.methods.params import HeadParams
 from balfeat.models.backbones import Backbone
 from balfeat.models.heads import LinearHead, MLPHead
@@ -50,7 +49,7 @@ class BCLParams(HeadParams):
     bcl_weight: float = field(default=0.35, metadata=bounds(ge=0))
 
 
-class BCL(_ClassPrior, nn.Module):
+class BCL(HeadClassifier):
     """Balanced contrastive learning with a logit-adjusted cross-entropy branch.
 
     Submodules ``backbone``, ``head`` (projection), ``fc`` (classifier), ``proto_head``
@@ -68,10 +67,6 @@ class BCL(_ClassPrior, nn.Module):
     ``forward`` returns ``{"loss", "ce", "bcl", "acc"}`` (``acc``: top-1 of ``fc`` on view 1).
     """
 
-    views = 2
-    uses_labels = True
-    step: torch.Tensor
-
     def __init__(
         self,
         backbone: Backbone,
@@ -82,21 +77,10 @@ class BCL(_ClassPrior, nn.Module):
         ce_weight: float = 1.0,
         bcl_weight: float = 0.35,
     ) -> None:
-        super().__init__()
-        if not T > 0:
-            raise BalfeatError(f"BCL temperature T={T} must be > 0 (authors: 0.07)")
-        self.backbone = backbone
+        super().__init__(backbone, num_classes, dim, T, mlp)
         in_dim = backbone.out_dim
-        self.head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)
         self.proto_head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)
-        self.fc = nn.Linear(in_dim, num_classes)
-        self.register_buffer("log_prior", log_prior_of(torch.ones(num_classes)))
-        self.register_buffer("step", torch.zeros(1, dtype=torch.long))
-        self.T, self.ce_weight, self.bcl_weight = T, ce_weight, bcl_weight
-
-    def classify(self, images: torch.Tensor) -> torch.Tensor:
-        """BCL's own classifier. Shape: (B, C, H, W) -> logits (B, num_classes)."""
-        return self.fc(self.backbone(images))
+        self.ce_weight, self.bcl_weight = ce_weight, bcl_weight
 
     def prototypes(self) -> torch.Tensor:
         """Normalised class prototypes (class-complement). Shape: (C, dim)."""
@@ -106,8 +90,7 @@ class BCL(_ClassPrior, nn.Module):
         self, images: Sequence[torch.Tensor], labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """BCL loss of ``[view_1, view_2]`` (each (B, C, H, W)) and labels (B,)."""
-        if isinstance(images, torch.Tensor) or len(images) != 2:
-            raise BalfeatError("BCL needs two views per batch (method.views == 2)")
+        self._check_two_views(images)
         b = labels.shape[0]
         feat = self.backbone(torch.cat(list(images)))  # (2B, F)
         z = F.normalize(self.head(feat), dim=1)

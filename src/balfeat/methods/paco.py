@@ -86,6 +86,46 @@ class _ClassPrior:
         self.log_prior.copy_(log_prior_of(counts).to(self.log_prior.device))
 
 
+class HeadClassifier(_ClassPrior, nn.Module):
+    """Base of the two-view methods without a key encoder that train a classifier jointly
+    (GPaCo, BCL): ``backbone``, projection ``head`` (dim), classifier ``fc`` (C classes),
+    buffers ``log_prior`` (C,) and ``step``; ``classify`` is the method's own classifier.
+
+    Args:
+        backbone: the encoder trunk (``out_dim`` features).
+        num_classes: C.
+        dim: embedding size of the projection head.
+        T: temperature, > 0.
+        mlp: MLP projection head instead of a linear one.
+    """
+
+    views = 2
+    uses_labels = True
+    step: torch.Tensor
+
+    def __init__(self, backbone: Backbone, num_classes: int, dim: int, T: float, mlp: bool) -> None:
+        super().__init__()
+        if not T > 0:
+            raise BalfeatError(f"{type(self).__name__} temperature T={T} must be > 0")
+        self.backbone = backbone
+        in_dim = backbone.out_dim
+        self.head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)
+        self.fc = nn.Linear(in_dim, num_classes)
+        self.register_buffer("log_prior", log_prior_of(torch.ones(num_classes)))
+        self.register_buffer("step", torch.zeros(1, dtype=torch.long))
+        self.T = T
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """The method's own classifier. Shape: (B, C, H, W) -> logits (B, num_classes)."""
+        return self.fc(self.backbone(images))
+
+    def _check_two_views(self, images: Sequence[torch.Tensor] | torch.Tensor) -> None:
+        if isinstance(images, torch.Tensor) or len(images) != 2:
+            raise BalfeatError(
+                f"{type(self).__name__} needs two views per batch (method.views == 2)"
+            )
+
+
 class PaCo(_ClassPrior, MoCo):
     """MoCo with a labelled queue and learnable class centres (a linear classifier ``fc``).
 
@@ -168,7 +208,7 @@ class PaCo(_ClassPrior, MoCo):
         return {"loss": loss, "acc": acc}
 
 
-class GPaCo(_ClassPrior, nn.Module):
+class GPaCo(HeadClassifier):
     """GPaCo: one encoder, both views as anchors, no queue and no momentum encoder.
 
     Submodules ``backbone``, ``head`` (MLP or linear, to ``dim``), ``fc`` (the centres); buffers
@@ -188,10 +228,6 @@ class GPaCo(_ClassPrior, nn.Module):
     ``forward`` returns ``{"loss", "acc"}`` (``acc``: top-1 of ``fc`` on both views).
     """
 
-    views = 2
-    uses_labels = True
-    step: torch.Tensor
-
     def __init__(
         self,
         backbone: Backbone,
@@ -203,27 +239,14 @@ class GPaCo(_ClassPrior, nn.Module):
         beta: float = 1.0,
         gamma: float = 1.0,
     ) -> None:
-        super().__init__()
-        if not T > 0:
-            raise BalfeatError(f"GPaCo temperature T={T} must be > 0 (authors: 0.2)")
-        self.backbone = backbone
-        in_dim = backbone.out_dim
-        self.head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)
-        self.fc = nn.Linear(in_dim, num_classes)
-        self.register_buffer("log_prior", log_prior_of(torch.ones(num_classes)))
-        self.register_buffer("step", torch.zeros(1, dtype=torch.long))
-        self.T, self.alpha, self.beta, self.gamma = T, alpha, beta, gamma
-
-    def classify(self, images: torch.Tensor) -> torch.Tensor:
-        """GPaCo's own classifier. Shape: (B, C, H, W) -> logits (B, num_classes)."""
-        return self.fc(self.backbone(images))
+        super().__init__(backbone, num_classes, dim, T, mlp)
+        self.alpha, self.beta, self.gamma = alpha, beta, gamma
 
     def forward(
         self, images: Sequence[torch.Tensor], labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """GPaCo loss of ``[view_1, view_2]`` (each (B, C, H, W)) and labels (B,)."""
-        if isinstance(images, torch.Tensor) or len(images) != 2:
-            raise BalfeatError("GPaCo needs two views per batch (method.views == 2)")
+        self._check_two_views(images)
         b = labels.shape[0]
         feat = self.backbone(torch.cat(list(images)))  # (2B, F), one BN batch
         z = F.normalize(self.head(feat), dim=1)

@@ -64,6 +64,11 @@ def _is_tensor_dict(obj: Any) -> bool:
     )
 
 
+def _take_prefix(flat: StateDict, prefix: str) -> tuple[StateDict, list[str]]:
+    """The entries under ``prefix`` (prefix removed) and the sorted names of all others."""
+    return _strip(flat, prefix), sorted(k for k in flat if not k.startswith(prefix))
+
+
 def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
@@ -209,8 +214,7 @@ def load_backbone_state(
             flat = _strip_module(sd)
             if any(k.startswith("encoder_q.") for k in flat):
                 info["format"] = "moco"
-                raw = _strip(flat, "encoder_q.")
-                dropped = sorted(k for k in flat if not k.startswith("encoder_q."))
+                raw, dropped = _take_prefix(flat, "encoder_q.")
             else:
                 info["format"] = "supervised"
                 raw, dropped = flat, []
@@ -223,12 +227,10 @@ def load_backbone_state(
         flat = _strip_module(obj)
         if any(k.startswith("backbone.") for k in flat):
             info["format"] = "balfeat"
-            raw = _strip(flat, "backbone.")
-            dropped = sorted(k for k in flat if not k.startswith("backbone."))
+            raw, dropped = _take_prefix(flat, "backbone.")
         elif any(k.startswith("encoder_q.") for k in flat):
             info["format"] = "moco"
-            raw = _strip(flat, "encoder_q.")
-            dropped = sorted(k for k in flat if not k.startswith("encoder_q."))
+            raw, dropped = _take_prefix(flat, "encoder_q.")
         else:
             info["format"] = "torchvision"
             raw, dropped = flat, []

@@ -34,6 +34,19 @@ from typing import Any
 
 from balfeat.study.spec import FamilySpec, StudySpec
 
+#: The queue methods' shared settings (MoCo v2 and KCL differ only in KCL's positives).
+_QUEUE = {"K": 4096, "m": 0.99, "T": 0.2, "mlp": True, "dim": 64, "bn_splits": 2}
+
+
+def _contrastive(method: dict[str, Any]) -> dict[str, Any]:
+    """A contrastive method's cell settings (fresh dicts: the specs are mutated per variant)."""
+    return {
+        "method": method,
+        "data": {"augmentation": "moco_v2"},
+        "optim": {"base_lr": 0.2, "weight_decay": 1e-4},
+    }
+
+
 #: The method grid of the demo (config mappings merged over the base config).
 DEMO_METHODS: dict[str, dict[str, Any]] = {
     "sl": {
@@ -41,33 +54,8 @@ DEMO_METHODS: dict[str, dict[str, Any]] = {
         "data": {"augmentation": "supervised"},
         "optim": {"base_lr": 0.2, "weight_decay": 5e-4},
     },
-    "moco_v2": {
-        "method": {
-            "name": "moco_v2",
-            "K": 4096,
-            "m": 0.99,
-            "T": 0.2,
-            "mlp": True,
-            "dim": 64,
-            "bn_splits": 2,
-        },
-        "data": {"augmentation": "moco_v2"},
-        "optim": {"base_lr": 0.2, "weight_decay": 1e-4},
-    },
-    "kcl": {
-        "method": {
-            "name": "kcl",
-            "K": 4096,
-            "m": 0.99,
-            "T": 0.2,
-            "mlp": True,
-            "dim": 64,
-            "posk": 6,
-            "bn_splits": 2,
-        },
-        "data": {"augmentation": "moco_v2"},
-        "optim": {"base_lr": 0.2, "weight_decay": 1e-4},
-    },
+    "moco_v2": _contrastive({"name": "moco_v2", **_QUEUE}),
+    "kcl": _contrastive({"name": "kcl", **_QUEUE, "posk": 6}),
 }
 
 DESCRIPTION = """\
