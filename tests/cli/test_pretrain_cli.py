@@ -109,3 +109,17 @@ def test_pretrain_checks_paths_before_any_work(
     assert "run.output_dir" in capsys.readouterr().err
     assert main([*base, f"data.train_split={tmp_path / 'missing.txt'}"]) == 2
     assert "data.train_split" in capsys.readouterr().err
+
+
+def test_show_config_lists_the_methods_own_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    assert main(["pretrain", "--show-config", "method.name=kcl", "method.posk=2"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["method"]["name"] == "kcl" and shown["method"]["posk"] == 2
+    assert "alpha" not in shown["method"]  # PaCo's key is not KCL's
+    assert not (tmp_path / "runs").exists()
+    assert main(["pretrain", "--show-config", "method.name=sl", "method.posk=2"]) == 2
+    assert "'sl' has no parameter 'posk'" in capsys.readouterr().err

@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``pretrain`` subcommand."""
     p = subparsers.add_parser(
         "pretrain",
-        help="train a representation (sl, moco_v1, moco_v2, kcl) from a YAML config",
+        help="train a representation (sl, moco_v2, kcl, supcon, tsc, bcl, paco, ...) from a YAML config",
         description=(
             "Train a representation as the YAML config says; key=value overrides after the "
             "options change single settings (e.g. optim.base_lr=0.03 method.name=kcl). Works "
@@ -62,6 +62,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="continue a run (default: start fresh). Without PATH, from run.output_dir's "
         "last.pth (starting fresh if there is none, so a restarted job can always pass it); "
         "with PATH, from that checkpoint",
+    )
+    p.add_argument(
+        "--show-config",
+        action="store_true",
+        help="print the resolved config as YAML and exit without training (default: off); "
+        "with method.name=NAME it lists that method's own method.* keys and their defaults",
     )
     p.add_argument(
         "--quiet",
@@ -93,6 +99,13 @@ def run(args: argparse.Namespace) -> int:
     if args.quiet:
         overrides.append("run.progress=false")
     cfg = load_config(args.config, overrides)
+    if args.show_config:
+        import yaml
+
+        from balfeat.engine.config import config_to_dict
+
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        return 0
     from balfeat.typed_config import check_paths
 
     check_paths(cfg)  # split files exist, run.output_dir can be written: before any work
