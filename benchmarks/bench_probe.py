@@ -62,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from balfeat.classify.probe import ProbeConfig, probe_fast, probe_reference
-    from balfeat.cli.probe import build_probe_transforms
+    from balfeat.classify.runner import build_probe_transforms
     from balfeat.data.datasets import ArrayDataset
     from balfeat.data.sources import load_fashion_mnist
     from balfeat.device import default_device

@@ -167,3 +167,23 @@ def test_class_set_accepts_bom_comments_and_blank_lines(tmp_path: Path) -> None:
     assert read_class_set(f) == ["n01440764", "n01443537"]
     write_class_set(tmp_path / "d.txt", read_class_set(f))
     assert (tmp_path / "d.txt").read_bytes() == b"/n01440764\n/n01443537\n"
+
+
+def test_read_class_counts_from_a_counts_or_a_split_file(tmp_path: Path) -> None:
+    from balfeat.data.splits import read_class_counts
+    from balfeat.errors import DataError
+
+    counts = tmp_path / "counts.txt"
+    counts.write_text("\ufeff# per class\n5\n3  # tail\n\n0\n")
+    assert read_class_counts(counts, 3) == [5, 3, 0]
+    split = tmp_path / "split.txt"
+    split.write_text("a.jpg 0\nb.jpg 2\nc.jpg 2\n")
+    assert read_class_counts(split, 4) == [1, 0, 2, 0]
+    with pytest.raises(DataError, match=r"groups file .* gives 3 classes, expected 4"):
+        read_class_counts(counts, 4, "groups file")
+    with pytest.raises(DataError, match="has label 2, but there are only 2 classes"):
+        read_class_counts(split, 2)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("5\n-1\n")
+    with pytest.raises(DataError, match="neither a split file"):
+        read_class_counts(bad, 2, "--group-counts")

@@ -234,3 +234,17 @@ def finetune(
         drop_last=len(dataset_targets(train_dataset)) > cfg.batch_size,
         log=log,
     )
+
+
+def tau_sweep_from_logits(saved: dict[str, Any], grouping: str, counts: Any) -> dict[str, Any]:
+    """Tau sweep from a saved probe (``probe.pth``: ``classifier`` state, ``val_logits``,
+    ``val_labels``): the features are recovered as the least-squares preimage of the logits."""
+    state = saved["classifier"]
+    w = state["weight"]
+    b = state.get("bias")
+    fc = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+    fc.load_state_dict(state)
+    z = saved["val_logits"] - (b if b is not None else 0)
+    # x = W^+ z reproduces the logits exactly when D >= C (the usual case)
+    x = z @ torch.linalg.pinv(w).T
+    return tau_sweep(fc, x, saved["val_labels"], counts, grouping=grouping)

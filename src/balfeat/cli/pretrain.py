@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``pretrain`` subcommand."""
     p = subparsers.add_parser(
         "pretrain",
-        help="train a representation (sl, moco_v2, kcl, supcon, tsc, bcl, paco, ...) from a YAML config",
+        help="train a representation (sl, moco_v2, kcl, supcon, tsc, bcl, paco, ...) from YAML",
         description=(
             "Train a representation as the YAML config says; key=value overrides after the "
             "options change single settings (e.g. optim.base_lr=0.03 method.name=kcl). Works "

@@ -316,3 +316,46 @@ def split_stats(
 def split_stats_json(stats: dict[str, SplitStats]) -> str:
     """``{name: stats}`` as indented JSON."""
     return json.dumps({k: v.to_dict() for k, v in stats.items()}, indent=2)
+
+
+def read_class_counts(
+    path: str | os.PathLike[str], num_classes: int, key: str = "counts file"
+) -> list[int]:
+    """Images per class from a split file (``path label`` lines: the labels are counted) or a
+    counts file (one non-negative integer per line, in class order). A BOM, blank lines and
+    ``#`` comments are skipped in both.
+
+    Args:
+        path: the file.
+        num_classes: C; a counts file must give exactly C counts.
+        key: how the file was given (``--group-counts``, ``groups``), for error messages.
+
+    Raises:
+        DataError: neither form, a negative count, or not ``num_classes`` classes.
+    """
+    from balfeat.errors import BalfeatError, DataError
+
+    text = Path(path).read_text(encoding="utf-8-sig")
+    values = [v.split("#", 1)[0].strip() for _, v in _content_lines(text.splitlines())]
+    if values and all(v.isdigit() for v in values):  # a counts file (inline # comments allowed)
+        counts = [int(v) for v in values]
+    else:
+        try:
+            labels = labels_of(read_split(path))
+        except BalfeatError as err:
+            raise DataError(
+                f"{key} {str(path)!r} is neither a split file ('path label' lines) nor a counts "
+                f"file (one non-negative integer per line): {err}"
+            ) from None
+        if len(labels) and int(labels.max()) >= num_classes:
+            raise DataError(
+                f"{key} {str(path)!r} has label {int(labels.max())}, but there are only "
+                f"{num_classes} classes"
+            )
+        counts = np.bincount(labels, minlength=num_classes).tolist()
+    if len(counts) != num_classes:
+        raise DataError(
+            f"{key} {str(path)!r} gives {len(counts)} classes, expected {num_classes} (one count "
+            "per class, in class order)"
+        )
+    return [int(c) for c in counts]

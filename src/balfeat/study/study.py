@@ -37,6 +37,7 @@ import numpy as np
 import yaml
 
 from balfeat.data.prepare import subset_by_counts
+from balfeat.data.splits import read_class_counts
 from balfeat.errors import ConfigError, DataError
 from balfeat.study.spec import StudySpec, load_study, study_from_mapping
 
@@ -189,21 +190,8 @@ def group_counts(spec: StudySpec, num_classes: int) -> tuple[list[int], str]:
         DataError: a ``groups`` file that is not one non-negative integer per class.
     """
     if spec.groups:
-        text = Path(spec.groups).read_text(encoding="utf-8-sig")
-        vals = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
-        vals = [v for v in vals if v]
-        try:
-            counts = [int(v) for v in vals]
-        except ValueError:
-            raise DataError(
-                f"groups file {spec.groups!r}: expected one integer count per line"
-            ) from None
-        if len(counts) != num_classes or min(counts) < 0:
-            raise DataError(
-                f"groups file {spec.groups!r}: {len(counts)} counts for {num_classes} classes; "
-                "give one non-negative count per class, in class order"
-            )
-        return counts, f"counts file {spec.groups}"
+        counts = read_class_counts(spec.groups, num_classes, "groups file")
+        return counts, f"groups file {spec.groups}"
     name = most_imbalanced_set(spec)
     counts = family_counts(num_classes, spec.total, spec.sets[name], seed=spec.seed)
     return counts, f"pre-training counts of the most imbalanced set, {name!r}"
