@@ -291,6 +291,9 @@ def write_report(
         md += [description.strip(), ""]
     md += ["## Finding", "", *lead, ""]
     md += ["## Results (mean ± 95% half-width over seeds)", "", sum_md]
+    own_note = _own_note(rows)
+    if own_note:
+        md += [own_note, ""]
     md += [*groups, ""]
     md += [
         "## Every run",
@@ -301,7 +304,7 @@ def write_report(
     ]
     md += ["## Figures", ""]
     for name, p in figures.items():
-        base = name.split("_fast")[0].split("_reference")[0]
+        base = _caption_key(name, captions)
         md += [f"### {name.replace('_', ' ')}", "", f"![{name}](figures/{p.name})", ""]
         if base in captions:
             md += [captions[base], ""]
@@ -326,12 +329,14 @@ def write_report(
     h += [f"<p>{html.escape(line)}</p>" for line in lead if line]
     h.append("</div><h2>Results (mean ± 95% half-width over seeds)</h2>")
     h.append(_md_table_html(sum_md))
+    if own_note:
+        h.append(f"<p>{html.escape(own_note)}</p>")
     h += [f"<p>{html.escape(g)}</p>" for g in groups]
     h.append("<h2>Every run</h2>")
     h.append(_md_table_html(md_table))
     h.append('<p>Also as CSV: <a href="results.csv">results.csv</a>.</p><h2>Figures</h2>')
     for name, p in figures.items():
-        base = name.split("_fast")[0].split("_reference")[0]
+        base = _caption_key(name, captions)
         data = base64.b64encode(p.read_bytes()).decode("ascii")
         h.append(f"<h3>{html.escape(name.replace('_', ' '))}</h3>")
         h.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(name)}">')
@@ -341,6 +346,25 @@ def write_report(
     paths["html"] = out / "report.html"
     atomic_write_text(paths["html"], "\n".join(h) + "\n")
     return paths
+
+
+def _own_note(rows: Sequence[Row]) -> str:
+    """The sentence explaining the ``own`` rows, when the table has any."""
+    own = sorted({str(r["method"]) for r in rows if r.get("protocol") == "own"})
+    if not own:
+        return ""
+    return (
+        f"Protocol `own` ({', '.join(own)}): the method's own classifier, trained jointly with "
+        "the representation and read from the cell's last checkpoint, on the same test images "
+        "and groups as the probes' rows of the same cells."
+    )
+
+
+def _caption_key(figure: str, captions: Mapping[str, str]) -> str:
+    """The caption of a figure drawn per protocol (``shot_accuracy_own`` -> ``shot_accuracy``)."""
+    if figure in captions:
+        return figure
+    return next((c for c in captions if figure.startswith(c + "_")), figure)
 
 
 def _md_table_html(md: str) -> str:
