@@ -15,7 +15,8 @@ import pytest
 from balfeat.engine.config import load_config
 
 DIR = Path(__file__).resolve().parents[1] / "configs" / "methods"
-RECIPES = sorted(DIR.glob("*.yaml"))
+RECIPES = sorted(p for p in DIR.glob("*.yaml") if not p.name.startswith("probe_"))
+PROBES = sorted(DIR.glob("probe_*.yaml"))
 
 # docs/methods-recipes.md: the authors' values each recipe must hold (ImageNet-LT / iNat).
 PUBLISHED = {
@@ -129,3 +130,46 @@ def test_recipe_runs_one_step(path: Path, tmp_path: Path) -> None:
     cfg = load_config(path, [*TINY, f"run.output_dir={tmp_path}"])
     summary = Trainer(cfg).fit()
     assert summary["steps"] == 1 and np.isfinite(summary["final_loss"])
+
+
+def test_every_imagenet_lt_recipe_has_a_probe_recipe() -> None:
+    lt = {p.stem for p in RECIPES if load_config(p).data.dataset == "imagenet"}
+    probed = {p.stem.removeprefix("probe_").removesuffix("_on-lt-test") for p in PROBES}
+    assert lt == probed
+
+
+@pytest.mark.parametrize("path", PROBES, ids=lambda p: p.stem)
+def test_probe_recipe_holds_tsc_protocol_and_trains_one_epoch(path: Path) -> None:
+    import torch
+
+    from balfeat.classify.job import load_probe_job
+    from balfeat.classify.probe import ProbeConfig, train_linear_on_features
+
+    p = load_probe_job([str(path)]).probe
+    text = path.read_text()
+    assert "Source:" in text and "targeted-supcon" in text
+    # github:LTH14/targeted-supcon README 2nd stage + main_lincls_imba.py defaults
+    assert (p.epochs, p.lr, p.milestones, p.batch_size, p.weight_decay) == (
+        40, 10.0, [20, 30], 2048, 0.0,
+    )  # fmt: skip
+    assert p.balanced and p.repeat == 4 and p.protocol == "reference"
+    assert p.val_split.endswith("imagenet_longtail_test.txt")
+    pre = Path(p.checkpoint).parent.name
+    assert (DIR / f"{pre}.yaml").is_file(), "a probe recipe names an existing pretrain recipe"
+    assert p.out.endswith(path.stem)
+    if not pre.startswith("tsc_"):
+        assert "Chosen" in text, "a borrowed protocol says so"
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(24, 8, generator=gen)
+    y = torch.arange(24) % 3
+    cfg = ProbeConfig(
+        epochs=1,
+        lr=0.1,
+        milestones=tuple(p.milestones),
+        weight_decay=p.weight_decay,
+        batch_size=8,
+        balanced=p.balanced,
+        repeat=p.repeat,
+    )
+    res = train_linear_on_features(x, y, x, y, 3, cfg)
+    assert res.val_logits.shape == (24, 3)
