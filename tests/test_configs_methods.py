@@ -173,3 +173,29 @@ def test_probe_recipe_holds_tsc_protocol_and_trains_one_epoch(path: Path) -> Non
     )
     res = train_linear_on_features(x, y, x, y, 3, cfg)
     assert res.val_logits.shape == (24, 3)
+
+
+def test_published_results_yaml_and_md_agree() -> None:
+    """docs/published-results.yaml is the machine-readable copy of the .md table: every number
+    in the yaml is in the md row of its method, a verified row has a number and a source, a todo
+    row has none (no number entered from memory)."""
+    import yaml
+
+    docs = DIR.parents[1] / "docs"
+    table = yaml.safe_load((docs / "published-results.yaml").read_text())["results"]
+    md_rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in (docs / "published-results.md").read_text().splitlines()
+        if line.startswith("|") and not line.startswith("| ---")
+    ]
+    for row in table:
+        values = [row[k] for k in ("overall", "many", "medium", "few")]
+        if row["status"] == "todo":
+            assert values == [None] * 4, row
+            continue
+        assert row["status"] == "verified" and row["overall"] is not None, row
+        assert "README" in row["source"] or "Table" in row["source"], row
+        matches = [
+            r for r in md_rows if r[0].startswith(row["method"]) and f"{row['overall']:.1f}" == r[3]
+        ]
+        assert matches, f"{row['method']} {row['dataset']} {row['overall']} missing from the .md"
