@@ -259,19 +259,23 @@ OWN_CLASSIFIER = "own"
 def method_has_classifier(name: str) -> bool:
     """Whether the registered method ``name`` has its own classifier (``classify(images)``).
 
-    Read from the return annotation of the method's registry builder, so nothing is built
-    (building TSC, say, optimises its class targets). A builder without a return annotation
-    counts as not classifying here; its ``own`` row is still written when its cell runs (the
-    trained module is asked then), this only decides whether a finished cell lacks one.
+    Read from the registry without building anything (building TSC, say, optimises its class
+    targets): the class a ``from_constructor`` builder records (``build.method_class``), else the
+    builder's return annotation. A builder with neither counts as not classifying here; its
+    ``own`` row is still written when its cell runs (the trained module is asked then), this only
+    decides whether a finished cell lacks one.
     """
     import typing
 
     from balfeat.methods import get_method
 
-    try:
-        cls = typing.get_type_hints(get_method(name).build).get("return")
-    except Exception:  # unresolvable annotations of a plugin: treat as "no classifier"
-        return False
+    build = get_method(name).build
+    cls = getattr(build, "method_class", None)
+    if cls is None:
+        try:
+            cls = typing.get_type_hints(build).get("return")
+        except Exception:  # unresolvable annotations of a plugin: treat as "no classifier"
+            return False
     return isinstance(cls, type) and callable(getattr(cls, "classify", None))
 
 
