@@ -273,7 +273,12 @@ def test_own_classifier_row_beside_the_probe_and_resumed(
     assert (own_json.parent / "per_class.csv").is_file()
     table = paths["csv"].read_text().splitlines()
     assert sum(",own," in line for line in table) == 2
-    assert "Protocol `own` (bcl)" in paths["report"].read_text()
+    report = paths["report"].read_text()
+    assert "Protocol `own` (bcl)" in report
+    # figures per protocol: the own classifier's are drawn apart and captioned as such
+    assert (out / "figures" / "accuracy_vs_imbalance_own.png").is_file()
+    assert (out / "figures" / "accuracy_vs_imbalance_fast.png").is_file()
+    assert "own classifiers (protocol own), not a probe" in report
 
     # A finished study re-run: nothing is computed again and the own rows are kept.
     calls: list[str] = []

@@ -307,7 +307,7 @@ def write_report(
         base = _caption_key(name, captions)
         md += [f"### {name.replace('_', ' ')}", "", f"![{name}](figures/{p.name})", ""]
         if base in captions:
-            md += [captions[base], ""]
+            md += [_caption(name, base, captions), ""]
     paths["report"] = out / "report.md"
     atomic_write_text(paths["report"], "\n".join(md))
 
@@ -341,11 +341,18 @@ def write_report(
         h.append(f"<h3>{html.escape(name.replace('_', ' '))}</h3>")
         h.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(name)}">')
         if base in captions:
-            h.append(f"<p>{html.escape(captions[base])}</p>")
+            h.append(f"<p>{html.escape(_caption(name, base, captions))}</p>")
     h.append("</body></html>")
     paths["html"] = out / "report.html"
     atomic_write_text(paths["html"], "\n".join(h) + "\n")
     return paths
+
+
+def _caption(figure: str, base: str, captions: Mapping[str, str]) -> str:
+    """A figure's caption; the ``_own`` figures say they show the methods' own classifiers."""
+    if figure.endswith("_own"):
+        return "The methods' own classifiers (protocol own), not a probe. " + captions[base]
+    return captions[base]
 
 
 def _own_note(rows: Sequence[Row]) -> str:
