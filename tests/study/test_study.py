@@ -181,3 +181,132 @@ def test_seeds_and_overrides() -> None:
     assert spec.run_seeds == [0, 1] and spec.total == 90
     with pytest.raises(ConfigError, match=r"optim\.epochs"):
         study_from_mapping(TINY_STUDY, overrides=["optim.epochs=0"])
+
+
+OWN_STUDY: dict[str, Any] = {
+    **TINY_STUDY,
+    # 3 epochs: BCL's classifier then predicts more than one class on the test images (with 1 it
+    # predicts one class everywhere, which would make the comparison below weak).
+    "base": {**TINY_STUDY["base"], "optim": {"epochs": 3, "batch_size": 16, "base_lr": 0.05}},
+    "methods": {
+        "sl": TINY_STUDY["methods"]["sl"],
+        "bcl": {
+            "method": {"name": "bcl", "dim": 16, "T": 0.1},
+            "data": {"augmentation": "supervised"},
+        },
+    },
+}
+
+
+def test_method_has_classifier_reads_the_registry() -> None:
+    assert study_mod.method_has_classifier("bcl")
+    assert study_mod.method_has_classifier("paco") and study_mod.method_has_classifier("gpaco")
+    for name in ("sl", "moco_v2", "kcl", "supcon", "tsc"):
+        assert not study_mod.method_has_classifier(name)
+
+
+def test_own_is_a_reserved_probe_name(tmp_path: Path) -> None:
+    spec = study_from_mapping({**TINY_STUDY, "probes": {"own": {"epochs": 1}}})
+    with pytest.raises(ConfigError, match="reserved"):
+        run_study(spec, out_dir=tmp_path / "s", progress=False, echo=lambda s: None)
+
+
+def _direct_own_accuracy(spec: StudySpec, out: Path, set_name: str) -> tuple[float, list[float]]:
+    """BCL's classify on the study's test images, from the cell's checkpoint, computed here."""
+    import numpy as np
+    import torch
+
+    from balfeat.data.datasets import ArrayDataset
+    from balfeat.data.transforms import build_transform
+    from balfeat.engine.build import build_method
+    from balfeat.study.spec import cell_config
+
+    data = study_mod.load_study_data(spec)
+    sel = study_mod.study_test_indices(spec, len(data.test_y))
+    assert len(sel) == 40
+    ds = ArrayDataset(data.test_x[sel], data.test_y[sel], transform=build_transform("eval", 12, 1))
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    y = torch.as_tensor(data.test_y[sel])
+    cfg = cell_config(spec, "bcl")
+    cfg.data.channels, cfg.data.image_size = 1, 12
+    method = build_method(cfg, 3)
+    ckpt = out / "cells" / f"bcl__{set_name}" / "seed0" / "pretrain" / "last.pth"
+    method.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
+    method.eval()
+    with torch.no_grad():
+        pred = method.classify(x).argmax(1)
+    correct = (pred == y).numpy()
+    per_class = [100.0 * float(np.mean(correct[y.numpy() == c])) for c in range(3)]
+    return 100.0 * float(correct.mean()), per_class
+
+
+@pytest.mark.slow
+def test_own_classifier_row_beside_the_probe_and_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = study_from_mapping(OWN_STUDY)
+    out = tmp_path / "study"
+    rows, paths = run_study(spec, out_dir=out, progress=False, echo=lambda s: None)
+    own = [r for r in rows if r["protocol"] == "own"]
+    # BCL has its own classifier, SL does not: one own row per BCL cell, none for SL.
+    assert sorted((r["method"], r["set"]) for r in own) == [("bcl", "balanced"), ("bcl", "exp10")]
+    assert len(rows) == 4 + 2
+    for r in own:
+        top1, per_class = _direct_own_accuracy(spec, out, r["set"])
+        assert r["top1"] == pytest.approx(top1, abs=1e-6)
+        assert r["per_class_accuracy"] == pytest.approx(per_class, abs=1e-6)
+        fast = next(
+            p for p in rows if (p["method"], p["set"], p["protocol"]) == ("bcl", r["set"], "fast")
+        )
+        # the same groups and pre-training counts as the probe row of the same cell
+        assert r["groups"] == fast["groups"] and r["train_counts"] == fast["train_counts"]
+        for g in ("many", "medium", "few"):
+            assert r[g] is None or 0.0 <= r[g] <= 100.0
+    own_json = out / "cells" / "bcl__exp10" / "seed0" / "own" / "results.json"
+    fast_json = out / "cells" / "bcl__exp10" / "seed0" / "fast" / "results.json"
+    own_res, fast_res = json.loads(own_json.read_text()), json.loads(fast_json.read_text())
+    assert own_res["protocol"] == "own" and own_res["checkpoint"].endswith("last.pth")
+    # the same test images: identical per-class test counts
+    assert [c["test_count"] for c in own_res["per_class"]] == [
+        c["test_count"] for c in fast_res["per_class"]
+    ]
+    assert (own_json.parent / "per_class.csv").is_file()
+    table = paths["csv"].read_text().splitlines()
+    assert sum(",own," in line for line in table) == 2
+    report = paths["report"].read_text()
+    assert "Protocol `own` (bcl)" in report
+    # figures per protocol: the own classifier's are drawn apart and captioned as such
+    assert (out / "figures" / "accuracy_vs_imbalance_own.png").is_file()
+    assert (out / "figures" / "accuracy_vs_imbalance_fast.png").is_file()
+    assert "own classifiers (protocol own), not a probe" in report
+
+    # A finished study re-run: nothing is computed again and the own rows are kept.
+    calls: list[str] = []
+    real_cell, real_own = study_mod.run_cell, study_mod.run_own
+
+    def spy_cell(*a: Any, **k: Any) -> Any:
+        calls.append("cell")
+        return real_cell(*a, **k)
+
+    def spy_own(*a: Any, **k: Any) -> Any:
+        calls.append("own")
+        return real_own(*a, **k)
+
+    monkeypatch.setattr(study_mod, "run_cell", spy_cell)
+    monkeypatch.setattr(study_mod, "run_own", spy_own)
+    rows2, _ = run_study(spec, out_dir=out, progress=False, echo=lambda s: None)
+    assert calls == []
+    key = lambda r: (r["method"], r["set"], r["protocol"])  # noqa: E731
+    assert sorted((key(r), r["top1"]) for r in rows2) == sorted((key(r), r["top1"]) for r in rows)
+
+    # A finished cell without its own results (an older balfeat's): evaluated from the
+    # checkpoint alone, without training or probing again.
+    metrics = out / "cells" / "bcl__exp10" / "seed0" / "pretrain" / "metrics.jsonl"
+    before = metrics.read_text()
+    fast_before = fast_json.read_text()
+    own_json.unlink()
+    rows3, _ = run_study(spec, out_dir=out, progress=False, echo=lambda s: None)
+    assert calls == ["own"]
+    assert metrics.read_text() == before and fast_json.read_text() == fast_before
+    assert own_json.is_file()
+    assert sorted((key(r), r["top1"]) for r in rows3) == sorted((key(r), r["top1"]) for r in rows)

@@ -291,6 +291,9 @@ def write_report(
         md += [description.strip(), ""]
     md += ["## Finding", "", *lead, ""]
     md += ["## Results (mean ± 95% half-width over seeds)", "", sum_md]
+    own_note = _own_note(rows)
+    if own_note:
+        md += [own_note, ""]
     md += [*groups, ""]
     md += [
         "## Every run",
@@ -301,10 +304,10 @@ def write_report(
     ]
     md += ["## Figures", ""]
     for name, p in figures.items():
-        base = name.split("_fast")[0].split("_reference")[0]
+        base = _caption_key(name, captions)
         md += [f"### {name.replace('_', ' ')}", "", f"![{name}](figures/{p.name})", ""]
         if base in captions:
-            md += [captions[base], ""]
+            md += [_caption(name, base, captions), ""]
     paths["report"] = out / "report.md"
     atomic_write_text(paths["report"], "\n".join(md))
 
@@ -326,21 +329,49 @@ def write_report(
     h += [f"<p>{html.escape(line)}</p>" for line in lead if line]
     h.append("</div><h2>Results (mean ± 95% half-width over seeds)</h2>")
     h.append(_md_table_html(sum_md))
+    if own_note:
+        h.append(f"<p>{html.escape(own_note)}</p>")
     h += [f"<p>{html.escape(g)}</p>" for g in groups]
     h.append("<h2>Every run</h2>")
     h.append(_md_table_html(md_table))
     h.append('<p>Also as CSV: <a href="results.csv">results.csv</a>.</p><h2>Figures</h2>')
     for name, p in figures.items():
-        base = name.split("_fast")[0].split("_reference")[0]
+        base = _caption_key(name, captions)
         data = base64.b64encode(p.read_bytes()).decode("ascii")
         h.append(f"<h3>{html.escape(name.replace('_', ' '))}</h3>")
         h.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(name)}">')
         if base in captions:
-            h.append(f"<p>{html.escape(captions[base])}</p>")
+            h.append(f"<p>{html.escape(_caption(name, base, captions))}</p>")
     h.append("</body></html>")
     paths["html"] = out / "report.html"
     atomic_write_text(paths["html"], "\n".join(h) + "\n")
     return paths
+
+
+def _caption(figure: str, base: str, captions: Mapping[str, str]) -> str:
+    """A figure's caption; the ``_own`` figures say they show the methods' own classifiers."""
+    if figure.endswith("_own"):
+        return "The methods' own classifiers (protocol own), not a probe. " + captions[base]
+    return captions[base]
+
+
+def _own_note(rows: Sequence[Row]) -> str:
+    """The sentence explaining the ``own`` rows, when the table has any."""
+    own = sorted({str(r["method"]) for r in rows if r.get("protocol") == "own"})
+    if not own:
+        return ""
+    return (
+        f"Protocol `own` ({', '.join(own)}): the method's own classifier, trained jointly with "
+        "the representation and read from the cell's last checkpoint, on the same test images "
+        "and groups as the probes' rows of the same cells."
+    )
+
+
+def _caption_key(figure: str, captions: Mapping[str, str]) -> str:
+    """The caption of a figure drawn per protocol (``shot_accuracy_own`` -> ``shot_accuracy``)."""
+    if figure in captions:
+        return figure
+    return next((c for c in captions if figure.startswith(c + "_")), figure)
 
 
 def _md_table_html(md: str) -> str:

@@ -10,6 +10,14 @@ study can be re-run after a crash, or extended with more methods, sets, probes o
 new cells run; a cell whose configuration changed is refused, naming it). The probe selects no
 epoch on the test set: it evaluates once, after the last epoch.
 
+**Own classifier.** A method that trains a classifier jointly (``classify(images) -> logits``:
+BCL, PaCo, GPaCo) also gets a row with protocol ``own``: that classifier, loaded from the cell's
+last checkpoint, on the same test images with the same metrics and groups, written to
+``…/seed<s>/own/results.json`` beside the probes' folders, so the two sit side by side in the
+results table and the report. A finished cell without it (run by an older balfeat) gets it on
+the next run from its checkpoint, without training or probing again. ``own`` is therefore not
+a valid probe name.
+
 Pre-training sets of one family have the same number of images (``family.total``): the
 exponential profile ``n_c = n_max * ratio^(-c/(C-1))`` is scaled so the counts sum to ``total``
 (the largest ``n_max`` whose counts fit), the balanced set has ``total / C`` per class. Which
@@ -154,20 +162,22 @@ def cell_done(
 
 
 def _read_row(out_dir: Path, method: str, set_name: str, seed: int, protocol: str) -> Row:
-    from balfeat.study.report import row_from_results
-
     path = cell_dir(out_dir, method, set_name, seed) / protocol / "results.json"
     results = json.loads(path.read_text())
-    return row_from_results(
-        results,
-        method,
-        set_name,
-        float(results.get("imbalance_ratio", 1.0)),
-        protocol,
-        cell=cell_name(method, set_name),
-        seed=seed,
-        seconds=results.get("cell_seconds"),
-        top1_bootstrap=results.get("top1_bootstrap"),
+    results.setdefault("protocol", protocol)
+    return _row(results, method, set_name, seed)
+
+
+def own_missing(out_dir: Path, method: str, set_name: str, seed: int, method_name: str) -> bool:
+    """Whether a (cell, seed) of a method with its own classifier lacks its ``own`` results
+    while its checkpoint is there to evaluate it from (a cell finished by an older balfeat)."""
+    from balfeat.engine.checkpoint import find_last_checkpoint
+
+    cdir = cell_dir(out_dir, method, set_name, seed)
+    return (
+        method_has_classifier(method_name)
+        and not (cdir / OWN_CLASSIFIER / "results.json").is_file()
+        and find_last_checkpoint(cdir / "pretrain") is not None
     )
 
 
@@ -230,6 +240,304 @@ def check_family(spec: StudySpec, data: StudyData) -> None:
         )
 
 
+#: Protocol name of the rows of a method's own classifier (``classify``), beside the probes.
+OWN_CLASSIFIER = "own"
+
+
+def method_has_classifier(name: str) -> bool:
+    """Whether the registered method ``name`` has its own classifier (``classify(images)``).
+
+    Read from the registry without building anything (building TSC, say, optimises its class
+    targets): the class a ``from_constructor`` builder records (``build.method_class``), else the
+    builder's return annotation. A builder with neither counts as not classifying here; its
+    ``own`` row is still written when its cell runs (the trained module is asked then), this only
+    decides whether a finished cell lacks one.
+    """
+    import typing
+
+    from balfeat.methods import get_method
+
+    build = get_method(name).build
+    cls = getattr(build, "method_class", None)
+    if cls is None:
+        try:
+            cls = typing.get_type_hints(build).get("return")
+        except Exception:  # unresolvable annotations of a plugin: treat as "no classifier"
+            return False
+    return isinstance(cls, type) and callable(getattr(cls, "classify", None))
+
+
+def classifier_logits(
+    method: Any, dataset: Any, device: Any, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """A method's own classifier on every image of ``dataset``, in eval mode.
+
+    Args:
+        method: a module with ``classify(images (B, C, H, W)) -> logits (B, num_classes)``.
+        dataset: yields ``(image (C, H, W), label)``.
+        device: where the method lives.
+        batch_size: images per forward.
+
+    Returns:
+        ``(logits (N, num_classes) float32, labels (N,) int64)`` in dataset order.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    was_training = bool(method.training)
+    method.eval()
+    out: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    try:
+        with torch.no_grad():
+            for x, y in loader:
+                out.append(method.classify(x.to(device)).float().cpu())
+                labels.append(torch.as_tensor(y))
+    finally:
+        method.train(was_training)
+    return torch.cat(out).numpy(), torch.cat(labels).numpy().astype(np.int64)
+
+
+def load_trained_method(cfg: Any, num_classes: int, device: Any) -> tuple[Any, Path]:
+    """The method of ``cfg`` with the weights of the last checkpoint in ``cfg.run.output_dir``.
+
+    Returns:
+        ``(method in eval mode on device, checkpoint path)``.
+
+    Raises:
+        CheckpointError: no checkpoint there, or one of another method or backbone.
+    """
+    from balfeat.engine import build
+    from balfeat.engine.checkpoint import find_last_checkpoint, load_checkpoint
+    from balfeat.errors import CheckpointError
+
+    path = find_last_checkpoint(Path(cfg.run.output_dir))
+    if path is None:
+        raise CheckpointError(
+            f"no checkpoint in {cfg.run.output_dir!r} to evaluate the method's own classifier "
+            "from; delete the cell's folder to train it again"
+        )
+    state = load_checkpoint(
+        path,
+        map_location="cpu",
+        expect_method=cfg.method.name,
+        expect_backbone=cfg.model.backbone,
+    )
+    method = build.build_method(cfg, num_classes)
+    method.load_state_dict(state["model"])
+    return method.to(device).eval(), path
+
+
+@dataclass
+class _CellData:
+    """What every evaluation of one (cell, seed) shares: its config, sets and groups."""
+
+    cfg: Any
+    seed: int
+    ratio: float
+    counts: list[int]
+    gcounts: list[int]
+    gsource: str
+    test_ds: Any
+    probe_ds: Any
+    eval_tf: Any
+
+
+def _cell_data(
+    spec: StudySpec,
+    data: StudyData,
+    method: str,
+    set_name: str,
+    out_dir: Path,
+    overrides: list[str] | None,
+    progress: bool,
+    seed: int,
+    groups: tuple[list[int], str] | None,
+) -> _CellData:
+    """The resolved pre-training config, the counts, the probe and the test set of a cell."""
+    from balfeat.data.datasets import ArrayDataset
+    from balfeat.engine.config import validate
+    from balfeat.study.spec import cell_config
+
+    gcounts, gsource = groups or group_counts(spec, data.num_classes)
+    ratio = spec.sets[set_name]
+    cdir = cell_dir(out_dir, method, set_name, seed)
+    cfg = cell_config(spec, method, overrides or [])
+    cfg.run.output_dir = str(cdir / "pretrain")
+    cfg.run.seed = seed
+    cfg.run.progress = progress
+    channels = 1 if data.train_x.ndim == 3 else int(data.train_x.shape[-1])
+    cfg.data.channels = channels
+    cfg.data.image_size = int(data.train_x.shape[1])
+    validate(cfg)
+    counts = family_counts(data.num_classes, spec.total, ratio, seed=spec.seed)
+    eval_tf = _eval_transform(cfg.data.image_size, channels)
+    probe_idx = subset_by_counts(
+        data.train_y, [spec.probe_per_class] * data.num_classes, seed=1000 * seed + 2
+    )
+    probe_ds = ArrayDataset(
+        data.train_x[probe_idx],
+        data.train_y[probe_idx],
+        transform=eval_tf,
+        class_names=data.class_names,
+        num_classes=data.num_classes,
+    )
+    test_sel = study_test_indices(spec, len(data.test_y))
+    test_ds = ArrayDataset(
+        data.test_x[test_sel],
+        data.test_y[test_sel],
+        transform=eval_tf,
+        class_names=data.class_names,
+        num_classes=data.num_classes,
+    )
+    return _CellData(cfg, seed, ratio, counts, list(gcounts), gsource, test_ds, probe_ds, eval_tf)
+
+
+def study_test_indices(spec: StudySpec, n: int) -> np.ndarray:
+    """Indices of the study's test images among the ``n`` of the test split: all of them, or
+    ``test_max`` drawn once with the study's seed (the same for every cell and seed)."""
+    sel = np.arange(n)
+    if spec.test_max and spec.test_max < n:
+        sel = np.sort(np.random.default_rng(spec.seed + 3).choice(n, spec.test_max, replace=False))
+    return sel
+
+
+def _cell_results(
+    cd: _CellData,
+    data: StudyData,
+    spec: StudySpec,
+    method: str,
+    set_name: str,
+    protocol: str,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The ``results.json`` dict of one evaluation of a cell (a probe or the own classifier):
+    top-1, many/medium/few with the study's fixed groups, per class, provenance."""
+    import torch
+
+    from balfeat.engine.config import config_to_dict
+    from balfeat.evaluation.metrics import evaluate
+    from balfeat.evaluation.statistics import bootstrap_interval
+    from balfeat.provenance import provenance
+
+    results = evaluate(
+        logits,
+        labels,
+        np.asarray(cd.gcounts),
+        class_names=data.class_names,
+        grouping=spec.grouping,
+    )
+    for pc, n in zip(results["per_class"], cd.counts, strict=True):
+        pc["group_count"] = pc["train_count"]
+        pc["train_count"] = int(n)
+    boot = bootstrap_interval(logits.argmax(1) == labels, seed=cd.seed)
+    results.update(
+        {
+            "protocol": protocol,
+            "checkpoint": str(Path(cd.cfg.run.output_dir) / "last.pth"),
+            "method": method,
+            "set": set_name,
+            "seed": cd.seed,
+            "imbalance_ratio": cd.ratio,
+            "pretrain_counts": cd.counts,
+            "group_counts": cd.gcounts,
+            "group_source": cd.gsource,
+            "probe_train_per_class": spec.probe_per_class,
+            "top1_bootstrap": {"low": boot.low, "high": boot.high, "method": boot.method},
+            **extra,
+            "config": config_to_dict(cd.cfg),
+            "provenance": provenance(
+                device=extra.get("device"), seed=cd.seed, threads=torch.get_num_threads()
+            ),
+        }
+    )
+    results.pop("device", None)
+    return results
+
+
+def _row(results: dict[str, Any], method: str, set_name: str, seed: int) -> Row:
+    from balfeat.study.report import row_from_results
+
+    return row_from_results(
+        results,
+        method,
+        set_name,
+        float(results.get("imbalance_ratio", 1.0)),
+        str(results["protocol"]),
+        cell=cell_name(method, set_name),
+        seed=seed,
+        seconds=results.get("cell_seconds"),
+        top1_bootstrap=results.get("top1_bootstrap"),
+    )
+
+
+def _own_results(
+    cd: _CellData,
+    data: StudyData,
+    spec: StudySpec,
+    method: str,
+    set_name: str,
+    device: Any,
+) -> dict[str, Any]:
+    """Evaluate the method's own classifier, loaded from the cell's checkpoint, on the test set;
+    the ``own`` results dict (``cell_seconds``/``knn_seconds`` None: no cell time of its own)."""
+    start = time.perf_counter()
+    trained, path = load_trained_method(cd.cfg, data.num_classes, device)
+    logits, labels = classifier_logits(trained, cd.test_ds, device)
+    results = _cell_results(
+        cd,
+        data,
+        spec,
+        method,
+        set_name,
+        OWN_CLASSIFIER,
+        logits,
+        labels,
+        classifier="the method's own classifier (method.classify), trained jointly",
+        probe=None,
+        epochs=None,
+        knn_seconds=None,
+        cell_seconds=None,
+        own_seconds=time.perf_counter() - start,
+        device=device,
+    )
+    results["checkpoint"] = str(path)
+    return results
+
+
+def run_own(
+    spec: StudySpec,
+    data: StudyData,
+    method: str,
+    set_name: str,
+    out_dir: Path,
+    overrides: list[str] | None = None,
+    seed: int | None = None,
+    groups: tuple[list[int], str] | None = None,
+    device: Any = None,
+) -> Row:
+    """Evaluate the own classifier of a finished (cell, seed) from its checkpoint (no training,
+    no probe) and write ``cells/<method>__<set>/seed<s>/own``.
+
+    Used when a finished cell lacks its ``own`` results (e.g. run by an older balfeat).
+
+    Returns:
+        The ``own`` row of the results table.
+    """
+    from balfeat.device import default_device
+    from balfeat.evaluation.metrics import write_results
+
+    s = spec.run_seeds[0] if seed is None else seed
+    cd = _cell_data(spec, data, method, set_name, out_dir, overrides, False, s, groups)
+    dev = default_device(cd.cfg.run.device) if device is None else device
+    results = _own_results(cd, data, spec, method, set_name, dev)
+    write_results(cell_dir(out_dir, method, set_name, s) / OWN_CLASSIFIER, results)
+    return _row(results, method, set_name, s)
+
+
 def run_cell(
     spec: StudySpec,
     data: StudyData,
@@ -241,7 +549,8 @@ def run_cell(
     seed: int | None = None,
     groups: tuple[list[int], str] | None = None,
 ) -> list[Row]:
-    """Pre-train one method on one imbalance set with one seed, then run every probe.
+    """Pre-train one method on one imbalance set with one seed, then run every probe, and for
+    a method with its own classifier (``classify``: BCL, PaCo, GPaCo) evaluate that too.
 
     Args:
         spec: the study.
@@ -255,38 +564,26 @@ def run_cell(
         groups: ``(counts, source)`` fixing many/medium/few (default :func:`group_counts`).
 
     Returns:
-        One results-table row per probe.
+        One results-table row per probe, then an ``own`` row (protocol ``"own"``: the method's
+        classifier, loaded from the cell's last checkpoint, on the same test images and groups)
+        when the method has one.
     """
-    import torch
     from torch import nn
 
     from balfeat.classify.probe import ProbeConfig, probe_fast
     from balfeat.data.datasets import ArrayDataset
     from balfeat.engine import build
-    from balfeat.engine.config import config_to_dict, validate
+    from balfeat.engine.checkpoint import find_last_checkpoint
     from balfeat.engine.trainer import Trainer
-    from balfeat.evaluation.metrics import evaluate, write_results
-    from balfeat.evaluation.statistics import bootstrap_interval
-    from balfeat.provenance import provenance
-    from balfeat.study.report import row_from_results
-    from balfeat.study.spec import cell_config
+    from balfeat.evaluation.metrics import write_results
 
     s = spec.run_seeds[0] if seed is None else seed
-    gcounts, gsource = groups or group_counts(spec, data.num_classes)
     start = time.perf_counter()
-    ratio = spec.sets[set_name]
     cdir = cell_dir(out_dir, method, set_name, s)
-    cfg = cell_config(spec, method, overrides or [])
-    cfg.run.output_dir = str(cdir / "pretrain")
-    cfg.run.seed = s
-    cfg.run.progress = progress
-    channels = 1 if data.train_x.ndim == 3 else int(data.train_x.shape[-1])
-    cfg.data.channels = channels
-    cfg.data.image_size = int(data.train_x.shape[1])
-    validate(cfg)
+    cd = _cell_data(spec, data, method, set_name, out_dir, overrides, progress, s, groups)
+    cfg = cd.cfg
 
-    counts = family_counts(data.num_classes, spec.total, ratio, seed=spec.seed)
-    idx = subset_by_counts(data.train_y, counts, seed=1000 * s + 1)
+    idx = subset_by_counts(data.train_y, cd.counts, seed=1000 * s + 1)
     if len(idx) == 0:  # check_family refuses this before any cell; never train on "all data"
         raise DataError(f"set {set_name!r} holds no images; raise family.total")
     train_ds = ArrayDataset(
@@ -296,33 +593,7 @@ def run_cell(
         class_names=data.class_names,
         num_classes=data.num_classes,
     )
-    # The cell's own folder: resume its checkpoint when there is one, else start fresh there
-    # (replacing what a run that died before its first checkpoint left).
-    from balfeat.engine.checkpoint import find_last_checkpoint
-
-    eval_tf = _eval_transform(cfg.data.image_size, channels)
-    probe_idx = subset_by_counts(
-        data.train_y, [spec.probe_per_class] * data.num_classes, seed=1000 * s + 2
-    )
-    probe_ds = ArrayDataset(
-        data.train_x[probe_idx],
-        data.train_y[probe_idx],
-        transform=eval_tf,
-        class_names=data.class_names,
-        num_classes=data.num_classes,
-    )
-    test_sel = np.arange(len(data.test_y))
-    if spec.test_max and spec.test_max < len(test_sel):  # the same test images for every seed
-        test_sel = np.sort(
-            np.random.default_rng(spec.seed + 3).choice(len(test_sel), spec.test_max, replace=False)
-        )
-    test_ds = ArrayDataset(
-        data.test_x[test_sel],
-        data.test_y[test_sel],
-        transform=eval_tf,
-        class_names=data.class_names,
-        num_classes=data.num_classes,
-    )
+    probe_ds, test_ds = cd.probe_ds, cd.test_ds
     callbacks: list[Any] = []
     if spec.knn_every > 0:  # online kNN monitor: 200 probe (memory) and 200 test images
         from torch.utils.data import Subset
@@ -333,6 +604,8 @@ def run_cell(
         mem = Subset(probe_ds, sorted(kx.permutation(len(probe_ds))[:200].tolist()))
         qry = Subset(test_ds, sorted(kx.permutation(len(test_ds))[:200].tolist()))
         callbacks.append(KNNMonitor(mem, qry, data.num_classes, every=spec.knn_every))
+    # The cell's own folder: resume its checkpoint when there is one, else start fresh there
+    # (replacing what a run that died before its first checkpoint left).
     resume = find_last_checkpoint(Path(cfg.run.output_dir)) is not None
     cfg.run.overwrite = not resume
     trainer = Trainer(cfg, train_dataset=train_ds, resume=resume, epoch_callbacks=callbacks)
@@ -342,6 +615,7 @@ def run_cell(
         raise TypeError(f"method {method!r} has no backbone module")
 
     device = next(backbone.parameters()).device
+    knn_seconds = sum(getattr(cb, "seconds", 0.0) for cb in callbacks)
     rows: list[Row] = []
     for protocol, pkw in spec.probes.items():
         kw = dict(pkw or {})
@@ -349,60 +623,30 @@ def run_cell(
         pcfg = ProbeConfig(**kw)
         pcfg.eval_every = pcfg.epochs  # evaluate once, after the last epoch: no test-set selection
         res = probe_fast(backbone, probe_ds, test_ds, data.num_classes, pcfg, device=device)
-        logits = res.val_logits.numpy()
-        labels = res.val_labels.numpy()
-        results = evaluate(
-            logits,
-            labels,
-            np.asarray(gcounts),
-            class_names=data.class_names,
-            grouping=spec.grouping,
-        )
-        for pc, n in zip(results["per_class"], counts, strict=True):
-            pc["group_count"] = pc["train_count"]
-            pc["train_count"] = int(n)
-        boot = bootstrap_interval(logits.argmax(1) == labels, seed=s)
-        results.update(
-            {
-                "protocol": protocol,
-                "probe": pcfg.as_dict(),
-                "checkpoint": str(Path(cfg.run.output_dir) / "last.pth"),
-                "epochs": pcfg.epochs,
-                "method": method,
-                "set": set_name,
-                "seed": s,
-                "imbalance_ratio": ratio,
-                "pretrain_counts": counts,
-                "group_counts": list(gcounts),
-                "group_source": gsource,
-                "probe_train_per_class": spec.probe_per_class,
-                "top1_bootstrap": {
-                    "low": boot.low,
-                    "high": boot.high,
-                    "method": boot.method,
-                },
-                "pretrain_summary": summary,
-                "knn_seconds": sum(getattr(cb, "seconds", 0.0) for cb in callbacks),
-                "probe_seconds": res.seconds,
-                "cell_seconds": time.perf_counter() - start,
-                "config": config_to_dict(cfg),
-                "provenance": provenance(device=device, seed=s, threads=torch.get_num_threads()),
-            }
+        results = _cell_results(
+            cd,
+            data,
+            spec,
+            method,
+            set_name,
+            protocol,
+            res.val_logits.numpy(),
+            res.val_labels.numpy(),
+            probe=pcfg.as_dict(),
+            epochs=pcfg.epochs,
+            pretrain_summary=summary,
+            knn_seconds=knn_seconds,
+            probe_seconds=res.seconds,
+            cell_seconds=time.perf_counter() - start,
+            device=device,
         )
         write_results(cdir / protocol, results)
-        rows.append(
-            row_from_results(
-                results,
-                method,
-                set_name,
-                ratio,
-                protocol,
-                cell=cell_name(method, set_name),
-                seed=s,
-                seconds=results["cell_seconds"],
-                top1_bootstrap=results["top1_bootstrap"],
-            )
-        )
+        rows.append(_row(results, method, set_name, s))
+    if callable(getattr(trainer.method, "classify", None)):
+        results = _own_results(cd, data, spec, method, set_name, device)
+        results["pretrain_summary"] = summary
+        write_results(cdir / OWN_CLASSIFIER, results)
+        rows.append(_row(results, method, set_name, s))
     return rows
 
 
@@ -487,7 +731,8 @@ def run_study(
         data: the arrays (default: :func:`load_study_data`).
 
     Returns:
-        The results table (one row per cell, seed and probe) and the report's paths (see
+        The results table (one row per cell, seed and probe, plus an ``own`` row per (cell,
+        seed) of a method with its own classifier) and the report's paths (see
         :func:`balfeat.study.report.write_report`).
     """
     from balfeat.atomic import atomic_write_text
@@ -499,10 +744,19 @@ def run_study(
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output folder {str(out)!r} is a file; choose a directory")
     _check_reuse(out, spec)
+    if OWN_CLASSIFIER in spec.probes:
+        raise ConfigError(
+            f"probe name {OWN_CLASSIFIER!r} is reserved for the rows of a method's own "
+            "classifier (BCL, PaCo, GPaCo); rename probes.own"
+        )
     seeds = spec.run_seeds
     cells = [(m, s, seed) for s in spec.sets for m in spec.methods for seed in seeds]
     todo = [c for c in cells if not cell_done(out, c[0], c[1], spec.probes, c[2])]
-    if todo and data is None:
+    method_names = {m: cell_config(spec, m, overrides or []).method.name for m in spec.methods}
+    own_todo = [
+        c for c in cells if c not in todo and own_missing(out, c[0], c[1], c[2], method_names[c[0]])
+    ]
+    if (todo or own_todo) and data is None:
         data = load_study_data(spec)
     if data is not None:
         check_family(spec, data)
@@ -522,6 +776,14 @@ def run_study(
         if (m, s, seed) not in todo:
             echo(f"[{i}/{len(cells)}] {m} on {s}, seed {seed}: done before, skipped")
             rows += [_read_row(out, m, s, seed, p) for p in spec.probes]
+            if (m, s, seed) in own_todo:  # finished before the own classifier was evaluated
+                assert data is not None
+                echo("    evaluating its own classifier from the cell's checkpoint")
+                own = run_own(spec, data, m, s, out, overrides, seed=seed, groups=groups)
+                echo(_result_line(own))
+                rows.append(own)
+            elif (cdir / OWN_CLASSIFIER / "results.json").is_file():
+                rows.append(_read_row(out, m, s, seed, OWN_CLASSIFIER))
             continue
         elapsed = time.perf_counter() - t0
         echo(
@@ -533,16 +795,21 @@ def run_study(
         atomic_write_text(cdir / "cell.yaml", yaml.safe_dump(record, sort_keys=False))
         cell_rows = run_cell(spec, data, m, s, out, overrides, progress, seed=seed, groups=groups)
         for r in cell_rows:
-            echo(
-                f"    {r['protocol']} probe: top1 {_f(r['top1'])}  many {_f(r['many'])}  "
-                f"medium {_f(r['medium'])}  few {_f(r['few'])}"
-            )
+            echo(_result_line(r))
         rows += cell_rows
     names = data.class_names if data is not None else None
     paths = write_report(
         rows, out, title=spec.name, description=spec.description, class_names=names
     )
     return rows, paths
+
+
+def _result_line(r: Row) -> str:
+    what = "own classifier" if r["protocol"] == OWN_CLASSIFIER else f"{r['protocol']} probe"
+    return (
+        f"    {what}: top1 {_f(r['top1'])}  many {_f(r['many'])}  medium {_f(r['medium'])}  "
+        f"few {_f(r['few'])}"
+    )
 
 
 def _f(v: Any) -> str:
