@@ -70,6 +70,17 @@ def test_lr_factor_schedules() -> None:
     assert [build.lr_factor(cfg, e) for e in (0, 3, 4, 8, 9)] == pytest.approx(
         [1, 1, 0.1, 0.01, 0.01]
     )
+    # TSC's CIFAR schedule: x0.01 after 160 and x0.0001 after 180 epochs
+    cfg = load_config(
+        None,
+        [
+            "optim.epochs=200",
+            "optim.schedule=step",
+            "optim.milestones=[160,180]",
+            "optim.gamma=0.01",
+        ],
+    )
+    assert [build.lr_factor(cfg, e) for e in (159, 160, 180)] == pytest.approx([1, 1e-2, 1e-4])
     cfg = load_config(None, ["optim.epochs=10", "optim.warmup_epochs=2"])
     assert build.lr_factor(cfg, 0) == pytest.approx(0.5)
     assert build.lr_factor(cfg, 5) == pytest.approx(0.5 * (1 + np.cos(np.pi * 5 / 10)))

@@ -38,7 +38,7 @@ def lr_factor(cfg: Config, epoch: int) -> float:
         o.epochs,
         o.schedule,
         milestones=o.milestones,
-        gamma=0.1,
+        gamma=o.gamma,
         warmup_epochs=o.warmup_epochs,
     )
 

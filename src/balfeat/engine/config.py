@@ -144,6 +144,7 @@ class OptimConfig:
         schedule: ``cosine`` (half-cosine to 0 over ``epochs``) or ``step`` (x0.1 at each
             milestone), both updated once per epoch as in the reference code.
         milestones: epochs of the ``step`` schedule.
+        gamma: factor of the ``step`` schedule at each milestone (reference: 0.1).
         warmup_epochs: linear warm-up epochs before the schedule (0 = none).
     """
 
@@ -154,6 +155,7 @@ class OptimConfig:
     weight_decay: float = field(default=1e-4, metadata=bounds(ge=0))
     schedule: Literal["cosine", "step"] = "cosine"
     milestones: list[int] = field(default_factory=lambda: [120, 160], metadata=bounds(ge=1))
+    gamma: float = field(default=0.1, metadata=bounds(gt=0, le=1))
     warmup_epochs: int = field(default=0, metadata=bounds(ge=0))
 
     def scaled_lr(self) -> float:
