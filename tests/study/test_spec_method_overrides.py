@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from balfeat.errors import ConfigError
@@ -22,3 +24,19 @@ def test_an_override_no_method_has_is_refused() -> None:
         validate_study(demo_spec("unused"), ["method.alpha=0.1"])
     with pytest.raises(ConfigError, match=r"'method.pos=3'.*none of the study's methods"):
         validate_study(demo_spec("unused"), ["method.pos=3"])
+
+
+def test_a_cell_finished_by_an_earlier_version_is_not_a_changed_cell(tmp_path: Path) -> None:
+    import yaml
+
+    from balfeat.engine.config import config_to_dict
+    from balfeat.study.study import _check_cell
+
+    cfg = config_to_dict(cell_config(demo_spec("unused"), "kcl"))
+    old = {**cfg, "method": {**cfg["method"], "alpha": 0.05, "freeze_backbone": False}}
+    old["optim"] = {k: v for k, v in cfg["optim"].items() if k != "gamma"}  # a key added since
+    (tmp_path / "cell.yaml").write_text(yaml.safe_dump({"config": old}))
+    _check_cell(tmp_path, {"config": cfg}, "kcl", "balanced")  # the same run: accepted
+    changed = {**cfg, "method": {**cfg["method"], "posk": 2}}
+    with pytest.raises(ConfigError, match="was run with another pre-training configuration"):
+        _check_cell(tmp_path, {"config": changed}, "kcl", "balanced")

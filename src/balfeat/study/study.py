@@ -699,12 +699,27 @@ def _check_reuse(out: Path, spec: StudySpec) -> None:
         )
 
 
+def _normalised(config: Any) -> Any:
+    """A saved pre-training config as this version reads it (keys added since take their
+    defaults, keys a flat method section held for other methods are dropped), so a cell finished
+    by an earlier version is not mistaken for a changed one."""
+    from balfeat.engine.config import config_from_dict, config_to_dict
+    from balfeat.errors import BalfeatError
+
+    if not isinstance(config, dict):
+        return config
+    try:
+        return config_to_dict(config_from_dict(config))
+    except BalfeatError:
+        return config
+
+
 def _check_cell(cdir: Path, record: dict[str, Any], method: str, set_name: str) -> None:
     """Refuse a finished (cell, seed) whose configuration differs from the study's now."""
     path = cdir / "cell.yaml"
     if path.is_file():
         before = yaml.safe_load(path.read_text()) or {}
-        if before.get("config") != record["config"]:
+        if _normalised(before.get("config")) != _normalised(record["config"]):
             raise ConfigError(
                 f"cell {method} on {set_name} in {str(cdir)!r} was run with another "
                 "pre-training configuration (base or methods changed); delete that folder to "
