@@ -59,3 +59,30 @@ def test_cifar10_lt_dataset_and_one_paco_step(tmp_path: Path) -> None:
     trainer = Trainer(cfg)
     assert trainer.fit()["steps"] == 1
     assert float(trainer.method.log_prior[0]) > float(trainer.method.log_prior[9])
+
+
+def test_probe_a_cifar_lt_checkpoint_on_balanced_cifar(tmp_path: Path) -> None:
+    """``balfeat probe --dataset cifar10``: the whole balanced train/test sets, many/medium/few
+    from the checkpoint's own CIFAR-10-LT counts."""
+    import json
+
+    from balfeat.cli.main import main
+
+    _fake_cifar10(tmp_path)
+    run = tmp_path / "run"
+    assert main([
+        "pretrain", "--quiet", "data.dataset=cifar10-lt", f"data.root={tmp_path}",
+        "data.imbalance_ratio=10", "data.image_size=32", "data.channels=3",
+        "model.backbone=resnet8", "method.name=sl", "optim.batch_size=8", "run.max_steps=1",
+        "run.device=cpu", f"run.output_dir={run}",
+    ]) == 0  # fmt: skip
+    out = tmp_path / "probe"
+    assert main([
+        "probe", "--quiet", "--checkpoint", str(run), "--dataset", "cifar10",
+        "--data-root", str(tmp_path), "--epochs", "2", "--lr", "1", "--passes", "0",
+        "--out", str(out),
+    ]) == 0  # fmt: skip
+    res = json.loads((out / "results.json").read_text())
+    assert res["group_source"] == "pre-training set cifar10-lt ratio 10"
+    assert res["probe_train_counts"] == [10] * 10  # the balanced pool
+    assert [r["train_count"] for r in res["per_class"]] == lt_counts(10, 10, 10)

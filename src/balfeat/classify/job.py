@@ -36,7 +36,9 @@ class ProbeOptions:
             ``""`` = random init (a baseline).
         backbone: architecture (``resnet50``, ``resnet20``, ...); ``""`` = from the checkpoint.
         small_images: 3x3 stem without max-pool; ``null`` = from the checkpoint / dataset.
-        dataset: ``fashion-mnist`` (embedded arrays) or ``imagenet`` (split files + images).
+        dataset: ``fashion-mnist`` (embedded arrays), ``cifar10`` / ``cifar100`` (the balanced
+            training and test sets in torchvision's folder layout under ``data_root``; groups
+            from a CIFAR-LT checkpoint's own counts) or ``imagenet`` (split files + images).
         data_root: folder the training split's paths are relative to (imagenet), or the
             Fashion-MNIST folder; ``""`` = the default location (fashion-mnist).
         train_split: the probe's training split file; ``""`` = every image under ``data_root``.
@@ -70,7 +72,7 @@ class ProbeOptions:
     checkpoint: str = field(default="", metadata=path_kind("file_or_dir"))
     backbone: str = ""
     small_images: bool | None = None
-    dataset: Literal["fashion-mnist", "imagenet"] = "fashion-mnist"
+    dataset: Literal["fashion-mnist", "cifar10", "cifar100", "imagenet"] = "fashion-mnist"
     data_root: str = field(default="", metadata=path_kind("dir"))
     train_split: str = field(default="", metadata=path_kind("file"))
     val_split: str = field(default="", metadata=path_kind("file"))

@@ -43,12 +43,20 @@ def load_datasets(
 
     from balfeat.errors import DataError
 
-    if args.dataset == "fashion-mnist":
+    if args.dataset in ("fashion-mnist", "cifar10", "cifar100"):
         from balfeat.data.datasets import ArrayDataset
-        from balfeat.data.sources import load_fashion_mnist
+        from balfeat.data.sources import load_fashion_mnist, load_torchvision_layout
 
-        data = load_fashion_mnist(args.data_root or None)
-        size = args.image_size or 28
+        if args.dataset == "fashion-mnist":
+            data = load_fashion_mnist(args.data_root or None)
+        else:  # the whole (balanced) CIFAR training set and its test set
+            if not args.data_root:
+                raise DataError(
+                    f"--dataset {args.dataset} needs --data-root (the folder torchvision "
+                    "downloaded CIFAR into: it holds cifar-10-batches-py/ or cifar-100-python/)"
+                )
+            data = load_torchvision_layout(args.dataset, args.data_root)
+        size = args.image_size or int(data.train_x.shape[1])
         aug, ev = build_probe_transforms(size, channels)
         names = list(data.class_names)
         tr_aug = ArrayDataset(data.train_x, data.train_y, aug, names)
@@ -152,7 +160,14 @@ def group_counts(args: Any, info: dict[str, Any], probe_counts: Any) -> tuple[An
     if args.group_counts:
         counts = read_class_counts(args.group_counts, n, "--group-counts")
         return np.asarray(counts), f"--group-counts {args.group_counts}"
-    split = (info.get("config") or {}).get("data", {}).get("train_split")
+    data_cfg = (info.get("config") or {}).get("data", {})
+    split = data_cfg.get("train_split")
+    if data_cfg.get("dataset") in ("cifar10-lt", "cifar100-lt"):  # the protocol's exact counts
+        from balfeat.data.cifar_lt import lt_counts
+
+        ratio = float(data_cfg.get("imbalance_ratio", 1.0))
+        counts = lt_counts(n, int(max(probe_counts)), ratio)  # n_max: images per class of the pool
+        return np.asarray(counts), f"pre-training set {data_cfg['dataset']} ratio {ratio:g}"
     if split and Path(split).is_file():
         counts = read_class_counts(split, n, "the checkpoint's data.train_split")
         return np.asarray(counts), f"pre-training split {split} (from checkpoint)"
@@ -180,7 +195,7 @@ def build_model(args: Any) -> tuple[Any, dict[str, Any]]:
     if small is None:
         small = info.get("small_images")
     if small is None:
-        small = args.dataset == "fashion-mnist"
+        small = args.dataset != "imagenet"
     channels = info.get("in_channels") or (1 if args.dataset == "fashion-mnist" else 3)
     backbone = build_backbone(arch, small_images=bool(small), in_channels=int(channels))
     if state is not None:

@@ -49,17 +49,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--dataset",
-        choices=("fashion-mnist", "imagenet"),
+        choices=("fashion-mnist", "cifar10", "cifar100", "imagenet"),
         default="fashion-mnist",
-        help="fashion-mnist (embedded arrays) or imagenet (split files + image folder) "
-        "(default: fashion-mnist)",
+        help="fashion-mnist (embedded arrays), cifar10 / cifar100 (torchvision's folder layout "
+        "under --data-root; the balanced train and test sets) or imagenet (split files + image "
+        "folder) (default: fashion-mnist)",
     )
     p.add_argument(
         "--data-root",
         default=None,
         type=path_of("dir"),
         help="fashion-mnist: folder with the IDX files (default: search the usual places); "
-        "imagenet: root the split paths are relative to (required)",
+        "cifar10/cifar100: torchvision's root (required); imagenet: root the split paths are "
+        "relative to (required)",
     )
     p.add_argument(
         "--train-split",
