@@ -182,7 +182,7 @@ def test_kcl_bad_arguments() -> None:
         _moco(KCL, loss_type="v9")
     with pytest.raises(BalfeatError, match="selection"):
         _moco(KCL, selection="best")
-    with pytest.raises(BalfeatError, match="momentum"):
+    with pytest.raises(BalfeatError, match=r"MoCo argument m must be >= 0 and <= 1, got 1.5"):
         _moco(m=1.5)
 
 

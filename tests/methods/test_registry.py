@@ -178,3 +178,20 @@ def test_a_flat_method_section_of_an_old_checkpoint_still_loads() -> None:
     cfg = config_from_dict(saved)
     assert cfg.method.name == "kcl" and cfg.method.posk == 2  # type: ignore[attr-defined]
     assert not hasattr(cfg.method, "alpha")
+
+
+def test_constructor_and_config_check_the_same_declared_range() -> None:
+    """One declaration (the parameter dataclass) behind the config check and the constructor's."""
+    from balfeat.errors import BalfeatError
+    from balfeat.methods.paco import PaCo
+    from balfeat.models.backbones import build_backbone
+
+    with pytest.raises(ConfigError, match=r"method\.alpha must be >= 0, got -1"):
+        load_config(None, ["method.name=paco", "method.alpha=-1"])
+    bb = build_backbone("resnet8", small_images=True, in_channels=1)
+    with pytest.raises(BalfeatError, match=r"PaCo argument alpha must be >= 0, got -1"):
+        PaCo(bb, 4, K=16, bn_splits=2, alpha=-1)
+    from balfeat.methods.kcl import KCL
+
+    with pytest.raises(BalfeatError, match=r"KCL argument loss_type='v9' is unknown"):
+        KCL(bb, K=16, loss_type="v9")

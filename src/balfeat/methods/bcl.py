@@ -29,7 +29,7 @@ from balfeat.losses.bcl import bcl_loss, logit_adjusted_ce
 from balfeat.methods import from_constructor, register
 from balfeat.methods._gather import gather_rows
 from balfeat.methods.paco import HeadClassifier
-from balfeat.methods.params import HeadParams
+from balfeat.methods.params import HeadParams, check_arguments
 from balfeat.models.backbones import Backbone
 from balfeat.models.heads import LinearHead, MLPHead
 from balfeat.typed_config import bounds
@@ -80,6 +80,7 @@ class BCL(HeadClassifier):
         super().__init__(backbone, num_classes, dim, T, mlp)
         in_dim = backbone.out_dim
         self.proto_head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)
+        check_arguments(BCLParams, "BCL", ce_weight=ce_weight, bcl_weight=bcl_weight)
         self.ce_weight, self.bcl_weight = ce_weight, bcl_weight
 
     def prototypes(self) -> torch.Tensor:

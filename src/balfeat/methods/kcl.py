@@ -11,10 +11,10 @@ import torch
 
 from balfeat import distributed
 from balfeat.errors import BalfeatError
-from balfeat.losses.contrastive import LOSS_TYPES, SELECTIONS, kcl_loss, select_positives
+from balfeat.losses.contrastive import kcl_loss, select_positives
 from balfeat.methods import from_constructor, register
 from balfeat.methods.moco import MoCo
-from balfeat.methods.params import KCLParams
+from balfeat.methods.params import KCLParams, check_arguments
 from balfeat.models.backbones import Backbone
 
 
@@ -53,12 +53,7 @@ class KCL(MoCo):
         selection: str = "random",
         seed: int = 0,
     ) -> None:
-        if loss_type not in LOSS_TYPES:
-            raise BalfeatError(f"KCL loss_type {loss_type!r} is unknown; use one of {LOSS_TYPES}")
-        if selection not in SELECTIONS:
-            raise BalfeatError(f"KCL selection {selection!r} is unknown; use one of {SELECTIONS}")
-        if posk < 0:
-            raise BalfeatError(f"KCL posk={posk} must be >= 0 (paper: 6)")
+        check_arguments(KCLParams, "KCL", posk=posk, loss_type=loss_type, selection=selection)
         if posk > K:
             raise BalfeatError(
                 f"KCL posk={posk} is larger than the queue (K={K} keys); lower posk (paper: 6) "

@@ -35,7 +35,7 @@ from balfeat import distributed
 from balfeat.errors import BalfeatError
 from balfeat.losses.contrastive import moco_loss
 from balfeat.methods import from_constructor, register
-from balfeat.methods.params import QueueParams
+from balfeat.methods.params import QueueParams, check_arguments
 from balfeat.models.backbones import Backbone
 from balfeat.models.batchnorm import batch_shuffle_ddp, batch_unshuffle_ddp, split_forward
 from balfeat.models.heads import LinearHead, MLPHead
@@ -82,12 +82,9 @@ class MoCo(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if not 0.0 <= m <= 1.0:
-            raise BalfeatError(f"MoCo momentum m={m} must be in [0, 1] (paper: 0.999)")
-        if not T > 0:
-            raise BalfeatError(f"MoCo temperature T={T} must be > 0 (v1: 0.07, v2: 0.2)")
-        if bn_splits < 1:
-            raise BalfeatError(f"MoCo bn_splits={bn_splits} must be >= 1 (1 disables it)")
+        check_arguments(
+            QueueParams, type(self).__name__, dim=dim, K=K, m=m, T=T, bn_splits=bn_splits
+        )
         self.backbone = backbone
         in_dim = backbone.out_dim
         self.head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)

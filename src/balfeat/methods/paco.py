@@ -28,7 +28,7 @@ from balfeat.losses.paco import gpaco_loss, paco_loss
 from balfeat.methods import from_constructor, register
 from balfeat.methods._gather import gather_rows
 from balfeat.methods.moco import MoCo
-from balfeat.methods.params import HeadParams, QueueParams
+from balfeat.methods.params import HeadParams, QueueParams, check_arguments
 from balfeat.models.backbones import Backbone
 from balfeat.models.heads import LinearHead, MLPHead
 from balfeat.typed_config import bounds
@@ -105,8 +105,7 @@ class HeadClassifier(_ClassPrior, nn.Module):
 
     def __init__(self, backbone: Backbone, num_classes: int, dim: int, T: float, mlp: bool) -> None:
         super().__init__()
-        if not T > 0:
-            raise BalfeatError(f"{type(self).__name__} temperature T={T} must be > 0")
+        check_arguments(HeadParams, type(self).__name__, dim=dim, T=T)
         self.backbone = backbone
         in_dim = backbone.out_dim
         self.head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)
@@ -169,6 +168,7 @@ class PaCo(_ClassPrior, MoCo):
         super().__init__(backbone, backbone_k, dim, K, m, T, mlp, shuffle_bn, bn_splits, seed)
         self.fc = nn.Linear(backbone.out_dim, num_classes)
         self.register_buffer("log_prior", log_prior_of(torch.ones(num_classes)))
+        check_arguments(PaCoParams, "PaCo", alpha=alpha, beta=beta, gamma=gamma)
         self.alpha, self.beta, self.gamma, self.in_batch = alpha, beta, gamma, in_batch
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
@@ -240,6 +240,7 @@ class GPaCo(HeadClassifier):
         gamma: float = 1.0,
     ) -> None:
         super().__init__(backbone, num_classes, dim, T, mlp)
+        check_arguments(GPaCoParams, "GPaCo", alpha=alpha, beta=beta, gamma=gamma)
         self.alpha, self.beta, self.gamma = alpha, beta, gamma
 
     def forward(

@@ -21,10 +21,13 @@ at the definition.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from balfeat.typed_config import bounds
+from balfeat.errors import BalfeatError
+from balfeat.typed_config import bounds, check_range
 
 
 @dataclass
@@ -116,3 +119,29 @@ class KCLParams(QueueParams):
     posk: int = field(default=6, metadata=bounds(ge=0))
     loss_type: Literal["v1", "v2", "sum"] = "v1"
     selection: Literal["random", "queue_order"] = "random"
+
+
+def check_arguments(params: type[MethodParams], owner: str, **values: Any) -> None:
+    """Check a method constructor's arguments against the ranges and choices its parameter
+    dataclass declares: the one declaration behind both the config check (when the ``method``
+    section is read) and the constructor check (a method built from Python).
+
+    Args:
+        params: the method's parameter dataclass.
+        owner: the method's name in messages (``MoCo``).
+        **values: argument name -> value, each a field of ``params``.
+
+    Raises:
+        BalfeatError: naming the argument, its value and the declared range or choices.
+    """
+    fields = {f.name: f for f in dataclasses.fields(params)}
+    hints = typing.get_type_hints(params)
+    for name, value in values.items():
+        f = fields[name]
+        choices = typing.get_args(hints[name]) if typing.get_origin(hints[name]) is Literal else ()
+        if choices and value not in choices:
+            raise BalfeatError(
+                f"{owner} argument {name}={value!r} is unknown; use one of "
+                f"{', '.join(repr(c) for c in choices)}"
+            )
+        check_range(f"{owner} argument {name}", value, f.metadata)

@@ -26,7 +26,7 @@ from balfeat.losses.supcon import supcon_loss, supcon_queue_loss
 from balfeat.methods import from_constructor, register
 from balfeat.methods._gather import gather_rows
 from balfeat.methods.moco import MoCo
-from balfeat.methods.params import HeadParams, QueueParams
+from balfeat.methods.params import HeadParams, QueueParams, check_arguments
 from balfeat.models.backbones import Backbone
 from balfeat.models.heads import LinearHead, MLPHead
 
@@ -86,8 +86,7 @@ class SupConBatch(nn.Module):
         self, backbone: Backbone, dim: int = 128, T: float = 0.1, mlp: bool = True
     ) -> None:
         super().__init__()
-        if not T > 0:
-            raise BalfeatError(f"SupCon temperature T={T} must be > 0 (paper: 0.1)")
+        check_arguments(HeadParams, "SupCon", dim=dim, T=T)
         self.backbone = backbone
         in_dim = backbone.out_dim
         self.head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)

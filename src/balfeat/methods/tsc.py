@@ -30,7 +30,7 @@ from balfeat.losses.supcon import class_sums
 from balfeat.losses.tsc import assign_targets, tsc_loss, uniform_targets
 from balfeat.methods import from_constructor, register
 from balfeat.methods.kcl import KCL
-from balfeat.methods.params import QueueParams
+from balfeat.methods.params import QueueParams, check_arguments
 from balfeat.models.backbones import Backbone
 from balfeat.typed_config import bounds
 
@@ -105,10 +105,10 @@ class TSC(KCL):
             backbone, backbone_k, dim, K, m, T, mlp, shuffle_bn, bn_splits, posk, "v1",
             selection, seed,
         )  # fmt: skip
-        if rematch_every < 1:
-            raise BalfeatError(f"TSC rematch_every={rematch_every} must be >= 1")
-        if target_weight < 0:
-            raise BalfeatError(f"TSC target_weight={target_weight} must be >= 0 (authors: 0.2)")
+        check_arguments(
+            TSCParams, "TSC", target_weight=target_weight, rematch_every=rematch_every,
+            target_warmup_steps=target_warmup_steps, target_steps=target_steps,
+        )  # fmt: skip
         if targets is None:
             targets = uniform_targets(num_classes, dim, steps=target_steps, seed=seed)
         if tuple(targets.shape) != (num_classes, dim):
