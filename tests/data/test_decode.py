@@ -132,7 +132,7 @@ def test_crop_boxes_fit_and_follow_torchvision_scale() -> None:
         [
             T.RandomResizedCrop.get_params(torch.empty(1, 300, 400), [0.2, 1.0], [3 / 4, 4 / 3])
             for _ in range(n)
-        ]  # fmt: skip
+        ]
     )
     area = (ch * cw).double() / (300 * 400)
     ref_area = (ref[:, 2] * ref[:, 3]).double() / (300 * 400)
