@@ -128,3 +128,20 @@ def test_tensor_transform_channels_and_errors() -> None:
     assert TensorChannels(1)(rgba).shape == (1, 40, 40)
     with pytest.raises(ConfigError):
         build_tensor_transform("fancy", 32, 3)
+
+
+def test_separable_blur_equals_torchvision_blur_under_one_seed() -> None:
+    from torchvision import transforms as T
+
+    from balfeat.data.transforms import SeparableGaussianBlur
+
+    x = torch.rand(3, 40, 36, generator=torch.Generator().manual_seed(0))
+    for seed in range(3):
+        torch.manual_seed(seed)
+        ref = T.GaussianBlur(9, sigma=(0.1, 2.0))(x)
+        torch.manual_seed(seed)
+        out = SeparableGaussianBlur(9, (0.1, 2.0))(x)
+        assert torch.allclose(out, ref, atol=1e-5)
+        assert not torch.allclose(out, x, atol=1e-3)
+    with pytest.raises(ConfigError, match="odd"):
+        SeparableGaussianBlur(4, (0.1, 2.0))

@@ -27,7 +27,10 @@ saturation/hue jitter and RandomGrayscale are dropped (they do nothing to gray i
 :func:`build_tensor_transform` is the same recipe for uint8 (C, H, W) tensors (``data.decode=cpu``:
 images decoded by ``torchvision.io.decode_jpeg``): the same torchvision ops in the same order, with
 ToTensor replaced by ConvertImageDtype(float32) right after the crop/resize (the crop and resize
-run on uint8, as PIL does; jitter, grayscale, blur and flip on float).
+run on uint8, as PIL does; jitter, grayscale, blur and flip on float). Its Gaussian blur is
+:class:`SeparableGaussianBlur`: torchvision's kernel, sigma draw and reflect padding, applied as
+two 1-D convolutions (the same image, ~10x fewer operations than torchvision's 2-D kernel, which
+dominates the MoCo v2 recipe's cost at 224 px).
 """
 
 from __future__ import annotations
@@ -54,8 +57,8 @@ from balfeat.errors import ConfigError
 TRANSFORM_NAMES: tuple[str, ...] = RECIPE_NAMES
 __all__ = [
     "GRAY_MEAN", "GRAY_STD", "IMAGENET_MEAN", "IMAGENET_STD", "SMALL_IMAGE_LIMIT",
-    "TRANSFORM_NAMES", "ConvertMode", "TensorChannels", "TwoViews", "build_tensor_transform",
-    "build_transform",
+    "TRANSFORM_NAMES", "ConvertMode", "SeparableGaussianBlur", "TensorChannels", "TwoViews",
+    "build_tensor_transform", "build_transform",
 ]  # fmt: skip
 
 
@@ -99,6 +102,36 @@ class TensorChannels:
 
     def __repr__(self) -> str:
         return f"TensorChannels({self.channels})"
+
+
+class SeparableGaussianBlur:
+    """torchvision's ``GaussianBlur(kernel_size, sigma)`` for float tensors, as two 1-D passes.
+
+    Draws sigma as torchvision does (``GaussianBlur.get_params``: one uniform draw from the torch
+    RNG), builds the same kernel (outer product of two 1-D Gaussians) and pads by reflection, so
+    the output equals torchvision's up to float rounding.
+
+    Args:
+        kernel_size: odd kernel side.
+        sigma: (min, max) of the uniform sigma draw.
+    """
+
+    def __init__(self, kernel_size: int, sigma: tuple[float, float]) -> None:
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ConfigError(f"SeparableGaussianBlur kernel_size={kernel_size} must be odd")
+        self.kernel_size = kernel_size
+        self.sigma = sigma
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        """float Shape: (C, H, W) -> (C, H, W)."""
+        from balfeat.data.decode import gaussian_blur_batch
+
+        s = T.GaussianBlur.get_params(self.sigma[0], self.sigma[1])
+        one = torch.ones(1, dtype=torch.bool)
+        return gaussian_blur_batch(img.unsqueeze(0), torch.tensor([s]), one, self.kernel_size)[0]
+
+    def __repr__(self) -> str:
+        return f"SeparableGaussianBlur(kernel_size={self.kernel_size}, sigma={self.sigma})"
 
 
 class TwoViews:
@@ -203,7 +236,12 @@ def _build(name: str, image_size: int, channels: int, tensor: bool) -> Any:
         body.append(T.RandomGrayscale(p=r.grayscale_p))
     if r.blur_sigma is not None and r.blur_p > 0 and not small:
         kernel = 2 * (image_size // 20) + 1  # 23 at 224 px, about 10% of the side
-        body.append(T.RandomApply([T.GaussianBlur(kernel, sigma=r.blur_sigma)], p=r.blur_p))
+        blur: Callable[..., Any] = (
+            SeparableGaussianBlur(kernel, r.blur_sigma)
+            if tensor
+            else T.GaussianBlur(kernel, sigma=r.blur_sigma)
+        )
+        body.append(T.RandomApply([blur], p=r.blur_p))
     if r.flip_p > 0:
         body.append(T.RandomHorizontalFlip(p=r.flip_p))
     if tensor:
