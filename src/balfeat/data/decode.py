@@ -355,9 +355,9 @@ class EncodedBatchAugment:
         if enc:
             raw = [batch.images[i] for i in enc]
             try:
-                decoded = _decode_raw(raw, self.backend, self.channels)
+                decoded = _decode_raw(raw, self.backend, self.channels, device)
             except RuntimeError as err:
-                bad = _first_undecodable(raw, self.backend, self.channels)
+                bad = _first_undecodable(raw, self.backend, self.channels, device)
                 raise DataError(
                     f"cannot decode image {enc[bad] if bad is not None else '?'} of a batch of "
                     f"{len(batch)} on {self.backend} ({err}); find and skip the bad file with "
@@ -378,10 +378,11 @@ class EncodedBatchAugment:
             float32 in [0, 1]. Shape: (1, C, image_size, image_size).
         """
         s = self.image_size
+        if box is not None:  # crop the uint8 image first: only the crop is converted
+            top, left, h, w = (int(v) for v in box.tolist())
+            img = img[:, top : top + h, left : left + w]
         x = img.unsqueeze(0).float().div_(255.0)
         if box is not None:
-            top, left, h, w = (int(v) for v in box.tolist())
-            x = x[:, :, top : top + h, left : left + w]
             size = (s, s)
         elif self.eval_resize is not None:  # Resize(shorter side) + CenterCrop, as "eval"
             _, _, h, w = x.shape
@@ -436,22 +437,24 @@ class EncodedBatchAugment:
 
 
 def _decode_raw(
-    raw: list[torch.Tensor], backend: DecodeBackend, channels: int
+    raw: list[torch.Tensor], backend: DecodeBackend, channels: int, device: torch.device
 ) -> list[torch.Tensor]:
+    """JPEG bytes -> uint8 (channels, H, W) images (on the CUDA ``device`` for ``"gpu"``)."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
     if backend == "gpu":
-        return list(decode_jpeg(raw, mode=mode, device="cuda"))
+        return list(decode_jpeg(raw, mode=mode, device=device))
     return [decode_jpeg(r, mode=mode) for r in raw]
 
 
 def _first_undecodable(
-    raw: list[torch.Tensor], backend: DecodeBackend, channels: int
+    raw: list[torch.Tensor], backend: DecodeBackend, channels: int, device: torch.device
 ) -> int | None:
+    """Position of the first file of ``raw`` that does not decode alone, or None."""
     for i, r in enumerate(raw):
         try:
-            _decode_raw([r], backend, channels)
+            _decode_raw([r], backend, channels, device)
         except RuntimeError:
             return i
     return None
