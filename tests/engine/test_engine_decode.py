@@ -30,7 +30,9 @@ def _jpeg_folder(root: Path, classes: int = 2, per_class: int = 4) -> Path:
     return root
 
 
-def _cfg(root: Path, out: Path, decode: str, method: str = "moco_v2") -> Any:
+def _cfg(
+    root: Path, out: Path, decode: str, method: str = "moco_v2", extra: tuple[str, ...] = ()
+) -> Any:
     return load_config(
         None,
         [
@@ -50,6 +52,7 @@ def _cfg(root: Path, out: Path, decode: str, method: str = "moco_v2") -> Any:
             "run.device=cpu",
             "run.progress=false",
             f"run.output_dir={out}",
+            *extra,
         ],
     )
 
@@ -81,13 +84,8 @@ def test_gpu_decode_without_cuda_falls_back_to_cpu_and_trains(tmp_path: Path) ->
     assert t.batch_decoder is None and t.step == 1
 
 
-@pytest.mark.parametrize("method", ["moco_v2", "sl"])
-def test_encoded_batches_train_through_the_trainer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
-) -> None:
-    """The gpu path end to end with nvJPEG swapped for the CPU decoder: the dataset yields
-    encoded files, the loader keeps them as a list, the trainer decodes and augments them into
-    ``method.views`` views on the device."""
+def _gpu_path_on_cpu(monkeypatch: pytest.MonkeyPatch) -> list[EncodedBatchAugment]:
+    """Route data.decode=gpu through the encoded-batch path with the CPU decoder (no nvJPEG)."""
     monkeypatch.setattr(build, "resolve_decode", lambda cfg: "gpu")
     real = build.build_batch_decoder
     made: list[EncodedBatchAugment] = []
@@ -100,6 +98,17 @@ def test_encoded_batches_train_through_the_trainer(
         return dec
 
     monkeypatch.setattr(build, "build_batch_decoder", on_cpu)
+    return made
+
+
+@pytest.mark.parametrize("method", ["moco_v2", "sl"])
+def test_encoded_batches_train_through_the_trainer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    """The gpu path end to end with nvJPEG swapped for the CPU decoder: the dataset yields
+    encoded files, the loader keeps them as a list, the trainer decodes and augments them into
+    ``method.views`` views on the device."""
+    made = _gpu_path_on_cpu(monkeypatch)
     root = _jpeg_folder(tmp_path / "imgs")
     cfg = _cfg(root, tmp_path / "out", "gpu", method)
     t = Trainer(cfg)
@@ -122,3 +131,25 @@ def test_encoded_batches_train_through_the_trainer(
         assert isinstance(out, list) and len(out) == 2 and out[0].shape == (4, 3, 16, 16)
     else:
         assert out.shape == (4, 3, 16, 16)
+
+
+def test_encoded_batches_resume_mid_epoch_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The on-device augmentation of batch b depends on (seed, rank, epoch, b) only: a run cut
+    in its second epoch and resumed ends with the uninterrupted run's weights."""
+    _gpu_path_on_cpu(monkeypatch)
+    root = _jpeg_folder(tmp_path / "imgs", classes=2, per_class=6)  # 12 images: 3 steps/epoch
+
+    def fit(out: Path, extra: tuple[str, ...], resume: bool = False) -> Trainer:
+        t = Trainer(_cfg(root, out, "gpu", "moco_v2", ("optim.epochs=2", *extra)), resume=resume)
+        t.fit()
+        return t
+
+    full = fit(tmp_path / "full", ("run.max_steps=0",))
+    fit(tmp_path / "cut", ("run.max_steps=4",))
+    resumed = fit(tmp_path / "cut", ("run.max_steps=0",), resume=True)
+    assert full.step == resumed.step == 6
+    a, b = full.method.state_dict(), resumed.method.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
