@@ -31,7 +31,6 @@ import json
 import logging
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +87,7 @@ def engine_config(root: Path, decode: str, recipe: str, batch: int, views: int) 
 def _loader(cfg: Any) -> tuple[Any, Any]:
     from balfeat.engine import build
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision.io -> torchcodec note
-        ds = build.build_train_dataset(cfg)
+    ds = build.build_train_dataset(cfg)
     sampler = build.build_sampler(cfg, ds)
     loader = build.build_loader(
         cfg, ds, sampler, cfg.optim.batch_size, torch.Generator().manual_seed(0),
