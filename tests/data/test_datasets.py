@@ -111,3 +111,40 @@ def test_class_counts_and_indices() -> None:
     assert class_counts(t, 4).tolist() == [1, 0, 3, 0]
     idx = class_indices(t, 4)
     assert [i.tolist() for i in idx] == [[1], [], [0, 2, 3], []]
+
+
+def test_split_image_dataset_decode_modes(tmp_path: Path) -> None:
+    """``cpu``: uint8 RGB tensors equal to PIL's pixels; ``gpu``: a JPEG's bytes, other formats
+    decoded; both name an unreadable file as the PIL path does, or skip it."""
+    from balfeat.errors import ConfigError
+
+    (tmp_path / "c").mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).save(tmp_path / "c/a.jpg")
+    Image.new("L", (5, 4), color=77).save(tmp_path / "c/b.png")
+    entries = [SplitEntry("/c/a.jpg", 0), SplitEntry("/c/b.png", 1)]
+    pil = SplitImageDataset(tmp_path, entries)
+    cpu = SplitImageDataset(tmp_path, entries, decode="cpu")
+    for i in range(2):
+        x, label = cpu[i]
+        ref = torch.from_numpy(np.array(pil[i][0])).permute(2, 0, 1)
+        assert x.dtype == torch.uint8 and x.shape == ref.shape and label == i
+        assert (x.int() - ref.int()).abs().float().mean() < 3.0
+    gpu = SplitImageDataset(tmp_path, entries, decode="gpu")
+    raw, _ = gpu[0]
+    assert raw.ndim == 1 and bytes(raw[:3].tolist()) == b"\xff\xd8\xff"
+    assert raw.numel() == (tmp_path / "c/a.jpg").stat().st_size
+    png, _ = gpu[1]
+    assert png.shape == (3, 4, 5) and int(png.float().mean()) == 77
+    cpu_t = SplitImageDataset(tmp_path, entries, transform=lambda t: t.shape, decode="cpu")
+    assert cpu_t[1] == ((3, 4, 5), 1)
+    (tmp_path / "c/b.png").write_bytes(b"not an image")
+    for mode in ("cpu", "gpu"):
+        with pytest.raises(DataError, match=r"<entries>:2: cannot read image .*b\.png"):
+            SplitImageDataset(tmp_path, entries, decode=mode)[1]
+        lenient = SplitImageDataset(tmp_path, entries, decode=mode, skip_bad_images=True)
+        assert lenient[1][1] == 0 and "b.png" in lenient.bad_images[0][0]
+    with pytest.raises(ConfigError, match="transform=None"):
+        SplitImageDataset(tmp_path, entries, transform=lambda t: t, decode="gpu")
+    with pytest.raises(ConfigError, match="decode='nvjpeg'"):
+        SplitImageDataset(tmp_path, entries, decode="nvjpeg")

@@ -64,3 +64,84 @@ def test_bad_arguments() -> None:
         build_transform("simclr", 32, 3)
     with pytest.raises(ConfigError, match="channels"):
         build_transform("eval", 32, 2)
+
+
+# -- the tensor form (data.decode=cpu) -------------------------------------------------------
+
+
+def _jpeg_pair(h: int = 120, w: int = 160) -> tuple[Image.Image, torch.Tensor]:
+    """A photograph-like JPEG opened by PIL and decoded by torchvision."""
+    import io
+
+    from balfeat.data.decode import decode_image_bytes
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = np.stack(
+        [128 + 80 * np.sin(0.03 * xx + 0.02 * yy), 128 + 80 * np.cos(0.02 * xx),
+         100 + 50 * np.sin(0.05 * yy)], -1,
+    ) + rng.normal(0, 5, (h, w, 3))  # fmt: skip
+    buf = io.BytesIO()
+    Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
+    data = buf.getvalue()
+    return Image.open(io.BytesIO(data)).convert("RGB"), decode_image_bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "channels"),
+    [("eval", 96, 3), ("eval", 28, 1), ("none", 64, 3), ("supervised", 64, 3),
+     ("longtail", 64, 3), ("moco_v1", 64, 3), ("moco_v2", 96, 3), ("moco_v2", 32, 1)],
+)  # fmt: skip
+def test_tensor_transform_gives_the_pil_tensor_under_the_same_seed(
+    name: str, size: int, channels: int
+) -> None:
+    """Same ops in the same order drawing from the same torch RNG: with one seed the uint8-tensor
+    recipe and the PIL recipe give the same tensor up to rounding (PIL rounds to uint8 after
+    every op; libjpeg builds differ), while another seed gives a clearly different one."""
+    from balfeat.data.transforms import build_tensor_transform
+
+    pil_img, tensor_img = _jpeg_pair()
+    pil_t = build_transform(name, size, channels)
+    ten_t = build_tensor_transform(name, size, channels)
+    random_recipe = name not in ("eval", "none")
+    for seed in range(6):
+        torch.manual_seed(seed)
+        a = pil_t(pil_img)
+        torch.manual_seed(seed)
+        b = ten_t(tensor_img)
+        assert b.dtype == a.dtype == torch.float32 and b.shape == a.shape
+        # normalised units; 0.05 is about 3 grey levels on average
+        assert (a - b).abs().mean() < 0.05, f"seed {seed}"
+        if random_recipe:
+            torch.manual_seed(seed + 100)
+            assert (a - ten_t(tensor_img)).abs().mean() > 0.1
+
+
+def test_tensor_transform_channels_and_errors() -> None:
+    from balfeat.data.transforms import TensorChannels, build_tensor_transform
+
+    gray = torch.randint(0, 256, (1, 40, 40), dtype=torch.uint8)
+    out = build_tensor_transform("moco_v2", 32, 3)(gray)
+    assert out.shape == (3, 32, 32)
+    rgba = torch.randint(0, 256, (4, 40, 40), dtype=torch.uint8)
+    assert TensorChannels(3)(rgba).shape == (3, 40, 40)
+    assert TensorChannels(1)(rgba).shape == (1, 40, 40)
+    with pytest.raises(ConfigError):
+        build_tensor_transform("fancy", 32, 3)
+
+
+def test_separable_blur_equals_torchvision_blur_under_one_seed() -> None:
+    from torchvision import transforms as T
+
+    from balfeat.data.transforms import SeparableGaussianBlur
+
+    x = torch.rand(3, 40, 36, generator=torch.Generator().manual_seed(0))
+    for seed in range(3):
+        torch.manual_seed(seed)
+        ref = T.GaussianBlur(9, sigma=(0.1, 2.0))(x)
+        torch.manual_seed(seed)
+        out = SeparableGaussianBlur(9, (0.1, 2.0))(x)
+        assert torch.allclose(out, ref, atol=1e-5)
+        assert not torch.allclose(out, x, atol=1e-3)
+    with pytest.raises(ConfigError, match="odd"):
+        SeparableGaussianBlur(4, (0.1, 2.0))

@@ -1,8 +1,8 @@
 """Datasets returning ``(image, label)``, each with ``.targets`` (int64, N) and ``.num_classes``.
 
 ``image`` is whatever the transform returns (a tensor, or a list of tensors for ``TwoViews``);
-transforms take a PIL image. Samplers, metrics and shot groups read ``.targets`` without loading
-any image.
+transforms take a PIL image (for :class:`SplitImageDataset` with ``decode="cpu"``, a uint8 tensor).
+Samplers, metrics and shot groups read ``.targets`` without loading any image.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from balfeat.data.splits import SplitEntry, class_names_of, read_split
-from balfeat.errors import DataError
+from balfeat.errors import ConfigError, DataError
 
-Transform = Callable[[Image.Image], Any]
+#: Takes a PIL image (or a uint8 tensor (C, H, W) for ``SplitImageDataset(decode="cpu")``).
+Transform = Callable[[Any], Any]
 
 
 def class_counts(targets: Sequence[int] | np.ndarray, num_classes: int | None = None) -> np.ndarray:
@@ -99,21 +100,35 @@ class ArrayDataset(Dataset):
 class SplitImageDataset(Dataset):
     """Image files listed by a split file (ImageNet and iNaturalist layouts).
 
-    Each entry's path is relative to ``root`` (a leading slash is relative too); images are opened
-    with PIL and converted to RGB.
+    Each entry's path is relative to ``root`` (a leading slash is relative too). How an image is
+    read depends on ``decode`` (``data.decode``, see :mod:`balfeat.data.decode`):
+
+    - ``"pil"``: opened with PIL and converted to RGB; the transform takes the PIL image;
+    - ``"cpu"``: the file's bytes decoded by :func:`balfeat.data.decode.decode_image_bytes`
+      (``torchvision.io.decode_jpeg`` for JPEGs) to a uint8 RGB tensor Shape: (3, H, W); the
+      transform takes that tensor (e.g. :func:`balfeat.data.transforms.build_tensor_transform`);
+    - ``"gpu"``: no decoding here: the item is the file's bytes, uint8 Shape: (num_bytes,), to be
+      batched by :func:`balfeat.data.decode.collate_encoded` and decoded on the device; a file
+      that is not a JPEG (nvJPEG reads only JPEG) is decoded here to uint8 Shape: (3, H, W).
+      Files that are unreadable JPEGs are found only when the batch is decoded.
 
     Args:
         root: the folder the split paths are relative to (e.g. ImageNet ``train/`` for the train
             lists, the ImageNet root for the val/test lists).
         split: a split file or its entries.
-        transform: takes a PIL RGB image; ``None`` returns the PIL image itself.
+        transform: takes a PIL RGB image (``decode="pil"``) or a uint8 tensor (``"cpu"``);
+            ``None`` returns the image itself. Must be ``None`` for ``"gpu"``.
         num_classes: default ``max(label) + 1``.
         skip_bad_images: on a missing or unreadable image, skip it and record it in
             ``.bad_images`` instead of raising. Missing files are found when the dataset is built;
             unreadable ones when they are loaded (the item is then replaced by the next good one).
+        check_files: check at construction that every listed file exists.
+        decode: ``"pil"`` (default), ``"cpu"`` or ``"gpu"``, as above (already resolved by
+            :func:`balfeat.data.decode.select_decode`: ``"gpu"`` here means bytes are yielded).
 
     Raises:
         DataError: naming the image and its split line, for a missing or unreadable image.
+        ConfigError: an unknown ``decode``, or a transform with ``decode="gpu"``.
     """
 
     def __init__(
@@ -124,7 +139,16 @@ class SplitImageDataset(Dataset):
         num_classes: int | None = None,
         skip_bad_images: bool = False,
         check_files: bool = True,
+        decode: str = "pil",
     ) -> None:
+        if decode not in ("pil", "cpu", "gpu"):
+            raise ConfigError(f"SplitImageDataset decode={decode!r}: use 'pil', 'cpu' or 'gpu'")
+        if decode == "gpu" and transform is not None:
+            raise ConfigError(
+                "SplitImageDataset decode='gpu' yields encoded files (augmented on the device by "
+                "balfeat.data.decode.EncodedBatchAugment); pass transform=None"
+            )
+        self.decode = decode
         self.root = Path(root)
         if isinstance(split, (str, os.PathLike)):
             self.source = str(split)
@@ -189,24 +213,65 @@ class SplitImageDataset(Dataset):
             with Image.open(path) as im:
                 return im.convert("RGB")
         except (OSError, ValueError) as err:
-            raise DataError(
-                f"{self.source}:{self.lines[index]}: cannot read image {path}: {err}; "
-                "replace the file or skip bad images (data.skip_bad_images=true / "
-                "skip_bad_images=True)"
-            ) from err
+            raise self._unreadable(index, path, err) from err
+
+    def _unreadable(self, index: int, path: Path, err: Exception) -> DataError:
+        return DataError(
+            f"{self.source}:{self.lines[index]}: cannot read image {path}: {err}; "
+            "replace the file or skip bad images (data.skip_bad_images=true / "
+            "skip_bad_images=True)"
+        )
+
+    def load_tensor(self, index: int) -> torch.Tensor:
+        """Item ``index`` decoded on the CPU (``decode="cpu"``). Shape: (3, H, W) uint8.
+
+        Raises:
+            DataError: naming the file and its split line.
+        """
+        from balfeat.data.decode import decode_image_bytes
+
+        path = self.entries[index].resolve(self.root)
+        try:
+            return decode_image_bytes(path.read_bytes(), 3)
+        except (OSError, ValueError) as err:
+            raise self._unreadable(index, path, err) from err
+
+    def load_encoded(self, index: int) -> torch.Tensor:
+        """Item ``index`` for ``decode="gpu"``: a JPEG's bytes, uint8 Shape: (num_bytes,), or
+        another format decoded on the CPU, uint8 Shape: (3, H, W).
+
+        Raises:
+            DataError: naming the file and its split line (unreadable file, or a non-JPEG that
+                does not decode).
+        """
+        from balfeat.data.decode import decode_image_bytes, is_jpeg
+
+        path = self.entries[index].resolve(self.root)
+        try:
+            data = path.read_bytes()
+            if is_jpeg(data):
+                return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            return decode_image_bytes(data, 3)
+        except (OSError, ValueError) as err:
+            raise self._unreadable(index, path, err) from err
+
+    def _item(self, index: int) -> Any:
+        if self.decode == "gpu":
+            return self.load_encoded(index)
+        img = self.load(index) if self.decode == "pil" else self.load_tensor(index)
+        return self.transform(img) if self.transform is not None else img
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         for attempt in range(len(self.entries)):
             i = (index + attempt) % len(self.entries)
             try:
-                img = self.load(i)
+                img = self._item(i)
             except DataError as err:
                 if not self.skip_bad_images:
                     raise
                 self.bad_images.append((str(self.entries[i].resolve(self.root)), str(err)))
                 continue
-            label = int(self.targets[i])
-            return (self.transform(img) if self.transform is not None else img), label
+            return img, int(self.targets[i])
         raise DataError(f"{self.source}: no readable image at all under {self.root}")
 
 

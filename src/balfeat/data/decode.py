@@ -12,19 +12,34 @@
   still runs on a laptop.
 
 :func:`select_decode` makes the choice; :func:`decode_jpegs` decodes a batch of encoded files
-with the chosen backend.
+with the chosen backend; :func:`decode_image_bytes` decodes one file on the CPU (any format) for
+``"cpu"``. For ``"gpu"`` the dataset yields the files' bytes, :func:`collate_encoded` keeps them
+as an :class:`EncodedBatch`, and :class:`EncodedBatchAugment` decodes and augments a batch on the
+training device (the trainer calls it when a batch reaches the device).
+
+How the ``"gpu"`` path matches the PIL recipe (same :data:`balfeat.data.recipes.RECIPES` entry):
+RandomResizedCrop per image (torchvision's sampling: 10 tries, then a centre crop with the ratio
+clamped) cut from the decoded image and resized with antialiased bilinear interpolation, then
+flip, colour jitter and grayscale by :class:`~balfeat.data.device_data.DeviceAugment` on the
+stacked crops, then the Gaussian blur per sample (the blur is linear with weights summing to one
+and symmetric, so applying it after the flip, gray conversion and normalisation gives the same
+image as before them). Differences by design: the jitter order is fixed (brightness, contrast,
+saturation, hue; torchvision shuffles it), and random parameters come from a generator seeded by
+the trainer per ``(seed, rank, epoch, batch)``.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 
-from balfeat.errors import ConfigError
+from balfeat.errors import ConfigError, DataError
 
 DecodeBackend = Literal["pil", "cpu", "gpu"]
 DECODE_BACKENDS: tuple[str, ...] = ("pil", "cpu", "gpu")
@@ -96,3 +111,350 @@ def decode_jpegs(
     if backend == "gpu":
         return list(decode_jpeg(raw, mode=mode, device="cuda"))
     return [decode_jpeg(r, mode=mode) for r in raw]
+
+
+#: The first bytes of every JPEG file (SOI marker + the next marker's 0xFF).
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def is_jpeg(data: bytes | torch.Tensor) -> bool:
+    """Whether encoded file contents (bytes, or a uint8 1-D tensor) start like a JPEG."""
+    head = bytes(data[:3].tolist()) if isinstance(data, torch.Tensor) else bytes(data[:3])
+    return head == JPEG_MAGIC
+
+
+def decode_image_bytes(data: bytes, channels: int = 3) -> torch.Tensor:
+    """Decode one image file's contents on the CPU to a uint8 tensor.
+
+    JPEGs go through :func:`torchvision.io.decode_jpeg` (libjpeg-turbo); other formats that
+    torchvision reads (PNG, GIF, WebP) through :func:`torchvision.io.decode_image`; anything else
+    torchvision refuses (BMP, TIFF, a JPEG variant it cannot read) through PIL, so every file the
+    PIL path opens also opens here. No EXIF rotation, as the PIL path.
+
+    Args:
+        data: the file's contents.
+        channels: 3 (RGB) or 1 (gray).
+
+    Returns:
+        uint8 tensor. Shape: (channels, H, W).
+
+    Raises:
+        OSError / ValueError: the file is not an image PIL can read either (the dataset turns
+            this into a DataError naming the file).
+    """
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+    raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    try:
+        if is_jpeg(data):
+            return decode_jpeg(raw, mode=mode)
+        return decode_image(raw, mode=mode)
+    except RuntimeError:
+        return decode_jpegs([data], "pil", channels)[0]
+
+
+class EncodedBatch:
+    """A batch of images as the ``"gpu"`` path's dataset yields them, not yet decoded.
+
+    Args:
+        images: one uint8 tensor per image: the file's bytes Shape: (num_bytes,) for a JPEG
+            (decoded on the device), or an image decoded on the CPU Shape: (C, H, W) (files
+            nvJPEG cannot read, e.g. PNG).
+
+    The DataLoader pins it with :meth:`pin_memory` (``pin_memory=True``), as a tensor.
+    """
+
+    def __init__(self, images: list[torch.Tensor]) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def pin_memory(self) -> EncodedBatch:
+        """The same batch in pinned host memory (faster, asynchronous copies to the GPU)."""
+        return EncodedBatch([x.pin_memory() for x in self.images])
+
+    def __repr__(self) -> str:
+        return f"EncodedBatch({len(self.images)} images)"
+
+
+def collate_encoded(items: Sequence[tuple[torch.Tensor, int]]) -> tuple[EncodedBatch, torch.Tensor]:
+    """DataLoader ``collate_fn`` of the ``"gpu"`` path: keep the images as a list.
+
+    Args:
+        items: ``(image, label)`` pairs; images of different sizes and byte lengths.
+
+    Returns:
+        The :class:`EncodedBatch` and the labels, int64 Shape: (B,).
+    """
+    images = [x for x, _ in items]
+    labels = torch.tensor([int(y) for _, y in items], dtype=torch.int64)
+    return EncodedBatch(images), labels
+
+
+def crop_boxes(
+    heights: torch.Tensor,
+    widths: torch.Tensor,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """RandomResizedCrop boxes for images of different sizes, drawn as torchvision draws them.
+
+    Per image: up to 10 tries of area fraction ~ U(scale) and log aspect ~ U(log ratio), pixel
+    sides rounded, the first that fits is placed uniformly; if none fits, the centre crop with the
+    aspect clamped to ``ratio`` (torchvision's fallback).
+
+    Args:
+        heights: image heights, int64 Shape: (B,).
+        widths: image widths, int64 Shape: (B,).
+        scale: area-fraction range.
+        ratio: aspect-ratio (width / height) range.
+        generator: the CPU generator every draw comes from.
+
+    Returns:
+        int64 Shape: (B, 4): ``(top, left, height, width)`` of each crop in pixels.
+    """
+    n, tries = len(heights), 10
+    h, w = heights.double().view(-1, 1), widths.double().view(-1, 1)
+    area = torch.empty(n, tries, dtype=torch.float64).uniform_(*scale, generator=generator) * h * w
+    log_r = torch.empty(n, tries, dtype=torch.float64).uniform_(
+        math.log(ratio[0]), math.log(ratio[1]), generator=generator
+    )
+    r = torch.exp(log_r)
+    cw = torch.round(torch.sqrt(area * r))
+    ch = torch.round(torch.sqrt(area / r))
+    ok = (cw > 0) & (ch > 0) & (cw <= w) & (ch <= h)
+    first = ok.double().argmax(1)
+    rows = torch.arange(n)
+    found = ok.any(1)
+    # fallback: the centre crop of the largest box with the aspect clamped into ``ratio``
+    in_ratio = (w / h).view(-1)
+    fw = torch.where(in_ratio < ratio[0], w.view(-1), torch.where(
+        in_ratio > ratio[1], torch.round(h.view(-1) * ratio[1]), w.view(-1)))  # fmt: skip
+    fh = torch.where(in_ratio < ratio[0], torch.round(w.view(-1) / ratio[0]), h.view(-1))
+    sel_w = torch.where(found, cw[rows, first], fw)
+    sel_h = torch.where(found, ch[rows, first], fh)
+    u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
+    top = torch.where(found, torch.floor(u[:, 0] * (h.view(-1) - sel_h + 1)),
+                      torch.floor((h.view(-1) - sel_h) / 2))  # fmt: skip
+    left = torch.where(found, torch.floor(u[:, 1] * (w.view(-1) - sel_w + 1)),
+                       torch.floor((w.view(-1) - sel_w) / 2))  # fmt: skip
+    return torch.stack((top, left, sel_h, sel_w), dim=1).long()
+
+
+def gaussian_blur_batch(
+    x: torch.Tensor, sigma: torch.Tensor, apply: torch.Tensor, kernel_size: int
+) -> torch.Tensor:
+    """Gaussian blur with a sigma per sample (torchvision's kernel and reflect padding).
+
+    Args:
+        x: float Shape: (B, C, H, W).
+        sigma: Shape: (B,), > 0.
+        apply: bool Shape: (B,); samples with ``False`` are returned unchanged.
+        kernel_size: odd side of the (separable) kernel.
+
+    Returns:
+        Shape: (B, C, H, W).
+    """
+    if not bool(apply.any()):
+        return x
+    b, c, height, width = x.shape
+    half = (kernel_size - 1) * 0.5
+    t = torch.linspace(-half, half, kernel_size, device=x.device, dtype=x.dtype)
+    s = sigma.to(device=x.device, dtype=x.dtype).view(-1, 1)
+    k = torch.exp(-0.5 * (t.view(1, -1) / s) ** 2)
+    k = k / k.sum(1, keepdim=True)  # (B, k)
+    k = k.repeat_interleave(c, dim=0)  # (B*C, k)
+    pad = kernel_size // 2
+    y = x.reshape(1, b * c, height, width)
+    y = F.pad(y, (pad, pad, pad, pad), mode="reflect")
+    y = F.conv2d(y, k.view(b * c, 1, 1, kernel_size), groups=b * c)
+    y = F.conv2d(y, k.view(b * c, 1, kernel_size, 1), groups=b * c)
+    y = y.view(b, c, height, width)
+    return torch.where(apply.to(x.device).view(-1, 1, 1, 1), y, x)
+
+
+class EncodedBatchAugment:
+    """Decode an :class:`EncodedBatch` on the training device and apply a recipe per sample.
+
+    Args:
+        recipe: a :data:`balfeat.data.recipes.RECIPES` name (``"none"`` is ``"eval"``).
+        image_size: output side in pixels.
+        channels: 1 or 3.
+        views: 1, or 2 independent augmentations of each image (MoCo/KCL query and key).
+        backend: ``"gpu"`` (nvJPEG, the images end on the CUDA ``device``) or ``"cpu"``
+            (torchvision on the CPU, then moved to ``device``; the same code path, for tests
+            and machines without CUDA).
+
+    Calling it with ``(batch, device, generator)`` gives normalised float32 images on ``device``,
+    Shape: (B, channels, image_size, image_size), or a list of ``views`` such tensors.
+    """
+
+    def __init__(
+        self,
+        recipe: str,
+        image_size: int,
+        channels: int = 3,
+        views: int = 1,
+        backend: DecodeBackend = "gpu",
+    ) -> None:
+        from balfeat.data.device_data import DeviceAugment
+        from balfeat.data.recipes import SMALL_IMAGE_LIMIT, get_recipe
+
+        if views not in (1, 2):
+            raise ConfigError(f"EncodedBatchAugment views={views} must be 1 or 2")
+        if backend not in ("gpu", "cpu"):
+            raise ConfigError(f"EncodedBatchAugment backend={backend!r} must be 'gpu' or 'cpu'")
+        self.name = "eval" if recipe == "none" else recipe
+        r = get_recipe(self.name)
+        self.recipe = r
+        self.image_size = int(image_size)
+        self.channels = int(channels)
+        self.views = views
+        self.backend: DecodeBackend = backend
+        small = image_size < SMALL_IMAGE_LIMIT
+        self.post = DeviceAugment(
+            image_size,
+            channels,
+            crop_scale=None,
+            flip_p=r.flip_p,
+            brightness=r.brightness,
+            contrast=r.contrast,
+            saturation=r.saturation,
+            hue=r.hue,
+            jitter_p=r.jitter_p,
+            grayscale_p=r.grayscale_p,
+        )
+        self.blur = (
+            r.blur_sigma if (r.blur_sigma is not None and r.blur_p > 0 and not small) else None
+        )
+        self.blur_p = r.blur_p
+        self.blur_kernel = 2 * (image_size // 20) + 1  # as build_transform
+        self.eval_resize = (
+            round(image_size * 256 / 224) if (self.name == "eval" and not small) else None
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"EncodedBatchAugment({self.name!r}, image_size={self.image_size}, "
+            f"channels={self.channels}, views={self.views}, backend={self.backend!r})"
+        )
+
+    def decode(self, batch: EncodedBatch, device: torch.device) -> list[torch.Tensor]:
+        """uint8 images on ``device``, Shape: (channels, H, W) each, in batch order.
+
+        Raises:
+            DataError: a file of the batch cannot be decoded (naming its position).
+        """
+        from balfeat.data.transforms import TensorChannels
+
+        out: list[torch.Tensor | None] = [None] * len(batch)
+        enc = [i for i, x in enumerate(batch.images) if x.ndim == 1]
+        if enc:
+            raw = [batch.images[i] for i in enc]
+            try:
+                decoded = _decode_raw(raw, self.backend, self.channels, device)
+            except RuntimeError as err:
+                bad = _first_undecodable(raw, self.backend, self.channels, device)
+                raise DataError(
+                    f"cannot decode image {enc[bad] if bad is not None else '?'} of a batch of "
+                    f"{len(batch)} on {self.backend} ({err}); find and skip the bad file with "
+                    "data.decode=cpu data.skip_bad_images=true"
+                ) from err
+            for i, img in zip(enc, decoded, strict=True):
+                out[i] = img
+        to_channels = TensorChannels(self.channels)
+        for i, x in enumerate(batch.images):
+            if x.ndim != 1:
+                out[i] = to_channels(x.to(device, non_blocking=True))
+        return [x.to(device, non_blocking=True) for x in out if x is not None]
+
+    def _geometry(self, img: torch.Tensor, box: torch.Tensor | None) -> torch.Tensor:
+        """Crop ``box`` (top, left, h, w) of a uint8 (C, H, W) image and resize it.
+
+        Returns:
+            float32 in [0, 1]. Shape: (1, C, image_size, image_size).
+        """
+        s = self.image_size
+        if box is not None:  # crop the uint8 image first: only the crop is converted
+            top, left, h, w = (int(v) for v in box.tolist())
+            img = img[:, top : top + h, left : left + w]
+        x = img.unsqueeze(0).float().div_(255.0)
+        if box is not None:
+            size = (s, s)
+        elif self.eval_resize is not None:  # Resize(shorter side) + CenterCrop, as "eval"
+            _, _, h, w = x.shape
+            short = self.eval_resize
+            size = (short, max(1, int(short * w / h))) if h <= w else (int(short * h / w), short)
+        else:
+            size = (s, s)
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        if box is None and self.eval_resize is not None:
+            _, _, h, w = x.shape
+            top, left = round((h - s) / 2.0), round((w - s) / 2.0)
+            x = x[:, :, top : top + s, left : left + s]
+        return x.clamp_(0.0, 1.0)
+
+    def __call__(
+        self, batch: EncodedBatch, device: torch.device, generator: torch.Generator
+    ) -> Any:
+        """Decode and augment a batch.
+
+        Args:
+            batch: from :func:`collate_encoded`.
+            device: where the output lives (CUDA for ``backend="gpu"``).
+            generator: CPU generator of every random draw (crops, flips, jitter, blur).
+
+        Returns:
+            float32 Shape: (B, channels, image_size, image_size), or a list of ``views`` of them.
+        """
+        images = self.decode(batch, device)
+        heights = torch.tensor([x.shape[-2] for x in images], dtype=torch.int64)
+        widths = torch.tensor([x.shape[-1] for x in images], dtype=torch.int64)
+        views = []
+        for _ in range(self.views):
+            r = self.recipe
+            boxes = (
+                crop_boxes(heights, widths, r.crop_scale, r.crop_ratio, generator)
+                if r.crop_scale is not None
+                else None
+            )
+            x = torch.cat([
+                self._geometry(img, boxes[i] if boxes is not None else None)
+                for i, img in enumerate(images)
+            ])  # fmt: skip
+            x = self.post(x, generator)  # flip, jitter, grayscale, normalise
+            if self.blur is not None:
+                n = len(images)
+                apply = torch.rand(n, generator=generator) < self.blur_p
+                sigma = torch.empty(n).uniform_(*self.blur, generator=generator)
+                x = gaussian_blur_batch(x, sigma, apply, self.blur_kernel)
+            views.append(x)
+        return views[0] if self.views == 1 else views
+
+
+def _decode_raw(
+    raw: list[torch.Tensor], backend: DecodeBackend, channels: int, device: torch.device
+) -> list[torch.Tensor]:
+    """JPEG bytes -> uint8 (channels, H, W) images (on the CUDA ``device`` for ``"gpu"``)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+    if backend == "gpu":
+        return list(decode_jpeg(raw, mode=mode, device=device))
+    return [decode_jpeg(r, mode=mode) for r in raw]
+
+
+def _first_undecodable(
+    raw: list[torch.Tensor], backend: DecodeBackend, channels: int, device: torch.device
+) -> int | None:
+    """Position of the first file of ``raw`` that does not decode alone, or None."""
+    for i, r in enumerate(raw):
+        try:
+            _decode_raw([r], backend, channels, device)
+        except RuntimeError:
+            return i
+    return None

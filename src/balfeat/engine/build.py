@@ -76,22 +76,39 @@ def local_batch_size(cfg: Config, world_size: int | None = None) -> int:
     return cfg.optim.batch_size // ws
 
 
-def train_transform(cfg: Config) -> Any:
+def train_transform(cfg: Config, tensor: bool = False) -> Any:
     """The training transform, wrapped in ``TwoViews`` when the method needs two crops.
 
     ``data.augmentation=none`` is the ``eval`` transform (resize + normalise, no randomness).
+    With ``tensor`` the same recipe for uint8 tensors (``data.decode=cpu``).
     """
-    from balfeat.data.transforms import TwoViews, build_transform
+    from balfeat.data.transforms import TwoViews, build_tensor_transform, build_transform
 
     name = "eval" if cfg.data.augmentation == "none" else cfg.data.augmentation
-    t = build_transform(name, cfg.data.image_size, cfg.data.channels)
+    make = build_tensor_transform if tensor else build_transform
+    t = make(name, cfg.data.image_size, cfg.data.channels)
     if cfg.method.views == 2:
         return TwoViews(t)
     return t
 
 
+def resolve_decode(cfg: Config) -> str:
+    """The decoder image folders use: ``data.decode``, with ``gpu`` falling back to ``cpu``
+    (and a :class:`~balfeat.data.decode.DecodeFallbackWarning`) when ``run.device`` gives no
+    CUDA device."""
+    from balfeat.data.decode import select_decode
+
+    dev = cfg.run.device
+    cuda = (dev == "auto" or dev.startswith("cuda")) and torch.cuda.is_available()
+    return select_decode(cfg.data.decode, cuda_available=cuda)
+
+
 def build_train_dataset(cfg: Config) -> Dataset[Any]:
-    """The training dataset with its transform; has ``.targets`` and ``.num_classes``."""
+    """The training dataset with its transform; has ``.targets`` and ``.num_classes``.
+
+    Image folders decode as ``data.decode`` says (:func:`resolve_decode`): with ``gpu`` the
+    dataset yields encoded files and :func:`build_batch_decoder` augments them on the device.
+    """
     from balfeat.data.datasets import ArrayDataset
 
     d = cfg.data
@@ -147,12 +164,14 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
     # No split file: every image under data.root/<class>/ (the reference's folder scan), e.g.
     # the class-set recipes train on all ImageNet train images of the set's classes.
     split: Any = d.train_split or scan_image_folder(d.root)
+    decode = resolve_decode(cfg)
     ds = SplitImageDataset(
         d.root,
         split,
-        transform=transform,
+        transform=None if decode == "gpu" else train_transform(cfg, tensor=decode == "cpu"),
         skip_bad_images=d.skip_bad_images,
         check_files=False,
+        decode=decode,
     )
     if d.class_set:  # e.g. the paper's clsset1: keep those classes, relabelled 0..C'-1
         names = read_class_set(d.class_set)
@@ -226,8 +245,12 @@ def build_loader(
     """DataLoader of one rank: ``drop_last`` (equal steps on every rank), seeded workers.
 
     ``generator`` (persistent, checkpointed by the trainer) seeds the worker processes of each
-    epoch, so augmentation is reproducible.
+    epoch, so augmentation is reproducible. A dataset yielding encoded files (``decode="gpu"``)
+    is batched by :func:`balfeat.data.decode.collate_encoded`.
     """
+    from balfeat.data.decode import collate_encoded
+
+    encoded = getattr(dataset, "decode", "pil") == "gpu"
     nw = cfg.data.num_workers
     return DataLoader(
         dataset,
@@ -238,6 +261,7 @@ def build_loader(
         pin_memory=pin_memory,
         worker_init_fn=seed_worker,
         generator=generator,
+        collate_fn=collate_encoded if encoded else None,
         persistent_workers=False,
     )
 
@@ -290,6 +314,27 @@ def build_device_loader(
         seed=seed,
         drop_last=True,
         start_batch=start_batch,
+    )
+
+
+def build_batch_decoder(cfg: Config, dataset: Dataset[Any]) -> Any:
+    """The on-device decoder + augmentation of a dataset that yields encoded files
+    (``data.decode=gpu`` on a CUDA device), or ``None`` for every other dataset.
+
+    Returns:
+        A :class:`balfeat.data.decode.EncodedBatchAugment` of recipe ``data.augmentation`` with
+        ``method.views`` views, or ``None``.
+    """
+    from balfeat.data.decode import EncodedBatchAugment
+
+    if getattr(dataset, "decode", "pil") != "gpu":
+        return None
+    return EncodedBatchAugment(
+        cfg.data.augmentation,
+        cfg.data.image_size,
+        cfg.data.channels,
+        views=cfg.method.views,
+        backend="gpu",
     )
 
 

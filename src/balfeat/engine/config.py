@@ -74,6 +74,13 @@ class DataConfig:
             (``balfeat.data.device_data``; in-memory datasets only: fashion-mnist, synthetic,
             array); ``pil``: a DataLoader with PIL transforms per image (image folders, or to
             compare); ``auto`` (default): ``device`` for in-memory datasets, ``pil`` otherwise.
+        decode: how image-folder datasets (imagenet, inat) decode their files
+            (``balfeat.data.decode``). ``pil`` (default): PIL + the PIL transforms in DataLoader
+            workers; ``cpu``: ``torchvision.io.decode_jpeg`` + the same recipe on uint8 tensors,
+            in the workers (faster per core); ``gpu``: the workers only read the files, a batch
+            is decoded by nvJPEG on the GPU and augmented there (frees the CPU cores; falls back
+            to ``cpu`` with a warning without a CUDA training device). In-memory datasets
+            ignore it.
     """
 
     dataset: DatasetName = "fashion-mnist"
@@ -95,6 +102,7 @@ class DataConfig:
     synthetic_size: int = field(default=512, metadata=bounds(ge=1))
     skip_bad_images: bool = False
     loader: Literal["auto", "pil", "device"] = "auto"
+    decode: Literal["pil", "cpu", "gpu"] = "pil"
 
 
 @dataclass

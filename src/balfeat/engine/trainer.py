@@ -100,6 +100,7 @@ RESUMABLE_CHANGES: tuple[str, ...] = (
     "data.num_workers",
     "data.root",
     "data.skip_bad_images",
+    "data.decode",
 )
 
 
@@ -352,6 +353,8 @@ class Trainer:
         )
 
         self.device_loader = build.uses_device_loader(cfg, self.dataset)
+        # data.decode=gpu: batches arrive as encoded files, decoded + augmented on the device
+        self.batch_decoder = build.build_batch_decoder(cfg, self.dataset)
         self.optimizer = build.build_optimizer(cfg, self.method)
         self.scheduler = build.build_scheduler(cfg, self.optimizer)
         self.local_batch = build.local_batch_size(cfg, self.world)
@@ -680,14 +683,25 @@ class Trainer:
         loader = self._loader(self.sampler, generator, seed_offset=7919)
 
         def batches() -> Iterator[tuple[Any, torch.Tensor]]:
-            for images, labels in loader:
-                yield _to_device(images, self.device, cfg.run.channels_last), labels
+            for b, (images, labels) in enumerate(loader):
+                yield self._batch_to_device(images, b, seed_offset=7919), labels
 
         was_training = self.method.training
         self.method.train()
         used = prefill(batches())
         self.method.train(was_training)
         log.info("queue prefilled with %d batch(es) of keys before the first step", used)
+
+    def _batch_to_device(self, images: Any, batch_idx: int, seed_offset: int = 0) -> Any:
+        """A loader batch's images on the training device; encoded files (``data.decode=gpu``)
+        are decoded and augmented there with draws seeded by ``(seed, rank, epoch, batch)``."""
+        if self.batch_decoder is not None:
+            from balfeat.data.device_data import derive_seed
+
+            seed = derive_seed(self.cfg.run.seed + seed_offset, self.rank, self.epoch, batch_idx)
+            gen = torch.Generator().manual_seed(seed)
+            images = self.batch_decoder(images, self.device, gen)
+        return _to_device(images, self.device, self.cfg.run.channels_last)
 
     def _train_step(
         self, images: Any, labels: torch.Tensor, batch_idx: int
@@ -706,8 +720,7 @@ class Trainer:
         Raises:
             TrainingError: the loss is not finite.
         """
-        cfg = self.cfg
-        images = _to_device(images, self.device, cfg.run.channels_last)
+        images = self._batch_to_device(images, batch_idx)
         labels = labels.to(self.device, non_blocking=True)
         with torch.autocast(
             self.device.type,
