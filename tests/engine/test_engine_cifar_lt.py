@@ -6,6 +6,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from balfeat.data.cifar_lt import lt_counts
 from balfeat.engine import build
@@ -86,3 +87,25 @@ def test_probe_a_cifar_lt_checkpoint_on_balanced_cifar(tmp_path: Path) -> None:
     assert res["group_source"] == "pre-training set cifar10-lt ratio 10"
     assert res["probe_train_counts"] == [10] * 10  # the balanced pool
     assert [r["train_count"] for r in res["per_class"]] == lt_counts(10, 10, 10)
+
+
+def test_probe_refuses_a_backbone_of_other_channels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from balfeat.cli.main import main
+
+    _fake_cifar10(tmp_path)
+    run = tmp_path / "run"  # a 1-channel (Fashion-MNIST-shaped) backbone
+    assert main([
+        "pretrain", "--quiet", "data.dataset=synthetic", "data.image_size=16", "data.channels=1",
+        "model.backbone=resnet8", "method.name=sl", "optim.batch_size=8", "run.max_steps=1",
+        "run.device=cpu", f"run.output_dir={run}",
+    ]) == 0  # fmt: skip
+    capsys.readouterr()
+    out = tmp_path / "probe"
+    assert main([
+        "probe", "--quiet", "--checkpoint", str(run), "--dataset", "cifar10",
+        "--data-root", str(tmp_path), "--epochs", "1", "--out", str(out),
+    ]) == 2  # fmt: skip
+    assert "takes 1-channel images but --dataset cifar10 has 3-channel" in capsys.readouterr().err
+    assert not out.exists()

@@ -174,6 +174,28 @@ def group_counts(args: Any, info: dict[str, Any], probe_counts: Any) -> tuple[An
     return np.asarray(probe_counts), "the probe's own training counts"
 
 
+#: Channels of each probe dataset's images.
+DATASET_CHANNELS = {"fashion-mnist": 1, "cifar10": 3, "cifar100": 3, "imagenet": 3}
+
+
+def check_channels(dataset: str, in_channels: int, checkpoint: str | None) -> None:
+    """Refuse a backbone whose input channels do not match the dataset's images (a 1-channel
+    Fashion-MNIST checkpoint would otherwise probe CIFAR in silently converted gray).
+
+    Raises:
+        ConfigError: naming both channel counts and the checkpoint.
+    """
+    from balfeat.errors import ConfigError
+
+    want = DATASET_CHANNELS.get(dataset)
+    if want is not None and want != in_channels:
+        raise ConfigError(
+            f"the backbone{f' of {checkpoint!r}' if checkpoint else ''} takes {in_channels}-channel "
+            f"images but --dataset {dataset} has {want}-channel images; probe it on the dataset "
+            "it was trained for"
+        )
+
+
 def build_model(args: Any) -> tuple[Any, dict[str, Any]]:
     """The backbone (with the checkpoint's weights) and the loading info."""
     from balfeat.errors import ConfigError
@@ -251,6 +273,7 @@ def run_probe_job(args: Any) -> list[str]:
     device = default_device(args.device)
     torch.manual_seed(args.seed)
     backbone, info = build_model(args)
+    check_channels(args.dataset, int(info["in_channels"]), info.get("checkpoint"))
     backbone.to(device)
     tr_aug, tr, va, num_classes, names, probe_counts = load_datasets(args, info["in_channels"])
     counts, group_source = group_counts(args, info, probe_counts)
