@@ -118,6 +118,9 @@ def paired_changes(
             metric,
         )
 
+    def name(m: str, p: str) -> str:  # several protocols (probe rows and 'own' rows): say which
+        return m if len(protocols) == 1 else f"{m} [{p}]"
+
     for p in protocols:
         for m in methods:
             for s in sets:
@@ -131,7 +134,7 @@ def paired_changes(
                         "method": m,
                         "set": s,
                         "interval": iv.as_dict(),
-                        "text": describe_change(f"{m}, {base} → {s}", iv),
+                        "text": describe_change(f"{name(m, p)}, {base} → {s}", iv),
                     }
                 )
         if len(methods) < 2:
@@ -152,7 +155,9 @@ def paired_changes(
                         "b": other,
                         "interval": iv.as_dict(),
                         "text": describe_change(
-                            f"{ref}'s change minus {other}'s change ({base} → {s})", iv
+                            f"{name(ref, p)}'s change minus {name(other, p)}'s change "
+                            f"({base} → {s})",
+                            iv,
                         ),
                     }
                 )
