@@ -31,15 +31,29 @@ import matplotlib.pyplot as plt
 Row = dict[str, Any]
 
 #: Display order and colours of the methods (others follow in first-seen order).
-METHOD_ORDER: tuple[str, ...] = ("sl", "moco_v1", "moco_v2", "kcl")
+METHOD_ORDER: tuple[str, ...] = (
+    "sl", "moco_v1", "moco_v2", "kcl", "supcon", "supcon_inbatch", "tsc", "bcl", "paco", "gpaco",
+)  # fmt: skip
 METHOD_LABELS: dict[str, str] = {
     "sl": "SL (supervised)",
     "moco_v1": "MoCo v1",
     "moco_v2": "MoCo v2",
     "kcl": "KCL",
+    "supcon": "SupCon (queue)",
+    "supcon_inbatch": "SupCon (in-batch)",
+    "tsc": "TSC",
+    "bcl": "BCL",
+    "paco": "PaCo",
+    "gpaco": "GPaCo",
 }
-_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
-_MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+_COLORS = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
+]  # fmt: skip
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h", "<"]
+#: Above this many methods a figure drops the per-point value labels (they would overlap), puts
+#: the legend beside the axes and spreads each set's error bars sideways.
+_CROWDED = 4
 _GROUPS = ("many", "medium", "few")
 _DPI = 110
 
@@ -136,11 +150,15 @@ def plot_accuracy_vs_imbalance(
             match = [r for r in rows if r["method"] == m and r["set"] == s]
             ys.append(_num(match[0].get("top1")) if match else math.nan)
         table.append(ys)
+    crowded = len(methods) > _CROWDED
+    if crowded:
+        fig.set_size_inches(9.0, 4.8)
     for i, m in enumerate(methods):
         ys = table[i]
         lo, hi = _err(rows, m, sets, "top1", ys)
+        dodge = (i - (len(methods) - 1) / 2) * 0.04 if crowded else 0.0
         ax.errorbar(
-            range(len(sets)),
+            [x + dodge for x in range(len(sets))],
             ys,
             yerr=[lo, hi],
             linewidth=2,
@@ -150,7 +168,7 @@ def plot_accuracy_vs_imbalance(
             **_style(i),
         )
         for x, y in enumerate(ys):
-            if not math.isfinite(y):
+            if crowded or not math.isfinite(y):
                 continue
             # Label above the point unless another line sits just above it: then below.
             others = [t[x] - y for k, t in enumerate(table) if k != i and math.isfinite(t[x])]
@@ -173,7 +191,10 @@ def plot_accuracy_vs_imbalance(
     proto = str(rows[0].get("protocol", "")) if rows else ""
     ax.set_title(title or f"Probe accuracy vs. imbalance of the pre-training set ({proto} probe)")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best")
+    if crowded:  # beside the axes: inside it would cover points
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
+    else:
+        ax.legend(loc="best")
     ax.margins(y=0.15)
     return _finish(fig, Path(path))
 
