@@ -358,7 +358,9 @@ def plot_shot_bars(rows: Sequence[Row], path: str | Path, protocol: str | None =
     methods = ordered_methods(rows)
     sets = ordered_sets(rows)
     n = max(len(sets), 1)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.0), sharey=True, squeeze=False)
+    crowded = len(methods) > _CROWDED
+    panel = 0.75 * len(methods) + 1.2 if crowded else 4.2
+    fig, axes = plt.subplots(1, n, figsize=(panel * n, 4.4), sharey=True, squeeze=False)
     width = 0.8 / len(_GROUPS)
     group_colors = {"many": "#4c72b0", "medium": "#dd8452", "few": "#c44e52"}
     for j, s in enumerate(sets):
@@ -386,6 +388,8 @@ def plot_shot_bars(rows: Sequence[Row], path: str | Path, protocol: str | None =
                 error_kw={"elinewidth": 0.8},
             )
             for b, y in zip(bars, ys, strict=True):
+                if crowded and math.isfinite(y):  # the error bars carry it; labels would overlap
+                    continue
                 text = "n/a" if not math.isfinite(y) else f"{y:.0f}"
                 ax.annotate(
                     text,
@@ -396,7 +400,12 @@ def plot_shot_bars(rows: Sequence[Row], path: str | Path, protocol: str | None =
                     fontsize=7,
                 )
         ax.set_xticks(range(len(methods)))
-        ax.set_xticklabels([method_label(m) for m in methods], fontsize=9)
+        ax.set_xticklabels(
+            [method_label(m) for m in methods],
+            fontsize=9,
+            rotation=30 if crowded else 0,
+            ha="right" if crowded else "center",
+        )
         ax.set_title(_set_label(rows, s).replace("\n", " "))
         if j == 0:
             ax.set_ylabel("probe accuracy (%)")
