@@ -189,10 +189,10 @@ def check_channels(dataset: str, in_channels: int, checkpoint: str | None) -> No
 
     want = DATASET_CHANNELS.get(dataset)
     if want is not None and want != in_channels:
+        of = f" of {checkpoint!r}" if checkpoint else ""
         raise ConfigError(
-            f"the backbone{f' of {checkpoint!r}' if checkpoint else ''} takes {in_channels}-channel "
-            f"images but --dataset {dataset} has {want}-channel images; probe it on the dataset "
-            "it was trained for"
+            f"the backbone{of} takes {in_channels}-channel images but --dataset {dataset} has "
+            f"{want}-channel images; probe it on the dataset it was trained for"
         )
 
 

@@ -315,18 +315,7 @@ class EncodedBatchAugment:
         self.views = views
         self.backend: DecodeBackend = backend
         small = image_size < SMALL_IMAGE_LIMIT
-        self.post = DeviceAugment(
-            image_size,
-            channels,
-            crop_scale=None,
-            flip_p=r.flip_p,
-            brightness=r.brightness,
-            contrast=r.contrast,
-            saturation=r.saturation,
-            hue=r.hue,
-            jitter_p=r.jitter_p,
-            grayscale_p=r.grayscale_p,
-        )
+        self.post = DeviceAugment.from_recipe(self.name, image_size, channels, crop=False)
         self.blur = (
             r.blur_sigma if (r.blur_sigma is not None and r.blur_p > 0 and not small) else None
         )

@@ -169,7 +169,9 @@ class DeviceAugment:
             raise ConfigError(f"DeviceAugment mean/std need {channels} values each")
 
     @classmethod
-    def from_recipe(cls, name: str, image_size: int, channels: int = 3) -> DeviceAugment:
+    def from_recipe(
+        cls, name: str, image_size: int, channels: int = 3, crop: bool = True
+    ) -> DeviceAugment:
         """The small-image form of a :func:`~balfeat.data.transforms.build_transform` recipe.
 
         Args:
@@ -178,16 +180,19 @@ class DeviceAugment:
                 if needed + normalise). The Gaussian blur of ``moco_v2`` is not applied (small
                 images, as the PIL path below 64 px).
 
-        Raises:
-            ConfigError: unknown recipe name.
             image_size: output side in pixels.
             channels: 1 or 3.
+            crop: apply the recipe's random resized crop (``False``: the caller crops, as the
+                encoded-batch path of :mod:`balfeat.data.decode` does per image).
+
+        Raises:
+            ConfigError: unknown recipe name.
         """
         r = get_recipe(name)
         return cls(
             image_size,
             channels,
-            r.crop_scale,
+            r.crop_scale if crop else None,
             crop_ratio=r.crop_ratio,
             flip_p=r.flip_p,
             brightness=r.brightness,
