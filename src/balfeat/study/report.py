@@ -216,6 +216,7 @@ def write_report(
     title: str = "balfeat study",
     description: str = "",
     class_names: Sequence[str] | None = None,
+    published: bool = False,
 ) -> dict[str, Path]:
     """Write the tables, the figures and the report of a study into ``out_dir``.
 
@@ -230,6 +231,8 @@ def write_report(
         title: report title.
         description: Markdown paragraph(s) placed under the title (setup, protocol notes).
         class_names: names of the classes (for the group definitions).
+        published: add the published numbers of the study's methods
+            (:func:`balfeat.study.published.published_markdown`) after the results.
 
     Returns:
         ``{"csv", "markdown", "summary", "changes", "report", "html", <figure names>...}`` ->
@@ -295,6 +298,10 @@ def write_report(
     if own_note:
         md += [own_note, ""]
     md += [*groups, ""]
+    if published:
+        from balfeat.study.published import published_markdown
+
+        md += published_markdown(sorted({str(r["method"]) for r in rows}))
     md += [
         "## Every run",
         "",

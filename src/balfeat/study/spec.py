@@ -96,6 +96,8 @@ class StudySpec:
         synthetic_size: images of the synthetic dataset.
         image_size: side of the synthetic images.
         knn_every: epochs between online kNN evaluations during pre-training (0 = off).
+        published: print the published numbers of the study's methods (their authors' datasets,
+            from ``balfeat/study/published_results.yaml``) in the report, after its results.
     """
 
     name: str = "balfeat study"
@@ -116,6 +118,7 @@ class StudySpec:
     synthetic_size: int = field(default=2000, metadata=bounds(ge=1))
     image_size: int = field(default=28, metadata=bounds(ge=8))
     knn_every: int = field(default=0, metadata=bounds(ge=0))
+    published: bool = False
 
     @property
     def run_seeds(self) -> list[int]:

@@ -814,7 +814,12 @@ def run_study(
         rows += cell_rows
     names = data.class_names if data is not None else None
     paths = write_report(
-        rows, out, title=spec.name, description=spec.description, class_names=names
+        rows,
+        out,
+        title=spec.name,
+        description=spec.description,
+        class_names=names,
+        published=spec.published,
     )
     return rows, paths
 

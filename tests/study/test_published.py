@@ -1,0 +1,42 @@
+"""study.published: the authors' numbers of a study's methods, printed in its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from balfeat.study.published import TABLE, load_published, published_markdown, published_rows
+
+
+def test_the_table_ships_with_the_package_and_has_no_number_from_memory() -> None:
+    rows = load_published()
+    assert TABLE.is_file() and rows
+    for r in rows:
+        values = [r[k] for k in ("overall", "many", "medium", "few")]
+        if r["status"] == "todo":
+            assert values == [None] * 4
+        else:
+            assert r["overall"] is not None and r["source"]
+
+
+def test_rows_are_matched_to_study_method_names() -> None:
+    methods = {str(r["method"]) for r in published_rows(["paco", "sl"])}
+    assert methods == {"PaCo"}  # not GPaCo, and SL has no row
+    assert published_rows(["moco_v2"]) == []
+    lines = published_markdown(["paco", "gpaco"])
+    assert lines[0] == "## Published numbers of these methods"
+    assert any(ln.startswith("| GPaCo | imagenet-lt | resnet50 | 58.5 |") for ln in lines)
+    assert published_markdown(["sl"]) == []
+
+
+def test_a_study_report_prints_them_when_asked(tmp_path: Path) -> None:
+    from balfeat.study.report import write_report
+
+    row = {
+        "protocol": "fast", "method": "paco", "set": "balanced", "seed": 0,
+        "imbalance_ratio": 1.0, "top1": 50.0, "many": 40.0, "medium": 50.0, "few": 60.0,
+        "train_counts": [10, 10], "per_class_accuracy": [40.0, 60.0],
+    }  # fmt: skip
+    write_report([row], tmp_path / "a", published=True)
+    assert "## Published numbers of these methods" in (tmp_path / "a" / "report.md").read_text()
+    write_report([row], tmp_path / "b")
+    assert "Published numbers" not in (tmp_path / "b" / "report.md").read_text()
