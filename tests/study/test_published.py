@@ -11,6 +11,8 @@ def test_the_table_ships_with_the_package_and_has_no_number_from_memory() -> Non
     rows = load_published()
     assert TABLE.is_file() and rows
     for r in rows:
+        assert set(r) <= {"method", "variant", "dataset", "backbone", "overall", "many", "reruns_by_tsc_authors", "reruns_by_authors",
+                          "medium", "few", "status", "source", "secondary"}, r  # fmt: skip
         values = [r[k] for k in ("overall", "many", "medium", "few")]
         if r["status"] == "todo":
             assert values == [None] * 4
@@ -26,6 +28,8 @@ def test_rows_are_matched_to_study_method_names() -> None:
     assert lines[0] == "## Published numbers of these methods"
     assert any(ln.startswith("| GPaCo | imagenet-lt | resnet50 | 58.5 |") for ln in lines)
     assert published_markdown(["sl"]) == []
+    supcon = published_markdown(["supcon"])
+    assert any("| SupCon (queue, as reported by TSC) |" in ln for ln in supcon)
 
 
 def test_a_study_report_prints_them_when_asked(tmp_path: Path) -> None:

@@ -57,8 +57,9 @@ def published_markdown(methods: Sequence[str], path: str | Path = TABLE) -> list
     ]
     for r in rows:
         cells = [num(r.get(k)) for k in ("overall", "many", "medium", "few")]
+        name = str(r.get("method")) + (f" ({r['variant']})" if r.get("variant") else "")
         out.append(
-            f"| {r.get('method')} | {r.get('dataset')} | {r.get('backbone')} | "
+            f"| {name} | {r.get('dataset')} | {r.get('backbone')} | "
             + " | ".join(cells)
             + f" | {r.get('status')} | {r.get('source', '')} |"
         )
