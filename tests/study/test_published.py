@@ -6,7 +6,6 @@ from pathlib import Path
 
 from balfeat.study.published import TABLE, load_published, published_markdown, published_rows
 
-
 KEYS = {
     "method", "variant", "dataset", "backbone", "overall", "many", "medium", "few", "status",
     "source", "secondary", "reruns_by_tsc_authors", "reruns_by_authors",
