@@ -35,13 +35,13 @@ from balfeat.data.recipes import (
     GRAY_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    RECIPE_NAMES,
-    get_recipe,
+    DEVICE_RECIPE_NAMES,
+    get_device_recipe,
 )
 from balfeat.data.samplers import ShardedSampler
 from balfeat.errors import ConfigError, DataError
 
-DEVICE_RECIPES: tuple[str, ...] = RECIPE_NAMES
+DEVICE_RECIPES: tuple[str, ...] = DEVICE_RECIPE_NAMES
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
@@ -183,7 +183,7 @@ class DeviceAugment:
             image_size: output side in pixels.
             channels: 1 or 3.
         """
-        r = get_recipe(name)
+        r = get_device_recipe(name, "DeviceAugment (data.loader=device)")
         return cls(
             image_size,
             channels,

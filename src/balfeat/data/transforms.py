@@ -13,10 +13,18 @@ Names (``build_transform(name, image_size, channels)``):
 - ``"eval"``: Resize(size * 256 / 224) + CenterCrop(size) for large images; for small images
   only a resize to ``image_size`` when the input differs.
 - ``"none"``: only a resize to ``image_size`` when the input differs.
+- ``"randcls"``, ``"randclsstack"``, ``"paco_sim"``, ``"bcl_sim"``: the views of the PaCo / GPaCo
+  (Cui et al., https://arxiv.org/abs/2107.12028, https://arxiv.org/abs/2209.12400) and BCL (Zhu
+  et al., https://arxiv.org/abs/2207.09052) training scripts; the first two end in
+  :class:`balfeat.data.randaugment.RandAugment` (``rand-n2-m10-mstd0.5``), applied after the flip.
+
+Two-view names (``paco_randcls_sim``, ``gpaco_randcls_randclsstack``, ``bcl_randcls_sim``; see
+:data:`balfeat.data.recipes.VIEW_PAIRS`) give one recipe per view: build them with
+:func:`build_view_transforms` and wrap the pair in :class:`TwoViews`.
 
 The parameters live in one table, :data:`balfeat.data.recipes.RECIPES`, which the on-device path
 (:class:`balfeat.data.device_data.DeviceAugment`) reads too. Ops run in one fixed order for all
-recipes: crop, jitter, grayscale, blur, flip (MoCo v1's reference applies grayscale before the
+recipes: crop, jitter, grayscale, blur, flip, RandAugment (MoCo v1's reference applies grayscale before the
 jitter; the two orders differ only through the hue shift of a sample that is also grayed).
 
 All end in ToTensor + Normalize: ImageNet statistics for 3 channels; for 1 channel, the
@@ -42,7 +50,9 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from balfeat.data.randaugment import RandAugment
 from balfeat.data.recipes import (
+    AUGMENTATION_NAMES,
     GRAY_MEAN,
     GRAY_STD,
     IMAGENET_MEAN,
@@ -51,6 +61,7 @@ from balfeat.data.recipes import (
     SMALL_IMAGE_LIMIT,
     get_recipe,
     normalisation,
+    view_recipes,
 )
 from balfeat.errors import ConfigError
 
@@ -58,7 +69,7 @@ TRANSFORM_NAMES: tuple[str, ...] = RECIPE_NAMES
 __all__ = [
     "GRAY_MEAN", "GRAY_STD", "IMAGENET_MEAN", "IMAGENET_STD", "SMALL_IMAGE_LIMIT",
     "TRANSFORM_NAMES", "ConvertMode", "SeparableGaussianBlur", "TensorChannels", "TwoViews",
-    "build_tensor_transform", "build_transform",
+    "build_tensor_transform", "build_transform", "build_view_transforms",
 ]  # fmt: skip
 
 
@@ -135,21 +146,29 @@ class SeparableGaussianBlur:
 
 
 class TwoViews:
-    """Two independent augmentations of one image: ``x -> [t(x), t(x)]`` (query, key).
+    """Two independent augmentations of one image: ``x -> [t_q(x), t_k(x)]`` (query, key).
 
     Args:
-        transform: the augmentation applied to each view.
+        transform: the augmentation of the first view (query), and of both when
+            ``transform_k`` is ``None``.
+        transform_k: the augmentation of the second view (key), when it differs (PaCo's
+            RandAugment query and SimCLR-like key).
     """
 
-    def __init__(self, transform: Callable[[Any], Any]) -> None:
+    def __init__(
+        self, transform: Callable[[Any], Any], transform_k: Callable[[Any], Any] | None = None
+    ) -> None:
         self.transform = transform
+        self.transform_k = transform if transform_k is None else transform_k
 
     def __call__(self, x: Any) -> list[Any]:
-        """PIL image -> ``[view_q, view_k]``, each Shape: (C, H, W)."""
-        return [self.transform(x), self.transform(x)]
+        """PIL image (or uint8 tensor) -> ``[view_q, view_k]``, each Shape: (C, H, W)."""
+        return [self.transform(x), self.transform_k(x)]
 
     def __repr__(self) -> str:
-        return f"TwoViews({self.transform!r})"
+        if self.transform_k is self.transform:
+            return f"TwoViews({self.transform!r})"
+        return f"TwoViews({self.transform!r}, {self.transform_k!r})"
 
 
 def build_transform(
@@ -206,7 +225,37 @@ def build_tensor_transform(
     return _build(name, image_size, channels, tensor=True)
 
 
+def build_view_transforms(
+    name: str, image_size: int = 224, channels: int = 3, tensor: bool = False
+) -> tuple[Callable[[Any], torch.Tensor], Callable[[Any], torch.Tensor]]:
+    """The (view-1, view-2) transforms of augmentation ``name``.
+
+    Args:
+        name: a recipe name (both views the same recipe, two independent draws) or a two-view
+            name of :data:`balfeat.data.recipes.VIEW_PAIRS` (``"paco_randcls_sim"``, ...).
+        image_size: output side in pixels.
+        channels: 1 or 3.
+        tensor: build :func:`build_tensor_transform` pipelines (uint8 tensor input) instead of
+            PIL ones.
+
+    Returns:
+        ``(t_q, t_k)``: the same object twice for a one-recipe name.
+
+    Raises:
+        ConfigError: unknown name, channels not 1/3, or image_size < 1.
+    """
+    first, second = view_recipes(name)
+    make = build_tensor_transform if tensor else build_transform
+    t_q = make(first, image_size, channels)
+    return t_q, (t_q if second == first else make(second, image_size, channels))
+
+
 def _check(name: str, image_size: int, channels: int) -> None:
+    if name in AUGMENTATION_NAMES and name not in TRANSFORM_NAMES:
+        raise ConfigError(
+            f"augmentation {name!r} gives two different views: build it with "
+            "build_view_transforms (a TwoViews pair)"
+        )
     if name not in TRANSFORM_NAMES:
         raise ConfigError(f"unknown transform {name!r}; use one of {', '.join(TRANSFORM_NAMES)}")
     if channels not in (1, 3):
@@ -238,12 +287,22 @@ def _build(name: str, image_size: int, channels: int, tensor: bool) -> Any:
         kernel = 2 * (image_size // 20) + 1  # 23 at 224 px, about 10% of the side
         blur: Callable[..., Any] = (
             SeparableGaussianBlur(kernel, r.blur_sigma)
-            if tensor
+            if tensor and r.randaugment is None
             else T.GaussianBlur(kernel, sigma=r.blur_sigma)
         )
         body.append(T.RandomApply([blur], p=r.blur_p))
     if r.flip_p > 0:
         body.append(T.RandomHorizontalFlip(p=r.flip_p))
+    if r.randaugment is not None:
+        fill = tuple(min(255, round(255 * m)) for m in mean)
+        body.append(RandAugment.from_config(r.randaugment, fill=fill))
+        if tensor:
+            # RandAugment's posterize / equalize / solarize need uint8: the whole body runs on
+            # uint8 (torchvision's jitter, grayscale and blur accept it), then to float
+            return T.Compose(
+                [TensorChannels(channels), *body, T.ConvertImageDtype(torch.float32),
+                 T.Normalize(mean, std)]
+            )  # fmt: skip
     if tensor:
         # uint8 crop/resize (antialiased by default, as PIL's), then float for the colour ops
         geometry, rest = body[:n_geometry], body[n_geometry:]
