@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from balfeat.data.recipes import (
+    DEVICE_RECIPE_NAMES,
     GRAY_MEAN,
     GRAY_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    DEVICE_RECIPE_NAMES,
     get_device_recipe,
 )
 from balfeat.data.samplers import ShardedSampler

@@ -8,11 +8,13 @@ normalisation are written in one place.
 Recipes (papers cited in :mod:`balfeat.data.transforms`): ``moco_v1``, ``moco_v2``,
 ``supervised``, ``longtail``, ``eval`` (resize/centre crop + normalise) and ``none`` (normalise
 only, no resize of small images beyond the output size); the views of the PaCo / GPaCo / BCL
-training scripts: ``randcls``, ``randclsstack`` (with RandAugment), ``paco_sim``, ``bcl_sim``.
+training scripts: ``randcls``, ``randclsstack`` (with RandAugment), ``paco_sim``, ``bcl_sim``,
+``cifar_autoaug_cutout`` (PaCo's CIFAR query view: padded crop, AutoAugment, Cutout).
 
 Two-view names (:data:`VIEW_PAIRS`) give a different recipe to each view (query / key):
-``paco_randcls_sim``, ``gpaco_randcls_randclsstack``, ``bcl_randcls_sim``. Recipes with
-RandAugment run on the host only (PIL images or uint8 tensors): they are not in
+``paco_randcls_sim``, ``gpaco_randcls_randclsstack``, ``bcl_randcls_sim``,
+``paco_cifar_autoaug_sim``. Recipes with RandAugment, AutoAugment, Cutout or the padded crop run
+on the host only (PIL images or uint8 tensors): they are not in
 :data:`DEVICE_RECIPE_NAMES`, and :func:`get_device_recipe` refuses them.
 """
 
@@ -48,6 +50,12 @@ class Recipe:
         blur_p: probability of the blur.
         randaugment: a RandAugment config string (``"rand-n2-m10-mstd0.5"``, read by
             :func:`balfeat.data.randaugment.parse_randaugment`), applied last, or ``None``.
+        pad_crop: with ``crop_scale`` ``None``: RandomCrop(image_size, padding=pad_crop) (the
+            CIFAR crop), 0 for none.
+        autoaugment: ``"cifar10"`` for torchvision's AutoAugment CIFAR-10 policy (grey fill 128,
+            as the authors' ``CIFAR10Policy``), applied after the flip, or ``None``.
+        cutout: side of one zeroed square (Cutout, DeVries & Taylor 2017) on the [0, 1] tensor
+            before normalisation, 0 for none.
     """
 
     crop_scale: tuple[float, float] | None = None
@@ -62,11 +70,20 @@ class Recipe:
     blur_sigma: tuple[float, float] | None = None
     blur_p: float = 0.0
     randaugment: str | None = None
+    pad_crop: int = 0
+    autoaugment: str | None = None
+    cutout: int = 0
 
     @property
     def host_only(self) -> bool:
-        """Whether the recipe has an op the on-device paths lack (RandAugment)."""
-        return self.randaugment is not None
+        """Whether the recipe has an op the on-device paths lack (RandAugment, AutoAugment,
+        Cutout, the padded crop)."""
+        return (
+            self.randaugment is not None
+            or self.autoaugment is not None
+            or self.cutout > 0
+            or self.pad_crop > 0
+        )
 
     @property
     def has_jitter(self) -> bool:
@@ -117,6 +134,9 @@ RECIPES: dict[str, Recipe] = {
         crop_scale=(0.08, 1.0), flip_p=0.5, brightness=0.4, contrast=0.4, saturation=0.4,
         hue=0.1, jitter_p=0.8, grayscale_p=0.2,
     ),
+    # PaCo's CIFAR query view (PaCo/LT/paco_cifar.py:312-320, augmentation_regular):
+    # RandomCrop(32, padding 4), flip, AutoAugment CIFAR10Policy, ToTensor, Cutout(1 hole, 16)
+    "cifar_autoaug_cutout": Recipe(pad_crop=4, flip_p=0.5, autoaugment="cifar10", cutout=16),
 }  # fmt: skip
 
 RECIPE_NAMES: tuple[str, ...] = tuple(RECIPES)
@@ -134,6 +154,10 @@ VIEW_PAIRS: dict[str, tuple[str, str]] = {
     "gpaco_randcls_randclsstack": ("randcls", "randclsstack"),
     # BCL main.py --cl_views sim-sim: [randncls (CE), sim, sim]; two views here: [randcls, sim]
     "bcl_randcls_sim": ("randcls", "bcl_sim"),
+    # PaCo/LT/sh/CIFAR100_train_imb*.sh: --aug cifar100 = [augmentation_regular,
+    # augmentation_sim_cifar]; the latter is moco_v2 (RRC 0.2-1, jitter 0.4/0.4/0.4/0.1 p 0.8,
+    # grayscale 0.2, blur p 0.5: balfeat leaves the blur out below 64 px)
+    "paco_cifar_autoaug_sim": ("cifar_autoaug_cutout", "moco_v2"),
 }
 #: Every name ``data.augmentation`` accepts.
 AUGMENTATION_NAMES: tuple[str, ...] = RECIPE_NAMES + tuple(VIEW_PAIRS)
@@ -164,14 +188,12 @@ def view_recipes(name: str) -> tuple[str, str]:
         return VIEW_PAIRS[name]
     if name in RECIPES:
         return name, name
-    raise ConfigError(
-        f"unknown augmentation {name!r}; use one of {', '.join(AUGMENTATION_NAMES)}"
-    )
+    raise ConfigError(f"unknown augmentation {name!r}; use one of {', '.join(AUGMENTATION_NAMES)}")
 
 
 def host_only(name: str) -> bool:
     """Whether augmentation ``name`` (a recipe or a two-view name) needs the host (PIL or uint8
-    tensor) path, i.e. one of its views has RandAugment."""
+    tensor) path, i.e. one of its views has RandAugment, AutoAugment, Cutout or a padded crop."""
     return any(get_recipe(v).host_only for v in view_recipes(name))
 
 
@@ -179,12 +201,13 @@ def get_device_recipe(name: str, where: str = "the on-device augmentation") -> R
     """:func:`get_recipe` for the on-device paths: refuses a recipe they cannot run.
 
     Raises:
-        ConfigError: unknown name, or a recipe with RandAugment (named, with what to do).
+        ConfigError: unknown name, or a host-only recipe (named, with what to do).
     """
     r = get_recipe(name)
     if r.host_only:
         raise ConfigError(
-            f"augmentation recipe {name!r} uses RandAugment, which {where} does not have; "
+            f"augmentation recipe {name!r} uses RandAugment / AutoAugment / Cutout / a padded "
+            f"crop, which {where} does not have; "
             "use data.loader=pil (or auto) and data.decode=pil or cpu"
         )
     return r

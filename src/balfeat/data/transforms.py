@@ -17,6 +17,8 @@ Names (``build_transform(name, image_size, channels)``):
   (Cui et al., https://arxiv.org/abs/2107.12028, https://arxiv.org/abs/2209.12400) and BCL (Zhu
   et al., https://arxiv.org/abs/2207.09052) training scripts; the first two end in
   :class:`balfeat.data.randaugment.RandAugment` (``rand-n2-m10-mstd0.5``), applied after the flip.
+- ``"cifar_autoaug_cutout"``: PaCo's CIFAR query view: RandomCrop(size, padding 4), flip,
+  torchvision's AutoAugment CIFAR-10 policy (fill 128), ToTensor, :class:`Cutout` (16 px).
 
 Two-view names (``paco_randcls_sim``, ``gpaco_randcls_randclsstack``, ``bcl_randcls_sim``; see
 :data:`balfeat.data.recipes.VIEW_PAIRS`) give one recipe per view: build them with
@@ -24,8 +26,9 @@ Two-view names (``paco_randcls_sim``, ``gpaco_randcls_randclsstack``, ``bcl_rand
 
 The parameters live in one table, :data:`balfeat.data.recipes.RECIPES`, which the on-device path
 (:class:`balfeat.data.device_data.DeviceAugment`) reads too. Ops run in one fixed order for all
-recipes: crop, jitter, grayscale, blur, flip, RandAugment (MoCo v1's reference applies grayscale before the
-jitter; the two orders differ only through the hue shift of a sample that is also grayed).
+recipes: crop, jitter, grayscale, blur, flip, AutoAugment, RandAugment, (to tensor) Cutout (MoCo
+v1's reference applies grayscale before the jitter; the two orders differ only through the hue
+shift of a sample that is also grayed).
 
 All end in ToTensor + Normalize: ImageNet statistics for 3 channels; for 1 channel, the
 Fashion-MNIST statistics (mean 0.2860, std 0.3530). Inputs are PIL images of any mode; they are
@@ -68,8 +71,8 @@ from balfeat.errors import ConfigError
 TRANSFORM_NAMES: tuple[str, ...] = RECIPE_NAMES
 __all__ = [
     "GRAY_MEAN", "GRAY_STD", "IMAGENET_MEAN", "IMAGENET_STD", "SMALL_IMAGE_LIMIT",
-    "TRANSFORM_NAMES", "ConvertMode", "SeparableGaussianBlur", "TensorChannels", "TwoViews",
-    "build_tensor_transform", "build_transform", "build_view_transforms",
+    "TRANSFORM_NAMES", "ConvertMode", "Cutout", "SeparableGaussianBlur", "TensorChannels",
+    "TwoViews", "build_tensor_transform", "build_transform", "build_view_transforms",
 ]  # fmt: skip
 
 
@@ -143,6 +146,34 @@ class SeparableGaussianBlur:
 
     def __repr__(self) -> str:
         return f"SeparableGaussianBlur(kernel_size={self.kernel_size}, sigma={self.sigma})"
+
+
+class Cutout:
+    """Zero one ``length`` x ``length`` square of a float image (DeVries & Taylor,
+    https://arxiv.org/abs/1708.04552), as PaCo's CIFAR view does it: the centre is uniform over
+    the image, the square is clipped at the borders, and it is applied to every image.
+
+    Args:
+        length: side of the square in pixels (16 for CIFAR).
+    """
+
+    def __init__(self, length: int) -> None:
+        if length < 1:
+            raise ConfigError(f"Cutout length={length} must be >= 1")
+        self.length = length
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        """float Shape: (C, H, W) -> (C, H, W) with the square set to 0."""
+        h, w = img.shape[-2], img.shape[-1]
+        y = int(torch.randint(h, ()).item())
+        x = int(torch.randint(w, ()).item())
+        half = self.length // 2
+        out = img.clone()
+        out[..., max(0, y - half) : min(h, y + half), max(0, x - half) : min(w, x + half)] = 0
+        return out
+
+    def __repr__(self) -> str:
+        return f"Cutout(length={self.length})"
 
 
 class TwoViews:
@@ -272,6 +303,8 @@ def _build(name: str, image_size: int, channels: int, tensor: bool) -> Any:
     body: list[Callable[..., Any]] = []
     if r.crop_scale is not None:
         body.append(T.RandomResizedCrop(image_size, scale=r.crop_scale, ratio=r.crop_ratio))
+    elif r.pad_crop > 0:
+        body.append(T.RandomCrop(image_size, padding=r.pad_crop))
     elif name == "eval" and not small:
         body += [T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size)]
     else:
@@ -287,22 +320,28 @@ def _build(name: str, image_size: int, channels: int, tensor: bool) -> Any:
         kernel = 2 * (image_size // 20) + 1  # 23 at 224 px, about 10% of the side
         blur: Callable[..., Any] = (
             SeparableGaussianBlur(kernel, r.blur_sigma)
-            if tensor and r.randaugment is None
+            if tensor and not r.host_only
             else T.GaussianBlur(kernel, sigma=r.blur_sigma)
         )
         body.append(T.RandomApply([blur], p=r.blur_p))
     if r.flip_p > 0:
         body.append(T.RandomHorizontalFlip(p=r.flip_p))
+    if r.autoaugment is not None:
+        if r.autoaugment != "cifar10":
+            raise ConfigError(f"recipe {name!r}: autoaugment={r.autoaugment!r} must be 'cifar10'")
+        policy = T.AutoAugmentPolicy.CIFAR10
+        body.append(T.AutoAugment(policy, fill=[128.0] * channels))
     if r.randaugment is not None:
         fill = tuple(min(255, round(255 * m)) for m in mean)
         body.append(RandAugment.from_config(r.randaugment, fill=fill))
-        if tensor:
-            # RandAugment's posterize / equalize / solarize need uint8: the whole body runs on
-            # uint8 (torchvision's jitter, grayscale and blur accept it), then to float
-            return T.Compose(
-                [TensorChannels(channels), *body, T.ConvertImageDtype(torch.float32),
-                 T.Normalize(mean, std)]
-            )  # fmt: skip
+    after: list[Callable[..., Any]] = [Cutout(r.cutout)] if r.cutout > 0 else []
+    if tensor and r.host_only:
+        # RandAugment's / AutoAugment's posterize, equalize, solarize need uint8: the whole body
+        # runs on uint8 (torchvision's jitter, grayscale and blur accept it), then to float
+        return T.Compose(
+            [TensorChannels(channels), *body, T.ConvertImageDtype(torch.float32), *after,
+             T.Normalize(mean, std)]
+        )  # fmt: skip
     if tensor:
         # uint8 crop/resize (antialiased by default, as PIL's), then float for the colour ops
         geometry, rest = body[:n_geometry], body[n_geometry:]
@@ -311,4 +350,4 @@ def _build(name: str, image_size: int, channels: int, tensor: bool) -> Any:
             [TensorChannels(channels), *geometry, to_float, *rest, T.Normalize(mean, std)]
         )
     head = ConvertMode("L" if channels == 1 else "RGB")
-    return T.Compose([head, *body, T.ToTensor(), T.Normalize(mean, std)])
+    return T.Compose([head, *body, T.ToTensor(), *after, T.Normalize(mean, std)])

@@ -102,8 +102,8 @@ def resolve_decode(cfg: Config) -> str:
 
     if cfg.data.decode == "gpu" and host_only(cfg.data.augmentation):
         raise ConfigError(
-            f"data.augmentation={cfg.data.augmentation} uses RandAugment, which the GPU decoder "
-            "(data.decode=gpu) does not have: use data.decode=cpu or pil"
+            f"data.augmentation={cfg.data.augmentation} uses RandAugment / AutoAugment / Cutout, "
+            "which the GPU decoder (data.decode=gpu) does not have: use data.decode=cpu or pil"
         )
     dev = cfg.run.device
     cuda = (dev == "auto" or dev.startswith("cuda")) and torch.cuda.is_available()
@@ -276,11 +276,12 @@ def build_loader(
 def uses_device_loader(cfg: Config, dataset: Dataset[Any]) -> bool:
     """Whether batches come from :class:`balfeat.data.device_data.DeviceArrayLoader`
     (``data.loader``: ``device``, or ``auto`` with an in-memory uint8 array dataset and an
-    augmentation the device path can run: ``auto`` takes the PIL path for a RandAugment one).
+    augmentation the device path can run: ``auto`` takes the PIL path for a RandAugment /
+    AutoAugment / Cutout one).
 
     Raises:
         ConfigError: ``data.loader=device`` for a dataset that is not an in-memory array, or with
-            an augmentation that uses RandAugment (``paco_randcls_sim``, ...).
+            a host-only augmentation (``paco_randcls_sim``, ``paco_cifar_autoaug_sim``, ...).
     """
     from balfeat.data.datasets import ArrayDataset
     from balfeat.data.recipes import host_only
@@ -296,8 +297,8 @@ def uses_device_loader(cfg: Config, dataset: Dataset[Any]) -> bool:
     if cfg.data.loader == "device" and on_host:
         raise ConfigError(
             f"data.loader=device cannot run data.augmentation={cfg.data.augmentation}: it uses "
-            "RandAugment, which the on-device augmentation does not have; use data.loader=auto "
-            "or pil"
+            "RandAugment / AutoAugment / Cutout, which the on-device augmentation does not have; "
+            "use data.loader=auto or pil"
         )
     return cfg.data.loader == "device" or (cfg.data.loader == "auto" and in_memory and not on_host)
 

@@ -34,8 +34,8 @@ DatasetName = Literal[
 ]
 AugmentationName = Literal[
     "moco_v1", "moco_v2", "supervised", "longtail", "eval", "none",
-    "randcls", "randclsstack", "paco_sim", "bcl_sim",
-    "paco_randcls_sim", "gpaco_randcls_randclsstack", "bcl_randcls_sim",
+    "randcls", "randclsstack", "paco_sim", "bcl_sim", "cifar_autoaug_cutout",
+    "paco_randcls_sim", "gpaco_randcls_randclsstack", "bcl_randcls_sim", "paco_cifar_autoaug_sim",
 ]  # fmt: skip
 
 
