@@ -304,7 +304,9 @@ def _build(name: str, image_size: int, channels: int, tensor: bool) -> Any:
     if r.crop_scale is not None:
         body.append(T.RandomResizedCrop(image_size, scale=r.crop_scale, ratio=r.crop_ratio))
     elif r.pad_crop > 0:
-        body.append(T.RandomCrop(image_size, padding=r.pad_crop))
+        # CIFAR's crop of a 32-px image; another input size is resized to image_size first
+        size = (image_size, image_size)
+        body += [T.Resize(size), T.RandomCrop(image_size, padding=r.pad_crop)]
     elif name == "eval" and not small:
         body += [T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size)]
     else:
