@@ -182,7 +182,7 @@ def test_loader_auto_falls_back_to_pil_and_device_is_refused() -> None:
 
 def test_gpu_decode_is_refused_for_a_randaugment_recipe() -> None:
     cfg = load_config(None, [*TINY, *PACO, "data.augmentation=paco_randcls_sim", "data.decode=gpu"])
-    with pytest.raises(ConfigError, match="data.decode=gpu"):
+    with pytest.raises(ConfigError, match=r"data\.decode=gpu"):
         build.resolve_decode(cfg)
 
 
