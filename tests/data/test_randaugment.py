@@ -141,3 +141,64 @@ def test_bad_arguments() -> None:
         RandAugment(prob=1.5)
     with pytest.raises(ConfigError, match="uint8"):
         RandAugment()(torch.rand(3, 8, 8))
+
+
+def _authors_geometric(img: Image.Image, op: str, level: float, sign: float, resample: int):
+    """The authors' PIL calls (written here from their description) for one sign and resample."""
+    fill = (124, 116, 104)
+    frac = level / 10.0
+    if op == "Rotate":
+        return img.rotate(sign * 30.0 * frac, resample=resample, fillcolor=fill)
+    if op == "ShearX":
+        data = (1, sign * 0.3 * frac, 0, 0, 1, 0)
+    elif op == "ShearY":
+        data = (1, 0, 0, sign * 0.3 * frac, 1, 0)
+    elif op == "TranslateX":
+        data = (1, 0, sign * 0.45 * frac * img.size[0], 0, 1, 0)
+    else:
+        data = (1, 0, 0, 0, 1, sign * 0.45 * frac * img.size[1])
+    return img.transform(img.size, Image.AFFINE, data, resample=resample, fillcolor=fill)
+
+
+@pytest.mark.parametrize("op", ["Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"])
+@pytest.mark.parametrize("level", [10.0, 8.7])
+def test_geometric_ops_equal_the_authors_pil_calls(op: str, level: float) -> None:
+    """Each output equals the authors' PIL call for one of the two signs and resamples (both
+    drawn at random, with equal probability), and over seeds both signs occur."""
+    ra, img = RandAugment(), _pil(6, size=(21, 27))
+    signs = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        out = np.asarray(ra.apply(img, op, level)).astype(int)
+        found = [
+            (sign, res)
+            for sign in (1.0, -1.0)
+            for res in (Image.BILINEAR, Image.BICUBIC)
+            if np.abs(out - np.asarray(_authors_geometric(img, op, level, sign, res))).max() <= 1
+        ]
+        assert found, (op, seed)
+        signs.add(found[0][0])
+    assert signs == {1.0, -1.0}
+
+
+@pytest.mark.parametrize("level", [10.0, 9.3, 6.0])
+def test_pixel_ops_equal_the_authors_pil_calls(level: float) -> None:
+    from PIL import ImageEnhance, ImageOps
+
+    ra, img = RandAugment(), _pil(7)
+    frac = level / 10.0
+    factor = 0.1 + 1.8 * frac
+    threshold = int(256 * frac)
+    reference = {
+        "AutoContrast": ImageOps.autocontrast(img),
+        "Equalize": ImageOps.equalize(img),
+        "Invert": ImageOps.invert(img),
+        "Posterize": ImageOps.posterize(img, int(4 * frac)),
+        "Solarize": ImageOps.solarize(img, threshold),
+        "Color": ImageEnhance.Color(img).enhance(factor),
+        "Contrast": ImageEnhance.Contrast(img).enhance(factor),
+        "Brightness": ImageEnhance.Brightness(img).enhance(factor),
+        "Sharpness": ImageEnhance.Sharpness(img).enhance(factor),
+    }
+    for op, ref in reference.items():
+        assert np.array_equal(np.asarray(ra.apply(img, op, level)), np.asarray(ref)), op

@@ -189,7 +189,7 @@ class RandAugment:
         channels = img.shape[0] if tensor else len(img.getbands())
         fill = [float(v) for v in self.fill[:channels]]
         width, height = (img.shape[-1], img.shape[-2]) if tensor else img.size
-        angle, shear, shift = 0.0, [0.0, 0.0], [0, 0]
+        angle, shear, shift = 0.0, [0.0, 0.0], [0.0, 0.0]
         if op == "Rotate":
             return F.rotate(img, sign * 30.0 * frac, interpolation=mode, fill=fill)
         if op in ("ShearX", "ShearY"):
@@ -197,8 +197,9 @@ class RandAugment:
             shear = [degrees, 0.0] if op == "ShearX" else [0.0, degrees]
         else:
             side = width if op == "TranslateX" else height
-            pixels = round(sign * 0.45 * frac * side)
-            shift = [pixels, 0] if op == "TranslateX" else [0, pixels]
+            pixels = sign * 0.45 * frac * side  # sub-pixel shifts interpolate, as PIL's
+            shift = [pixels, 0.0] if op == "TranslateX" else [0.0, pixels]
+        # about the top-left corner, as PIL's Image.transform(AFFINE) in the authors' code
         return F.affine(
             img, angle=angle, translate=shift, scale=1.0, shear=shear, interpolation=mode,
             fill=fill, center=[0, 0],
