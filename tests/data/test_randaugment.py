@@ -143,7 +143,9 @@ def test_bad_arguments() -> None:
         RandAugment()(torch.rand(3, 8, 8))
 
 
-def _authors_geometric(img: Image.Image, op: str, level: float, sign: float, resample: int):
+def _authors_geometric(
+    img: Image.Image, op: str, level: float, sign: float, resample: int
+) -> Image.Image:
     """The authors' PIL calls (written here from their description) for one sign and resample."""
     fill = (124, 116, 104)
     frac = level / 10.0
