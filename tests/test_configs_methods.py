@@ -49,6 +49,14 @@ for _ds in ("cifar10-lt", "cifar100-lt"):
         PUBLISHED_CIFAR[("tsc", _ds, _r)] = {**_TSC_SCRIPT, "target_warmup_steps": 0}
         PUBLISHED_CIFAR[("supcon_inbatch", _ds, _r)] = _TSC_SCRIPT
 OPTIM_KEYS = {"base_lr", "weight_decay", "milestones", "warmup_epochs"}
+# The authors' views (data.augmentation; docs/methods-recipes.md), by method, for ImageNet-LT /
+# iNat and for CIFAR-LT (BCL publishes no CIFAR augmentation: moco_v2 is chosen there).
+AUGMENTATION = {
+    "paco": "paco_randcls_sim",  # --aug randcls_sim (RandAugment query view)
+    "gpaco": "gpaco_randcls_randclsstack",  # --aug randcls_randclsstack
+    "bcl": "bcl_randcls_sim",  # RandAugment classifier crop + SimCLR-like contrastive crop
+}
+AUGMENTATION_CIFAR = {"paco": "paco_cifar_autoaug_sim", "bcl": "moco_v2"}  # --aug cifar100
 
 TINY = [
     "data.dataset=synthetic",
@@ -112,9 +120,13 @@ def test_recipe_names_its_source_and_holds_the_published_values(path: Path) -> N
         ratio = int(cfg.data.imbalance_ratio)
         assert path.stem.endswith(f"_{cfg.data.dataset}{ratio}")
         expected = PUBLISHED_CIFAR[(name, cfg.data.dataset, ratio)]
+        augmentation = AUGMENTATION_CIFAR.get(name)
     else:
         assert cfg.model.backbone == "resnet50"
         expected = PUBLISHED[name]
+        augmentation = AUGMENTATION.get(name)
+    if augmentation is not None:
+        assert cfg.data.augmentation == augmentation
     for key, value in expected.items():
         section = cfg.optim if key in OPTIM_KEYS else cfg.method
         assert getattr(section, key) == value, key

@@ -301,14 +301,14 @@ class EncodedBatchAugment:
         backend: DecodeBackend = "gpu",
     ) -> None:
         from balfeat.data.device_data import DeviceAugment
-        from balfeat.data.recipes import SMALL_IMAGE_LIMIT, get_recipe
+        from balfeat.data.recipes import SMALL_IMAGE_LIMIT, get_device_recipe
 
         if views not in (1, 2):
             raise ConfigError(f"EncodedBatchAugment views={views} must be 1 or 2")
         if backend not in ("gpu", "cpu"):
             raise ConfigError(f"EncodedBatchAugment backend={backend!r} must be 'gpu' or 'cpu'")
         self.name = "eval" if recipe == "none" else recipe
-        r = get_recipe(self.name)
+        r = get_device_recipe(self.name, "the GPU decoder (data.decode=gpu)")
         self.recipe = r
         self.image_size = int(image_size)
         self.channels = int(channels)

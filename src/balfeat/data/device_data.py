@@ -31,17 +31,17 @@ import torch
 import torch.nn.functional as F
 
 from balfeat.data.recipes import (
+    DEVICE_RECIPE_NAMES,
     GRAY_MEAN,
     GRAY_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    RECIPE_NAMES,
-    get_recipe,
+    get_device_recipe,
 )
 from balfeat.data.samplers import ShardedSampler
 from balfeat.errors import ConfigError, DataError
 
-DEVICE_RECIPES: tuple[str, ...] = RECIPE_NAMES
+DEVICE_RECIPES: tuple[str, ...] = DEVICE_RECIPE_NAMES
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
@@ -188,7 +188,7 @@ class DeviceAugment:
         Raises:
             ConfigError: unknown recipe name.
         """
-        r = get_recipe(name)
+        r = get_device_recipe(name, "DeviceAugment (data.loader=device)")
         return cls(
             image_size,
             channels,

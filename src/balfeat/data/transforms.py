@@ -13,11 +13,22 @@ Names (``build_transform(name, image_size, channels)``):
 - ``"eval"``: Resize(size * 256 / 224) + CenterCrop(size) for large images; for small images
   only a resize to ``image_size`` when the input differs.
 - ``"none"``: only a resize to ``image_size`` when the input differs.
+- ``"randcls"``, ``"randclsstack"``, ``"paco_sim"``, ``"bcl_sim"``: the views of the PaCo / GPaCo
+  (Cui et al., https://arxiv.org/abs/2107.12028, https://arxiv.org/abs/2209.12400) and BCL (Zhu
+  et al., https://arxiv.org/abs/2207.09052) training scripts; the first two end in
+  :class:`balfeat.data.randaugment.RandAugment` (``rand-n2-m10-mstd0.5``), applied after the flip.
+- ``"cifar_autoaug_cutout"``: PaCo's CIFAR query view: RandomCrop(size, padding 4), flip,
+  torchvision's AutoAugment CIFAR-10 policy (fill 128), ToTensor, :class:`Cutout` (16 px).
+
+Two-view names (``paco_randcls_sim``, ``gpaco_randcls_randclsstack``, ``bcl_randcls_sim``; see
+:data:`balfeat.data.recipes.VIEW_PAIRS`) give one recipe per view: build them with
+:func:`build_view_transforms` and wrap the pair in :class:`TwoViews`.
 
 The parameters live in one table, :data:`balfeat.data.recipes.RECIPES`, which the on-device path
 (:class:`balfeat.data.device_data.DeviceAugment`) reads too. Ops run in one fixed order for all
-recipes: crop, jitter, grayscale, blur, flip (MoCo v1's reference applies grayscale before the
-jitter; the two orders differ only through the hue shift of a sample that is also grayed).
+recipes: crop, jitter, grayscale, blur, flip, AutoAugment, RandAugment, (to tensor) Cutout (MoCo
+v1's reference applies grayscale before the jitter; the two orders differ only through the hue
+shift of a sample that is also grayed).
 
 All end in ToTensor + Normalize: ImageNet statistics for 3 channels; for 1 channel, the
 Fashion-MNIST statistics (mean 0.2860, std 0.3530). Inputs are PIL images of any mode; they are
@@ -42,7 +53,9 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from balfeat.data.randaugment import RandAugment
 from balfeat.data.recipes import (
+    AUGMENTATION_NAMES,
     GRAY_MEAN,
     GRAY_STD,
     IMAGENET_MEAN,
@@ -51,14 +64,15 @@ from balfeat.data.recipes import (
     SMALL_IMAGE_LIMIT,
     get_recipe,
     normalisation,
+    view_recipes,
 )
 from balfeat.errors import ConfigError
 
 TRANSFORM_NAMES: tuple[str, ...] = RECIPE_NAMES
 __all__ = [
     "GRAY_MEAN", "GRAY_STD", "IMAGENET_MEAN", "IMAGENET_STD", "SMALL_IMAGE_LIMIT",
-    "TRANSFORM_NAMES", "ConvertMode", "SeparableGaussianBlur", "TensorChannels", "TwoViews",
-    "build_tensor_transform", "build_transform",
+    "TRANSFORM_NAMES", "ConvertMode", "Cutout", "SeparableGaussianBlur", "TensorChannels",
+    "TwoViews", "build_tensor_transform", "build_transform", "build_view_transforms",
 ]  # fmt: skip
 
 
@@ -134,22 +148,58 @@ class SeparableGaussianBlur:
         return f"SeparableGaussianBlur(kernel_size={self.kernel_size}, sigma={self.sigma})"
 
 
-class TwoViews:
-    """Two independent augmentations of one image: ``x -> [t(x), t(x)]`` (query, key).
+class Cutout:
+    """Zero one ``length`` x ``length`` square of a float image (DeVries & Taylor,
+    https://arxiv.org/abs/1708.04552), as PaCo's CIFAR view does it: the centre is uniform over
+    the image, the square is clipped at the borders, and it is applied to every image.
 
     Args:
-        transform: the augmentation applied to each view.
+        length: side of the square in pixels (16 for CIFAR).
     """
 
-    def __init__(self, transform: Callable[[Any], Any]) -> None:
-        self.transform = transform
+    def __init__(self, length: int) -> None:
+        if length < 1:
+            raise ConfigError(f"Cutout length={length} must be >= 1")
+        self.length = length
 
-    def __call__(self, x: Any) -> list[Any]:
-        """PIL image -> ``[view_q, view_k]``, each Shape: (C, H, W)."""
-        return [self.transform(x), self.transform(x)]
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        """float Shape: (C, H, W) -> (C, H, W) with the square set to 0."""
+        h, w = img.shape[-2], img.shape[-1]
+        y = int(torch.randint(h, ()).item())
+        x = int(torch.randint(w, ()).item())
+        half = self.length // 2
+        out = img.clone()
+        out[..., max(0, y - half) : min(h, y + half), max(0, x - half) : min(w, x + half)] = 0
+        return out
 
     def __repr__(self) -> str:
-        return f"TwoViews({self.transform!r})"
+        return f"Cutout(length={self.length})"
+
+
+class TwoViews:
+    """Two independent augmentations of one image: ``x -> [t_q(x), t_k(x)]`` (query, key).
+
+    Args:
+        transform: the augmentation of the first view (query), and of both when
+            ``transform_k`` is ``None``.
+        transform_k: the augmentation of the second view (key), when it differs (PaCo's
+            RandAugment query and SimCLR-like key).
+    """
+
+    def __init__(
+        self, transform: Callable[[Any], Any], transform_k: Callable[[Any], Any] | None = None
+    ) -> None:
+        self.transform = transform
+        self.transform_k = transform if transform_k is None else transform_k
+
+    def __call__(self, x: Any) -> list[Any]:
+        """PIL image (or uint8 tensor) -> ``[view_q, view_k]``, each Shape: (C, H, W)."""
+        return [self.transform(x), self.transform_k(x)]
+
+    def __repr__(self) -> str:
+        if self.transform_k is self.transform:
+            return f"TwoViews({self.transform!r})"
+        return f"TwoViews({self.transform!r}, {self.transform_k!r})"
 
 
 def build_transform(
@@ -206,7 +256,37 @@ def build_tensor_transform(
     return _build(name, image_size, channels, tensor=True)
 
 
+def build_view_transforms(
+    name: str, image_size: int = 224, channels: int = 3, tensor: bool = False
+) -> tuple[Callable[[Any], torch.Tensor], Callable[[Any], torch.Tensor]]:
+    """The (view-1, view-2) transforms of augmentation ``name``.
+
+    Args:
+        name: a recipe name (both views the same recipe, two independent draws) or a two-view
+            name of :data:`balfeat.data.recipes.VIEW_PAIRS` (``"paco_randcls_sim"``, ...).
+        image_size: output side in pixels.
+        channels: 1 or 3.
+        tensor: build :func:`build_tensor_transform` pipelines (uint8 tensor input) instead of
+            PIL ones.
+
+    Returns:
+        ``(t_q, t_k)``: the same object twice for a one-recipe name.
+
+    Raises:
+        ConfigError: unknown name, channels not 1/3, or image_size < 1.
+    """
+    first, second = view_recipes(name)
+    make = build_tensor_transform if tensor else build_transform
+    t_q = make(first, image_size, channels)
+    return t_q, (t_q if second == first else make(second, image_size, channels))
+
+
 def _check(name: str, image_size: int, channels: int) -> None:
+    if name in AUGMENTATION_NAMES and name not in TRANSFORM_NAMES:
+        raise ConfigError(
+            f"augmentation {name!r} gives two different views: build it with "
+            "build_view_transforms (a TwoViews pair)"
+        )
     if name not in TRANSFORM_NAMES:
         raise ConfigError(f"unknown transform {name!r}; use one of {', '.join(TRANSFORM_NAMES)}")
     if channels not in (1, 3):
@@ -223,6 +303,10 @@ def _build(name: str, image_size: int, channels: int, tensor: bool) -> Any:
     body: list[Callable[..., Any]] = []
     if r.crop_scale is not None:
         body.append(T.RandomResizedCrop(image_size, scale=r.crop_scale, ratio=r.crop_ratio))
+    elif r.pad_crop > 0:
+        # CIFAR's crop of a 32-px image; another input size is resized to image_size first
+        size = (image_size, image_size)
+        body += [T.Resize(size), T.RandomCrop(image_size, padding=r.pad_crop)]
     elif name == "eval" and not small:
         body += [T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size)]
     else:
@@ -238,12 +322,28 @@ def _build(name: str, image_size: int, channels: int, tensor: bool) -> Any:
         kernel = 2 * (image_size // 20) + 1  # 23 at 224 px, about 10% of the side
         blur: Callable[..., Any] = (
             SeparableGaussianBlur(kernel, r.blur_sigma)
-            if tensor
+            if tensor and not r.host_only
             else T.GaussianBlur(kernel, sigma=r.blur_sigma)
         )
         body.append(T.RandomApply([blur], p=r.blur_p))
     if r.flip_p > 0:
         body.append(T.RandomHorizontalFlip(p=r.flip_p))
+    if r.autoaugment is not None:
+        if r.autoaugment != "cifar10":
+            raise ConfigError(f"recipe {name!r}: autoaugment={r.autoaugment!r} must be 'cifar10'")
+        policy = T.AutoAugmentPolicy.CIFAR10
+        body.append(T.AutoAugment(policy, fill=[128.0] * channels))
+    if r.randaugment is not None:
+        fill = tuple(min(255, round(255 * m)) for m in mean)
+        body.append(RandAugment.from_config(r.randaugment, fill=fill))
+    after: list[Callable[..., Any]] = [Cutout(r.cutout)] if r.cutout > 0 else []
+    if tensor and r.host_only:
+        # RandAugment's / AutoAugment's posterize, equalize, solarize need uint8: the whole body
+        # runs on uint8 (torchvision's jitter, grayscale and blur accept it), then to float
+        return T.Compose(
+            [TensorChannels(channels), *body, T.ConvertImageDtype(torch.float32), *after,
+             T.Normalize(mean, std)]
+        )  # fmt: skip
     if tensor:
         # uint8 crop/resize (antialiased by default, as PIL's), then float for the colour ops
         geometry, rest = body[:n_geometry], body[n_geometry:]
@@ -252,4 +352,4 @@ def _build(name: str, image_size: int, channels: int, tensor: bool) -> Any:
             [TensorChannels(channels), *geometry, to_float, *rest, T.Normalize(mean, std)]
         )
     head = ConvertMode("L" if channels == 1 else "RGB")
-    return T.Compose([head, *body, T.ToTensor(), T.Normalize(mean, std)])
+    return T.Compose([head, *body, T.ToTensor(), *after, T.Normalize(mean, std)])

@@ -80,16 +80,17 @@ def train_transform(cfg: Config, tensor: bool = False) -> Any:
     """The training transform, wrapped in ``TwoViews`` when the method needs two crops.
 
     ``data.augmentation=none`` is the ``eval`` transform (resize + normalise, no randomness).
-    With ``tensor`` the same recipe for uint8 tensors (``data.decode=cpu``).
+    A two-view name (``paco_randcls_sim``, ...) gives ``TwoViews(t_q, t_k)``, and its first
+    view to a one-view method. With ``tensor`` the same recipe for uint8 tensors
+    (``data.decode=cpu``).
     """
-    from balfeat.data.transforms import TwoViews, build_tensor_transform, build_transform
+    from balfeat.data.transforms import TwoViews, build_view_transforms
 
     name = "eval" if cfg.data.augmentation == "none" else cfg.data.augmentation
-    make = build_tensor_transform if tensor else build_transform
-    t = make(name, cfg.data.image_size, cfg.data.channels)
+    t_q, t_k = build_view_transforms(name, cfg.data.image_size, cfg.data.channels, tensor=tensor)
     if cfg.method.views == 2:
-        return TwoViews(t)
-    return t
+        return TwoViews(t_q, t_k)
+    return t_q
 
 
 def resolve_decode(cfg: Config) -> str:
@@ -97,7 +98,13 @@ def resolve_decode(cfg: Config) -> str:
     (and a :class:`~balfeat.data.decode.DecodeFallbackWarning`) when ``run.device`` gives no
     CUDA device."""
     from balfeat.data.decode import select_decode
+    from balfeat.data.recipes import host_only
 
+    if cfg.data.decode == "gpu" and host_only(cfg.data.augmentation):
+        raise ConfigError(
+            f"data.augmentation={cfg.data.augmentation} uses RandAugment / AutoAugment / Cutout, "
+            "which the GPU decoder (data.decode=gpu) does not have: use data.decode=cpu or pil"
+        )
     dev = cfg.run.device
     cuda = (dev == "auto" or dev.startswith("cuda")) and torch.cuda.is_available()
     return select_decode(cfg.data.decode, cuda_available=cuda)
@@ -268,12 +275,16 @@ def build_loader(
 
 def uses_device_loader(cfg: Config, dataset: Dataset[Any]) -> bool:
     """Whether batches come from :class:`balfeat.data.device_data.DeviceArrayLoader`
-    (``data.loader``: ``device``, or ``auto`` with an in-memory uint8 array dataset).
+    (``data.loader``: ``device``, or ``auto`` with an in-memory uint8 array dataset and an
+    augmentation the device path can run: ``auto`` takes the PIL path for a RandAugment /
+    AutoAugment / Cutout one).
 
     Raises:
-        ConfigError: ``data.loader=device`` for a dataset that is not an in-memory array.
+        ConfigError: ``data.loader=device`` for a dataset that is not an in-memory array, or with
+            a host-only augmentation (``paco_randcls_sim``, ``paco_cifar_autoaug_sim``, ...).
     """
     from balfeat.data.datasets import ArrayDataset
+    from balfeat.data.recipes import host_only
 
     in_memory = isinstance(dataset, ArrayDataset) and np.asarray(dataset.images).dtype == np.uint8
     if cfg.data.loader == "device" and not in_memory:
@@ -282,7 +293,14 @@ def uses_device_loader(cfg: Config, dataset: Dataset[Any]) -> bool:
             f"synthetic or array); data.dataset={cfg.data.dataset} reads image files: use "
             "data.loader=pil"
         )
-    return cfg.data.loader == "device" or (cfg.data.loader == "auto" and in_memory)
+    on_host = host_only(cfg.data.augmentation)
+    if cfg.data.loader == "device" and on_host:
+        raise ConfigError(
+            f"data.loader=device cannot run data.augmentation={cfg.data.augmentation}: it uses "
+            "RandAugment / AutoAugment / Cutout, which the on-device augmentation does not have; "
+            "use data.loader=auto or pil"
+        )
+    return cfg.data.loader == "device" or (cfg.data.loader == "auto" and in_memory and not on_host)
 
 
 def build_device_loader(

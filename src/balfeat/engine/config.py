@@ -32,7 +32,11 @@ from balfeat.typed_config import bounds, path_kind, variant
 DatasetName = Literal[
     "fashion-mnist", "imagenet", "inat", "array", "synthetic", "cifar10-lt", "cifar100-lt"
 ]
-AugmentationName = Literal["moco_v1", "moco_v2", "supervised", "longtail", "eval", "none"]
+AugmentationName = Literal[
+    "moco_v1", "moco_v2", "supervised", "longtail", "eval", "none",
+    "randcls", "randclsstack", "paco_sim", "bcl_sim", "cifar_autoaug_cutout",
+    "paco_randcls_sim", "gpaco_randcls_randclsstack", "bcl_randcls_sim", "paco_cifar_autoaug_sim",
+]  # fmt: skip
 
 
 @dataclass
