@@ -29,9 +29,9 @@ PUBLISHED = {
 }
 # CIFAR-LT recipes, by (method, dataset, imbalance ratio): only the values the authors publish
 # (docs/methods-recipes.md); the values each header marks as chosen are not pinned here.
-_PACO = {  # LT/sh/CIFAR100_train_imb{0.01,0.02,0.1}.sh (CIFAR-10-LT reuses them: not published)
-    100: {"K": 1024, "T": 0.05, "alpha": 0.02, "dim": 64, "base_lr": 0.04},
-    50: {"K": 1024, "T": 0.05, "alpha": 0.02, "dim": 64, "base_lr": 0.04},
+_PACO = {  # PaCo/LT/sh/CIFAR100_train_imb{0.01,0.02,0.1}.sh (newest; CIFAR-10-LT reuses them)
+    100: {"K": 1024, "T": 0.05, "alpha": 0.01, "dim": 32, "base_lr": 0.1},
+    50: {"K": 1024, "T": 0.05, "alpha": 0.01, "dim": 32, "base_lr": 0.1},
     10: {"K": 1024, "T": 0.05, "alpha": 0.01, "dim": 32, "base_lr": 0.1},
 }
 _BCL = {  # FlamieZhu/Balanced-Contrastive-Learning main.py defaults (no CIFAR script)
