@@ -41,6 +41,12 @@ _TSC_SCRIPT = {  # LTH14/targeted-supcon cifar_dirty/main_supcon_imba.py + util.
     "T": 0.07, "dim": 128, "base_lr": 0.05, "weight_decay": 1e-4, "milestones": [160, 180],
     "warmup_epochs": 5,
 }  # fmt: skip
+# iNaturalist 2018 scripts whose values differ from the method's ImageNet-LT ones.
+PUBLISHED_INAT = {  # GPaCo/LT/sh/LT/Inat_train_R50.sh
+    "gpaco": {"T": 0.2, "alpha": 0.05, "beta": 1.0, "gamma": 1.0, "base_lr": 0.08,
+              "weight_decay": 1e-4},
+}  # fmt: skip
+AUGMENTATION_INAT = {"gpaco": "paco_randcls_sim"}  # --aug randcls_sim
 PUBLISHED_CIFAR: dict[tuple[str, str, int], dict[str, object]] = {}
 for _ds in ("cifar10-lt", "cifar100-lt"):
     for _r in (100, 50, 10):
@@ -123,8 +129,9 @@ def test_recipe_names_its_source_and_holds_the_published_values(path: Path) -> N
         augmentation = AUGMENTATION_CIFAR.get(name)
     else:
         assert cfg.model.backbone == "resnet50"
-        expected = PUBLISHED[name]
-        augmentation = AUGMENTATION.get(name)
+        inat = cfg.data.dataset == "inat" and name in PUBLISHED_INAT
+        expected = PUBLISHED_INAT[name] if inat else PUBLISHED[name]
+        augmentation = AUGMENTATION_INAT[name] if inat else AUGMENTATION.get(name)
     if augmentation is not None:
         assert cfg.data.augmentation == augmentation
     for key, value in expected.items():

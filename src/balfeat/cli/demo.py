@@ -41,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--full",
         action="store_true",
         help="train longer on more images for better numbers (default: off; 6000 images per set, "
-        "5 epochs, the whole test set: measured 28 min on a shared 2-core CPU, about 4x the "
+        "5 epochs, the whole test set: measured 28 min on a shared 2-core CPU, about 6x the "
         "quick run). Use a different --out than the quick run",
     )
     p.add_argument(
