@@ -376,21 +376,15 @@ def _cell_data(
     probe_idx = subset_by_counts(
         data.train_y, [spec.probe_per_class] * data.num_classes, seed=1000 * seed + 2
     )
-    probe_ds = ArrayDataset(
-        data.train_x[probe_idx],
-        data.train_y[probe_idx],
-        transform=eval_tf,
-        class_names=data.class_names,
-        num_classes=data.num_classes,
-    )
+
+    def eval_set(x: np.ndarray, y: np.ndarray) -> ArrayDataset:
+        return ArrayDataset(
+            x, y, transform=eval_tf, class_names=data.class_names, num_classes=data.num_classes
+        )
+
+    probe_ds = eval_set(data.train_x[probe_idx], data.train_y[probe_idx])
     test_sel = study_test_indices(spec, len(data.test_y))
-    test_ds = ArrayDataset(
-        data.test_x[test_sel],
-        data.test_y[test_sel],
-        transform=eval_tf,
-        class_names=data.class_names,
-        num_classes=data.num_classes,
-    )
+    test_ds = eval_set(data.test_x[test_sel], data.test_y[test_sel])
     return _CellData(cfg, seed, ratio, counts, list(gcounts), gsource, test_ds, probe_ds, eval_tf)
 
 
