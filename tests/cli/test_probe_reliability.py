@@ -174,3 +174,14 @@ def test_unwritable_out_is_found_by_writing_before_any_work(
     """Root passes permission checks: /proc refuses new folders, found before any work."""
     assert main(["probe", *common(tiny_imagenet), "--out", "/proc/balfeat-probe-out"]) == 2
     assert "--out" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("content", [b"garbage\n", b"", bytes(range(256))])
+def test_evaluate_a_corrupt_probe_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    (tmp_path / "probe.pth").write_bytes(content)
+    assert main(["evaluate", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a readable balfeat probe.pth" in err[0]
+    assert not (tmp_path / "evaluate").exists()

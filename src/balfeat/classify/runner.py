@@ -445,12 +445,15 @@ def evaluate_saved_probe(
             f"--out {str(out)!r} is the probe's own folder: evaluate would replace the "
             "probe's results.json (and its cRT/tau/LWS results); choose another --out"
         )
-    try:
+    try:  # a truncated or foreign file fails inside torch/pickle with many exception types
         saved = torch.load(path, map_location="cpu", weights_only=False)
         logits, labels = saved["val_logits"], saved["val_labels"]
         counts = saved["train_counts"]
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise CheckpointError(f"{str(path)!r} is not a balfeat probe.pth ({err})") from None
+    except Exception as err:
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable balfeat probe.pth ({type(err).__name__}: {err}); "
+            "pass the probe.pth a `balfeat probe` run wrote"
+        ) from None
     source = saved.get("group_source", "the counts the probe used")
     if group_counts_file:
         counts = torch.as_tensor(
