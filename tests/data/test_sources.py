@@ -170,6 +170,14 @@ def test_torchvision_cifar_layouts(tmp_path: Path) -> None:
     assert c100.train_y.tolist() == [5, 99] and len(c100.class_names) == 100
     with pytest.raises(DataError, match="missing"):
         load_torchvision_layout("cifar10", tmp_path / "nothing")
+    # a truncated download and a batch without its pixels: one clear error each
+    good = (tmp_path / "cifar-10-batches-py" / "data_batch_3").read_bytes()
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(good[: len(good) // 2])
+    with pytest.raises(DataError, match="data_batch_3 cannot be read as a CIFAR batch"):
+        load_torchvision_layout("cifar10", tmp_path)
+    _pickle(tmp_path / "cifar-10-batches-py" / "data_batch_3", {"labels": [1, 2]})
+    with pytest.raises(DataError, match="holds no"):
+        load_torchvision_layout("cifar10", tmp_path)
 
 
 def test_real_fashion_mnist_when_available(monkeypatch: pytest.MonkeyPatch) -> None:

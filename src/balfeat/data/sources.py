@@ -292,13 +292,28 @@ def _norm_name(name: str) -> str:
 def _unpickle(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"missing {path}; is this torchvision's CIFAR layout (download=True)?")
-    with open(path, "rb") as f:
-        return dict(pickle.load(f, encoding="latin1"))
+    try:  # a truncated download fails inside pickle with many exception types
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        if not isinstance(batch, dict):
+            raise TypeError(f"holds a {type(batch).__name__}, not a dict")
+        return dict(batch)
+    except Exception as err:
+        raise DataError(
+            f"{path} cannot be read as a CIFAR batch ({type(err).__name__}: {err}); the file is "
+            "truncated or corrupt - delete the CIFAR folder and download it again"
+        ) from None
 
 
 def _cifar_images(batch: dict[str, Any]) -> np.ndarray:
-    data = np.asarray(batch["data"], dtype=np.uint8)
-    return np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    try:
+        data = np.asarray(batch["data"], dtype=np.uint8)
+        return np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    except (KeyError, ValueError) as err:
+        raise DataError(
+            f"a CIFAR batch file holds no (N, 3072) uint8 'data' array ({type(err).__name__}: "
+            f"{err}); the download is corrupt - delete the CIFAR folder and download it again"
+        ) from None
 
 
 def load_torchvision_layout(name: str, root: str | os.PathLike[str]) -> ImageData:
