@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from balfeat.errors import ConfigError
+from balfeat.errors import BalfeatError, ConfigError
 from balfeat.typed_config import bounds, load_typed, parse_override, path_kind
 
 StudyDataset = Literal["fashion-mnist", "synthetic", "array"]
@@ -178,6 +178,10 @@ def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
                 close = difflib.get_close_matches(str(k), sorted(probe_fields), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"unknown probe option probes.{pname}.{k}{hint}")
+        try:  # the values too, before any folder is written
+            ProbeConfig(**dict(pkw))
+        except (BalfeatError, TypeError) as err:
+            raise ConfigError(f"probes.{pname}: {err}") from None
     used: set[str] = set()
     for mname in spec.methods:
         if spec.methods[mname] is None:

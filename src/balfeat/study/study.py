@@ -208,8 +208,9 @@ def group_counts(spec: StudySpec, num_classes: int) -> tuple[list[int], str]:
 
 
 def check_family(spec: StudySpec, data: StudyData) -> None:
-    """Refuse, before any training, a family that leaves a class or a whole set without images
-    or asks for more images of a class than the training pool holds.
+    """Refuse, before any training, a family that leaves a class or a whole set without images,
+    whose whole-image counts cannot reach the imbalance ratio asked for (more than 2x off), or
+    that asks for more images of a class than the training pool holds.
 
     Raises:
         DataError: naming the set, the class and what to change.
@@ -223,6 +224,14 @@ def check_family(spec: StudySpec, data: StudyData) -> None:
                 f"family.total={spec.total} leaves {len(empty)} class(es) of set {name!r} "
                 f"without images (e.g. class {empty[0]} {data.class_names[empty[0]]!r}); a set "
                 f"needs at least {data.num_classes} images (one per class) — raise family.total"
+            )
+        real = max(counts) / max(min(counts), 1)
+        if ratio > 1 and not 0.5 <= real / ratio <= 2.0:  # rounding to whole images aside
+            raise DataError(
+                f"family.sets.{name} asks for imbalance ratio {ratio:g}, but "
+                f"family.total={spec.total} images over {data.num_classes} classes give "
+                f"{real:.4g} (the tail classes cannot go below 1 image); lower the ratio or "
+                "raise family.total"
             )
         short = [c for c, n in enumerate(counts) if n > pool[c]]
         if short:
