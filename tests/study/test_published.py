@@ -46,5 +46,7 @@ def test_a_study_report_prints_them_when_asked(tmp_path: Path) -> None:
     }  # fmt: skip
     write_report([row], tmp_path / "a", published=True)
     assert "## Published numbers of these methods" in (tmp_path / "a" / "report.md").read_text()
+    page = (tmp_path / "a" / "report.html").read_text()
+    assert "<h2>Published numbers of these methods</h2>" in page and "<td>PaCo</td>" in page
     write_report([row], tmp_path / "b")
     assert "Published numbers" not in (tmp_path / "b" / "report.md").read_text()

@@ -298,10 +298,12 @@ def write_report(
     if own_note:
         md += [own_note, ""]
     md += [*groups, ""]
+    pub: list[str] = []
     if published:
         from balfeat.study.published import published_markdown
 
-        md += published_markdown(sorted({str(r["method"]) for r in rows}))
+        pub = published_markdown(sorted({str(r["method"]) for r in rows}))
+    md += pub
     md += [
         "## Every run",
         "",
@@ -339,6 +341,10 @@ def write_report(
     if own_note:
         h.append(f"<p>{html.escape(own_note)}</p>")
     h += [f"<p>{html.escape(g)}</p>" for g in groups]
+    if pub:  # heading, note, then the table's lines
+        h.append(f"<h2>{html.escape(pub[0].lstrip('# '))}</h2>")
+        h.append(f"<p>{html.escape(pub[2])}</p>")
+        h.append(_md_table_html("\n".join(ln for ln in pub[4:] if ln)))
     h.append("<h2>Every run</h2>")
     h.append(_md_table_html(md_table))
     h.append('<p>Also as CSV: <a href="results.csv">results.csv</a>.</p><h2>Figures</h2>')
