@@ -17,7 +17,8 @@ from tiny_recipes import queue_overrides
 
 DIR = Path(__file__).resolve().parents[1] / "configs" / "methods"
 RECIPES = sorted(p for p in DIR.glob("*.yaml") if not p.name.startswith("probe_"))
-PROBES = sorted(DIR.glob("probe_*.yaml"))
+PROBES = sorted(DIR.glob("probe_*_on-lt-test.yaml"))
+CIFAR_PROBES = sorted(DIR.glob("probe_cifar-lt_*.yaml"))
 
 # docs/methods-recipes.md: the authors' values each recipe must hold (ImageNet-LT / iNat).
 PUBLISHED = {
@@ -219,3 +220,18 @@ def test_published_results_yaml_and_md_agree() -> None:
             r for r in md_rows if r[0].startswith(row["method"]) and f"{row['overall']:.1f}" == r[3]
         ]
         assert matches, f"{row['method']} {row['dataset']} {row['overall']} missing from the .md"
+
+
+@pytest.mark.parametrize("path", CIFAR_PROBES, ids=lambda p: p.stem)
+def test_cifar_probe_recipe_is_the_reference_protocol_on_the_balanced_set(path: Path) -> None:
+    from balfeat.classify.job import load_probe_job
+
+    p = load_probe_job([str(path)]).probe
+    assert p.dataset == ("cifar100" if path.stem.endswith("cifar100") else "cifar10")
+    assert (p.protocol, p.passes, p.epochs, p.lr, p.milestones) == ("fast", 5, 100, 30.0, [60, 80])
+    assert p.image_size == 32 and p.weight_decay == 0.0 and p.batch_size == 256
+    assert "CHOSEN" in path.read_text() and p.out.endswith(path.stem)
+
+
+def test_every_recipe_file_is_a_pretraining_or_a_probe_recipe() -> None:
+    assert set(DIR.glob("*.yaml")) == set(RECIPES) | set(PROBES) | set(CIFAR_PROBES)
