@@ -19,6 +19,7 @@ DIR = Path(__file__).resolve().parents[1] / "configs" / "methods"
 RECIPES = sorted(p for p in DIR.glob("*.yaml") if not p.name.startswith("probe_"))
 PROBES = sorted(DIR.glob("probe_*_on-lt-test.yaml"))
 CIFAR_PROBES = sorted(DIR.glob("probe_cifar-lt_*.yaml"))
+INAT_PROBES = sorted(DIR.glob("probe_*_on-inat-val.yaml"))
 
 # docs/methods-recipes.md: the authors' values each recipe must hold (ImageNet-LT / iNat).
 PUBLISHED = {
@@ -234,4 +235,21 @@ def test_cifar_probe_recipe_is_the_reference_protocol_on_the_balanced_set(path: 
 
 
 def test_every_recipe_file_is_a_pretraining_or_a_probe_recipe() -> None:
-    assert set(DIR.glob("*.yaml")) == set(RECIPES) | set(PROBES) | set(CIFAR_PROBES)
+    assert set(DIR.glob("*.yaml")) == set(RECIPES) | set(PROBES) | set(CIFAR_PROBES) | set(
+        INAT_PROBES
+    )
+
+
+@pytest.mark.parametrize("path", INAT_PROBES, ids=lambda p: p.stem)
+def test_inat_probe_recipe_holds_the_published_second_stage(path: Path) -> None:
+    from balfeat.classify.job import load_probe_job
+
+    p = load_probe_job([str(path)]).probe
+    assert "imagenet_inat/config/iNaturalist18/kcl.yaml" in path.read_text()
+    assert (p.epochs, p.lr, p.milestones, p.batch_size, p.weight_decay) == (
+        40, 30.0, [20, 30], 2048, 0.0,
+    )  # fmt: skip
+    assert p.balanced and p.repeat == 4 and p.protocol == "reference"
+    assert p.val_split.endswith("iNaturalist18_val.txt")
+    pre = Path(p.checkpoint).parent.name
+    assert (DIR / f"{pre}.yaml").is_file() and p.out.endswith(path.stem)
