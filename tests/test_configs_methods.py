@@ -101,6 +101,21 @@ def test_cifar_lt_recipes_cover_both_datasets_and_three_ratios() -> None:
                 assert (name, ds, ratio) in cifar, (name, ds, ratio)
 
 
+def test_every_successor_has_large_scale_recipes_each_with_its_probe() -> None:
+    """ImageNet-LT and iNaturalist 2018 pre-training for every successor, each with a probe recipe
+    whose checkpoint is that recipe's output (issue 15: "each with its probe")."""
+    large = {
+        (c.method.name, c.data.dataset): p.stem
+        for p, c in ((p, load_config(p)) for p in RECIPES)
+        if not c.data.dataset.startswith("cifar")
+    }
+    probes = {Path(p).name for p in PROBES + INAT_PROBES}
+    for name in ("supcon", "tsc", "paco", "gpaco", "bcl"):
+        for ds, suffix in (("imagenet", "_on-lt-test"), ("inat", "_on-inat-val")):
+            assert (name, ds) in large, (name, ds)
+            assert f"probe_{large[(name, ds)]}{suffix}.yaml" in probes, (name, ds)
+
+
 @pytest.mark.parametrize("path", [p for p in RECIPES if "cifar" in p.stem], ids=lambda p: p.stem)
 def test_cifar_recipe_says_what_is_not_published(path: Path) -> None:
     """A CIFAR recipe built from another dataset's script says so (no silent borrowing)."""
