@@ -31,6 +31,7 @@ from balfeat.methods.moco import MoCo
 from balfeat.methods.params import HeadParams, QueueParams, check_arguments
 from balfeat.models.backbones import Backbone
 from balfeat.models.heads import LinearHead, MLPHead
+from balfeat.models.queue import KeyQueue
 from balfeat.typed_config import bounds
 
 
@@ -61,9 +62,15 @@ class PaCoParams(QueueParams):
 
 @dataclass
 class GPaCoParams(HeadParams):
-    """``gpaco``: GPaCo's section (PaCo without the momentum encoder; α, β, γ as PaCo)."""
+    """``gpaco``: GPaCo's section (PaCo without the momentum encoder; α, β, γ as PaCo).
+
+    Attributes:
+        K: length of the queue of past second-view features (0: none). The authors' GPaCo keeps
+            one: 8192 (``GPaCo/LT/paco_lt.py`` default, ImageNet-LT / iNat), 1024 on CIFAR-100-LT.
+    """
 
     name: str = "gpaco"
+    K: int = field(default=8192, metadata=bounds(ge=0))
     alpha: float = field(default=0.05, metadata=bounds(ge=0))
     beta: float = field(default=1.0, metadata=bounds(ge=0))
     gamma: float = field(default=1.0, metadata=bounds(gt=0))
@@ -209,13 +216,22 @@ class PaCo(_ClassPrior, MoCo):
 
 
 class GPaCo(HeadClassifier):
-    """GPaCo: one encoder, both views as anchors, no queue and no momentum encoder.
+    """GPaCo: one encoder, both views as anchors, no momentum encoder, a queue of past keys.
 
-    Submodules ``backbone``, ``head`` (MLP or linear, to ``dim``), ``fc`` (the centres); buffers
-    ``log_prior`` (C,) and ``step``.
+    As the authors' ``GPaCo/LT/moco/builder.py``: both views pass through the one encoder (with
+    gradient), every row of ``[z_1, z_2]`` is an anchor against the other rows and the queue,
+    and the detached second-view features of the (global) batch are enqueued after the step.
+    ``K = 0`` drops the queue (in-batch contrast only). Empty slots hold random unit keys
+    labelled -1 (negatives until overwritten); the authors start from random keys with random
+    class labels instead. Their MLP head is Linear-ReLU-Linear-ReLU-Linear; ``mlp`` here builds
+    balfeat's ``MLPHead``.
 
-    With several processes the contrast set is the global batch (``balfeat.methods._gather``),
-    so N processes compute what one does.
+    Submodules ``backbone``, ``head`` (MLP or linear, to ``dim``), ``fc`` (the centres),
+    ``queue`` (``KeyQueue`` with labels, or None when ``K = 0``); buffers ``log_prior`` (C,) and
+    ``step``.
+
+    With several processes the contrast set is the global batch (``balfeat.methods._gather``)
+    and every rank enqueues the same global keys, so N processes compute what one does.
 
     Args:
         backbone: the encoder trunk.
@@ -224,6 +240,7 @@ class GPaCo(HeadClassifier):
         T: temperature (authors: 0.2).
         mlp: MLP projection head.
         alpha, beta, gamma: as ``PaCo`` (authors, ImageNet-LT R50: α 0.045).
+        K: queue length (authors: 8192; CIFAR-100-LT 1024); 0: no queue.
 
     ``forward`` returns ``{"loss", "acc"}`` (``acc``: top-1 of ``fc`` on both views).
     """
@@ -238,10 +255,15 @@ class GPaCo(HeadClassifier):
         alpha: float = 0.045,
         beta: float = 1.0,
         gamma: float = 1.0,
+        K: int = 8192,
     ) -> None:
         super().__init__(backbone, num_classes, dim, T, mlp)
-        check_arguments(GPaCoParams, "GPaCo", alpha=alpha, beta=beta, gamma=gamma)
+        check_arguments(GPaCoParams, "GPaCo", alpha=alpha, beta=beta, gamma=gamma, K=K)
         self.alpha, self.beta, self.gamma = alpha, beta, gamma
+        # fixed generator: the initial random keys do not draw from the global random stream
+        gen = torch.Generator().manual_seed(0)
+        self.queue = KeyQueue(K, dim, with_labels=True, generator=gen) if K > 0 else None
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(
         self, images: Sequence[torch.Tensor], labels: torch.Tensor
@@ -255,24 +277,32 @@ class GPaCo(HeadClassifier):
         # global batch: N processes compute what one does (balfeat.methods._gather)
         z1, z2 = gather_rows(z[:b]), gather_rows(z[b:])
         logits_all = torch.cat([gather_rows(logits[:b]), gather_rows(logits[b:])])
+        labels_all = distributed.all_gather_concat(labels)
         loss = gpaco_loss(
             z1,
             z2,
-            distributed.all_gather_concat(labels),
+            labels_all,
             logits_all,
             self.log_prior,
             alpha=self.alpha,
             temperature=self.T,
+            queue=None if self.queue is None else self.queue.keys,
+            queue_labels=None if self.queue is None else self.queue.labels,
             beta=self.beta,
             gamma=self.gamma,
         )
+        if self.training and self.queue is not None:
+            self._pending = (z2.detach(), labels_all)
         acc = (logits.detach().argmax(1) == labels.repeat(2)).to(z.dtype).mean()
         return {"loss": loss, "acc": acc}
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """Counts the step (nothing else to update)."""
+        """Counts the step and enqueues the last forward's second-view features."""
         self.step += 1
+        if self._pending is not None and self.queue is not None:
+            self.queue.enqueue(*self._pending)
+        self._pending = None
 
 
 register("paco", views=2, prefill_by_default=True, params=PaCoParams)(from_constructor(PaCo))
