@@ -18,6 +18,12 @@ query feature, logit-adjusted: ``s_c = (w_c·z_i + b_c + log π_c) / T_c``):
 ``T/T_base`` follow how the authors' released loss normalises (read for the equations only, no
 code copied). Positive logits are summed through per-class sums of the keys (no ``(B, K)`` mask).
 
+Checked against the authors' ``PaCoLoss`` (``PaCo/LT/losses.py``; ``features = [q, k, queue]``,
+``sup_logits`` = the centre logits, their prior ``log(π + 1e-9)`` passed as ``log_prior``) on
+random fp64 cases (a class absent from the batch, a single-sample class, duplicated labels,
+α/β/γ/T/supt varied): loss and gradients (q, k, centre logits) equal to 3e-10; the difference is
+their ``+1e-12`` inside the log of the denominator (3e-15 once it is removed).
+
 Identity (tested): with no centres (``centre_logits=None``) and any ``α > 0``, ``α`` cancels and
 ``paco_loss(in_batch=False)`` equals ``supcon_queue_loss`` (reduction: weighted mean over
 positives, then mean over the batch). ``α = 0`` without centres leaves no positive (0/0) and is
