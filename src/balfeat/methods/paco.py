@@ -20,7 +20,7 @@ with ``[q, k, queue]`` minus the anchor itself (``in_batch=True``); the keys of 
 enqueued after it; the centre logits are a linear layer on the backbone feature (their ``linear``
 on the pooled feature, not normalised by default), plus ``log π``, divided by ``supt = 1``; the
 loss is scaled by ``T / T_base = 1``; evaluation uses the raw ``fc`` logits. Differences: their
-prior is ``log(π + 1e-9)`` (here ``log π``, a class without images counted as one image: relative
+prior is ``log(π + 1e-9)`` (here ``log π``, a class without images counted as one image: a
 difference ≤ 1e-9/π); their queue starts as random keys with random class labels (here, by default,
 the queue is prefilled with real keys, ``method.prefill=auto``); their MLP head has a BatchNorm
 (``Linear-BN-ReLU-Linear``), balfeat's ``MLPHead`` has none.
