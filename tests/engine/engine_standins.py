@@ -198,7 +198,7 @@ def make_method(kind: str | bool) -> nn.Module:
     if kind == "real_gpaco":
         from balfeat.methods.paco import GPaCo
 
-        return GPaCo(TinyBackbone(), 4, dim=8, T=0.2, mlp=False)
+        return GPaCo(TinyBackbone(), 4, dim=8, T=0.2, mlp=False, K=32)  # queue as the others
     if kind == "real_paco":
         # in_batch=False: the authors' in-batch contrast uses the local batch only, which differs
         # between 1 and 2 processes; the queue part (and the centres) are rank-independent.

@@ -20,7 +20,8 @@ def slow_supcon(z: torch.Tensor, y: torch.Tensor, t: float) -> torch.Tensor:
     for i in range(z.shape[0]):
         others = [a for a in range(z.shape[0]) if a != i]
         pos = [p for p in others if int(y[p]) == int(y[i])]
-        if not pos:
+        if not pos:  # no positive: contributes 0, still counted in the mean (reference code)
+            terms.append(z.new_zeros(()))
             continue
         den = torch.stack([z[i] @ z[a] / t for a in others]).logsumexp(0)
         terms.append(-sum(z[i] @ z[p] / t - den for p in pos) / len(pos))
@@ -46,7 +47,7 @@ QLAB = torch.tensor([0, 1, 1, 0, 2, -1, 0, 3, 2, 1, 1, 0])
 def test_supcon_in_batch_matches_loop(dtype: torch.dtype) -> None:
     z = _norm(12, 8, dtype=dtype, seed=1).requires_grad_()
     y = torch.cat([LABELS, LABELS])
-    y[2] = 7  # class 7: a single sample overall -> anchor without positive, skipped
+    y[2] = 7  # class 7: a single sample overall -> anchor without positive, counts as 0
     fast = supcon_loss(z, y, 0.1)
     (g_fast,) = torch.autograd.grad(fast, z)
     slow = slow_supcon(z, y, 0.1)
@@ -54,6 +55,25 @@ def test_supcon_in_batch_matches_loop(dtype: torch.dtype) -> None:
     tol = 1e-5 if dtype == torch.float32 else 1e-10
     assert torch.allclose(fast, slow, atol=tol, rtol=tol)
     assert torch.allclose(g_fast, g_slow, atol=tol, rtol=tol)
+
+
+def test_supcon_anchor_without_positive_counts_zero_in_the_mean() -> None:
+    # one view, classes 0 (x2) and 1, 2 (x1): only the two class-0 rows have a positive
+    z = _norm(4, 8, dtype=torch.float64, seed=3)
+    y = torch.tensor([0, 0, 1, 2])
+    lg = z @ z.t() / 0.1
+    lse0 = torch.cat([lg[0, 1:]]).logsumexp(0)
+    lse1 = torch.cat([lg[1, :1], lg[1, 2:]]).logsumexp(0)
+    want = ((lse0 - lg[0, 1]) + (lse1 - lg[1, 0])) / 4  # mean over all 4 anchors
+    assert torch.allclose(supcon_loss(z, y, 0.1), want, atol=1e-12)
+
+
+def test_supcon_base_temperature_scales_by_t_over_t_base() -> None:
+    z = _norm(8, 8, dtype=torch.float64, seed=4)
+    y = torch.tensor([0, 1, 2, 0, 0, 1, 2, 3])
+    plain = supcon_loss(z, y, 0.1)
+    assert torch.allclose(supcon_loss(z, y, 0.1, base_temperature=0.07), plain * 0.1 / 0.07)
+    assert torch.allclose(supcon_loss(z, y, 0.1, base_temperature=0.1), plain)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -45,8 +45,8 @@ def test_assignment_recovers_a_permutation() -> None:
 
 
 def test_targets_spread_seeded_and_round_trip(tmp_path: Path) -> None:
-    a = uniform_targets(4, 3, steps=1500, lr=0.05, seed=1)
-    assert torch.equal(a, uniform_targets(4, 3, steps=1500, lr=0.05, seed=1))
+    a = uniform_targets(4, 3, steps=3000, lr=0.05, seed=1)
+    assert torch.equal(a, uniform_targets(4, 3, steps=3000, lr=0.05, seed=1))
     cos = a @ a.t() - 2 * torch.eye(4, dtype=a.dtype)
     assert float(cos.max()) < -0.3  # a regular simplex in 3-d has cos = -1/3
     save_targets(tmp_path / "t.pt", a)
@@ -107,3 +107,9 @@ def test_tsc_builds_no_batch_by_queue_bool_tensor() -> None:
         )
         loss.backward()
     assert seen and (5, 11) not in seen
+
+
+def test_target_energy_temperature_defaults_to_the_authors_0_07() -> None:
+    a = uniform_targets(5, 3, steps=40, seed=2)
+    assert torch.equal(a, uniform_targets(5, 3, steps=40, seed=2, temperature=0.07))
+    assert not torch.equal(a, uniform_targets(5, 3, steps=40, seed=2, temperature=0.1))

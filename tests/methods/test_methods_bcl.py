@@ -43,8 +43,35 @@ def test_prototypes_get_gradient_through_the_classifier() -> None:
     assert m.proto_head.fc1.weight.grad is not None  # type: ignore[union-attr]
 
 
+def test_bcl_classifier_is_thirty_times_the_cosine_by_default() -> None:
+    # the authors' BCL classifier: s * cos(feature, w_c) with s = 30, no bias
+    torch.manual_seed(0)
+    m = BCL(TinyBackbone(), 4, dim=8)  # type: ignore[arg-type]
+    views, _ = next(batches(1))
+    m.eval()
+    with torch.no_grad():
+        feat = m.backbone(views[0])
+        w = m.fc.weight
+        cos = (feat / feat.norm(dim=1, keepdim=True)) @ (w / w.norm(dim=1, keepdim=True)).t()
+        torch.testing.assert_close(m.classify(views[0]), 30.0 * cos)
+        torch.testing.assert_close(w.norm(dim=1), torch.ones(4))  # unit class vectors at start
+        assert float(m.classify(views[0]).abs().max()) <= 30.0 + 1e-4
+    assert m.fc.bias is None
+    # the prototypes come from the classifier's raw weight vectors
+    want = F.normalize(m.proto_head(m.fc.weight), dim=1)
+    torch.testing.assert_close(m.prototypes(), want)
+
+
+def test_bcl_plain_linear_classifier_on_request() -> None:
+    torch.manual_seed(0)
+    m = BCL(TinyBackbone(), 4, dim=8, cosine_classifier=False)  # type: ignore[arg-type]
+    assert type(m.fc) is torch.nn.Linear and m.fc.bias is not None
+    assert falls(train(m, steps=20))
+
+
 def test_bcl_registry_and_one_trainer_step(tmp_path: Path) -> None:
     assert get_method("bcl").views == 2
     trainer = trainer_one_step("bcl", tmp_path, ("method.bcl_weight=0.5",))
     assert trainer.method.bcl_weight == 0.5
+    assert trainer.method.cosine_classifier  # the authors' default
     assert float(trainer.method.log_prior[0]) > float(trainer.method.log_prior[3])

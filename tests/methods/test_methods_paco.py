@@ -63,8 +63,8 @@ def test_set_class_counts_checks_length() -> None:
 
 def test_gpaco_trains_without_momentum_encoder() -> None:
     torch.manual_seed(0)
-    m = GPaCo(TinyBackbone(), 4, dim=8, T=0.2, alpha=0.05)  # type: ignore[arg-type]
-    assert not hasattr(m, "backbone_k") and not hasattr(m, "queue")
+    m = GPaCo(TinyBackbone(), 4, dim=8, T=0.2, alpha=0.05, K=0)  # type: ignore[arg-type]
+    assert not hasattr(m, "backbone_k") and m.queue is None
     assert falls(train(m, steps=30))
     assert int(m.step) == 30
     views, labels = next(batches(1))
@@ -75,6 +75,37 @@ def test_gpaco_trains_without_momentum_encoder() -> None:
         ref = gpaco_loss(z[:16], z[16:], labels, m.fc(feat), m.log_prior, alpha=0.05)
     torch.testing.assert_close(out["loss"], ref, rtol=1e-5, atol=1e-6)
     assert m.classify(views[0]).shape == (16, 4)
+
+
+def test_gpaco_queue_holds_second_view_features_and_enters_the_loss() -> None:
+    # the authors' GPaCo keeps a queue: contrast set [z1, z2, queue], the detached second-view
+    # features of each step are enqueued after it
+    torch.manual_seed(0)
+    m = GPaCo(TinyBackbone(), 4, dim=8, T=0.2, alpha=0.05, K=48)  # type: ignore[arg-type]
+    assert m.queue is not None and m.queue.size == 48
+    assert falls(train(m, steps=20))
+    m.train()
+    it = batches(2, seed=5)
+    views, labels = next(it)
+    m(views, labels)
+    with torch.no_grad():  # train-mode BN: the same batch gives the same features
+        feat = m.backbone(torch.cat(views))
+        z2 = torch.nn.functional.normalize(m.head(feat), dim=1)[16:]
+    m.after_step()
+    ptr = (int(m.queue.ptr) - 16) % 48
+    rows = (ptr + torch.arange(16)) % 48
+    torch.testing.assert_close(m.queue.keys[rows], z2, rtol=1e-5, atol=1e-6)
+    assert torch.equal(m.queue.labels[rows], labels)
+    views, labels = next(it)
+    with torch.no_grad():
+        out = m(views, labels)
+        feat = m.backbone(torch.cat(views))
+        z = torch.nn.functional.normalize(m.head(feat), dim=1)
+        kw = {"alpha": 0.05, "queue": m.queue.keys, "queue_labels": m.queue.labels}
+        ref = gpaco_loss(z[:16], z[16:], labels, m.fc(feat), m.log_prior, **kw)  # type: ignore[arg-type]
+        no_queue = gpaco_loss(z[:16], z[16:], labels, m.fc(feat), m.log_prior, alpha=0.05)
+    torch.testing.assert_close(out["loss"], ref, rtol=1e-5, atol=1e-6)
+    assert abs(float(ref) - float(no_queue)) > 1e-3  # the queue matters
 
 
 @pytest.mark.parametrize("name", ["paco", "gpaco"])

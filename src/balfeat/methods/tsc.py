@@ -13,6 +13,18 @@ https://arxiv.org/abs/2111.13998 (equations and the comparison with the authors'
   recomputed every ``rematch_every`` steps (the authors re-match every step; the exact
   pure-Python matching takes ~2 s at C = 1000, so balfeat re-matches less often);
 - warm-up: the first ``target_warmup_steps`` steps train plain KCL (centres already tracked).
+
+Differences from the authors' ``moco/builder.py`` / ``main_moco_supcon_imba.py`` (the loss itself
+is equal, see ``balfeat.losses.tsc``): (1) they update the centres with the current batch's
+queries *before* matching and computing that step's loss, and re-match every step; here the
+update of a step's batch happens in ``after_step`` (the matching of step t sees the batches up
+to t-1) and matching runs every ``rematch_every`` steps. (2) Their centres start as random unit
+vectors and are not updated during the KCL warm-up (the update sits in the targeted branch), so
+the first matchings mostly follow that random start; here they start at 0 and are tracked from
+the first step. (3) Their warm-up is ``epochs // 2`` epochs, after which the optimizer is
+re-created and the learning-rate schedule restarts for the TSC half; here the warm-up is a
+number of steps inside one schedule. (4) Only their ``--sep_t --tr 1`` variant (their README's
+command) is implemented.
 """
 
 from __future__ import annotations
