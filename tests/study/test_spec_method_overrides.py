@@ -36,7 +36,12 @@ def test_a_cell_finished_by_an_earlier_version_is_not_a_changed_cell(tmp_path: P
     old = {**cfg, "method": {**cfg["method"], "alpha": 0.05, "freeze_backbone": False}}
     old["optim"] = {k: v for k, v in cfg["optim"].items() if k != "gamma"}  # a key added since
     (tmp_path / "cell.yaml").write_text(yaml.safe_dump({"config": old}))
-    _check_cell(tmp_path, {"config": cfg}, "kcl", "balanced")  # the same run: accepted
+    # the same run: accepted, and the key it did not write is named (its results may predate it)
+    assert _check_cell(tmp_path, {"config": cfg}, "kcl", "balanced") == [
+        f"optim.gamma={cfg['optim']['gamma']}"
+    ]
+    (tmp_path / "cell.yaml").write_text(yaml.safe_dump({"config": cfg}))
+    assert _check_cell(tmp_path, {"config": cfg}, "kcl", "balanced") == []  # this version's
     changed = {**cfg, "method": {**cfg["method"], "posk": 2}}
     with pytest.raises(ConfigError, match="was run with another pre-training configuration"):
         _check_cell(tmp_path, {"config": changed}, "kcl", "balanced")

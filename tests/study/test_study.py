@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from balfeat.errors import ConfigError
 from balfeat.study import study as study_mod
@@ -140,6 +141,18 @@ def test_study_runs_seeds_reports_and_resumes_per_cell_and_seed(
         (m, s, 2) for m in ("sl", "moco_v2") for s in ("balanced", "exp10")
     )
     assert len(rows4) == 12
+
+    # A cell written by an earlier version (a key missing from its cell.yaml) is kept and said.
+    cell_yaml = out / "cells" / "sl__balanced" / "seed0" / "cell.yaml"
+    saved = yaml.safe_load(cell_yaml.read_text())
+    del saved["config"]["optim"]["gamma"]
+    cell_yaml.write_text(yaml.safe_dump(saved))
+    lines: list[str] = []
+    calls.clear()
+    run_study(wider, out_dir=out, progress=False, echo=lines.append)
+    assert calls == []
+    notes = [line for line in lines if "earlier balfeat" in line]
+    assert len(notes) == 1 and "optim.gamma=" in notes[0] and "sl__balanced" in notes[0]
 
     # A changed method config is refused for the cells it already ran.
     changed = study_from_mapping(

@@ -717,17 +717,37 @@ def _normalised(config: Any) -> Any:
         return config
 
 
-def _check_cell(cdir: Path, record: dict[str, Any], method: str, set_name: str) -> None:
-    """Refuse a finished (cell, seed) whose configuration differs from the study's now."""
+def _keys(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"section.key": value}`` of a nested config dict (leaves only)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_keys(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _check_cell(cdir: Path, record: dict[str, Any], method: str, set_name: str) -> list[str]:
+    """Refuse a finished (cell, seed) whose configuration differs from the study's now.
+
+    Returns:
+        ``"key=value"`` of the keys an earlier version did not write and that this version reads
+        with their defaults (empty for a cell written by this version): its results were made
+        by code that may not have had them, which the caller says.
+    """
     path = cdir / "cell.yaml"
-    if path.is_file():
-        before = yaml.safe_load(path.read_text()) or {}
-        if _normalised(before.get("config")) != _normalised(record["config"]):
-            raise ConfigError(
-                f"cell {method} on {set_name} in {str(cdir)!r} was run with another "
-                "pre-training configuration (base or methods changed); delete that folder to "
-                "re-run it, or give the changed method a new name"
-            )
+    if not path.is_file():
+        return []
+    before = (yaml.safe_load(path.read_text()) or {}).get("config")
+    now = _normalised(before)
+    if now != _normalised(record["config"]):
+        raise ConfigError(
+            f"cell {method} on {set_name} in {str(cdir)!r} was run with another "
+            "pre-training configuration (base or methods changed); delete that folder to "
+            "re-run it, or give the changed method a new name"
+        )
+    written = _keys(before)
+    return [f"{k}={v}" for k, v in _keys(now).items() if k not in written]
 
 
 def run_study(
@@ -790,9 +810,15 @@ def run_study(
             "config": config_to_dict(cell_config(spec, m, overrides or [])),
             "probes": {p: dict(kw or {}) for p, kw in spec.probes.items()},
         }
-        _check_cell(cdir, record, m, s)
+        added = _check_cell(cdir, record, m, s)
         if (m, s, seed) not in todo:
             echo(f"[{i}/{len(cells)}] {m} on {s}, seed {seed}: done before, skipped")
+            if added:
+                echo(
+                    f"  note: {str(cdir)!r} was written by an earlier balfeat that did not have "
+                    f"{', '.join(added)} (read with these defaults now); its results are kept: "
+                    "delete that folder to re-run it with this version"
+                )
             rows += [_read_row(out, m, s, seed, p) for p in spec.probes]
             if (m, s, seed) in own_todo:  # finished before the own classifier was evaluated
                 assert data is not None
