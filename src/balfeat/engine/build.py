@@ -160,7 +160,7 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
             images, labels = images[pick], labels[pick]
         check_not_empty(labels, num_classes, f"data.dataset={d.dataset}")
         return ArrayDataset(images, labels, transform=transform, num_classes=num_classes)
-    from balfeat.data.datasets import SplitImageDataset, class_counts, subset_classes
+    from balfeat.data.datasets import FOLDER_SCAN, SplitImageDataset, class_counts, subset_classes
     from balfeat.data.splits import class_names_of, read_class_set, scan_image_folder
 
     if not d.root:
@@ -179,6 +179,7 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
         skip_bad_images=d.skip_bad_images,
         check_files=False,
         decode=decode,
+        source=FOLDER_SCAN.format(d.root),
     )
     if d.class_set:  # e.g. the paper's clsset1: keep those classes, relabelled 0..C'-1
         names = read_class_set(d.class_set)
