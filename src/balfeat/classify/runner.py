@@ -133,15 +133,20 @@ def check_same_classes(train: Any, val: Any) -> None:
 
 def read_class_set_labels(path: str, class_names: list[str]) -> list[int]:
     """Labels of a class-set file: each line a label, a class name, or ``/wnid``."""
-    from balfeat.data.splits import read_class_set
+    from balfeat.data.splits import read_class_set_lines
     from balfeat.errors import SplitFormatError
 
     labels: list[int] = []
     lookup = {n.lower(): i for i, n in enumerate(class_names)}
-    # read_class_set skips a BOM, blank lines and # comments, as every split reader does
-    for lineno, item in enumerate(read_class_set(path), 1):
+    # read_class_set_lines skips a BOM, blank lines and # comments, as every split reader does
+    for lineno, item in read_class_set_lines(path):
         key = item.lstrip("/")
         if key.isdigit():
+            if int(key) >= len(class_names):
+                raise SplitFormatError(
+                    f"{path}:{lineno}: label {key} is not a class of the probe's training data "
+                    f"(labels 0..{len(class_names) - 1})"
+                )
             labels.append(int(key))
         elif key.lower() in lookup:
             labels.append(lookup[key.lower()])

@@ -285,10 +285,16 @@ def read_class_set(path: str | os.PathLike[str]) -> list[str]:
     Blank lines, ``#`` comments and a leading BOM are skipped (see the module docstring).
 
     Raises:
-        SplitFormatError: a line with spaces, a byte-order mark, or a class listed twice.
+        SplitFormatError: a line with spaces, a byte-order mark, a class listed twice, or a file
+            without any class.
     """
+    return [name for _, name in read_class_set_lines(path)]
+
+
+def read_class_set_lines(path: str | os.PathLike[str]) -> list[tuple[int, str]]:
+    """:func:`read_class_set` with the line number of each name: ``[(line, name), ...]``."""
     path = Path(path)
-    names: list[str] = []
+    names: list[tuple[int, str]] = []
     seen: dict[str, int] = {}
     for lineno, line in _content_lines(read_text_lines(path)):
         line = line.strip()
@@ -302,7 +308,12 @@ def read_class_set(path: str | os.PathLike[str]) -> list[str]:
             raise SplitFormatError(
                 f"{path}:{lineno}: class {name!r} listed twice (first at line {first})"
             )
-        names.append(name)
+        names.append((lineno, name))
+    if not names:  # an empty class set selects nothing: every later step would fail vaguely
+        raise SplitFormatError(
+            f"class-set file {str(path)!r} lists no class (it is empty or only blank lines and "
+            "# comments); give one '/class_folder' per line"
+        )
     return names
 
 

@@ -161,7 +161,7 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
         check_not_empty(labels, num_classes, f"data.dataset={d.dataset}")
         return ArrayDataset(images, labels, transform=transform, num_classes=num_classes)
     from balfeat.data.datasets import FOLDER_SCAN, SplitImageDataset, class_counts, subset_classes
-    from balfeat.data.splits import class_names_of, read_class_set, scan_image_folder
+    from balfeat.data.splits import class_names_of, read_class_set_lines, scan_image_folder
 
     if not d.root:
         raise ConfigError(
@@ -182,9 +182,10 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
         source=FOLDER_SCAN.format(d.root),
     )
     if d.class_set:  # e.g. the paper's clsset1: keep those classes, relabelled 0..C'-1
-        names = read_class_set(d.class_set)
+        numbered = read_class_set_lines(d.class_set)
+        names = [n for _, n in numbered]
         known = set(class_names_of(ds.entries, d.train_split or d.root).values())
-        unknown = [f"{n!r} ({d.class_set}:{i})" for i, n in enumerate(names, 1) if n not in known]
+        unknown = [f"{n!r} ({d.class_set}:{i})" for i, n in numbered if n not in known]
         if unknown:
             raise DataError(
                 f"data.class_set: {len(unknown)} class(es) not in data.train_split "
