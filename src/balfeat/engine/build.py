@@ -142,8 +142,10 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
         else:
             if not d.root:
                 raise ConfigError("data.dataset=array needs data.root=FILE.npz")
-            with np.load(d.root) as f:
-                images, labels = f["images"], f["labels"]
+            from balfeat.data.sources import load_npz_arrays
+
+            arrays = load_npz_arrays(d.root, (("images", "labels"),))
+            images, labels = arrays["images"], arrays["labels"]
         labels = np.asarray(labels, dtype=np.int64)
         num_classes = int(labels.max()) + 1
         if d.imbalance_ratio > 1.0 or d.per_class > 0:
