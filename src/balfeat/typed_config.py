@@ -433,7 +433,7 @@ def load_yaml_text(text: str) -> Any:
     Raises:
         yaml.YAMLError: invalid YAML, or a key given twice in one mapping.
     """
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
 
 
 def read_layered_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:

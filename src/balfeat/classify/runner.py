@@ -118,9 +118,9 @@ def check_same_classes(train: Any, val: Any) -> None:
         return
     if not set(val_names.values()) <= set(train_names.values()):
         return  # other folder names (another naming): nothing to compare
-    for label, name in val_names.items():
+    for i, e in enumerate(val.entries):  # the first line that disagrees, in file order
+        label, name = e.label, e.class_name
         if train_names.get(label) != name:
-            i = next(k for k, e in enumerate(val.entries) if e.label == label)
             train_label = next(k for k, n in train_names.items() if n == name)
             raise DataError(
                 f"{val._where(val.lines[i])}: label {label} is class folder {name!r}, but the "

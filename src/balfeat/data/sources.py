@@ -144,8 +144,8 @@ def load_npz_arrays(
             bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
             if len(bad):
                 raise DataError(
-                    f"{path}: {yk}[{int(bad[0])}] = {float(y[bad[0]])} is not a whole number; labels "
-                    "are class ids 0..C-1"
+                    f"{path}: {yk}[{int(bad[0])}] = {float(y[bad[0]])} is not a whole number; "
+                    "labels are class ids 0..C-1"
                 )
         elif y.dtype.kind not in "iub":
             raise DataError(f"{path}: {yk!r} must hold integer class ids, got {y.dtype}")
