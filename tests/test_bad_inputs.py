@@ -834,7 +834,7 @@ def test_resume_after_the_number_of_classes_changed(
         ("base={run: {output_dir: x}}", r"base\.run\.output_dir: a study sets"),
         ("grouping=halves", "grouping: cannot parse shot grouping 'halves'"),
         ("probes={fast: {lr: .nan}}", "probe lr must be a finite number > 0"),
-        ("probes={fast: {epochs: 5, milestones: [60]}}", r"milestones \[60\] must .*1\.\.4"),
+        ("probes={fast: {epochs: 5, milestones: [60]}}", r"milestones \[60\] must lie below"),
     ],
     ids=[
         "nan",

@@ -195,9 +195,14 @@ def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"unknown probe option probes.{pname}.{k}{hint}")
         try:  # the values too, before any folder is written
-            ProbeConfig(**dict(pkw))
+            pcfg = ProbeConfig(**dict(pkw))
         except (BalfeatError, TypeError) as err:
             raise ConfigError(f"probes.{pname}: {err}") from None
+        if pcfg.milestones and max(pcfg.milestones) >= pcfg.epochs:  # as balfeat probe does
+            raise ConfigError(
+                f"probes.{pname}: milestones {list(pcfg.milestones)} must lie below epochs="
+                f"{pcfg.epochs}; a later one would never be reached"
+            )
     used: set[str] = set()
     for where, mapping in [("base", spec.base)] + [
         (f"methods.{m}", c) for m, c in spec.methods.items()
