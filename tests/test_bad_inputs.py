@@ -114,9 +114,10 @@ def _split_run(
     [
         ("/n01/0.png\n", r"train\.txt:7: expected 'path label'.*got '/n01/0\.png'"),
         ("/n01/9.png one\n", r"train\.txt:7: label 'one' is not an integer"),
+        ("/n01/9.png 1_0\n", r"train\.txt:7: label '1_0' is not an integer"),
         ("/n02/1.png 1\n", r"train\.txt:7: '/n02/1\.png' is listed twice \(first at line 4\)"),
     ],
-    ids=["no-label", "non-integer-label", "duplicate"],
+    ids=["no-label", "non-integer-label", "underscore-label", "duplicate"],
 )
 def test_malformed_split_line(
     tmp_path: Path,

@@ -136,6 +136,9 @@ def parse_split_lines(
         if BOM in path:
             raise SplitFormatError(f"{where}: byte-order mark inside the path {path!r}; remove it")
         try:
+            # int() also reads '1_000' (as 1000) and non-ASCII digits: a label is ASCII digits
+            if not label_text.lstrip("+-").isascii() or "_" in label_text:
+                raise ValueError(label_text)
             label = int(label_text)
         except ValueError:
             raise SplitFormatError(
