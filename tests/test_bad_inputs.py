@@ -114,9 +114,10 @@ def _split_run(
     [
         ("/n01/0.png\n", r"train\.txt:7: expected 'path label'.*got '/n01/0\.png'"),
         ("/n01/9.png one\n", r"train\.txt:7: label 'one' is not an integer"),
+        ("/n01/9.png 1_0\n", r"train\.txt:7: label '1_0' is not an integer"),
         ("/n02/1.png 1\n", r"train\.txt:7: '/n02/1\.png' is listed twice \(first at line 4\)"),
     ],
-    ids=["no-label", "non-integer-label", "duplicate"],
+    ids=["no-label", "non-integer-label", "underscore-label", "duplicate"],
 )
 def test_malformed_split_line(
     tmp_path: Path,
@@ -520,3 +521,346 @@ def test_os_error_is_one_line_in_user_terms(
     assert main([*argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err == f"balfeat splits make balanced: error: {out}: no space left on device\n"
+
+
+# --- inputs no issue listed: text encodings, empty files, folders, YAML, devices, studies -------
+
+
+def _probe_args(root: Path, train: Path, val: Path, out: Path, *extra: str) -> list[str]:
+    args = ["probe", "--quiet", "--backbone", "resnet8", "--dataset", "imagenet"]
+    args += ["--data-root", str(root), "--train-split", str(train), "--val-split", str(val)]
+    return [*args, "--image-size", "16", "--device", "cpu", "--epochs", "1", "--out", str(out)]
+
+
+def test_split_file_not_utf8_names_line_and_byte(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: tuple[Path, str]
+) -> None:
+    root, text = data
+    split = tmp_path / "train.txt"
+    # Latin-1 'é' in a file name on line 3: before, a UnicodeDecodeError traceback (exit 1)
+    split.write_bytes(text.encode().replace(b"/n02/0.png", b"/n02/caf\xe9.png"))
+    rc, _, err, out = _pretrain(
+        tmp_path, capsys, *IMAGENET, f"data.root={root}", f"data.train_split={split}"
+    )
+    assert rc == 2
+    line = _one_error_line(err)
+    assert "train.txt:3: byte 0xe9 is not UTF-8 text" in line and "save the file as UTF-8" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("reader", ["read_split", "read_class_set", "read_class_counts"])
+def test_every_text_reader_refuses_non_utf8(tmp_path: Path, reader: str) -> None:
+    from balfeat.data import splits
+
+    f = tmp_path / "f.txt"
+    f.write_bytes("/a/x.png 0\n".encode("utf-16"))  # a BOM of 0xff 0xfe: UTF-16
+    call = getattr(splits, reader)
+    with pytest.raises(SplitFormatError, match=r"f\.txt:1: byte 0xff .*looks like UTF-16"):
+        call(f, 3) if reader == "read_class_counts" else call(f)
+
+
+def test_empty_split_file_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: tuple[Path, str]
+) -> None:
+    root, _ = data
+    rc, _, err, out = _split_run(tmp_path, capsys, root, "# no entries yet\n\n")
+    assert rc == 2
+    line = _one_error_line(err)
+    assert "split file" in line and "train.txt' holds no entries" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("empty", ["train", "val"])
+def test_probe_with_an_empty_split_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: tuple[Path, str], empty: str
+) -> None:
+    root, text = data
+    full, none = tmp_path / "full.txt", tmp_path / "none.txt"
+    full.write_text(text)
+    none.write_text("")
+    train, val = (none, full) if empty == "train" else (full, none)
+    out = tmp_path / "probe"
+    # before: an empty val split was a torch.cat traceback, an empty train split blamed the val
+    # file ("label 0 >= num_classes=0")
+    assert main(_probe_args(root, train, val, out)) == 2
+    line = _one_error_line(capsys.readouterr().err, "probe")
+    assert "none.txt' holds no entries" in line
+    assert not out.exists()
+
+
+def test_empty_group_counts_file_is_refused(tmp_path: Path) -> None:
+    from balfeat.data.splits import read_class_counts
+
+    f = tmp_path / "counts.txt"
+    f.write_text("# counts\n\n")
+    # before: every class counted 0, so all of them few-shot, without a word
+    with pytest.raises(DataError, match="holds no counts"):
+        read_class_counts(f, 3, "--group-counts")
+
+
+def test_probe_val_split_numbering_classes_differently(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: tuple[Path, str]
+) -> None:
+    root, text = data
+    train, val = tmp_path / "train.txt", tmp_path / "val.txt"
+    train.write_text(text)
+    # the same images, classes n02/n03 swapped: every n02/n03 image scored as the other class
+    val.write_text(text.replace(" 1\n", " x\n").replace(" 2\n", " 1\n").replace(" x\n", " 2\n"))
+    out = tmp_path / "probe"
+    assert main(_probe_args(root, train, val, out)) == 2
+    line = _one_error_line(capsys.readouterr().err, "probe")
+    assert "val.txt:3: label 2 is class folder 'n02'" in line and "labels 'n02' as 1" in line
+    assert not out.exists()
+
+
+def test_probe_val_folder_missing_a_class(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: tuple[Path, str]
+) -> None:
+    import shutil
+
+    root, _ = data
+    val_root = tmp_path / "val"
+    shutil.copytree(root, val_root)
+    shutil.rmtree(val_root / "n02")  # the scan would label n03 as 1 (n02's label in training)
+    out = tmp_path / "probe"
+    args = ["probe", "--quiet", "--backbone", "resnet8", "--dataset", "imagenet", "--data-root"]
+    args += [str(root), "--val-root", str(val_root), "--image-size", "16", "--device", "cpu"]
+    assert main([*args, "--epochs", "1", "--out", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err, "probe")
+    assert "(folder scan): label 1 is class folder 'n03'" in line
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------ image folders
+def test_folder_scan_refuses_a_class_folder_without_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: tuple[Path, str]
+) -> None:
+    root, _ = data
+    (root / "n02b").mkdir()  # sorts between n02 and n03: n03 would silently become label 3
+    (root / "n02b" / "readme.txt").write_text("todo")
+    rc, _, err, out = _pretrain(tmp_path, capsys, *IMAGENET, f"data.root={root}")
+    assert rc == 2
+    line = _one_error_line(err)
+    assert "1 class folder(s) hold no image" in line and "'n02b'" in line
+    assert not out.exists()
+
+
+def test_folder_scan_skips_hidden_entries_and_warns_about_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from balfeat.data.splits import scan_image_folder
+
+    root = tmp_path / "data"
+    _images(root)
+    (root / ".ipynb_checkpoints").mkdir()  # was a class of its own (label 0)
+    Image.new("RGB", (4, 4)).save(root / ".ipynb_checkpoints" / "x.png")
+    (root / "n01" / "._0.png").write_bytes(b"AppleDouble")  # macOS metadata, not an image
+    (root / "n01" / "notes.txt").write_text("hi")
+    entries = scan_image_folder(root)
+    assert sorted({e.label for e in entries}) == [0, 1, 2] and len(entries) == 6
+    assert not any("ipynb" in e.path or "._" in e.path for e in entries)
+    assert "skipped 1 file(s)" in caplog.text and "n01/notes.txt" in caplog.text
+
+
+def test_folder_scan_warns_about_numbered_class_folders(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from balfeat.data.splits import scan_image_folder
+
+    for name in ("1", "2", "10"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (4, 4)).save(tmp_path / name / "a.png")
+    labels = {e.path.split("/")[1]: e.label for e in scan_image_folder(tmp_path)}
+    assert labels == {"1": 0, "10": 1, "2": 2}  # ImageFolder's order, kept
+    assert "label 1 is folder '10'" in caplog.text
+
+
+def test_unreadable_image_of_a_folder_scan_names_the_folder(tmp_path: Path) -> None:
+    from balfeat.data.datasets import FOLDER_SCAN, SplitImageDataset
+    from balfeat.data.splits import scan_image_folder
+
+    root = tmp_path / "data"
+    _images(root)
+    (root / "n02" / "1.png").write_bytes(b"\x89PNG truncated")
+    ds = SplitImageDataset(root, scan_image_folder(root), source=FOLDER_SCAN.format(root))
+    with pytest.raises(DataError, match=r"data \(folder scan\): cannot read image .*n02/1\.png"):
+        ds[3]
+
+
+def test_data_root_that_is_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: tuple[Path, str]
+) -> None:
+    f = tmp_path / "train.txt"
+    f.write_text(data[1])
+    rc, _, err, out = _pretrain(tmp_path, capsys, *IMAGENET, f"data.root={f}")
+    assert rc == 2
+    assert "train.txt' is a file" in _one_error_line(err)
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------ array files
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"imgs": "x", "labels": "y"}, r"array\(s\) images missing \(it holds imgs, labels\)"),
+        ({"images": "x", "labels": "yf"}, r"labels\[1\] = 0\.5 is not a whole number"),
+        ({"images": "x", "labels": "yneg"}, r"labels\[0\] = -1 is negative"),
+        ({"images": "xf", "labels": "y"}, "'images' must be uint8 images"),
+        (None, "a .npy file holds one array"),
+    ],
+    ids=["missing-key", "float-labels", "negative-label", "float-images", "npy"],
+)
+def test_array_dataset_file_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], arrays: dict | None, message: str
+) -> None:
+    import numpy as np
+
+    made = {
+        "x": np.zeros((8, 16, 16), np.uint8),
+        "xf": np.zeros((8, 16, 16), np.float32),
+        "y": np.arange(8) % 2,
+        "yf": np.array([0, 0.5, 1, 1, 0, 0, 1, 1]),  # before: truncated to 0 without a word
+        "yneg": np.arange(8) % 2 - 1,
+    }
+    if arrays is None:
+        f = tmp_path / "a.npy"
+        np.save(f, made["x"])
+    else:
+        f = tmp_path / "a.npz"
+        np.savez(f, **{k: made[v] for k, v in arrays.items()})
+    rc, _, err, out = _pretrain(tmp_path, capsys, *SYNTH, "data.dataset=array", f"data.root={f}")
+    assert rc == 2
+    line = _one_error_line(err)
+    assert re.search(message, line) and str(f) in line
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------ YAML, devices
+def test_yaml_key_given_twice_names_both_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("optim:\n  epochs: 100\n  batch_size: 4\n  epochs: 1\n")  # which one counts?
+    rc, _, err, out = _pretrain(tmp_path, capsys, "--config", str(cfg), *SYNTH)
+    assert rc == 2
+    line = _one_error_line(err)
+    assert "exp.yaml" in line and "key 'epochs' is given twice" in line
+    assert "line 2 and line 4" in line
+    assert not out.exists()
+
+
+def test_yaml_merge_keys_may_still_be_overridden() -> None:
+    from balfeat.typed_config import load_yaml_text
+
+    text = "base: &b {epochs: 1, batch_size: 4}\noptim:\n  <<: *b\n  epochs: 2\n"
+    assert load_yaml_text(text)["optim"] == {"epochs": 2, "batch_size": 4}
+
+
+def test_empty_config_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("# to fill in\n")  # before: trained on the defaults without a word
+    rc, _, err, out = _pretrain(tmp_path, capsys, "--config", str(cfg), *SYNTH)
+    assert rc == 2
+    assert "exp.yaml' is empty (no keys)" in _one_error_line(err)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "tpu"])
+def test_unknown_device_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], device: str
+) -> None:
+    rc, _, err, out = _pretrain(tmp_path, capsys, *SYNTH, f"run.device={device}")
+    assert rc == 2  # before: torch's RuntimeError traceback, exit 1
+    assert f"unknown device '{device}'; use auto, cpu, cuda or cuda:N" in _one_error_line(err)
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------ class sets
+def test_empty_class_set_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: tuple[Path, str]
+) -> None:
+    root, text = data
+    cs = tmp_path / "clsset.txt"
+    cs.write_text("\n# none\n")
+    rc, _, err, out = _split_run(tmp_path, capsys, root, text, f"data.class_set={cs}")
+    assert rc == 2
+    assert "clsset.txt' lists no class" in _one_error_line(err)
+    assert not out.exists()
+
+
+def test_class_set_errors_give_the_file_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: tuple[Path, str]
+) -> None:
+    from balfeat.classify.runner import read_class_set_labels
+
+    root, text = data
+    cs = tmp_path / "clsset.txt"
+    cs.write_text("# set A\n\n/n01\n/n99\n")
+    rc, _, err, _ = _split_run(tmp_path, capsys, root, text, f"data.class_set={cs}")
+    assert rc == 2 and "'n99' (" in err and "clsset.txt:4)" in err  # was ":2"
+    cs.write_text("# set A\n0\n7\n")  # label 7 of 3 classes: was accepted
+    with pytest.raises(SplitFormatError, match=r"clsset\.txt:3: label 7 is not a class"):
+        read_class_set_labels(str(cs), ["n01", "n02", "n03"])
+
+
+# ------------------------------------------------------------------------------ resume
+def test_resume_after_the_number_of_classes_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: tuple[Path, str]
+) -> None:
+    root, text = data
+    rc, _, err, out = _split_run(tmp_path, capsys, root, text)
+    assert rc == 0, err
+    (root / "n04").mkdir()
+    Image.new("RGB", (16, 16)).save(root / "n04" / "0.png")
+    (tmp_path / "train.txt").write_text(text + "/n04/0.png 3\n")  # the same file, edited
+    before = (out / "last.pth").read_bytes()
+    split = f"data.train_split={tmp_path / 'train.txt'}"
+    args = ["--resume", *IMAGENET, f"data.root={root}", split, f"run.output_dir={out}"]
+    rc = main(["pretrain", "--quiet", *args])
+    assert rc == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "trained on 3 classes and the training data now has 4" in line
+    assert (out / "last.pth").read_bytes() == before
+
+
+# ------------------------------------------------------------------------------ studies / demo
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("family.sets={a: .nan}", r"family\.sets\.a must be a finite ratio"),
+        ("family.sets={a: .inf}", r"family\.sets\.a must be a finite ratio"),
+        ("methods={'../x': {method: {name: sl}}}", "name '../x' cannot name a folder"),
+        ("family.sets={'a__b': 2}", "name 'a__b' cannot name a folder"),
+        ("methods={sl: {method: {name: sl}, run: {seed: 3}}}", r"methods\.sl\.run\.seed"),
+        ("base={run: {output_dir: x}}", r"base\.run\.output_dir: a study sets"),
+        ("grouping=halves", "grouping: cannot parse shot grouping 'halves'"),
+        ("probes={fast: {lr: .nan}}", "probe lr must be a finite number > 0"),
+        ("probes={fast: {epochs: 5, milestones: [60]}}", r"milestones \[60\] must lie below"),
+    ],
+    ids=[
+        "nan",
+        "inf",
+        "path",
+        "double-underscore",
+        "run-seed",
+        "output-dir",
+        "grouping",
+        "probe-lr",
+        "milestone",
+    ],
+)
+def test_study_values_checked_before_any_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str, message: str
+) -> None:
+    study = Path(__file__).parents[1] / "configs" / "study_fmnist_demo.yaml"
+    out = tmp_path / "study"
+    assert main(["study", "--out", str(out), str(study), override]) == 2
+    assert re.search(message, _one_error_line(capsys.readouterr().err, "study"))
+    assert not out.exists()
+
+
+def test_demo_tiny_and_full_together(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--tiny", "--full", "--out", str(out)]) == 2  # was: --full ignored
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert not out.exists()

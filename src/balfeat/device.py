@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from balfeat.distributed import local_rank
+from balfeat.errors import ConfigError
 
 
 def default_device(requested: str = "auto") -> torch.device:
@@ -15,16 +16,32 @@ def default_device(requested: str = "auto") -> torch.device:
             ``"cuda"`` or ``"cuda:N"``.
 
     Raises:
-        ValueError: a CUDA device is requested but CUDA is not available.
+        ConfigError: (a ``ValueError``) a name that is none of these, a CUDA device when CUDA is
+            not available, or ``cuda:N`` beyond the GPUs of this machine.
     """
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank() % torch.cuda.device_count())
         return torch.device("cpu")
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    mps = getattr(torch.backends, "mps", None)
+    known = ("cpu", "cuda", "mps") if mps is not None and mps.is_available() else ("cpu", "cuda")
+    if device is None or device.type not in known:
+        raise ConfigError(
+            f"unknown device {requested!r}; use auto, cpu, cuda or cuda:N (N = GPU index)"
+        )
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
+        raise ConfigError(
             f"device {requested!r} was requested but CUDA is not available on this machine; "
             "use device=cpu or device=auto"
         )
+    if device.type == "cuda" and device.index is not None:
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            raise ConfigError(
+                f"device {requested!r}: this machine has {count} GPU(s) (cuda:0..cuda:{count - 1})"
+            )
     return device

@@ -378,7 +378,9 @@ def parse_override(item: str) -> tuple[str, Any, str]:
     key, raw = item.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml_text(raw) if raw.strip() else ""
+    except DuplicateKeyError as err:
+        raise ConfigError(f"override {item!r}: {err.problem}") from None
     except yaml.YAMLError:
         value = raw
     return key, value, raw
@@ -390,6 +392,48 @@ def apply_overrides(cfg: T, overrides: Sequence[str]) -> T:
         key, value, raw = parse_override(item)
         set_key(cfg, key, value, f"command-line override {item!r}", from_cli=True, raw=raw)
     return cfg
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A YAML mapping gives the same key twice."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping.
+
+    Plain YAML loaders keep the last of two equal keys without a word, so a recipe saying
+    ``epochs: 100`` and, further down, ``epochs: 1`` trains one epoch; this one names both lines.
+    Keys merged in with ``<<: *anchor`` may be overridden (that is what a merge is for).
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            mark = key_node.start_mark
+            try:
+                first = seen.setdefault(key, mark)
+            except TypeError:  # an unhashable key: the base loader reports it
+                continue
+            if first is not mark:
+                raise DuplicateKeyError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice in the same section (line {first.line + 1} and "
+                    f"line {mark.line + 1}); keep one",
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse one YAML document like ``yaml.safe_load``, refusing duplicated keys.
+
+    Raises:
+        yaml.YAMLError: invalid YAML, or a key given twice in one mapping.
+    """
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
 
 
 def read_layered_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:
@@ -408,13 +452,21 @@ def read_layered_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> list[tu
         chain = " -> ".join(str(s) for s in (*_seen, resolved))
         raise ConfigError(f"config file {str(p)!r} includes itself through defaults: {chain}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
+        data = load_yaml_text(p.read_text(encoding="utf-8-sig"))
+    except DuplicateKeyError as err:
+        raise ConfigError(f"config file {str(p)!r}: {err.problem}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text") from None
-    if data is None:
-        return []
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"config file {str(p)!r} is not UTF-8 text (byte {err.object[err.start]:#04x} at "
+            f"offset {err.start}); save it as UTF-8"
+        ) from None
+    if data is None:  # an empty (or comments-only) file: truncated, or the wrong file
+        raise ConfigError(
+            f"config file {str(p)!r} is empty (no keys); give a mapping of keys (e.g. "
+            "'optim: {epochs: 10}'), or leave the file out to use the defaults"
+        )
     if not isinstance(data, Mapping):
         raise ConfigError(
             f"config file {str(p)!r} must hold a mapping of keys, got {type(data).__name__}"

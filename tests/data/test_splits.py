@@ -185,5 +185,8 @@ def test_read_class_counts_from_a_counts_or_a_split_file(tmp_path: Path) -> None
         read_class_counts(split, 2)
     bad = tmp_path / "bad.txt"
     bad.write_text("5\n-1\n")
+    with pytest.raises(DataError, match=r"bad\.txt':2: '-1' is not a count"):
+        read_class_counts(bad, 2, "--group-counts")
+    bad.write_text("5\nx.jpg 1\n")
     with pytest.raises(DataError, match="neither a split file"):
         read_class_counts(bad, 2, "--group-counts")

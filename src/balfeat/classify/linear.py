@@ -73,6 +73,32 @@ class ProbeConfig:
             raise BalfeatError(f"unknown probe schedule {self.schedule!r}; use 'step' or 'cosine'")
         if self.repeat < 1:
             raise BalfeatError(f"repeat must be >= 1, got {self.repeat}")
+        if self.eval_every < 1:
+            raise BalfeatError(f"probe eval_every must be >= 1, got {self.eval_every}")
+        if self.seed < 0:
+            raise BalfeatError(f"probe seed must be >= 0, got {self.seed}")
+        for name, low, high in (
+            ("lr", 0.0, math.inf),
+            ("gamma", 0.0, math.inf),
+            ("weight_decay", None, math.inf),
+            ("init_std", None, math.inf),
+            ("momentum", None, 1.0),
+        ):
+            value = float(getattr(self, name))
+            if (
+                not math.isfinite(value)
+                or value < 0
+                or (low is not None and value <= low)
+                or value >= high
+            ):
+                rule = {"lr": "> 0", "gamma": "> 0", "momentum": ">= 0 and < 1"}.get(name, ">= 0")
+                raise BalfeatError(f"probe {name} must be a finite number {rule}, got {value}")
+        if self.milestones is not None:
+            ms = list(self.milestones)
+            if any(isinstance(m, bool) or not isinstance(m, int) for m in ms):
+                raise BalfeatError(f"probe milestones must be integer epochs, got {ms}")
+            if ms != sorted(set(ms)) or (ms and ms[0] < 1):
+                raise BalfeatError(f"probe milestones {ms} must be increasing epochs >= 1")
 
     def resolved_milestones(self) -> tuple[int, ...]:
         """The lr milestones; the reference's (60, 80) of 100 epochs scaled to ``epochs``."""

@@ -69,15 +69,16 @@ def load_datasets(
             "--dataset imagenet needs --data-root (the folder the training split is relative "
             "to; without --train-split, every image under it in the ImageFolder layout)"
         )
-    from balfeat.data.datasets import SplitImageDataset
+    from balfeat.data.datasets import FOLDER_SCAN, SplitImageDataset
     from balfeat.data.splits import scan_image_folder
 
     val_root = args.val_root or args.data_root
     train_split = args.train_split or scan_image_folder(args.data_root)
     val_split = args.val_split or scan_image_folder(val_root)
+    train_src, val_src = FOLDER_SCAN.format(args.data_root), FOLDER_SCAN.format(val_root)
     size = args.image_size or 224
     aug, ev = build_probe_transforms(size, channels)
-    s_aug = SplitImageDataset(args.data_root, train_split, aug)
+    s_aug = SplitImageDataset(args.data_root, train_split, aug, source=train_src)
     nc = s_aug.num_classes
     counts = np.bincount(s_aug.targets, minlength=nc)
     gaps = np.flatnonzero(counts == 0)
@@ -89,23 +90,63 @@ def load_datasets(
             "have no images; labels must be 0..C-1 with images in every class - renumber the "
             "labels or fix the wrong one"
         )
-    s_tr = SplitImageDataset(args.data_root, train_split, ev, num_classes=nc)
-    s_va = SplitImageDataset(val_root, val_split, ev, num_classes=nc)
+    s_tr = SplitImageDataset(args.data_root, train_split, ev, num_classes=nc, source=train_src)
+    s_va = SplitImageDataset(val_root, val_split, ev, num_classes=nc, source=val_src)
+    check_same_classes(s_aug, s_va)
     names = [str(n) for n in s_aug.class_names]
     return s_aug, s_tr, s_va, nc, names, counts
 
 
+def check_same_classes(train: Any, val: Any) -> None:
+    """Refuse a validation split that numbers the class folders differently from the training
+    split (a val folder scan missing one class, a split made with another class order): every
+    image would be scored against the wrong class.
+
+    Checked when the validation paths name their class folder the way the training paths do
+    (``val/n01440764/x.JPEG``); a flat validation folder has no class folders to compare.
+
+    Raises:
+        DataError: naming the validation line, its folder and the training split's folder.
+    """
+    from balfeat.data.splits import class_names_of
+    from balfeat.errors import BalfeatError, DataError
+
+    train_names = class_names_of(train.entries, train.source)
+    try:
+        val_names = class_names_of(val.entries, val.source)
+    except BalfeatError:  # one folder for several labels: a flat layout, nothing to compare
+        return
+    if not set(val_names.values()) <= set(train_names.values()):
+        return  # other folder names (another naming): nothing to compare
+    for i, e in enumerate(val.entries):  # the first line that disagrees, in file order
+        label, name = e.label, e.class_name
+        if train_names.get(label) != name:
+            train_label = next(k for k, n in train_names.items() if n == name)
+            raise DataError(
+                f"{val._where(val.lines[i])}: label {label} is class folder {name!r}, but the "
+                f"training data {train.source} labels {name!r} as {train_label} "
+                f"(label {label} is {train_names.get(label, '?')!r} there); the two splits number "
+                "the classes differently - make the validation split with the training split's "
+                "labels"
+            )
+
+
 def read_class_set_labels(path: str, class_names: list[str]) -> list[int]:
     """Labels of a class-set file: each line a label, a class name, or ``/wnid``."""
-    from balfeat.data.splits import read_class_set
+    from balfeat.data.splits import read_class_set_lines
     from balfeat.errors import SplitFormatError
 
     labels: list[int] = []
     lookup = {n.lower(): i for i, n in enumerate(class_names)}
-    # read_class_set skips a BOM, blank lines and # comments, as every split reader does
-    for lineno, item in enumerate(read_class_set(path), 1):
+    # read_class_set_lines skips a BOM, blank lines and # comments, as every split reader does
+    for lineno, item in read_class_set_lines(path):
         key = item.lstrip("/")
         if key.isdigit():
+            if int(key) >= len(class_names):
+                raise SplitFormatError(
+                    f"{path}:{lineno}: label {key} is not a class of the probe's training data "
+                    f"(labels 0..{len(class_names) - 1})"
+                )
             labels.append(int(key))
         elif key.lower() in lookup:
             labels.append(lookup[key.lower()])

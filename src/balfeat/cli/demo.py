@@ -37,14 +37,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="output directory (default: balfeat-demo); a new one starts from scratch, the same "
         "one resumes",
     )
-    p.add_argument(
+    size = p.add_mutually_exclusive_group()  # --tiny --full: one of the two would be ignored
+    size.add_argument(
         "--full",
         action="store_true",
         help="train longer on more images for better numbers (default: off; 6000 images per set, "
         "5 epochs, the whole test set: measured 28 min on a shared 2-core CPU, about 6x the "
         "quick run). Use a different --out than the quick run",
     )
-    p.add_argument(
+    size.add_argument(
         "--tiny",
         action="store_true",
         help="smoke-test setting: a few hundred images, one epoch (default: off); numbers are "

@@ -97,6 +97,11 @@ class ArrayDataset(Dataset):
         return self.transform(Image.fromarray(img)), label
 
 
+#: How :class:`SplitImageDataset` names entries found by
+#: :func:`balfeat.data.splits.scan_image_folder`: ``FOLDER_SCAN.format(root)``.
+FOLDER_SCAN = "{} (folder scan)"
+
+
 class SplitImageDataset(Dataset):
     """Image files listed by a split file (ImageNet and iNaturalist layouts).
 
@@ -125,9 +130,13 @@ class SplitImageDataset(Dataset):
         check_files: check at construction that every listed file exists.
         decode: ``"pil"`` (default), ``"cpu"`` or ``"gpu"``, as above (already resolved by
             :func:`balfeat.data.decode.select_decode`: ``"gpu"`` here means bytes are yielded).
+        source: where entries given as a list come from, named in error messages: a split
+            file (with the entry's line number), or ``"FOLDER (folder scan)"`` (see
+            :data:`FOLDER_SCAN`; no line number, the image path says it all).
 
     Raises:
-        DataError: naming the image and its split line, for a missing or unreadable image.
+        DataError: naming the image and its split line, for a missing or unreadable image, or a
+            split file without entries.
         ConfigError: an unknown ``decode``, or a transform with ``decode="gpu"``.
     """
 
@@ -140,6 +149,7 @@ class SplitImageDataset(Dataset):
         skip_bad_images: bool = False,
         check_files: bool = True,
         decode: str = "pil",
+        source: str = "<entries>",
     ) -> None:
         if decode not in ("pil", "cpu", "gpu"):
             raise ConfigError(f"SplitImageDataset decode={decode!r}: use 'pil', 'cpu' or 'gpu'")
@@ -153,8 +163,13 @@ class SplitImageDataset(Dataset):
         if isinstance(split, (str, os.PathLike)):
             self.source = str(split)
             entries = read_split(split, num_classes=num_classes)
+            if not entries:  # no image at all: say which file, not "0 images" later on
+                raise DataError(
+                    f"split file {self.source!r} holds no entries (it is empty or only blank "
+                    "lines and # comments); give one 'path label' line per image"
+                )
         else:
-            self.source = "<entries>"
+            self.source = source
             entries = list(split)
         self.lines = list(range(1, len(entries) + 1))
         self.skip_bad_images = skip_bad_images
@@ -184,12 +199,10 @@ class SplitImageDataset(Dataset):
                 kept.append(e)
                 lines.append(line)
             elif self.skip_bad_images:
-                self.bad_images.append(
-                    (str(e.resolve(self.root)), f"{self.source}:{line}: missing")
-                )
+                self.bad_images.append((str(e.resolve(self.root)), f"{self._where(line)}: missing"))
             else:
                 raise DataError(
-                    f"{self.source}:{line}: image {e.resolve(self.root)} does not exist; "
+                    f"{self._where(line)}: image {e.resolve(self.root)} does not exist; "
                     "check the data root / the split file, or skip bad images "
                     "(data.skip_bad_images=true / skip_bad_images=True)"
                 )
@@ -215,9 +228,15 @@ class SplitImageDataset(Dataset):
         except (OSError, ValueError) as err:
             raise self._unreadable(index, path, err) from err
 
+    def _where(self, line: int) -> str:
+        """``split file:line`` of an entry; the folder alone for a folder scan."""
+        if self.source.endswith(FOLDER_SCAN.format("")):
+            return self.source
+        return f"{self.source}:{line}"
+
     def _unreadable(self, index: int, path: Path, err: Exception) -> DataError:
         return DataError(
-            f"{self.source}:{self.lines[index]}: cannot read image {path}: {err}; "
+            f"{self._where(self.lines[index])}: cannot read image {path}: {err}; "
             "replace the file or skip bad images (data.skip_bad_images=true / "
             "skip_bad_images=True)"
         )

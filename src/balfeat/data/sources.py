@@ -80,6 +80,82 @@ class ImageData(NamedTuple):
     class_names: list[str]
 
 
+def load_npz_arrays(
+    path: str | os.PathLike[str], pairs: tuple[tuple[str, str], ...]
+) -> dict[str, np.ndarray]:
+    """Read image/label array pairs from a NumPy ``.npz`` archive and check them.
+
+    Args:
+        path: the ``.npz`` file (``np.savez(path, images=..., labels=...)``).
+        pairs: ``(images key, labels key)`` pairs to read, e.g. ``(("images", "labels"),)`` or
+            ``(("train_x", "train_y"), ("test_x", "test_y"))``.
+
+    Returns:
+        ``{key: array}``; images uint8 Shape: (N, H, W) or (N, H, W, C) with C = 1 or 3, labels
+        int64 Shape: (N,).
+
+    Raises:
+        DataError: naming the file and the key: not an ``.npz`` archive, a missing key, images
+            that are not uint8 (N, H, W[, C]), labels that are not non-negative integers (a
+            float label such as 0.5 is not truncated), or a count of labels that differs from the
+            count of images.
+    """
+    import zipfile
+
+    keys = [k for pair in pairs for k in pair]
+    wanted = f"an .npz archive with arrays {', '.join(keys)}"
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except OSError as err:
+        raise DataError(f"{path}: cannot read it ({err.strerror or err}); give {wanted}") from None
+    except (ValueError, EOFError, zipfile.BadZipFile):  # numpy's text speaks of pickles
+        raise DataError(f"{path}: not a NumPy archive; give {wanted} (np.savez)") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: a .npy file holds one array; give {wanted} (np.savez)")
+    out: dict[str, np.ndarray] = {}
+    with archive:
+        missing = [k for k in keys if k not in archive.files]
+        if missing:
+            raise DataError(
+                f"{path}: array(s) {', '.join(missing)} missing (it holds "
+                f"{', '.join(archive.files) or 'none'}); give {wanted}"
+            )
+        for k in keys:
+            try:
+                out[k] = archive[k]
+            except (ValueError, OSError) as err:
+                raise DataError(f"{path}: array {k!r} cannot be read ({err})") from None
+    for xk, yk in pairs:
+        x, y = out[xk], out[yk]
+        if (
+            x.dtype != np.uint8
+            or x.ndim not in (3, 4)
+            or (x.ndim == 4 and x.shape[-1] not in (1, 3))
+        ):
+            raise DataError(
+                f"{path}: {xk!r} must be uint8 images of shape (N, H, W) or (N, H, W, C) with "
+                f"C = 1 or 3, got {x.dtype} {x.shape}"
+            )
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataError(
+                f"{path}: {yk!r} must hold one label per image ({len(x)}), got shape {y.shape}"
+            )
+        if y.dtype.kind == "f":
+            bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
+            if len(bad):
+                raise DataError(
+                    f"{path}: {yk}[{int(bad[0])}] = {float(y[bad[0]])} is not a whole number; "
+                    "labels are class ids 0..C-1"
+                )
+        elif y.dtype.kind not in "iub":
+            raise DataError(f"{path}: {yk!r} must hold integer class ids, got {y.dtype}")
+        if len(y) and y.min() < 0:
+            i = int(np.argmin(y))
+            raise DataError(f"{path}: {yk}[{i}] = {y[i]} is negative; labels are 0..C-1")
+        out[yk] = y.astype(np.int64)
+    return out
+
+
 def cache_root() -> Path:
     """``$BALFEAT_CACHE``, else ``$XDG_CACHE_HOME/balfeat``, else ``~/.cache/balfeat``."""
     if os.environ.get("BALFEAT_CACHE"):

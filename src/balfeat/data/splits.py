@@ -20,6 +20,7 @@ are dropped on reading, so a file written back holds only the entries.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -29,6 +30,8 @@ import numpy as np
 
 from balfeat.atomic import atomic_write_text
 from balfeat.errors import SplitFormatError
+
+logger = logging.getLogger(__name__)
 
 #: A class with more than this many training images is "many-shot" (classifier-balancing protocol).
 MANY_SHOT_MIN = 100
@@ -75,6 +78,28 @@ def _content_lines(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
         yield lineno, line
 
 
+def read_text_lines(path: str | os.PathLike[str]) -> list[str]:
+    """The lines of a UTF-8 text file, with their line ends (``\\n`` or ``\\r\\n``) kept.
+
+    Raises:
+        SplitFormatError: the file is not UTF-8 (e.g. saved as Latin-1 or UTF-16), naming the
+            line and the byte that does not decode.
+    """
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        hint = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise SplitFormatError(
+            f"{path}:{line}: byte {data[err.start]:#04x} is not UTF-8 text{hint}; save the file "
+            "as UTF-8 (image paths with non-ASCII names must be UTF-8 encoded)"
+        ) from None
+    # split at "\n" only, as open(newline="\n") does: "\r" stays and is stripped with the line
+    parts = text.split("\n")
+    return [ln + "\n" for ln in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
 def parse_split_lines(
     lines: Iterable[str],
     source: str = "<split>",
@@ -111,6 +136,9 @@ def parse_split_lines(
         if BOM in path:
             raise SplitFormatError(f"{where}: byte-order mark inside the path {path!r}; remove it")
         try:
+            # int() also reads '1_000' (as 1000) and non-ASCII digits: a label is ASCII digits
+            if not label_text.lstrip("+-").isascii() or "_" in label_text:
+                raise ValueError(label_text)
             label = int(label_text)
         except ValueError:
             raise SplitFormatError(
@@ -141,9 +169,7 @@ def read_split(
     allow_duplicates: bool = False,
 ) -> list[SplitEntry]:
     """Read a split file; see :func:`parse_split_lines` for the checks and errors."""
-    path = Path(path)
-    with open(path, encoding="utf-8", newline="\n") as f:
-        return parse_split_lines(f, str(path), num_classes, allow_duplicates)
+    return parse_split_lines(read_text_lines(path), str(path), num_classes, allow_duplicates)
 
 
 def format_split(entries: Iterable[SplitEntry]) -> str:
@@ -178,28 +204,80 @@ def scan_image_folder(root: str | os.PathLike[str]) -> list[SplitEntry]:
     reference's train lists). This is what a recipe with an empty ``data.train_split`` trains on
     (e.g. the class-set runs: every ImageNet train image of the classes in ``data.class_set``).
 
+    Hidden folders and files (``.ipynb_checkpoints/``, macOS ``._x.jpg``) are skipped. Files that
+    are not images (by their ending, see :data:`IMAGE_EXTENSIONS`) and files directly under
+    ``root`` are skipped with a warning that counts them. Folder names are sorted as strings, as
+    torchvision's ``ImageFolder`` does: with numbered folders ``1, 2, 10`` the labels follow
+    ``1, 10, 2``, which a warning points out.
+
     Raises:
-        SplitFormatError: ``root`` is not a folder or holds no class folder with images.
+        SplitFormatError: ``root`` is not a folder, or holds no class folder with images.
+        DataError: a class folder holds no image (it would be a class without images, or shift
+            the labels of the classes after it).
     """
+    from balfeat.errors import DataError
+
     base = Path(root)
+    if base.is_file():
+        raise SplitFormatError(
+            f"data root {str(base)!r} is a file; with no split file it must be a folder of class "
+            "sub-folders (e.g. ImageNet train/), or pass the file as the split"
+        )
     if not base.is_dir():
         raise SplitFormatError(
             f"image folder {str(base)!r} does not exist; with no split file, data.root must be a "
             "folder of class sub-folders (e.g. ImageNet train/)"
         )
     entries: list[SplitEntry] = []
-    classes = sorted(d.name for d in base.iterdir() if d.is_dir())
+    ignored: list[str] = []
+    classes: list[str] = []
+    for d in sorted(base.iterdir(), key=lambda d: d.name):
+        if d.name.startswith("."):
+            continue
+        if d.is_dir():
+            classes.append(d.name)
+        else:
+            ignored.append(d.name)
+    empty: list[str] = []
     for label, cls in enumerate(classes):
-        names = sorted(
-            f.name
-            for f in (base / cls).iterdir()
-            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-        )
+        names = []
+        for f in sorted((base / cls).iterdir(), key=lambda f: f.name):
+            if f.name.startswith("."):
+                continue
+            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+                names.append(f.name)
+            else:
+                ignored.append(f"{cls}/{f.name}")
+        if not names:
+            empty.append(cls)
         entries.extend(SplitEntry(f"/{cls}/{n}", label) for n in names)
     if not entries:
         raise SplitFormatError(
             f"image folder {str(base)!r} holds no class sub-folder with images "
             f"({', '.join(IMAGE_EXTENSIONS)})"
+        )
+    if empty:
+        shown = ", ".join(repr(c) for c in empty[:5]) + (" ..." if len(empty) > 5 else "")
+        raise DataError(
+            f"image folder {str(base)!r}: {len(empty)} class folder(s) hold no image "
+            f"({', '.join(IMAGE_EXTENSIONS)}): {shown}; each sub-folder is a class - add its "
+            "images or remove the folder"
+        )
+    if ignored:
+        logger.warning(
+            "image folder %s: skipped %d file(s) that are not images or not in a class folder, "
+            "e.g. %s",
+            base,
+            len(ignored),
+            ", ".join(ignored[:3]),
+        )
+    if all(c.isdigit() for c in classes) and classes != sorted(classes, key=int):
+        logger.warning(
+            "image folder %s: the class folders are numbers, labelled in string order (%s): "
+            "label 1 is folder %r; write a split file to choose other labels",
+            base,
+            ", ".join(classes[:4]) + (" ..." if len(classes) > 4 else ""),
+            classes[1],
         )
     return entries
 
@@ -210,25 +288,35 @@ def read_class_set(path: str | os.PathLike[str]) -> list[str]:
     Blank lines, ``#`` comments and a leading BOM are skipped (see the module docstring).
 
     Raises:
-        SplitFormatError: a line with spaces, a byte-order mark, or a class listed twice.
+        SplitFormatError: a line with spaces, a byte-order mark, a class listed twice, or a file
+            without any class.
     """
+    return [name for _, name in read_class_set_lines(path)]
+
+
+def read_class_set_lines(path: str | os.PathLike[str]) -> list[tuple[int, str]]:
+    """:func:`read_class_set` with the line number of each name: ``[(line, name), ...]``."""
     path = Path(path)
-    names: list[str] = []
+    names: list[tuple[int, str]] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8", newline="\n") as f:
-        for lineno, line in _content_lines(f):
-            line = line.strip()
-            name = line[1:] if line.startswith("/") else line
-            if not name or " " in name or "/" in name or BOM in name:
-                raise SplitFormatError(
-                    f"{path}:{lineno}: expected one class folder like '/n01440764', got {line!r}"
-                )
-            first = seen.setdefault(name, lineno)
-            if first != lineno:
-                raise SplitFormatError(
-                    f"{path}:{lineno}: class {name!r} listed twice (first at line {first})"
-                )
-            names.append(name)
+    for lineno, line in _content_lines(read_text_lines(path)):
+        line = line.strip()
+        name = line[1:] if line.startswith("/") else line
+        if not name or " " in name or "/" in name or BOM in name:
+            raise SplitFormatError(
+                f"{path}:{lineno}: expected one class folder like '/n01440764', got {line!r}"
+            )
+        first = seen.setdefault(name, lineno)
+        if first != lineno:
+            raise SplitFormatError(
+                f"{path}:{lineno}: class {name!r} listed twice (first at line {first})"
+            )
+        names.append((lineno, name))
+    if not names:  # an empty class set selects nothing: every later step would fail vaguely
+        raise SplitFormatError(
+            f"class-set file {str(path)!r} lists no class (it is empty or only blank lines and "
+            "# comments); give one '/class_folder' per line"
+        )
     return names
 
 
@@ -335,9 +423,21 @@ def read_class_counts(
     """
     from balfeat.errors import BalfeatError, DataError
 
-    text = Path(path).read_text(encoding="utf-8-sig")
-    values = [v.split("#", 1)[0].strip() for _, v in _content_lines(text.splitlines())]
-    if values and all(v.isdigit() for v in values):  # a counts file (inline # comments allowed)
+    numbered = [(n, v.split("#", 1)[0].strip()) for n, v in _content_lines(read_text_lines(path))]
+    values = [v for _, v in numbered]
+    if not values:  # all classes would count 0: every class few-shot, without a word
+        raise DataError(
+            f"{key} {str(path)!r} holds no counts (only blank lines or # comments); give one "
+            f"count per class ({num_classes} lines) or a split file"
+        )
+    if all(" " not in v for v in values):  # no 'path label' line: meant as a counts file
+        for lineno, v in numbered:
+            if not v.isdigit():
+                raise DataError(
+                    f"{key} {str(path)!r}:{lineno}: {v!r} is not a count; a counts file has one "
+                    "non-negative integer (images of that class) per line, in class order"
+                )
+    if all(v.isdigit() for v in values):  # a counts file (inline # comments allowed)
         counts = [int(v) for v in values]
     else:
         try:

@@ -142,8 +142,10 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
         else:
             if not d.root:
                 raise ConfigError("data.dataset=array needs data.root=FILE.npz")
-            with np.load(d.root) as f:
-                images, labels = f["images"], f["labels"]
+            from balfeat.data.sources import load_npz_arrays
+
+            arrays = load_npz_arrays(d.root, (("images", "labels"),))
+            images, labels = arrays["images"], arrays["labels"]
         labels = np.asarray(labels, dtype=np.int64)
         num_classes = int(labels.max()) + 1
         if d.imbalance_ratio > 1.0 or d.per_class > 0:
@@ -160,8 +162,8 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
             images, labels = images[pick], labels[pick]
         check_not_empty(labels, num_classes, f"data.dataset={d.dataset}")
         return ArrayDataset(images, labels, transform=transform, num_classes=num_classes)
-    from balfeat.data.datasets import SplitImageDataset, class_counts, subset_classes
-    from balfeat.data.splits import class_names_of, read_class_set, scan_image_folder
+    from balfeat.data.datasets import FOLDER_SCAN, SplitImageDataset, class_counts, subset_classes
+    from balfeat.data.splits import class_names_of, read_class_set_lines, scan_image_folder
 
     if not d.root:
         raise ConfigError(
@@ -179,11 +181,13 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
         skip_bad_images=d.skip_bad_images,
         check_files=False,
         decode=decode,
+        source=FOLDER_SCAN.format(d.root),
     )
     if d.class_set:  # e.g. the paper's clsset1: keep those classes, relabelled 0..C'-1
-        names = read_class_set(d.class_set)
+        numbered = read_class_set_lines(d.class_set)
+        names = [n for _, n in numbered]
         known = set(class_names_of(ds.entries, d.train_split or d.root).values())
-        unknown = [f"{n!r} ({d.class_set}:{i})" for i, n in enumerate(names, 1) if n not in known]
+        unknown = [f"{n!r} ({d.class_set}:{i})" for i, n in numbered if n not in known]
         if unknown:
             raise DataError(
                 f"data.class_set: {len(unknown)} class(es) not in data.train_split "

@@ -255,6 +255,32 @@ def truncate_metrics(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(k + "\n" for k in keep))
 
 
+def shape_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str:
+    """Say which tensors of a checkpoint differ in shape from the model's ("" when none).
+
+    A classifier of another size (``head.weight`` with 3 rows against 4) means the training data
+    now has another number of classes than when the checkpoint was written.
+    """
+    diffs = [
+        (k, tuple(v.shape), tuple(current[k].shape))
+        for k, v in saved.items()
+        if k in current and hasattr(v, "shape") and tuple(v.shape) != tuple(current[k].shape)
+    ]
+    if not diffs:
+        return ""
+    key, old, new = diffs[0]
+    text = f"{key} has shape {old} in the checkpoint but {new} here"
+    if len(diffs) > 1:
+        text += f" (and {len(diffs) - 1} more tensor(s))"
+    if key.endswith("weight") and len(old) == 2 and old[1:] == new[1:] and old[0] != new[0]:
+        text += (
+            f": the checkpoint was trained on {old[0]} classes and the training data now has "
+            f"{new[0]} (did the split file or data.class_set change?); resume with the data it "
+            "was trained on, or start a new run"
+        )
+    return text
+
+
 class Trainer:
     """Pre-trains a method as configured.
 
@@ -410,8 +436,11 @@ class Trainer:
         try:
             self.method.load_state_dict(state["model"])
         except RuntimeError as err:
+            # a tensor of another shape, said in one sentence (a head of another number of
+            # classes: the data changed), rather than torch's list of every mismatch
+            said = shape_mismatch(state["model"], self.method.state_dict()) or str(err)
             raise CheckpointError(
-                f"checkpoint {str(path)!r} does not fit this method/architecture: {err}"
+                f"checkpoint {str(path)!r} does not fit this method/architecture: {said}"
             ) from None
         check_resume_config(state.get("config") or {}, config_to_dict(self.cfg), path)
         self.optimizer.load_state_dict(state["optimizer"])

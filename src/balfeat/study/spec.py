@@ -41,6 +41,7 @@ every seed. Changes from the balanced set to a long-tailed one are paired by see
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,14 +158,29 @@ def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
     if not spec.family.sets:
         raise ConfigError("family.sets is empty; give e.g. {balanced: 1, exp100: 100}")
     for name, ratio in spec.family.sets.items():
-        if ratio < 1:
-            raise ConfigError(f"family.sets.{name} must be a ratio n_max/n_min >= 1, got {ratio}")
+        check_name("family.sets", name)
+        if not math.isfinite(ratio) or ratio < 1:
+            raise ConfigError(
+                f"family.sets.{name} must be a finite ratio n_max/n_min >= 1, got {ratio}"
+            )
     if not spec.methods:
         raise ConfigError(
             "the study lists no methods; add e.g. methods: {sl: {method: {name: sl}}}"
         )
     if not spec.probes:
         raise ConfigError("the study lists no probes; add e.g. probes: {fast: {}}")
+    for mname in spec.methods:
+        check_name("methods", mname)
+    for pname in spec.probes:
+        check_name("probes", pname)
+        if pname == "pretrain":  # the folder of the cell's pre-training run
+            raise ConfigError("probes.pretrain: 'pretrain' names the cell's pre-training folder")
+    from balfeat.evaluation.metrics import parse_grouping
+
+    try:  # read when the report is written, hours later: check it now
+        parse_grouping(spec.grouping)
+    except BalfeatError as err:
+        raise ConfigError(f"grouping: {err}") from None
     from balfeat.classify.probe import ProbeConfig
 
     probe_fields = set(ProbeConfig.__dataclass_fields__)
@@ -179,10 +195,26 @@ def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"unknown probe option probes.{pname}.{k}{hint}")
         try:  # the values too, before any folder is written
-            ProbeConfig(**dict(pkw))
+            pcfg = ProbeConfig(**dict(pkw))
         except (BalfeatError, TypeError) as err:
             raise ConfigError(f"probes.{pname}: {err}") from None
+        if pcfg.milestones and max(pcfg.milestones) >= pcfg.epochs:  # as balfeat probe does
+            raise ConfigError(
+                f"probes.{pname}: milestones {list(pcfg.milestones)} must lie below epochs="
+                f"{pcfg.epochs}; a later one would never be reached"
+            )
     used: set[str] = set()
+    for where, mapping in [("base", spec.base)] + [
+        (f"methods.{m}", c) for m, c in spec.methods.items()
+    ]:
+        run = mapping.get("run") if isinstance(mapping, Mapping) else None
+        for key in CELL_KEYS:
+            if isinstance(run, Mapping) and key.split(".")[1] in run:
+                what = "seeds: [...]" if key == "run.seed" else "output_dir (or --out)"
+                raise ConfigError(
+                    f"{where}.{key}: a study sets {key} for every cell, so this value would be "
+                    f"ignored; remove it and use {what}"
+                )
     for mname in spec.methods:
         if spec.methods[mname] is None:
             spec.methods[mname] = {}
@@ -194,6 +226,33 @@ def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
         raise ConfigError(
             f"override {unused[0]!r}: none of the study's methods ({', '.join(spec.methods)}) "
             f"has the parameter {key!r}"
+        )
+
+
+#: Characters of a method, set or probe name: each becomes part of a folder name.
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.+-")
+
+
+def check_name(section: str, name: object) -> None:
+    """Refuse a method, set or probe name that cannot be a folder name of its own.
+
+    A cell's folder is ``<method>__<set>``: a name with ``/`` would write outside the study, and
+    one with ``__`` could give two cells the same folder (``a__b`` + ``c`` and ``a`` + ``b__c``).
+
+    Raises:
+        ConfigError: naming the section and the name.
+    """
+    text = str(name)
+    if (
+        not text
+        or text in (".", "..")
+        or not set(text) <= _NAME_CHARS
+        or "__" in text
+        or text.startswith(".")
+    ):
+        raise ConfigError(
+            f"{section}: name {text!r} cannot name a folder; use letters, digits and '_', '-', "
+            "'.', '+' (no '__', not starting with '.')"
         )
 
 

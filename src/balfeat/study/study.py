@@ -94,13 +94,12 @@ def load_study_data(spec: StudySpec) -> StudyData:
         raise ConfigError(
             "study dataset 'array' needs root: FILE.npz (train_x/train_y/test_x/test_y)"
         )
-    with np.load(spec.root) as f:
-        try:
-            tx, ty, vx, vy = f["train_x"], f["train_y"], f["test_x"], f["test_y"]
-        except KeyError as err:
-            raise DataError(
-                f"{spec.root}: needs arrays train_x, train_y, test_x, test_y ({err} is missing)"
-            ) from None
+    from balfeat.data.sources import load_npz_arrays
+
+    a = load_npz_arrays(spec.root, (("train_x", "train_y"), ("test_x", "test_y")))
+    tx, ty, vx, vy = a["train_x"], a["train_y"], a["test_x"], a["test_y"]
+    if not len(ty) or not len(vy):
+        raise DataError(f"{spec.root}: train_y and test_y must not be empty")
     c = int(max(ty.max(), vy.max())) + 1
     return StudyData(tx, ty.astype(np.int64), vx, vy.astype(np.int64), [str(i) for i in range(c)])
 
