@@ -48,3 +48,27 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path: Path) -> None:
         atomic_write_bytes(target, boom)  # type: ignore[arg-type]
     assert target.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_every_file_balfeat_writes_goes_through_the_atomic_writer() -> None:
+    """No plain ``write_text`` / ``write_bytes`` / ``torch.save(obj, path)`` / ``open(.., "w")``
+    in the package: a kill mid-write would leave a half-written results or checkpoint file."""
+    import re
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "balfeat"
+    plain = re.compile(
+        r"\.write_text\(|\.write_bytes\(b\"[^\"]|open\([^)]*[\"'][wa]b?[\"']|torch\.save\([^,]+,(?!\s*fh\))"
+    )
+    allowed = {
+        "atomic.py",  # the writer itself
+        "metrics_log.py",  # append-only JSON lines; the reader skips a torn last line
+    }
+    found = [
+        f"{p.relative_to(src)}:{i}: {line.strip()}"
+        for p in src.rglob("*.py")
+        if p.name not in allowed
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if plain.search(line) and "os.fdopen(fd" not in line  # the O_EXCL lock file
+    ]
+    assert found == []

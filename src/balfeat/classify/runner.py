@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from balfeat.atomic import atomic_write_text
 from balfeat.data.splits import read_class_counts
+from balfeat.engine.checkpoint import atomic_save
 
 if TYPE_CHECKING:
     import numpy as np
@@ -353,7 +355,7 @@ def run_probe_job(args: Any) -> list[str]:
         both.update(meta)
         write_results(out / "A", both["A"])
         write_results(out / "B", both["B"])
-        (out / "unseen.json").write_text(json.dumps(_headline(both), indent=2) + "\n")
+        atomic_write_text(out / "unseen.json", json.dumps(_headline(both), indent=2) + "\n")
         for key in ("A", "B"):
             lines.append(f"== class set {key} ({len(both['classes_' + key])} classes)")
             lines.append(format_summary(both[key]))
@@ -406,7 +408,7 @@ def run_probe_job(args: Any) -> list[str]:
             extra["lws"] = _short(probe_summary(r, counts, names, grouping))
         results["decoupled"] = extra
     write_results(out, results)
-    torch.save(
+    atomic_save(
         {
             "classifier": res.classifier.state_dict(),
             "val_logits": res.val_logits,

@@ -343,5 +343,7 @@ def config_from_dict(mapping: Mapping[str, Any], source: str = "a saved config")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Write the resolved config as YAML (atomically: a kill leaves the old file or the new)."""
+    from balfeat.atomic import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

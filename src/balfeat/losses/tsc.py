@@ -99,8 +99,11 @@ def uniform_targets(
 
 
 def save_targets(path: str | os.PathLike[str], targets: torch.Tensor) -> None:
-    """Save targets (a plain tensor) with ``torch.save``."""
-    torch.save(targets.detach().cpu(), path)
+    """Save targets (a plain tensor) with ``torch.save``, atomically."""
+    from balfeat.atomic import atomic_write_bytes
+
+    tensor = targets.detach().cpu()
+    atomic_write_bytes(path, lambda fh: torch.save(tensor, fh))
 
 
 def load_targets(path: str | os.PathLike[str], num_classes: int, dim: int) -> torch.Tensor:
