@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from balfeat.errors import BalfeatError
 from balfeat.losses.contrastive import _check_temperature
+from balfeat.losses.shapes import check_features, check_keys, check_label_range, check_labels
 
 
 def bcl_loss(
@@ -51,9 +52,13 @@ def bcl_loss(
         The mean over the N anchors (scalar).
     """
     _check_temperature(temperature)
+    check_features("bcl_loss", "features", features)
+    check_labels("bcl_loss", "labels", labels, features.shape[0])
+    check_keys("bcl_loss", "prototypes", prototypes, features.shape[1])
     n, c = features.shape[0], prototypes.shape[0]
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= c):
-        raise BalfeatError(f"BCL labels must lie in [0, {c}) (one prototype per class)")
+    if c == 0:
+        raise BalfeatError("bcl_loss: prototypes is empty (0 classes); pass one row per class")
+    check_label_range("bcl_loss", "labels (one prototype per class)", labels, c)
     lab = labels.long()
     allf = torch.cat([features, prototypes.to(features.dtype)])  # (N + C, D)
     alll = torch.cat([lab, torch.arange(c, device=lab.device)])
@@ -89,6 +94,13 @@ def logit_adjusted_ce(
     Returns:
         Scalar mean loss.
     """
+    check_features("logit_adjusted_ce", "logits", logits)
+    check_labels("logit_adjusted_ce", "labels", labels, logits.shape[0])
+    if log_prior.shape != (logits.shape[1],):
+        raise BalfeatError(
+            f"logit_adjusted_ce: log_prior must have shape ({logits.shape[1]},), one value per "
+            f"class of logits {tuple(logits.shape)}, got {tuple(log_prior.shape)}"
+        )
     return F.cross_entropy(logits + tau * log_prior.to(logits.dtype), labels.long())
 
 
@@ -117,7 +129,15 @@ def bcl_total(
     Returns:
         Scalar loss.
     """
-    views = features.shape[0] // max(labels.shape[0], 1)
+    check_features("bcl_total", "logits", logits)
+    check_labels("bcl_total", "labels", labels, logits.shape[0])
+    check_features("bcl_total", "features", features)
+    views = features.shape[0] // labels.shape[0]
+    if features.shape[0] != views * labels.shape[0]:
+        raise BalfeatError(
+            f"bcl_total: features has {features.shape[0]} rows, not a multiple of the "
+            f"{labels.shape[0]} labels; pass cat([v1, v2]) of the views of this batch"
+        )
     return ce_weight * logit_adjusted_ce(logits, labels, log_prior) + bcl_weight * bcl_loss(
         features, labels.repeat(views), prototypes, temperature
     )

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 
 from balfeat.errors import BalfeatError
+from balfeat.losses.shapes import check_keys, check_label_range, check_labels, check_pair
 
 LossType = Literal["v1", "v2", "sum"]
 Selection = Literal["random", "queue_order"]
@@ -54,6 +55,8 @@ def moco_loss(
         The mean loss over the batch (scalar).
     """
     _check_temperature(temperature)
+    check_pair("moco_loss", q, k)
+    check_keys("moco_loss", "queue", queue, q.shape[1])
     q_t = q / temperature
     l_pos = (q_t * k).sum(dim=1)  # (B,)
     lse = torch.logaddexp(l_pos, queue_logsumexp(q_t, queue))  # (B,)
@@ -195,6 +198,7 @@ def select_positives(
     posk: int,
     selection: Selection = "random",
     generator: torch.Generator | None = None,
+    num_classes: int | None = None,
 ) -> Positives:
     """Pick up to ``posk`` queue positions of each query's class (the one selection path).
 
@@ -212,6 +216,8 @@ def select_positives(
         posk: the most queue positives per query (``k`` of KCL).
         selection: ``"random"`` or ``"queue_order"``.
         generator: random source for ``"random"`` (on the device of ``labels``).
+        num_classes: C when the caller knows it: labels must then lie in ``[0, C)`` (checked
+            in the same read that checks ``>= 0``); None: only ``>= 0``.
 
     Returns:
         :class:`Positives`: ``positions`` are queue positions, ``-1`` where a query has fewer
@@ -221,10 +227,9 @@ def select_positives(
         raise BalfeatError(f"KCL selection {selection!r} is unknown; use one of {SELECTIONS}")
     if posk < 0:
         raise BalfeatError(f"KCL posk={posk} must be >= 0 (the paper uses 6)")
-    if labels.numel() and int(labels.min()) < 0:
-        raise BalfeatError(
-            f"KCL got a negative class label {int(labels.min())}; labels must be class ids >= 0"
-        )
+    check_labels("select_positives", "labels", labels, None)
+    check_labels("select_positives", "queue_labels", queue_labels, None)
+    check_label_range("select_positives", "labels", labels, num_classes)
     batch = labels.shape[0]
     device = labels.device
     order, start, count = class_blocks(labels, queue_labels)
@@ -282,6 +287,13 @@ def given_positives(
         labels: query classes (``>= 0``). Shape: (B,).
         queue_labels: key classes, ``-1`` for empty slots. Shape: (K,).
     """
+    check_labels("given_positives", "labels", labels, None)
+    check_labels("given_positives", "queue_labels", queue_labels, None)
+    if positions.dim() != 2 or positions.shape[0] != labels.shape[0]:
+        raise BalfeatError(
+            f"given_positives: positions must be ({labels.shape[0]}, P), one row per label, "
+            f"got shape {tuple(positions.shape)}"
+        )
     order, start, count = class_blocks(labels, queue_labels)
     return Positives(positions, order, start, count)
 
@@ -322,9 +334,21 @@ def kcl_loss(
     if loss_type not in LOSS_TYPES:
         raise BalfeatError(f"KCL loss_type {loss_type!r} is unknown; use one of {LOSS_TYPES}")
     _check_temperature(temperature)
+    check_pair("kcl_loss", q, k)
+    check_keys("kcl_loss", "queue", queue, q.shape[1])
     order, start, count = positives.order, positives.start, positives.count
     positives_idx = positives.positions
     batch = q.shape[0]
+    if positives_idx.dim() != 2 or positives_idx.shape[0] != batch or start.shape[0] != batch:
+        raise BalfeatError(
+            f"kcl_loss: positives were selected for {start.shape[0]} labels (positions "
+            f"{tuple(positives_idx.shape)}) but q has {batch} rows; select them for this batch"
+        )
+    if order.shape[0] != queue.shape[0]:
+        raise BalfeatError(
+            f"kcl_loss: positives were selected from {order.shape[0]} queue labels but the "
+            f"queue holds {queue.shape[0]} keys; pass the queue's own labels (K,)"
+        )
     q_t = q / temperature
     l_pos = (q_t * k).sum(dim=1)  # (B,)
     valid = positives_idx >= 0  # (B, P)

@@ -39,6 +39,13 @@ import torch
 
 from balfeat.errors import BalfeatError
 from balfeat.losses.contrastive import _check_temperature, queue_logsumexp
+from balfeat.losses.shapes import (
+    check_features,
+    check_keys,
+    check_label_range,
+    check_labels,
+    check_pair,
+)
 from balfeat.losses.supcon import _num_classes, class_sums
 
 
@@ -85,15 +92,40 @@ def paco_loss(
     """
     _check_temperature(temperature)
     _check_temperature(centre_temperature)
-    if alpha < 0 or beta < 0 or gamma <= 0:
+    if not (alpha >= 0 and beta >= 0 and gamma > 0):
         raise BalfeatError(
             f"PaCo needs alpha >= 0, beta >= 0, gamma > 0 (got {alpha}, {beta}, {gamma})"
         )
     if centre_logits is None and alpha == 0:
         raise BalfeatError("PaCo with alpha=0 and no centres has no positive; set alpha > 0")
-    if labels.numel() and int(labels.min()) < 0:
-        raise BalfeatError("PaCo got a negative class label; labels must be class ids >= 0")
-    batch = q.shape[0]
+    check_features("paco_loss", "q", q)
+    batch, dim = q.shape
+    check_keys("paco_loss", "k", k, dim)
+    if k.shape[0] != batch and not (in_batch and k.shape[0] == 0):
+        raise BalfeatError(
+            f"paco_loss: k {tuple(k.shape)} must have the rows of q {tuple(q.shape)}: one key "
+            "per query"
+        )
+    check_labels("paco_loss", "labels", labels, batch)
+    if queue is not None:
+        check_keys("paco_loss", "queue", queue, dim)
+        if queue_labels is None:
+            raise BalfeatError("paco_loss: a queue needs its queue_labels (K,); pass both")
+        check_labels("paco_loss", "queue_labels", queue_labels, queue.shape[0])
+    num_classes = None
+    if centre_logits is not None:
+        if centre_logits.dim() != 2 or centre_logits.shape[0] != batch:
+            raise BalfeatError(
+                f"paco_loss: centre_logits must be ({batch}, C), one row per query, got "
+                f"{tuple(centre_logits.shape)}"
+            )
+        num_classes = centre_logits.shape[1]
+        if log_prior is not None and log_prior.shape != (num_classes,):
+            raise BalfeatError(
+                f"paco_loss: log_prior must have shape ({num_classes},), one value per class "
+                f"of centre_logits, got {tuple(log_prior.shape)}"
+            )
+    check_label_range("paco_loss", "labels", labels, num_classes)
     q_t = q / temperature
     no_queue = queue is None or queue.shape[0] == 0
     # Non-parametric contrast: batch part (dense, B x 2B at most) and queue part (lean).
@@ -175,6 +207,15 @@ def gpaco_loss(
     Returns:
         Scalar loss (mean over the 2B anchors).
     """
+    check_pair("gpaco_loss", q, k)
+    check_labels("gpaco_loss", "labels", labels, q.shape[0])
+    if centre_logits is not None and (
+        centre_logits.dim() != 2 or centre_logits.shape[0] != 2 * q.shape[0]
+    ):
+        raise BalfeatError(
+            f"gpaco_loss: centre_logits must be ({2 * q.shape[0]}, C), the logits of both "
+            f"views in cat([q, k]) order, got {tuple(centre_logits.shape)}"
+        )
     z = torch.cat([q, k.to(q.dtype)])
     return paco_loss(
         z,

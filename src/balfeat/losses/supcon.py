@@ -14,8 +14,14 @@ from __future__ import annotations
 
 import torch
 
-from balfeat.errors import BalfeatError
 from balfeat.losses.contrastive import _check_temperature, queue_logsumexp
+from balfeat.losses.shapes import (
+    check_features,
+    check_keys,
+    check_label_range,
+    check_labels,
+    check_pair,
+)
 
 
 def class_sums(
@@ -73,8 +79,9 @@ def supcon_loss(
     _check_temperature(temperature)
     if base_temperature is not None:
         _check_temperature(base_temperature)
-    if labels.numel() and int(labels.min()) < 0:
-        raise BalfeatError("SupCon got a negative class label; labels must be class ids >= 0")
+    check_features("supcon_loss", "features", features)
+    check_labels("supcon_loss", "labels", labels, features.shape[0])
+    check_label_range("supcon_loss", "labels", labels, None)
     n = features.shape[0]
     z_t = features / temperature
     logits = z_t @ features.t()  # (N, N), in-batch only
@@ -120,8 +127,11 @@ def supcon_queue_loss(
         The mean loss over the batch (scalar).
     """
     _check_temperature(temperature)
-    if labels.numel() and int(labels.min()) < 0:
-        raise BalfeatError("SupCon got a negative class label; labels must be class ids >= 0")
+    check_pair("supcon_queue_loss", q, k)
+    check_keys("supcon_queue_loss", "queue", queue, q.shape[1])
+    check_labels("supcon_queue_loss", "labels", labels, q.shape[0])
+    check_labels("supcon_queue_loss", "queue_labels", queue_labels, queue.shape[0])
+    check_label_range("supcon_queue_loss", "labels", labels, None)
     q_t = q / temperature
     l_pos = (q_t * k).sum(dim=1)  # (B,)
     lse = torch.logaddexp(l_pos, queue_logsumexp(q_t, queue))  # (B,)

@@ -47,9 +47,10 @@ import torch
 from balfeat.errors import BalfeatError
 from balfeat.losses.contrastive import (
     _check_temperature,
-    kcl_select_positives,
     queue_logsumexp,
+    select_positives,
 )
+from balfeat.losses.shapes import check_keys, check_labels, check_pair
 
 
 def uniform_targets(
@@ -215,7 +216,19 @@ def tsc_loss(
         Scalar mean loss.
     """
     _check_temperature(temperature)
-    pos = kcl_select_positives(labels, queue_labels, posk, selection, generator)  # type: ignore[arg-type]
+    check_pair("tsc_loss", q, k)
+    check_keys("tsc_loss", "queue", queue, q.shape[1])
+    check_labels("tsc_loss", "labels", labels, q.shape[0])
+    check_labels("tsc_loss", "queue_labels", queue_labels, queue.shape[0])
+    check_keys("tsc_loss", "class_targets", class_targets, q.shape[1])
+    pos = select_positives(
+        labels,
+        queue_labels,
+        posk,
+        selection,  # type: ignore[arg-type]
+        generator,
+        num_classes=class_targets.shape[0],
+    ).positions
     q_t = q / temperature
     l_pos = (q_t * k).sum(dim=1)
     valid = pos >= 0
