@@ -68,3 +68,47 @@ def test_knn_monitor_runs_every_n_epochs_and_restores_train_mode() -> None:
     assert "knn_top1" in mon(net, 5, 5, torch.device("cpu"))  # the last epoch always
     with pytest.raises(BalfeatError):
         KNNMonitor(TensorDataset(x, y), TensorDataset(x, y), 3, every=0)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (
+            lambda: knn_predict(torch.randn(5, 4), torch.arange(4), torch.randn(2, 4), 3),
+            r"train_labels must be integer class ids of shape \(5,\)",
+        ),
+        (
+            lambda: knn_predict(torch.randn(5, 4), torch.arange(5) % 3, torch.randn(2, 5), 3),
+            "different dims",
+        ),
+        (
+            lambda: knn_predict(torch.randn(5, 4), torch.arange(5), torch.randn(2, 4), 3),
+            r"lie in \[0, 3\), got \[0, 4\]",
+        ),
+        (
+            lambda: knn_predict(torch.randn(5, 4), torch.arange(5) % 3.0, torch.randn(2, 4), 3),
+            "float32",
+        ),
+        (
+            lambda: knn_predict(torch.randn(5, 4), torch.zeros(5).long(), torch.randn(2, 4), 0),
+            "num_classes=0",
+        ),
+        (
+            lambda: knn_predict(
+                torch.randn(5, 4), torch.arange(5) % 3, torch.randn(2, 4), 3, T=math.nan
+            ),
+            "finite T",
+        ),
+        (
+            lambda: knn_accuracy(
+                torch.randn(5, 4), torch.arange(5) % 3, torch.randn(2, 4), torch.arange(3), 3
+            ),
+            r"test_labels must have shape \(2,\)",
+        ),
+    ],
+)
+def test_bad_knn_inputs_are_named(call: object, match: str) -> None:
+    """Before: torch IndexError/RuntimeError deep in the vote, NaN scores for T=nan, float
+    labels voted silently."""
+    with pytest.raises(BalfeatError, match=match):
+        call()  # type: ignore[operator]

@@ -154,3 +154,44 @@ def test_evaluate_shape_errors() -> None:
         evaluate(np.zeros((2, 3)), np.array([0, 1]), np.array([1, 2]))
     with pytest.raises(BalfeatError, match="class names"):
         evaluate(np.zeros((2, 2)), np.array([0, 1]), np.array([1, 2]), class_names=["x"])
+
+
+_L = np.random.default_rng(0).normal(size=(6, 3))
+_Y = np.array([0, 1, 2, 0, 1, 2])
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: topk_accuracy(_L, _Y + 0.5), "labels must be whole"),
+        (lambda: topk_accuracy(_L, _Y, ks=(0,)), "every k >= 1"),
+        (lambda: topk_accuracy(_L * np.nan, _Y), "NaN in 6 of 6 rows"),
+        (lambda: per_class_accuracy(_L, _Y + 0.7), "labels must be whole"),
+        (lambda: per_class_accuracy(np.array([0.5, 1, 2, 0, 1, 2]), _Y), "predictions"),
+        (lambda: shot_accuracy(_L, _Y, np.ones((3, 1))), r"1-D \(C,\)"),
+        (lambda: shot_accuracy(_L, _Y, [10, 5]), "2 classes but logits have 3"),
+        (lambda: shot_accuracy(_L, _Y, [10, -5, 1]), r"-5 \(class 1\)"),
+        (lambda: shot_accuracy(_L, _Y, [10.7, 5.2, 1]), "train_counts must be whole"),
+        (lambda: shot_accuracy(_L, _Y, [np.nan, 5, 1]), "train_counts must be whole"),
+        (lambda: balancedness([50, 60, 70], [10, 5]), "class_accuracy has 3"),
+        (lambda: balancedness([50, 60, 70], [10, -5, 3]), ">= 0"),
+        (lambda: evaluate(_L, _Y, [10, -5, 1]), ">= 0"),
+    ],
+)
+def test_bad_metric_inputs_are_named(call: object, match: str) -> None:
+    """Before: float labels/predictions were truncated (1.7 -> 1), negative or fractional
+    counts grouped silently, k=0 gave 0 %, NaN logits ranked, and mismatched lengths ended in a
+    numpy broadcast error."""
+    with pytest.raises(BalfeatError, match=match):
+        call()  # type: ignore[operator]
+
+
+def test_whole_float_labels_and_float_counts_of_balancedness_still_accepted() -> None:
+    assert topk_accuracy(_L, _Y.astype(np.float32), ks=(1,)) == topk_accuracy(_L, _Y, ks=(1,))
+    assert balancedness([50.0, 60.0], [math.e, math.e**2])["slope"] == pytest.approx(10.0)
+
+
+def test_evaluate_names_the_classes_without_test_samples() -> None:
+    res = evaluate(_L[:4], _Y[:4] % 2, [100, 50, 5])
+    assert res["classes_without_test"] == [2]
+    assert res["per_class"][2]["accuracy"] is None and res["few"] is None

@@ -8,6 +8,8 @@ monitor of solo-learn (k = 20, T = 0.07 there; k = 200 in InstDisc).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -39,11 +41,37 @@ def knn_predict(
         (M, C) summed vote weights; ``argmax`` is the prediction.
     """
     if train_features.ndim != 2 or test_features.ndim != 2:
-        raise BalfeatError("knn_predict needs 2-D (N, D) feature matrices")
+        raise BalfeatError(
+            "knn_predict needs 2-D (N, D) feature matrices, got train_features "
+            f"{tuple(train_features.shape)} and test_features {tuple(test_features.shape)}"
+        )
     if train_features.shape[0] == 0:
         raise BalfeatError("knn_predict needs at least one training feature")
-    if k < 1 or T <= 0:
-        raise BalfeatError(f"knn_predict needs k >= 1 and T > 0, got k={k}, T={T}")
+    if train_features.shape[1] != test_features.shape[1]:
+        raise BalfeatError(
+            f"knn_predict: test_features {tuple(test_features.shape)} and train_features "
+            f"{tuple(train_features.shape)} have different dims; extract both with one backbone"
+        )
+    if (
+        train_labels.shape != (train_features.shape[0],)
+        or train_labels.is_floating_point()
+        or train_labels.dtype == torch.bool
+    ):
+        raise BalfeatError(
+            f"knn_predict: train_labels must be integer class ids of shape "
+            f"({train_features.shape[0]},), one per training feature, got "
+            f"{tuple(train_labels.shape)} {train_labels.dtype}"
+        )
+    if not (k >= 1 and T > 0 and math.isfinite(T) and chunk >= 1 and num_classes >= 1):
+        raise BalfeatError(
+            f"knn_predict needs k >= 1, a finite T > 0, chunk >= 1 and num_classes >= 1, got "
+            f"k={k}, T={T}, chunk={chunk}, num_classes={num_classes}"
+        )
+    low, high = (int(v) for v in torch.stack(torch.aminmax(train_labels)).tolist())
+    if low < 0 or high >= num_classes:
+        raise BalfeatError(
+            f"knn_predict: train_labels must lie in [0, {num_classes}), got [{low}, {high}]"
+        )
     k = min(k, train_features.shape[0])
     train = F.normalize(train_features.float(), dim=1)
     labels = train_labels.long()
@@ -71,6 +99,11 @@ def knn_accuracy(
     """Top-1 accuracy (%) of :func:`knn_predict` on labelled test features."""
     if test_features.shape[0] == 0:
         raise BalfeatError("knn_accuracy needs at least one test feature")
+    if test_labels.shape != (test_features.shape[0],):
+        raise BalfeatError(
+            f"knn_accuracy: test_labels must have shape ({test_features.shape[0]},), one per "
+            f"test feature, got {tuple(test_labels.shape)}"
+        )
     scores = knn_predict(train_features, train_labels, test_features, num_classes, k, T)
     return float((scores.argmax(1) == test_labels.long()).float().mean() * 100.0)
 

@@ -97,20 +97,78 @@ def parse_grouping(spec: str | ShotGrouping | None) -> ShotGrouping:
     )
 
 
+def _whole(arr: np.ndarray, name: str) -> np.ndarray:
+    """``arr`` as int64, refusing values that are not whole numbers (``1.5``, NaN, inf, text)."""
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "f" and arr.size == 0:
+        return arr.astype(np.int64)
+    if arr.dtype.kind != "f" or not bool(np.all(np.isfinite(arr) & (arr == np.round(arr)))):
+        shown = arr[:5].tolist() if arr.ndim == 1 else arr.dtype
+        raise BalfeatError(
+            f"{name} must be whole class ids / counts, got {arr.dtype} values such as {shown}"
+        )
+    return arr.astype(np.int64)
+
+
 def _as_labels(labels: Any) -> np.ndarray:
     arr = np.asarray(labels)
     if arr.ndim != 1:
         raise BalfeatError(f"labels must be 1-D, got shape {arr.shape}")
-    return arr.astype(np.int64, copy=False)
+    return _whole(arr, "labels")
 
 
 def _predictions(logits_or_preds: Any) -> np.ndarray:
     arr = np.asarray(logits_or_preds)
     if arr.ndim == 2:
+        _no_nan(arr)
         return arr.argmax(axis=1).astype(np.int64)
     if arr.ndim == 1:
-        return arr.astype(np.int64, copy=False)
+        return _whole(arr, "predictions (N,)")
     raise BalfeatError(f"expected logits (N, C) or predictions (N,), got shape {arr.shape}")
+
+
+def _no_nan(scores: np.ndarray) -> None:
+    """Refuse NaN scores: their argmax / ranking means nothing (a diverged classifier)."""
+    if scores.dtype.kind in "fc":
+        bad = np.isnan(scores).any(axis=1) if scores.ndim == 2 else np.isnan(scores)
+        if bool(bad.any()):
+            raise BalfeatError(
+                f"logits have NaN in {int(bad.sum())} of {bad.shape[0]} rows (first: row "
+                f"{int(np.argmax(bad))}); the classifier or its features diverged"
+            )
+
+
+def _as_counts(
+    train_counts: Any,
+    num_classes: int | None = None,
+    against: str = "the scores have",
+    whole: bool = True,
+) -> np.ndarray:
+    """Training images per class (C,): 1-D, finite, ``>= 0``, C = ``num_classes``.
+
+    ``whole=True``: whole numbers, returned as int64; ``whole=False``: any finite values
+    (balancedness only takes their log), returned as float64.
+    """
+    arr = np.asarray(train_counts)
+    if arr.ndim != 1:
+        raise BalfeatError(f"train_counts must be 1-D (C,), got shape {arr.shape}")
+    if whole:
+        counts = _whole(arr, "train_counts")
+    elif arr.dtype.kind in "iuf" and bool(np.all(np.isfinite(arr))):
+        counts = arr.astype(np.float64)
+    else:
+        raise BalfeatError(f"train_counts must be finite numbers, got {arr.dtype} {arr[:5]}")
+    if counts.size and counts.min() < 0:
+        raise BalfeatError(
+            f"train_counts must be >= 0, got {counts.min()} (class {counts.argmin()})"
+        )
+    if num_classes is not None and counts.shape[0] != num_classes:
+        raise BalfeatError(
+            f"train_counts has {counts.shape[0]} classes but {against} {num_classes}; "
+            "pass one training count per class"
+        )
+    return counts
 
 
 def topk_accuracy(logits: Any, labels: Any, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
@@ -124,12 +182,15 @@ def topk_accuracy(logits: Any, labels: Any, ks: Sequence[int] = (1, 5)) -> dict[
     Returns:
         ``{k: accuracy in [0, 100]}``; ``nan`` for each k when N is 0.
     """
+    if any(k < 1 for k in ks):
+        raise BalfeatError(f"top-k accuracy needs every k >= 1, got ks={tuple(ks)}")
     scores = np.asarray(logits)
     y = _as_labels(labels)
     if scores.ndim != 2 or scores.shape[0] != y.shape[0]:
         raise BalfeatError(
             f"logits must be (N, C) with N = len(labels) = {y.shape[0]}, got {scores.shape}"
         )
+    _no_nan(scores)
     out: dict[int, float] = {}
     if y.shape[0] == 0:
         return {k: float("nan") for k in ks}
@@ -182,7 +243,7 @@ def shot_groups(train_counts: Any, grouping: str | ShotGrouping | None = None) -
         Group ids. Shape: (C,).
     """
     g = parse_grouping(grouping)
-    counts = np.asarray(train_counts, dtype=np.int64)
+    counts = _as_counts(train_counts)
     if g.kind == "thirds":
         c = counts.shape[0]
         # Stable rank by descending count; ties keep class order so the result is deterministic.
@@ -218,9 +279,12 @@ def shot_accuracy(
 
     Returns:
         ``{"many", "medium", "few"}`` accuracies in percent (``None`` for an empty group) and
-        ``"groups"``: for each group its classes and count range.
+        ``"groups"``: for each group its classes and count range. A class without test samples
+        has no accuracy and is left out of its group's mean (``None`` when no class of the
+        group has one); :func:`per_class_accuracy`'s ``test_count`` shows which.
     """
-    counts = np.asarray(train_counts, dtype=np.int64)
+    scores = np.asarray(logits_or_preds)
+    counts = _as_counts(train_counts, scores.shape[1] if scores.ndim == 2 else None, "logits have")
     acc, _ = per_class_accuracy(logits_or_preds, labels, num_classes=counts.shape[0])
     ids = shot_groups(counts, grouping)
     out: dict[str, Any] = {}
@@ -257,7 +321,9 @@ def balancedness(
         differ in count or accuracy.
     """
     acc = np.asarray(class_accuracy, dtype=np.float64)
-    counts = np.asarray(train_counts, dtype=np.float64)
+    if acc.ndim != 1:
+        raise BalfeatError(f"class_accuracy must be 1-D (C,), got shape {acc.shape}")
+    counts = _as_counts(train_counts, acc.shape[0], "class_accuracy has", whole=False)
     out: dict[str, float | None] = {"group_std": None, "slope": None, "pearson": None}
     if group_accuracy is not None:
         vals = np.array([v for v in group_accuracy if v is not None], dtype=np.float64)
@@ -297,10 +363,12 @@ def evaluate(
     Returns:
         A JSON-ready dict: ``top1``, ``top5``, ``many``, ``medium``, ``few``,
         ``mean_class_accuracy``, ``balancedness``, ``groups``, ``grouping``, ``per_class`` (one
-        dict per class: ``class, name, train_count, test_count, accuracy``), ``num_samples``.
+        dict per class: ``class, name, train_count, test_count, accuracy``), ``num_samples``,
+        ``classes_without_test`` (the classes with no test sample: their accuracy is ``None``
+        and they are left out of ``mean_class_accuracy`` and of the many/medium/few means).
     """
     scores = np.asarray(logits)
-    counts = np.asarray(train_counts, dtype=np.int64)
+    counts = _as_counts(train_counts)
     if scores.ndim != 2 or scores.shape[1] != counts.shape[0]:
         raise BalfeatError(
             f"logits must be (N, C) with C = len(train_counts) = {counts.shape[0]}, "
@@ -336,6 +404,7 @@ def evaluate(
         "groups": shots["groups"],
         "grouping": g.as_dict(),
         "num_samples": int(np.asarray(labels).shape[0]),
+        "classes_without_test": [int(c) for c in np.flatnonzero(test_counts == 0)],
         "per_class": per_class,
     }
 
