@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from balfeat.classify.linear import BestEpoch, ProbeConfig, check_finite, train_linear_on_features
-from balfeat.errors import TrainingError
+from balfeat.errors import BalfeatError, TrainingError
 
 
 def test_best_epoch_keeps_the_first_maximum_and_copies_state() -> None:
@@ -30,5 +30,33 @@ def test_nan_features_stop_the_probe_with_a_clear_error() -> None:
     x = torch.randn(20, 4)
     x[3, 1] = float("nan")
     y = torch.arange(20) % 2
-    with pytest.raises(TrainingError, match="non-finite loss at epoch 1"):
+    # Refused before the first epoch (it used to stop there with "non-finite loss at epoch 1").
+    with pytest.raises(TrainingError, match=r"train_features \(20, 4\) contain NaN or inf"):
         train_linear_on_features(x, y, x[:4], y[:4], 2, ProbeConfig(epochs=2, lr=1.0))
+
+
+def _probe(xt: torch.Tensor, yt: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, c: int = 3):
+    return train_linear_on_features(xt, yt, xv, yv, c, ProbeConfig(epochs=1))
+
+
+_X, _Y = torch.randn(6, 4), torch.arange(6) % 3
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((_X, _Y, torch.randn(3, 4), torch.arange(2)), "3 validation features but 2 val_labels"),
+        ((_X, _Y, torch.randn(3, 5), torch.arange(3)), "different dims"),
+        ((_X, _Y, torch.randn(3, 4), torch.arange(3) + 1), r"val_labels must lie in \[0, 3\)"),
+        ((_X, _Y[:, None], torch.randn(3, 4), torch.arange(3)), r"1-D tensor .* \(6, 1\)"),
+        ((_X, _Y.float() + 0.5, torch.randn(3, 4), torch.arange(3)), "torch.float32"),
+        ((_X[:, 0], _Y, torch.randn(3, 4), torch.arange(3)), r"got \(6,\) and \(3, 4\)"),
+        ((_X, _Y, torch.randn(0, 4), torch.arange(0)), "no validation samples"),
+        ((_X, _Y, torch.randn(3, 4) * float("inf"), torch.arange(3)), "val_features"),
+    ],
+)
+def test_bad_probe_inputs_are_named(args: tuple[torch.Tensor, ...], match: str) -> None:
+    """Before: torch errors inside the loop, an empty-list torch.cat, float labels truncated,
+    out-of-range validation labels scored as wrong (0 %), inf validation features scored."""
+    with pytest.raises(BalfeatError, match=match):
+        _probe(*args)

@@ -70,3 +70,9 @@ def test_load_from_torchvision_layout(tmp_path: Path) -> None:
     counts = np.bincount(d.train_y, minlength=10).tolist()
     assert counts == lt_counts(10, 10, 10) and counts[-1] == 1
     assert d.test_x.shape[0] == 10 and d.train_x.shape[1:] == (32, 32, 3)
+
+
+def test_lt_indices_refuses_a_label_column() -> None:
+    """Before: (N, 1) labels were flattened by np.unique and a subset was returned silently."""
+    with pytest.raises(BalfeatError, match=r"1-D integer labels \(N,\), got shape \(30, 1\)"):
+        lt_indices(np.repeat(np.arange(3), 10)[:, None], 10)

@@ -148,3 +148,29 @@ def test_split_image_dataset_decode_modes(tmp_path: Path) -> None:
         SplitImageDataset(tmp_path, entries, transform=lambda t: t, decode="gpu")
     with pytest.raises(ConfigError, match="decode='nvjpeg'"):
         SplitImageDataset(tmp_path, entries, decode="nvjpeg")
+
+
+@pytest.mark.parametrize(
+    ("targets", "num_classes", "match"),
+    [
+        ([0, -1, 2], None, r">= 0, got \[-1, 2\]"),
+        ([0, 1, 5], 3, r"\[0, 3\), got \[0, 5\]"),
+        ([0.5, 1, 2], None, "integer class ids"),
+        ([[0], [1]], None, r"shape \(2, 1\)"),
+    ],
+)
+def test_class_counts_refuses_bad_targets(
+    targets: list, num_classes: int | None, match: str
+) -> None:
+    """Before: a numpy ValueError, a result longer than num_classes, 0.5 counted as class 0."""
+    with pytest.raises(DataError, match=match):
+        class_counts(targets, num_classes)
+    assert class_counts([0.0, 2.0], 3).tolist() == [1, 0, 1]  # whole floats still read
+
+
+def test_array_dataset_refuses_labels_out_of_range() -> None:
+    """Before: a label -1 (or >= num_classes) was kept and failed later, deep in a sampler."""
+    with pytest.raises(DataError, match=r"in \[0, 3\), .*values in \[-1, 2\]"):
+        ArrayDataset(np.zeros((3, 8, 8), np.uint8), np.array([0, -1, 2]))
+    with pytest.raises(DataError, match=r"in \[0, 2\)"):
+        ArrayDataset(np.zeros((3, 8, 8), np.uint8), np.array([0, 1, 2]), num_classes=2)

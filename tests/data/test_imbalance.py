@@ -195,3 +195,25 @@ def test_family_properties(counts: list[int], seed: int) -> None:
         lows.append(min(got))
         prev = fam[alpha]
     assert highs == sorted(highs, reverse=True) and lows == sorted(lows)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: exponential_counts(3, 10, float("nan")), "finite ratio >= 1.*ratio=nan"),
+        (lambda: exponential_counts(3, 10, float("inf")), "ratio=inf"),
+        (lambda: exponential_counts(3, 10.5, 2.0), "n_max=10.5"),  # type: ignore[arg-type]
+        (lambda: exponential_counts(0, 10, 2.0), "num_classes=0"),
+        (lambda: pareto_counts(3, 10, ratio=float("nan")), "ratio must be a finite"),
+        (lambda: pareto_counts(3, 10, shape=-1.0), "shape=-1.0 must be"),
+        (lambda: power_counts([10, 5], float("nan")), "alpha=nan"),
+        (lambda: power_counts([10, 5], -1.0), "alpha=-1.0"),
+        (lambda: power_counts([10, float("inf")], 0.5), "positive class counts"),
+    ],
+)
+def test_bad_profile_arguments_are_named(call: object, match: str) -> None:
+    """Before: NaN ended in 'cannot convert float NaN to integer' (or int64 minimum counts for
+    power_counts), a negative Pareto shape grew counts past n_max, negative alpha swapped head
+    and tail, ratio=inf emptied every class but the first, 10.5 images were accepted."""
+    with pytest.raises(DataError, match=match):
+        call()  # type: ignore[operator]

@@ -79,3 +79,16 @@ def test_class_subset_relabels_and_targets() -> None:
     assert len(sub) == int((labels != 1).sum())
     _, y = sub[0]
     assert y == int(sub.targets[0])
+
+
+def test_subset_by_counts_refuses_bad_counts() -> None:
+    """Before: a count list shorter than the classes dropped the rest silently; -1 ended in a
+    numpy 'negative dimensions' error."""
+    labels = np.repeat(np.arange(3), 5)
+    with pytest.raises(DataError, match="2 counts for labels up to 2"):
+        subset_by_counts(labels, [5, 5], 0)
+    with pytest.raises(DataError, match=r"counts\[1\]=-1"):
+        subset_by_counts(labels, [5, -1, 5], 0)
+    with pytest.raises(DataError, match=r"counts\[0\]=2.5"):
+        subset_by_counts(labels, [2.5, 1, 1], 0)  # type: ignore[list-item]
+    assert len(subset_by_counts(labels, [5, 0, 2], 0)) == 7

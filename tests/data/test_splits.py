@@ -190,3 +190,23 @@ def test_read_class_counts_from_a_counts_or_a_split_file(tmp_path: Path) -> None
     bad.write_text("5\nx.jpg 1\n")
     with pytest.raises(DataError, match="neither a split file"):
         read_class_counts(bad, 2, "--group-counts")
+
+
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [
+        (SplitEntry("a/b.png", -1), "label -1 of 'a/b.png'"),
+        (SplitEntry("a/b.png", 1.5), "label 1.5"),  # type: ignore[arg-type]
+        (SplitEntry("a\nb.png", 0), "line break"),
+        (SplitEntry(" a/b.png", 0), "white space"),
+        (SplitEntry("#a/b.png", 0), "starts with '#'"),
+        (SplitEntry("", 0), "non-empty"),
+    ],
+)
+def test_write_split_refuses_entries_that_would_not_read_back(
+    tmp_path: Path, entry: SplitEntry, match: str
+) -> None:
+    """Before: written as is; read_split then refused the file (or read a comment, or two lines)."""
+    with pytest.raises(SplitFormatError, match=match):
+        write_split(tmp_path / "s.txt", [SplitEntry("ok/x.png", 0), entry])
+    assert not (tmp_path / "s.txt").exists()

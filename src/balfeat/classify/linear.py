@@ -249,6 +249,58 @@ def _evaluate_logits(fc: nn.Module, feats: torch.Tensor, batch: int = 8192) -> t
         return torch.cat([fc(feats[i : i + batch]) for i in range(0, len(feats), batch)])
 
 
+def _check_probe_inputs(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_features: torch.Tensor,
+    val_labels: torch.Tensor,
+    num_classes: int,
+) -> None:
+    """Shapes, label dtypes and ranges, finite features: once per probe, before training."""
+    where = "linear probe on features"
+    if train_features.dim() not in (2, 3) or val_features.dim() != 2:
+        raise BalfeatError(
+            f"{where}: train_features must be (N, D) or (P, N, D) and val_features (N_val, D), "
+            f"got {tuple(train_features.shape)} and {tuple(val_features.shape)}"
+        )
+    if val_features.shape[1] != train_features.shape[-1]:
+        raise BalfeatError(
+            f"{where}: val_features {tuple(val_features.shape)} and train_features "
+            f"{tuple(train_features.shape)} have different dims; extract both with one backbone"
+        )
+    if num_classes < 1:
+        raise BalfeatError(f"{where}: num_classes must be >= 1, got {num_classes}")
+    n_train = train_features.shape[-2]
+    for name, labels, n in (
+        ("train_labels", train_labels, n_train),
+        ("val_labels", val_labels, val_features.shape[0]),
+    ):
+        if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
+            raise BalfeatError(
+                f"{where}: {name} must be a 1-D tensor of integer class ids, got "
+                f"{tuple(labels.shape)} {labels.dtype}"
+            )
+        if labels.shape[0] != n:
+            kind = "training" if name == "train_labels" else "validation"
+            raise BalfeatError(f"{where}: {n} {kind} features but {labels.shape[0]} {name}")
+    if val_labels.shape[0] == 0:
+        raise BalfeatError(f"{where}: no validation samples; the best epoch is chosen on them")
+    if val_labels.numel():
+        low, high = (int(v) for v in torch.stack(torch.aminmax(val_labels)).tolist())
+        if low < 0 or high >= num_classes:
+            raise BalfeatError(
+                f"{where}: val_labels must lie in [0, {num_classes}), got [{low}, {high}]"
+            )
+    for name, feats in (("train_features", train_features), ("val_features", val_features)):
+        if not feats.is_floating_point():
+            raise BalfeatError(f"{where}: {name} must be floating point, got {feats.dtype}")
+        if feats.numel() and not bool(torch.isfinite(feats).all()):
+            raise TrainingError(
+                f"{where}: {name} {tuple(feats.shape)} contain NaN or inf; check the backbone "
+                "(a diverged pre-training?) or the feature cache"
+            )
+
+
 def train_linear_on_features(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
@@ -280,9 +332,15 @@ def train_linear_on_features(
 
     Returns:
         The :class:`ProbeResult` of the best validation epoch.
+
+    Raises:
+        BalfeatError: features/labels of other lengths or dims, labels that are not 1-D integer
+            class ids in ``[0, num_classes)``, no training or validation sample.
+        TrainingError: NaN/inf in the features, or a non-finite loss during training.
     """
     cfg = cfg or ProbeConfig()
     start = time.perf_counter()
+    _check_probe_inputs(train_features, train_labels, val_features, val_labels, num_classes)
     dev = torch.device(device) if device is not None else train_features.device
     xs = train_features.to(dev, torch.float32)
     if xs.dim() == 2:

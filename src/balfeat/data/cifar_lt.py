@@ -71,6 +71,10 @@ def lt_indices(labels: np.ndarray, ratio: float, seed: int = 0) -> np.ndarray:
         Indices into ``labels``. Shape: (sum n_i,).
     """
     labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise BalfeatError(
+            f"lt_indices needs 1-D integer labels (N,), got shape {labels.shape} {labels.dtype}"
+        )
     classes = np.unique(labels)
     per_class = [int((labels == c).sum()) for c in classes]
     if len(set(per_class)) != 1:

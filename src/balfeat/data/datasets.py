@@ -25,9 +25,29 @@ Transform = Callable[[Any], Any]
 
 
 def class_counts(targets: Sequence[int] | np.ndarray, num_classes: int | None = None) -> np.ndarray:
-    """Images per class. Shape: (N,) -> (num_classes,) int64 (classes without images count 0)."""
-    t = np.asarray(targets, dtype=np.int64)
+    """Images per class. Shape: (N,) -> (num_classes,) int64 (classes without images count 0).
+
+    Raises:
+        DataError: targets that are not 1-D whole class ids ``>= 0``, or a class id
+            ``>= num_classes`` (it would lengthen the result past ``num_classes``).
+    """
+    raw = np.asarray(targets)
+    if raw.ndim != 1 or (raw.size and raw.dtype.kind not in "iu" and not _whole_floats(raw)):
+        raise DataError(
+            f"class_counts needs 1-D integer class ids, got shape {raw.shape} {raw.dtype}"
+        )
+    t = raw.astype(np.int64)
+    if t.size and (int(t.min()) < 0 or (num_classes is not None and int(t.max()) >= num_classes)):
+        bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+        raise DataError(
+            f"class_counts: targets must be class ids {bound}, got [{t.min()}, {t.max()}]"
+        )
     return np.bincount(t, minlength=num_classes or 0).astype(np.int64)
+
+
+def _whole_floats(arr: np.ndarray) -> bool:
+    """Float values that are all whole numbers (``3.0``): read as class ids."""
+    return arr.dtype.kind == "f" and bool(np.all(np.isfinite(arr) & (arr == np.round(arr))))
 
 
 def class_indices(
@@ -80,6 +100,19 @@ class ArrayDataset(Dataset):
                 else (int(self.targets.max()) + 1 if len(self.targets) else 0)
             )
         self.num_classes = int(num_classes)
+        if self.targets.ndim != 1 or (
+            len(self.targets)
+            and (int(self.targets.min()) < 0 or int(self.targets.max()) >= self.num_classes)
+        ):
+            raise DataError(
+                f"ArrayDataset labels must be 1-D class ids in [0, {self.num_classes}), got "
+                f"shape {self.targets.shape}"
+                + (
+                    f", values in [{self.targets.min()}, {self.targets.max()}]"
+                    if self.targets.size
+                    else ""
+                )
+            )
         self.class_names = (
             list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         )

@@ -42,8 +42,13 @@ def power_counts(counts: Sequence[int] | np.ndarray, alpha: float) -> np.ndarray
     Shape: (C,) -> (C,) int64.
     """
     n = np.asarray(counts, dtype=np.float64)
-    if n.ndim != 1 or len(n) == 0 or (n <= 0).any():
+    if n.ndim != 1 or len(n) == 0 or not bool(np.all(np.isfinite(n) & (n > 0))):
         raise DataError("power_counts needs a non-empty 1-D array of positive class counts")
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise DataError(
+            f"power_counts: alpha={alpha} must be a finite number >= 0 (1 keeps the counts, "
+            "0 balances them; the paper uses 0.8, 0.6, 0.4, 0.2)"
+        )
     scaled = n**alpha * (n.mean() / (n**alpha).mean())
     return np.floor(scaled + 0.5).astype(np.int64)
 
@@ -165,13 +170,28 @@ def balanced_split(
     return _sorted(out)
 
 
+def _check_profile_sizes(where: str, num_classes: int, n_max: int) -> None:
+    """``num_classes`` and ``n_max`` are whole numbers >= 1 (``10.5`` images is refused)."""
+    for name, value in (("num_classes", num_classes), ("n_max", n_max)):
+        whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        if not whole or value < 1:
+            raise DataError(
+                f"{where} needs num_classes >= 1, n_max >= 1 and ratio >= 1 (whole numbers of "
+                f"classes and images): {name}={value!r}"
+            )
+
+
 def exponential_counts(num_classes: int, n_max: int, ratio: float) -> list[int]:
     """CIFAR-LT counts ``n_i = ⌊n_max · ratio^(−i/(C−1))⌋`` (Cao et al. 2019, LDAM-DRW code).
 
     ``ratio`` is the imbalance ratio n_max / n_min (e.g. 100 for CIFAR-10-LT-100).
     """
-    if num_classes < 1 or n_max < 1 or ratio < 1:
-        raise DataError("exponential_counts needs num_classes >= 1, n_max >= 1 and ratio >= 1")
+    _check_profile_sizes("exponential_counts", num_classes, n_max)
+    if not (ratio >= 1 and math.isfinite(ratio)):
+        raise DataError(
+            f"exponential_counts needs num_classes >= 1, n_max >= 1 and a finite ratio >= 1, "
+            f"got num_classes={num_classes}, n_max={n_max}, ratio={ratio}"
+        )
     if num_classes == 1:
         return [n_max]
     return [int(n_max * (1.0 / ratio) ** (i / (num_classes - 1.0))) for i in range(num_classes)]
@@ -188,12 +208,16 @@ def pareto_counts(
     """
     if (shape is None) == (ratio is None):
         raise DataError("pareto_counts: give exactly one of shape= or ratio=")
-    if num_classes < 1 or n_max < 1:
-        raise DataError("pareto_counts needs num_classes >= 1 and n_max >= 1")
+    _check_profile_sizes("pareto_counts", num_classes, n_max)
     if shape is None:
-        if ratio is None or ratio < 1:
-            raise DataError("pareto_counts: ratio must be >= 1")
+        if ratio is None or not (ratio >= 1 and math.isfinite(ratio)):
+            raise DataError(f"pareto_counts: ratio must be a finite number >= 1, got {ratio}")
         shape = math.log(ratio) / math.log(num_classes) if num_classes > 1 else 0.0
+    if not (shape >= 0 and math.isfinite(shape)):
+        raise DataError(
+            f"pareto_counts: shape={shape} must be a finite number >= 0 (0 is balanced; a "
+            "negative shape would grow the counts past n_max)"
+        )
     return [max(1, int(n_max * (i + 1) ** (-shape) + 1e-9)) for i in range(num_classes)]
 
 

@@ -61,8 +61,19 @@ def subset_by_counts(labels: np.ndarray, counts: Sequence[int], seed: int) -> np
     """Sorted indices keeping ``counts[c]`` random images of each class ``c``.
 
     Raises:
-        DataError: a class has fewer images than asked for.
+        DataError: a class has fewer images than asked for; a count negative or fractional; a
+            label without a count.
     """
+    labels = np.asarray(labels)
+    bad = [(c, k) for c, k in enumerate(counts) if not float(k).is_integer() or k < 0]
+    if bad:
+        c, k = bad[0]
+        raise DataError(f"subset_by_counts: counts[{c}]={k!r} must be a whole number >= 0")
+    if labels.size and int(labels.max()) >= len(counts):
+        raise DataError(
+            f"subset_by_counts: {len(counts)} counts for labels up to {int(labels.max())}; the "
+            "classes without a count would be dropped silently: give one count per class"
+        )
     rng = np.random.default_rng(seed)
     keep: list[np.ndarray] = []
     for c, k in enumerate(counts):

@@ -172,9 +172,41 @@ def read_split(
     return parse_split_lines(read_text_lines(path), str(path), num_classes, allow_duplicates)
 
 
+def _check_writable(index: int, entry: SplitEntry) -> None:
+    """Refuse an entry that :func:`read_split` would not read back as it was given."""
+    where = f"split entry {index}"
+    path, label = entry.path, entry.label
+    if not isinstance(path, str) or not path.strip():
+        raise SplitFormatError(f"{where}: path must be a non-empty string, got {path!r}")
+    if any(ch in path for ch in "\n\r") or BOM in path:
+        raise SplitFormatError(
+            f"{where}: path {path!r} holds a line break or byte-order mark; a split line is "
+            "'path label' on one line"
+        )
+    if path != path.strip() or path.startswith("#"):
+        raise SplitFormatError(
+            f"{where}: path {path!r} starts/ends with white space or starts with '#'; it would "
+            "read back changed (or as a comment): rename it"
+        )
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or label < 0:
+        raise SplitFormatError(
+            f"{where}: label {label!r} of {path!r} must be an integer class id >= 0"
+        )
+
+
 def format_split(entries: Iterable[SplitEntry]) -> str:
-    """The text of a split file: one ``path label`` per line, trailing newline."""
-    return "".join(f"{e.path} {e.label}\n" for e in entries)
+    """The text of a split file: one ``path label`` per line, trailing newline.
+
+    Raises:
+        SplitFormatError: an entry that would not read back as given (a path with a line break,
+            leading/trailing white space or a leading ``#``; a label that is not an integer
+            ``>= 0``), naming its index.
+    """
+    lines = []
+    for i, e in enumerate(entries):
+        _check_writable(i, e)
+        lines.append(f"{e.path} {int(e.label)}\n")
+    return "".join(lines)
 
 
 def write_split(path: str | os.PathLike[str], entries: Iterable[SplitEntry]) -> None:
