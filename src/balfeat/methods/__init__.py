@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from balfeat.errors import ConfigError
+from balfeat.methods.inputs import check_num_classes
 from balfeat.methods.params import MethodParams
 
 if TYPE_CHECKING:
@@ -150,11 +151,13 @@ def check_constructor(name: str, cls: type, params: type[MethodParams]) -> None:
 def from_constructor(cls: type) -> Builder:
     """A builder calling ``cls(backbone, [num_classes=], [seed=], **parameter fields)``.
 
-    ``num_classes`` and ``seed`` are passed when the constructor takes them.
+    ``num_classes`` and ``seed`` are passed when the constructor takes them; ``num_classes``
+    must be >= 1 for every method (a :class:`~balfeat.errors.BalfeatError` otherwise).
     """
     takes = set(inspect.signature(cls).parameters)
 
     def build(params: Any, backbone: Backbone, num_classes: int, seed: int) -> nn.Module:
+        check_num_classes(f"method {cls.__name__}", num_classes)
         kwargs = {f: getattr(params, f) for f in constructor_fields(type(params))}
         if "num_classes" in takes:
             kwargs["num_classes"] = num_classes

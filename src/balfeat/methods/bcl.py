@@ -132,7 +132,7 @@ class BCL(HeadClassifier):
         self, images: Sequence[torch.Tensor], labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """BCL loss of ``[view_1, view_2]`` (each (B, C, H, W)) and labels (B,)."""
-        self._check_two_views(images)
+        self._check_two_views(images, labels)
         b = labels.shape[0]
         feat = self.backbone(torch.cat(list(images)))  # (2B, F)
         z = F.normalize(self.head(feat), dim=1)

@@ -26,15 +26,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from balfeat import distributed
-from balfeat.errors import BalfeatError
 from balfeat.losses.contrastive import moco_loss
 from balfeat.methods import from_constructor, register
+from balfeat.methods.inputs import backbone_out_dim, check_batch
 from balfeat.methods.params import QueueParams, check_arguments
 from balfeat.models.backbones import Backbone
 from balfeat.models.batchnorm import batch_shuffle_ddp, batch_unshuffle_ddp, split_forward
@@ -86,7 +87,7 @@ class MoCo(nn.Module):
             QueueParams, type(self).__name__, dim=dim, K=K, m=m, T=T, bn_splits=bn_splits
         )
         self.backbone = backbone
-        in_dim = backbone.out_dim
+        in_dim = backbone_out_dim(type(self).__name__, backbone)
         self.head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)
         self.backbone_k = copy.deepcopy(backbone) if backbone_k is None else backbone_k
         self.backbone_k.load_state_dict(backbone.state_dict())
@@ -132,12 +133,10 @@ class MoCo(nn.Module):
         """L2-normalised queries. Shape: (B, C, H, W) -> (B, dim)."""
         return F.normalize(self.head(self.backbone(im_q)), dim=1)
 
-    def _check_views(self, images: Sequence[torch.Tensor] | torch.Tensor) -> None:
-        if isinstance(images, torch.Tensor) or len(images) != 2:
-            raise BalfeatError(
-                f"{type(self).__name__} needs two views [view_q, view_k] per batch; build the "
-                "dataset with TwoViews(transform) (method.views == 2)"
-            )
+    def _check_views(
+        self, images: Sequence[torch.Tensor] | torch.Tensor, labels: Any = None
+    ) -> None:
+        check_batch(type(self).__name__, images, labels, 2, self.uses_labels)
 
     def compute_loss(
         self, q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor
@@ -157,7 +156,7 @@ class MoCo(nn.Module):
         Returns:
             ``{"loss": scalar, ...}``.
         """
-        self._check_views(images)
+        self._check_views(images, labels)
         im_q, im_k = images
         q = self.encode_queries(im_q)
         k = self.encode_keys(im_k)
@@ -207,7 +206,7 @@ class MoCo(nn.Module):
         for views, labels in batches:
             if self.queue.full or (max_batches is not None and used >= max_batches):
                 break
-            self._check_views(views)
+            self._check_views(views, labels)
             with torch.no_grad():
                 self.encode_queries(views[0].to(device))  # BN statistics, as the reference
             k = self.encode_keys(views[1].to(device))

@@ -53,6 +53,7 @@ from balfeat.errors import BalfeatError
 from balfeat.losses.paco import gpaco_loss, paco_loss
 from balfeat.methods import from_constructor, register
 from balfeat.methods._gather import gather_rows
+from balfeat.methods.inputs import backbone_out_dim, check_batch, check_num_classes
 from balfeat.methods.moco import MoCo
 from balfeat.methods.params import HeadParams, QueueParams, check_arguments
 from balfeat.models.backbones import Backbone
@@ -109,12 +110,30 @@ class _ClassPrior:
 
     @torch.no_grad()
     def set_class_counts(self, counts: torch.Tensor) -> None:
-        """Training images per class. Shape: (C,). Sets ``log_prior`` (logit adjustment)."""
+        """Training images per class. Shape: (C,). Sets ``log_prior`` (logit adjustment).
+
+        Called once, after the method is built (not per step).
+
+        Raises:
+            BalfeatError: counts of another shape, negative, NaN/inf, or all 0.
+        """
+        name = type(self).__name__
         counts = torch.as_tensor(counts)
         if counts.shape != self.log_prior.shape:
             raise BalfeatError(
-                f"{type(self).__name__}: {counts.numel()} class counts given for "
-                f"{self.log_prior.numel()} classes; pass one count per class of the training set"
+                f"{name}: class counts of shape {tuple(counts.shape)} given for "
+                f"{self.log_prior.numel()} classes; pass one count per class of the training "
+                f"set, shape ({self.log_prior.numel()},)"
+            )
+        values = counts.detach().to("cpu", torch.float64)
+        if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
+            raise BalfeatError(
+                f"{name}: class counts must be finite numbers >= 0, got {values.tolist()[:8]}"
+            )
+        if float(values.sum()) <= 0:
+            raise BalfeatError(
+                f"{name}: every class count is 0; pass the training images per class (the "
+                "class prior of logit adjustment is made from them)"
             )
         self.log_prior.copy_(log_prior_of(counts).to(self.log_prior.device))
 
@@ -140,7 +159,8 @@ class HeadClassifier(_ClassPrior, nn.Module):
         super().__init__()
         check_arguments(HeadParams, type(self).__name__, dim=dim, T=T)
         self.backbone = backbone
-        in_dim = backbone.out_dim
+        check_num_classes(type(self).__name__, num_classes)
+        in_dim = backbone_out_dim(type(self).__name__, backbone)
         self.head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)
         self.fc = nn.Linear(in_dim, num_classes)
         self.register_buffer("log_prior", log_prior_of(torch.ones(num_classes)))
@@ -151,11 +171,10 @@ class HeadClassifier(_ClassPrior, nn.Module):
         """The method's own classifier. Shape: (B, C, H, W) -> logits (B, num_classes)."""
         return self.fc(self.backbone(images))
 
-    def _check_two_views(self, images: Sequence[torch.Tensor] | torch.Tensor) -> None:
-        if isinstance(images, torch.Tensor) or len(images) != 2:
-            raise BalfeatError(
-                f"{type(self).__name__} needs two views per batch (method.views == 2)"
-            )
+    def _check_two_views(
+        self, images: Sequence[torch.Tensor] | torch.Tensor, labels: torch.Tensor
+    ) -> None:
+        check_batch(type(self).__name__, images, labels, 2, True)
 
 
 class PaCo(_ClassPrior, MoCo):
@@ -199,6 +218,7 @@ class PaCo(_ClassPrior, MoCo):
         in_batch: bool = True,
     ) -> None:
         super().__init__(backbone, backbone_k, dim, K, m, T, mlp, shuffle_bn, bn_splits, seed)
+        check_num_classes(type(self).__name__, num_classes)
         self.fc = nn.Linear(backbone.out_dim, num_classes)
         self.register_buffer("log_prior", log_prior_of(torch.ones(num_classes)))
         check_arguments(PaCoParams, "PaCo", alpha=alpha, beta=beta, gamma=gamma)
@@ -212,7 +232,7 @@ class PaCo(_ClassPrior, MoCo):
         self, images: Sequence[torch.Tensor], labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """PaCo loss of ``[view_q, view_k]`` (each (B, C, H, W)) and labels (B,)."""
-        self._check_views(images)
+        self._check_views(images, labels)
         im_q, im_k = images
         feat = self.backbone(im_q)
         q = F.normalize(self.head(feat), dim=1)
@@ -295,7 +315,7 @@ class GPaCo(HeadClassifier):
         self, images: Sequence[torch.Tensor], labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """GPaCo loss of ``[view_1, view_2]`` (each (B, C, H, W)) and labels (B,)."""
-        self._check_two_views(images)
+        self._check_two_views(images, labels)
         b = labels.shape[0]
         feat = self.backbone(torch.cat(list(images)))  # (2B, F), one BN batch
         z = F.normalize(self.head(feat), dim=1)

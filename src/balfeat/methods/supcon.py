@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from balfeat import distributed
-from balfeat.errors import BalfeatError
 from balfeat.losses.supcon import supcon_loss, supcon_queue_loss
 from balfeat.methods import from_constructor, register
 from balfeat.methods._gather import gather_rows
+from balfeat.methods.inputs import backbone_out_dim, check_batch
 from balfeat.methods.moco import MoCo
 from balfeat.methods.params import HeadParams, QueueParams, check_arguments
 from balfeat.models.backbones import Backbone
@@ -95,7 +95,7 @@ class SupConBatch(nn.Module):
         super().__init__()
         check_arguments(HeadParams, "SupCon", dim=dim, T=T)
         self.backbone = backbone
-        in_dim = backbone.out_dim
+        in_dim = backbone_out_dim(type(self).__name__, backbone)
         self.head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)
         self.register_buffer("step", torch.zeros(1, dtype=torch.long))
         self.T = T
@@ -104,8 +104,7 @@ class SupConBatch(nn.Module):
         self, images: Sequence[torch.Tensor], labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """In-batch SupCon of ``[view_1, view_2]`` (each (B, C, H, W)) and labels (B,)."""
-        if isinstance(images, torch.Tensor) or len(images) != 2:
-            raise BalfeatError("SupCon needs two views per batch (method.views == 2)")
+        check_batch("SupCon", images, labels, 2, True)
         b = labels.shape[0]
         z = F.normalize(self.head(self.backbone(torch.cat(list(images)))), dim=1)  # (2B, dim)
         z_all = torch.cat([gather_rows(z[:b]), gather_rows(z[b:])])

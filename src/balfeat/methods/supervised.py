@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from balfeat.methods import from_constructor, register
+from balfeat.methods.inputs import backbone_out_dim, check_batch, check_num_classes
 from balfeat.methods.params import SupervisedParams
 from balfeat.models.backbones import Backbone
 
@@ -36,7 +37,8 @@ class Supervised(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(backbone.out_dim, num_classes, bias=bias)
+        check_num_classes("Supervised", num_classes)
+        self.head = nn.Linear(backbone_out_dim("Supervised", backbone), num_classes, bias=bias)
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
             self.backbone.requires_grad_(False)
@@ -59,6 +61,7 @@ class Supervised(nn.Module):
         Returns:
             ``{"loss": scalar, "logits": (B, num_classes)}``.
         """
+        check_batch("Supervised", images, labels, 1, True)
         if self.freeze_backbone:
             with torch.no_grad():
                 feats = self.backbone(images)

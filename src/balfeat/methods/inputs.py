@@ -1,0 +1,84 @@
+"""Checks of what a method is built from and given each step, done where it enters.
+
+Every check reads attributes, shapes and dtypes only (nothing that waits for a GPU), so
+``forward`` can run them every step. A mismatch raises :class:`~balfeat.errors.BalfeatError`
+naming the method and the argument instead of a torch error deep in the backbone or the loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from balfeat.errors import BalfeatError
+
+
+def backbone_out_dim(where: str, backbone: nn.Module) -> int:
+    """The backbone's ``out_dim`` (features per image), refusing a backbone without one."""
+    out_dim = getattr(backbone, "out_dim", None)
+    if isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1:
+        raise BalfeatError(
+            f"{where}: the backbone {type(backbone).__name__} needs an integer attribute "
+            f"out_dim >= 1 (its feature size), got {out_dim!r}; build it with "
+            "balfeat.models.backbones.build_backbone or set out_dim on your module"
+        )
+    return out_dim
+
+
+def check_num_classes(where: str, num_classes: int) -> None:
+    """``num_classes`` is a whole number >= 1."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise BalfeatError(f"{where}: num_classes must be an integer >= 1, got {num_classes!r}")
+
+
+def check_batch(where: str, images: Any, labels: Any, views: int, uses_labels: bool) -> None:
+    """The images of a batch fit ``views`` and, when the method reads them, so do the labels.
+
+    Args:
+        where: the method's name.
+        images: one tensor (B, ...) for ``views == 1``; a pair ``[view_1, view_2]`` of such
+            tensors with one B for ``views == 2``.
+        labels: class ids. Shape: (B,), integer dtype (checked only when ``uses_labels``).
+        views: 1 or 2.
+        uses_labels: whether the method reads the labels.
+    """
+    if views == 1:
+        if not isinstance(images, torch.Tensor) or images.dim() < 2:
+            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
+            raise BalfeatError(
+                f"{where} takes one image tensor (B, C, H, W) per batch (method.views == 1), "
+                f"got {got}"
+            )
+        batch = images.shape[0]
+    else:
+        if (
+            isinstance(images, torch.Tensor)
+            or not isinstance(images, Sequence)
+            or len(images) != 2
+            or not all(isinstance(v, torch.Tensor) and v.dim() >= 2 for v in images)
+        ):
+            raise BalfeatError(
+                f"{where} needs two views [view_q, view_k] per batch, each (B, C, H, W); build "
+                "the dataset with TwoViews(transform) (method.views == 2)"
+            )
+        if images[0].shape[0] != images[1].shape[0]:
+            raise BalfeatError(
+                f"{where}: the two views hold {images[0].shape[0]} and {images[1].shape[0]} "
+                "images; both views of a batch are crops of the same B images"
+            )
+        batch = images[0].shape[0]
+    if not uses_labels:
+        return
+    if not isinstance(labels, torch.Tensor):
+        raise BalfeatError(
+            f"{where} is supervised and needs the labels (B,) of the batch, got "
+            f"{type(labels).__name__}"
+        )
+    if labels.shape != (batch,) or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise BalfeatError(
+            f"{where}: labels must be integer class ids of shape ({batch},), one per image, "
+            f"got {tuple(labels.shape)} {labels.dtype}"
+        )
