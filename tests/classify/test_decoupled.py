@@ -10,6 +10,7 @@ from torch import nn
 
 from balfeat.classify.decoupled import DEFAULT_TAUS, crt, finetune, lws, tau_normalize, tau_sweep
 from balfeat.classify.probe import ProbeConfig, train_linear_on_features
+from balfeat.errors import BalfeatError
 
 
 def long_tailed_features(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,3 +98,9 @@ def test_finetune_updates_backbone() -> None:
     res = finetune(bb, fc, train, val, ProbeConfig(epochs=2, lr=0.1, batch_size=8, balanced=True))
     assert len(res.history) == 2
     assert not torch.equal(bb.conv.weight, w0)
+
+
+def test_tau_normalize_refuses_a_nan_tau() -> None:
+    """Before: tau=nan gave a classifier of NaN weights silently."""
+    with pytest.raises(BalfeatError, match="tau must be a finite number"):
+        tau_normalize(nn.Linear(4, 3), float("nan"))

@@ -87,3 +87,23 @@ def test_difference_of_changes_pairs_by_seed() -> None:
     flat = t_interval([0.5, -0.5, 0.2])
     assert "not distinguishable" in describe_change("x", flat)
     assert "one seed" in describe_change("x", t_interval([1.0]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"resamples": 0}, "resamples >= 1"),
+        ({"level": 0.0}, r"level in \(0, 1\)"),
+        ({"level": 1.0}, r"level in \(0, 1\)"),
+    ],
+)
+def test_bootstrap_interval_refuses_bad_settings(kwargs: dict, match: str) -> None:
+    """Before: resamples=0 ended in a numpy IndexError; level 0 or 1 gave a 0-width interval."""
+    with pytest.raises(BalfeatError, match=match):
+        bootstrap_interval([1, 0, 1], **kwargs)
+
+
+def test_bootstrap_interval_refuses_nan() -> None:
+    """Before: a NaN per-image value gave an interval of NaNs without a word."""
+    with pytest.raises(BalfeatError, match="finite per-image values"):
+        bootstrap_interval([1.0, 0.0, float("nan")])

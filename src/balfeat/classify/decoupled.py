@@ -11,6 +11,7 @@ Classifier for Long-Tailed Recognition" (ICLR 2020, https://arxiv.org/abs/1910.0
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -28,6 +29,7 @@ from balfeat.classify.linear import (
     train_linear_on_features,
 )
 from balfeat.data.prepare import dataset_targets
+from balfeat.errors import BalfeatError
 from balfeat.evaluation.metrics import ShotGrouping, evaluate
 
 #: The tau values of the reference sweep: 0.0, 0.1, ..., 1.0.
@@ -85,6 +87,8 @@ def tau_normalize(classifier: nn.Linear, tau: float, keep_bias: bool = True) -> 
         tau: 0 leaves the weights as they are, 1 gives unit-norm class vectors.
         keep_bias: keep the bias (default); ``False`` drops it as BalFeat's TauLayer does.
     """
+    if not math.isfinite(tau):
+        raise BalfeatError(f"tau_normalize: tau must be a finite number (0 to 1), got {tau}")
     out = nn.Linear(
         classifier.in_features,
         classifier.out_features,

@@ -189,6 +189,13 @@ def bootstrap_interval(
     c = np.asarray(correct, dtype=np.float64).reshape(-1)
     if c.size == 0:
         raise BalfeatError("a bootstrap interval needs at least one test image")
+    if not bool(np.all(np.isfinite(c))):
+        raise BalfeatError("a bootstrap interval needs finite per-image values, got NaN/inf")
+    if not 0.0 < level < 1.0 or resamples < 1:
+        raise BalfeatError(
+            f"a bootstrap interval needs a level in (0, 1) and resamples >= 1, got level={level}, "
+            f"resamples={resamples}"
+        )
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, c.size, size=(resamples, c.size))
     stats = c[idx].mean(axis=1) * scale
