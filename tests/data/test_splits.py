@@ -210,3 +210,12 @@ def test_write_split_refuses_entries_that_would_not_read_back(
     with pytest.raises(SplitFormatError, match=match):
         write_split(tmp_path / "s.txt", [SplitEntry("ok/x.png", 0), entry])
     assert not (tmp_path / "s.txt").exists()
+
+
+@pytest.mark.parametrize("name", ["", "/", "a\nb", " a", 3])
+def test_write_class_set_refuses_names_that_would_not_read_back(
+    tmp_path: Path, name: object
+) -> None:
+    """Before: written as is (an empty line, two lines, or a TypeError for a non-string)."""
+    with pytest.raises(SplitFormatError, match="would not read back"):
+        write_class_set(tmp_path / "c.txt", ["ok", name])  # type: ignore[list-item]

@@ -353,8 +353,22 @@ def read_class_set_lines(path: str | os.PathLike[str]) -> list[tuple[int, str]]:
 
 
 def write_class_set(path: str | os.PathLike[str], names: Iterable[str]) -> None:
-    """Write a class-set file atomically: ``/name`` per line (a leading slash is not doubled)."""
-    atomic_write_text(path, "".join(f"/{n.lstrip('/')}\n" for n in names))
+    """Write a class-set file atomically: ``/name`` per line (a leading slash is not doubled).
+
+    Raises:
+        SplitFormatError: a name that would not read back (not a string, empty, with a line
+            break or surrounding white space), naming its index.
+    """
+    lines = []
+    for i, name in enumerate(names):
+        bare = name.lstrip("/") if isinstance(name, str) else ""
+        if not bare or bare != bare.strip() or any(ch in bare for ch in "\n\r") or BOM in bare:
+            raise SplitFormatError(
+                f"class name {i} ({name!r}) would not read back from a class-set file: give a "
+                "non-empty folder name without line breaks or surrounding white space"
+            )
+        lines.append(f"/{bare}\n")
+    atomic_write_text(path, "".join(lines))
 
 
 def class_names_of(entries: Sequence[SplitEntry], source: str = "<split>") -> dict[int, str]:
