@@ -72,7 +72,17 @@ def split_forward(module: nn.Module, x: torch.Tensor, num_splits: int) -> torch.
     if num_splits <= 1 or x.shape[0] <= 1:
         return module(x)
     parts = x.tensor_split(min(num_splits, x.shape[0]))
-    return torch.cat([module(p) for p in parts], dim=0)
+    try:
+        return torch.cat([module(p) for p in parts], dim=0)
+    except ValueError as err:  # BatchNorm: "Expected more than 1 value per channel"
+        if "more than 1 value per channel" not in str(err):
+            raise
+        raise BalfeatError(
+            f"the key encoder forwards the batch of {x.shape[0]} in {len(parts)} groups "
+            f"(method.bn_splits={num_splits}, MoCo's one-process stand-in for shuffle BN) of "
+            f"{min(len(q) for q in parts)} image(s): too few for batch norm; use a batch of at "
+            f"least {2 * num_splits} per process or a smaller method.bn_splits (1 disables it)"
+        ) from None
 
 
 class SplitBatchNorm(nn.BatchNorm2d):
