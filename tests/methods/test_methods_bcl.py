@@ -99,7 +99,8 @@ def test_bcl_head_bn_is_the_authors_head_and_prototype_head() -> None:
     m.eval()  # running statistics: prototypes and classifier work in eval mode
     assert m.prototypes().shape == (4, 8) and m.classify(views[0]).shape == (16, 4)
     plain = BCL(TinyBackbone(), 4, dim=8)  # type: ignore[arg-type]
-    assert not any(isinstance(c, torch.nn.BatchNorm1d) for c in plain.modules() if c is not plain.backbone.bn)
+    heads = [*plain.head.modules(), *plain.proto_head.modules()]
+    assert not any(isinstance(c, torch.nn.BatchNorm1d) for c in heads)
 
 
 def test_bcl_head_bn_through_the_trainer(tmp_path: Path) -> None:

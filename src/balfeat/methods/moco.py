@@ -10,8 +10,8 @@ Order of a training step (the same in 1 and N processes):
    ``backbone_k``/``head_k`` without gradient, with shuffle-BN across ranks when distributed,
    or (one process) shuffled and forwarded in ``bn_splits`` groups, the single-process stand-in
    of shuffle-BN from MoCo's CIFAR demo (the key head too when it has a BatchNorm, PaCo's
-   ``head_bn``, as the whole key encoder sees one rank's shuffled batch in the reference); loss against the current queue. The keys (gathered over
-   ranks) are kept as pending.
+   ``head_bn``, as the whole key encoder sees one rank's shuffled batch in the reference);
+   loss against the current queue. The keys (gathered over ranks) are kept as pending.
 2. the trainer runs ``backward`` and ``optimizer.step()``.
 3. ``after_step()``: momentum update of the key encoder, then the pending keys are enqueued.
 
