@@ -226,9 +226,14 @@ def test_head_bn_defaults_false_and_is_shown(name: str, capsys: pytest.CaptureFi
     import yaml
 
     from balfeat.cli.main import main
-    from balfeat.engine.config import load_config
+    from balfeat.engine.config import config_from_dict, load_config
+    from balfeat.typed_config import to_dict
 
     # a config written before the key existed still loads, with the BN-free head
-    assert load_config(None, [f"method.name={name}"]).method.head_bn is False
+    cfg = load_config(None, [f"method.name={name}"])
+    assert cfg.method.head_bn is False
+    saved = to_dict(cfg)
+    del saved["method"]["head_bn"]  # as a checkpoint written before head_bn holds it
+    assert config_from_dict(saved).method.head_bn is False
     assert main(["pretrain", "--show-config", f"method.name={name}"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["method"]["head_bn"] is False
