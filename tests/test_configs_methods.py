@@ -25,19 +25,22 @@ INAT_PROBES = sorted(DIR.glob("probe_*_on-inat-val.yaml"))
 PUBLISHED = {
     "supcon": {"K": 65536, "T": 0.2},  # the KCL recipe's values (no published SupCon-queue run)
     "tsc": {"posk": 6, "target_weight": 0.2, "dim": 128, "T": 0.07, "K": 65536},
-    "paco": {"K": 8192, "T": 0.2, "alpha": 0.05, "beta": 1.0, "gamma": 1.0},
-    "gpaco": {"T": 0.2, "alpha": 0.045, "beta": 1.0, "gamma": 1.0},
-    "bcl": {"T": 0.07, "ce_weight": 1.0, "bcl_weight": 0.35, "dim": 1024},
+    # head_bn: PaCo/LT/moco/builder.py:50 and BCL's models/resnext.py:291,301 have a BatchNorm1d
+    # in the MLP head, GPaCo/LT/moco/builder.py:47 has none
+    "paco": {"K": 8192, "T": 0.2, "alpha": 0.05, "beta": 1.0, "gamma": 1.0, "head_bn": True},
+    "gpaco": {"T": 0.2, "alpha": 0.045, "beta": 1.0, "gamma": 1.0, "head_bn": False},
+    "bcl": {"T": 0.07, "ce_weight": 1.0, "bcl_weight": 0.35, "dim": 1024, "head_bn": True},
 }
 # CIFAR-LT recipes, by (method, dataset, imbalance ratio): only the values the authors publish
 # (docs/methods-recipes.md); the values each header marks as chosen are not pinned here.
 _PACO = {  # PaCo/LT/sh/CIFAR100_train_imb{0.01,0.02,0.1}.sh (newest; CIFAR-10-LT reuses them)
-    100: {"K": 1024, "T": 0.05, "alpha": 0.01, "dim": 32, "base_lr": 0.1},
-    50: {"K": 1024, "T": 0.05, "alpha": 0.01, "dim": 32, "base_lr": 0.1},
-    10: {"K": 1024, "T": 0.05, "alpha": 0.01, "dim": 32, "base_lr": 0.1},
+    100: {"K": 1024, "T": 0.05, "alpha": 0.01, "dim": 32, "base_lr": 0.1, "head_bn": True},
+    50: {"K": 1024, "T": 0.05, "alpha": 0.01, "dim": 32, "base_lr": 0.1, "head_bn": True},
+    10: {"K": 1024, "T": 0.05, "alpha": 0.01, "dim": 32, "base_lr": 0.1, "head_bn": True},
 }
 _BCL = {  # FlamieZhu/Balanced-Contrastive-Learning main.py defaults (no CIFAR script)
     "T": 0.07, "ce_weight": 1.0, "bcl_weight": 0.35, "base_lr": 0.1, "weight_decay": 5e-4,
+    "head_bn": True,
 }  # fmt: skip
 _TSC_SCRIPT = {  # LTH14/targeted-supcon cifar_dirty/main_supcon_imba.py + util.py
     "T": 0.07, "dim": 128, "base_lr": 0.05, "weight_decay": 1e-4, "milestones": [160, 180],
@@ -46,7 +49,7 @@ _TSC_SCRIPT = {  # LTH14/targeted-supcon cifar_dirty/main_supcon_imba.py + util.
 # iNaturalist 2018 scripts whose values differ from the method's ImageNet-LT ones.
 PUBLISHED_INAT = {  # GPaCo/LT/sh/LT/Inat_train_R50.sh
     "gpaco": {"T": 0.2, "alpha": 0.05, "beta": 1.0, "gamma": 1.0, "base_lr": 0.08,
-              "weight_decay": 1e-4},
+              "weight_decay": 1e-4, "head_bn": False},
 }  # fmt: skip
 AUGMENTATION_INAT = {"gpaco": "paco_randcls_sim"}  # --aug randcls_sim
 PUBLISHED_CIFAR: dict[tuple[str, str, int], dict[str, object]] = {}

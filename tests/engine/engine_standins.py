@@ -199,6 +199,14 @@ def make_method(kind: str | bool) -> nn.Module:
         from balfeat.methods.paco import GPaCo
 
         return GPaCo(TinyBackbone(), 4, dim=8, T=0.2, mlp=False, K=32)  # queue as the others
+    if kind == "real_paco_head_bn":  # the authors' BN head, shuffle BN across ranks (smoke)
+        from balfeat.methods.paco import PaCo
+
+        return PaCo(TinyBackbone(), 4, dim=8, K=32, m=0.9, T=0.2, mlp=True, head_bn=True)
+    if kind == "real_bcl_head_bn":  # BN in the projection and prototype heads (smoke)
+        from balfeat.methods.bcl import BCL
+
+        return BCL(TinyBackbone(), 4, dim=8, T=0.2, mlp=True, head_bn=True)
     if kind == "real_paco":
         # in_batch=False: the authors' in-batch contrast uses the local batch only, which differs
         # between 1 and 2 processes; the queue part (and the centres) are rank-independent.

@@ -30,13 +30,18 @@ KINDS = [
     "real_bcl",
     "real_supcon_inbatch",
 ]
+# Trained in the same job, not compared with 1 process: a BatchNorm in the projection head
+# normalises each rank's rows (as the authors' DDP / DataParallel code, no SyncBatchNorm), so 2
+# ranks with half batches do not compute what 1 process does.
+SMOKE_KINDS = ["real_paco_head_bn", "real_bcl_head_bn"]
 
 
 @pytest.fixture(scope="module")
 def two_rank_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One 2-process gloo job (spawn is the slow part) training every kind in turn."""
     out = tmp_path_factory.mktemp("two")
-    mp.spawn(spawn_worker, args=(2, free_port(), str(out), KINDS, []), nprocs=2, join=True)
+    kinds = [*KINDS, *SMOKE_KINDS]
+    mp.spawn(spawn_worker, args=(2, free_port(), str(out), kinds, []), nprocs=2, join=True)
     return out
 
 
@@ -58,6 +63,20 @@ def test_two_ranks_equal_one_rank(tmp_path: Path, two_rank_runs: Path, kind: str
             assert torch.equal(v.sort().values, ref[k].sort().values)
         else:
             assert torch.allclose(v, ref[k], atol=1e-5), k
+
+
+@pytest.mark.parametrize("kind", SMOKE_KINDS)
+def test_head_bn_trains_under_ddp(two_rank_runs: Path, kind: str) -> None:
+    two = load_checkpoint(two_rank_runs / kind / "last.pth")
+    assert two["world_size"] == 2 and two["step"] == 8
+    model = two["model"]
+    assert "head.bn.running_mean" in model
+    assert not torch.equal(
+        model["head.bn.running_var"], torch.ones_like(model["head.bn.running_var"])
+    )
+    assert all(torch.isfinite(v).all() for v in model.values() if v.is_floating_point())
+    if kind == "real_paco_head_bn":  # the key head's BN: momentum parameters, own statistics
+        assert "head_k.bn.weight" in model and "head_k.bn.running_mean" in model
 
 
 _RANK_SCRIPT = textwrap.dedent(

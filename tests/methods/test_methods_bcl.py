@@ -75,3 +75,35 @@ def test_bcl_registry_and_one_trainer_step(tmp_path: Path) -> None:
     assert trainer.method.bcl_weight == 0.5
     assert trainer.method.cosine_classifier  # the authors' default
     assert float(trainer.method.log_prior[0]) > float(trainer.method.log_prior[3])
+
+
+def test_bcl_head_bn_is_the_authors_head_and_prototype_head() -> None:
+    # models/resnext.py:291, 301: head and head_fc are Linear(F, F)-BN(F)-ReLU-Linear(F, feat_dim)
+    torch.manual_seed(0)
+    m = BCL(TinyBackbone(), 4, dim=8, head_bn=True)  # type: ignore[arg-type]
+    want = [torch.nn.Linear, torch.nn.BatchNorm1d, torch.nn.ReLU, torch.nn.Linear]
+    for head in (m.head, m.proto_head):
+        assert [type(c) for c in head.children()] == want
+        assert (head.fc1.in_features, head.fc1.out_features) == (16, 16)
+        assert head.bn.num_features == 16 and head.fc2.out_features == 8
+    m.set_class_counts(torch.tensor([8, 4, 2, 1]))
+    m.train()
+    # in training the prototype head's BN normalises over the C class vectors
+    with torch.no_grad():
+        h = m.proto_head.fc1(m.fc.weight)
+        want_h = (h - h.mean(0)) / (h.var(0, unbiased=False) + m.proto_head.bn.eps).sqrt()
+        ref = F.normalize(m.proto_head.fc2(torch.relu(want_h)), dim=1)  # BN weight 1, bias 0
+    torch.testing.assert_close(m.prototypes(), ref, rtol=1e-5, atol=1e-5)
+    assert falls(train(m, steps=30))
+    views, _ = next(batches(1))
+    m.eval()  # running statistics: prototypes and classifier work in eval mode
+    assert m.prototypes().shape == (4, 8) and m.classify(views[0]).shape == (16, 4)
+    plain = BCL(TinyBackbone(), 4, dim=8)  # type: ignore[arg-type]
+    heads = [*plain.head.modules(), *plain.proto_head.modules()]
+    assert not any(isinstance(c, torch.nn.BatchNorm1d) for c in heads)
+
+
+def test_bcl_head_bn_through_the_trainer(tmp_path: Path) -> None:
+    trainer = trainer_one_step("bcl", tmp_path, ("method.head_bn=true",))
+    sd = trainer.method.state_dict()
+    assert trainer.method.head_bn and {"head.bn.weight", "proto_head.bn.running_mean"} <= set(sd)

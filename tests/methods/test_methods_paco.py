@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,110 @@ def test_paco_resume_is_exact() -> None:
     b.load_state_dict(a.state_dict())
     torch.testing.assert_close(a.log_prior, b.log_prior)
     assert train(a, steps=3, seed=8) == train(b, steps=3, seed=8)
+
+
+def _layers(head: torch.nn.Module) -> list[tuple[str, int, int]]:
+    """(type, in, out) of the layers of a head, in forward order."""
+    out = []
+    for mod in head.children():
+        if isinstance(mod, torch.nn.Linear):
+            out.append(("Linear", mod.in_features, mod.out_features))
+        elif isinstance(mod, torch.nn.BatchNorm1d):
+            out.append(("BatchNorm1d", mod.num_features, mod.num_features))
+        elif isinstance(mod, torch.nn.ReLU):
+            out.append(("ReLU", 0, 0))
+    return out
+
+
+AUTHORS_HEAD = [("Linear", 16, 16), ("BatchNorm1d", 16, 16), ("ReLU", 0, 0), ("Linear", 16, 8)]
+
+
+def test_paco_head_bn_is_the_authors_head_in_both_encoders() -> None:
+    # PaCo/LT/moco/builder.py:50-51: Linear(F, F)-BatchNorm1d(F)-ReLU-Linear(F, dim), q and k
+    torch.manual_seed(0)
+    m = PaCo(TinyBackbone(), 4, head_bn=True, **KW)  # type: ignore[arg-type]
+    assert _layers(m.head) == _layers(m.head_k) == AUTHORS_HEAD
+    assert all(not p.requires_grad for p in m.head_k.parameters())
+    for name, v in m.head.state_dict().items():
+        assert torch.equal(v, m.head_k.state_dict()[name]), name
+    plain = PaCo(TinyBackbone(), 4, **KW)  # type: ignore[arg-type]
+    assert not plain.head_bn and "head.bn.weight" not in plain.state_dict()
+    assert {"head.fc1.weight", "head.fc2.weight"} <= set(plain.state_dict())  # old checkpoints
+
+
+def test_paco_head_bn_momentum_covers_bn_parameters_not_statistics() -> None:
+    torch.manual_seed(0)
+    m = PaCo(TinyBackbone(), 4, head_bn=True, **KW)  # type: ignore[arg-type]
+    w_k0 = m.head_k.bn.weight.clone()
+    losses = train(m, steps=1)
+    assert np.isfinite(losses[0])
+    # the query's BN weight got an SGD step, the key's followed it by momentum m = 0.9
+    assert not torch.equal(m.head.bn.weight, w_k0)
+    torch.testing.assert_close(m.head_k.bn.weight, 0.9 * w_k0 + 0.1 * m.head.bn.weight)
+    # running statistics: each encoder's own forward (the key BN saw other images)
+    assert not torch.equal(m.head_k.bn.running_mean, torch.zeros(16))
+    assert not torch.allclose(m.head_k.bn.running_mean, m.head.bn.running_mean)
+    assert falls(train(m, steps=30, seed=1))
+
+
+def test_paco_head_bn_key_head_sees_the_split_groups() -> None:
+    # one process, shuffle_bn with bn_splits=2: the key head's BN normalises each group, as the
+    # backbone's (the authors' whole key encoder sees one rank's shuffled batch)
+    torch.manual_seed(0)
+    m = PaCo(TinyBackbone(), 4, head_bn=True, **KW)  # type: ignore[arg-type]
+    m.train()
+    ref = copy.deepcopy(m)
+    views, _ = next(batches(1))
+    k = m.encode_keys(views[1])
+    perm = torch.randperm(16, generator=ref._generator(1))
+    with torch.no_grad():
+        parts = [ref.head_k(ref.backbone_k(p)) for p in views[1][perm].tensor_split(2)]
+    want = torch.nn.functional.normalize(torch.cat(parts), dim=1)[torch.argsort(perm)]
+    torch.testing.assert_close(k, want)
+    with torch.no_grad():  # a whole-batch head BN would give other keys
+        whole = torch.nn.functional.normalize(
+            ref.head_k(torch.cat([ref.backbone_k(p) for p in views[1][perm].tensor_split(2)])),
+            dim=1,
+        )[torch.argsort(perm)]
+    assert not torch.allclose(k, whole)
+
+
+@pytest.mark.parametrize("cls", [PaCo, GPaCo])
+def test_head_bn_needs_an_mlp_head(cls: type) -> None:
+    kw = {"dim": 8, "T": 0.2, "mlp": False, "head_bn": True}
+    with pytest.raises(BalfeatError, match=r"head_bn=True needs mlp=True.*method\.mlp"):
+        cls(TinyBackbone(), 4, **kw)
+
+
+def test_gpaco_head_bn_builds_the_bn_head_and_trains() -> None:
+    torch.manual_seed(0)
+    m = GPaCo(TinyBackbone(), 4, dim=8, T=0.2, alpha=0.05, K=48, head_bn=True)  # type: ignore[arg-type]
+    assert _layers(m.head) == AUTHORS_HEAD
+    assert falls(train(m, steps=30))
+    plain = GPaCo(TinyBackbone(), 4, dim=8, K=0)  # type: ignore[arg-type]
+    assert _layers(plain.head) == [("Linear", 16, 16), ("ReLU", 0, 0), ("Linear", 16, 8)]
+
+
+@pytest.mark.parametrize("name", ["paco", "gpaco"])
+def test_head_bn_through_the_trainer(name: str, tmp_path: Path) -> None:
+    trainer = trainer_one_step(name, tmp_path, ("method.head_bn=true",))
+    assert trainer.method.head_bn
+    assert "head.bn.running_var" in trainer.method.state_dict()
+
+
+@pytest.mark.parametrize("name", ["paco", "gpaco", "bcl"])
+def test_head_bn_defaults_false_and_is_shown(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from balfeat.cli.main import main
+    from balfeat.engine.config import config_from_dict, load_config
+    from balfeat.typed_config import to_dict
+
+    # a config written before the key existed still loads, with the BN-free head
+    cfg = load_config(None, [f"method.name={name}"])
+    assert cfg.method.head_bn is False
+    saved = to_dict(cfg)
+    del saved["method"]["head_bn"]  # as a checkpoint written before head_bn holds it
+    assert config_from_dict(saved).method.head_bn is False
+    assert main(["pretrain", "--show-config", f"method.name={name}"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["method"]["head_bn"] is False

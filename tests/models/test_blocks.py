@@ -16,7 +16,7 @@ from balfeat.models.batchnorm import (
     convert_split_batchnorm,
     split_forward,
 )
-from balfeat.models.heads import LinearHead, MLPHead
+from balfeat.models.heads import LinearHead, MLPHead, make_head
 from balfeat.models.momentum import momentum_update
 from balfeat.models.queue import KeyQueue
 
@@ -27,6 +27,22 @@ def test_heads_shapes_and_keys() -> None:
     assert mlp(torch.randn(3, 8)).shape == (3, 4)
     assert set(mlp.state_dict()) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
     assert mlp.fc1.out_features == 8
+
+
+def test_mlp_head_with_batch_norm_normalises_the_hidden_layer() -> None:
+    torch.manual_seed(0)
+    head = MLPHead(8, 4, batch_norm=True)
+    assert [type(m) for m in head.children()] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    assert head.bn is not None and head.bn.num_features == 8
+    x = torch.randn(6, 8)
+    head.train()
+    h = head.fc1(x)
+    want = head.fc2(torch.relu((h - h.mean(0)) / (h.var(0, unbiased=False) + 1e-5).sqrt()))
+    torch.testing.assert_close(head(x), want, rtol=1e-5, atol=1e-5)
+    assert isinstance(make_head(8, 4, mlp=True, batch_norm=True), MLPHead)
+    assert isinstance(make_head(8, 4, mlp=False), LinearHead)
+    with pytest.raises(ValueError, match="batch_norm needs mlp"):
+        make_head(8, 4, mlp=False, batch_norm=True)
 
 
 def test_queue_init_is_normalised_and_labels_minus_one() -> None:

@@ -16,8 +16,12 @@ to the classifier's raw weight vectors, then normalised; the prior is ``log π``
 counts (τ = 1); evaluation uses the classifier's logits without adjustment (``classify``).
 Differences: the authors feed three crops per image (one RandAugment crop to the classifier, two
 SimCLR-like crops to the contrastive term); balfeat's data pipeline yields at most two views, so
-here the classifier sees the first contrastive view. Their heads are ``Linear-BN-ReLU-Linear``
-with ``feat_dim`` 1024; balfeat's ``MLPHead`` has no BatchNorm. With several processes the
+here the classifier sees the first contrastive view. Their projection head ``head`` and prototype
+head ``head_fc`` are both ``Linear(F, F)-BatchNorm1d(F)-ReLU-Linear(F, feat_dim)``
+(``models/resnext.py:290-292, 301-302``, ``F`` the backbone feature size, ``feat_dim`` 1024);
+``head_bn=True`` builds both so (the recipes set it; the default False keeps the BN-free heads of
+earlier configs and checkpoints). The prototype head's BN normalises over the C class vectors
+(their ``head_fc(fc.weight.T)``), the same on every rank. With several processes the
 contrastive term is computed over the global batch (``balfeat.methods._gather``), the
 cross-entropy over the local batch (DDP averages it), so N processes compute what one does.
 """
@@ -38,7 +42,7 @@ from balfeat.methods._gather import gather_rows
 from balfeat.methods.paco import HeadClassifier
 from balfeat.methods.params import HeadParams, check_arguments
 from balfeat.models.backbones import Backbone
-from balfeat.models.heads import LinearHead, MLPHead
+from balfeat.models.heads import make_head
 from balfeat.typed_config import bounds
 
 
@@ -51,12 +55,16 @@ class BCLParams(HeadParams):
         bcl_weight: ``μ``, weight of the balanced contrastive term (authors: 0.35).
         cosine_classifier: the authors' cosine classifier ``30·cos(f, w_c)`` (their default
             ``--use_norm True``); False: a plain linear layer.
+        head_bn: a ``BatchNorm1d`` in the projection and the prototype MLP heads,
+            ``Linear-BN-ReLU-Linear``, as the authors' ``head`` / ``head_fc``
+            (``models/resnext.py:291, 301``); needs ``mlp``.
     """
 
     name: str = "bcl"
     ce_weight: float = field(default=1.0, metadata=bounds(ge=0))
     bcl_weight: float = field(default=0.35, metadata=bounds(ge=0))
     cosine_classifier: bool = True
+    head_bn: bool = False
 
 
 class CosineClassifier(nn.Linear):
@@ -100,6 +108,10 @@ class BCL(HeadClassifier):
         bcl_weight: ``μ`` (authors: 0.35).
         cosine_classifier: ``fc`` is a :class:`CosineClassifier` (authors' default) instead of
             a linear layer.
+        head_bn: ``Linear-BN-ReLU-Linear`` for ``head`` and ``proto_head`` (the authors'
+            heads; needs ``mlp``). The prototype head's BN sees the C class vectors as its batch
+            (C >= 2 in training); under DDP the projection head's BN is per rank, as the
+            backbone's (the authors train with DataParallel, whose BN is per GPU too).
 
     ``forward`` returns ``{"loss", "ce", "bcl", "acc"}`` (``acc``: top-1 of ``fc`` on view 1).
     """
@@ -114,13 +126,14 @@ class BCL(HeadClassifier):
         ce_weight: float = 1.0,
         bcl_weight: float = 0.35,
         cosine_classifier: bool = True,
+        head_bn: bool = False,
     ) -> None:
-        super().__init__(backbone, num_classes, dim, T, mlp)
+        super().__init__(backbone, num_classes, dim, T, mlp, head_bn)
         in_dim = backbone.out_dim
         if cosine_classifier:
             self.fc = CosineClassifier(in_dim, num_classes)
         self.cosine_classifier = cosine_classifier
-        self.proto_head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)
+        self.proto_head: nn.Module = make_head(in_dim, dim, mlp, batch_norm=head_bn)
         check_arguments(BCLParams, "BCL", ce_weight=ce_weight, bcl_weight=bcl_weight)
         self.ce_weight, self.bcl_weight = ce_weight, bcl_weight
 

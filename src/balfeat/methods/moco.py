@@ -9,8 +9,9 @@ Order of a training step (the same in 1 and N processes):
 1. ``forward(images, labels)``: queries ``q`` from ``backbone``/``head``; keys ``k`` from
    ``backbone_k``/``head_k`` without gradient, with shuffle-BN across ranks when distributed,
    or (one process) shuffled and forwarded in ``bn_splits`` groups, the single-process stand-in
-   of shuffle-BN from MoCo's CIFAR demo; loss against the current queue. The keys (gathered over
-   ranks) are kept as pending.
+   of shuffle-BN from MoCo's CIFAR demo (the key head too when it has a BatchNorm, PaCo's
+   ``head_bn``, as the whole key encoder sees one rank's shuffled batch in the reference);
+   loss against the current queue. The keys (gathered over ranks) are kept as pending.
 2. the trainer runs ``backward`` and ``optimizer.step()``.
 3. ``after_step()``: momentum update of the key encoder, then the pending keys are enqueued.
 
@@ -39,9 +40,14 @@ from balfeat.methods.inputs import backbone_out_dim, check_batch
 from balfeat.methods.params import QueueParams, check_arguments
 from balfeat.models.backbones import Backbone
 from balfeat.models.batchnorm import batch_shuffle_ddp, batch_unshuffle_ddp, split_forward
-from balfeat.models.heads import LinearHead, MLPHead
+from balfeat.models.heads import make_head
 from balfeat.models.momentum import momentum_update
 from balfeat.models.queue import KeyQueue
+
+
+def _has_batchnorm(module: nn.Module) -> bool:
+    """Whether ``module`` holds a BatchNorm layer."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
 class MoCo(nn.Module):
@@ -88,7 +94,7 @@ class MoCo(nn.Module):
         )
         self.backbone = backbone
         in_dim = backbone_out_dim(type(self).__name__, backbone)
-        self.head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)
+        self.head: nn.Module = make_head(in_dim, dim, mlp)
         self.backbone_k = copy.deepcopy(backbone) if backbone_k is None else backbone_k
         self.backbone_k.load_state_dict(backbone.state_dict())
         self.head_k = copy.deepcopy(self.head)
@@ -124,8 +130,12 @@ class MoCo(nn.Module):
             return batch_unshuffle_ddp(k, idx_unshuffle)
         if self.shuffle_bn and self.bn_splits > 1 and self.training:
             perm = torch.randperm(im_k.shape[0], generator=self._generator(1)).to(im_k.device)
-            feats = split_forward(self.backbone_k, im_k[perm], self.bn_splits)
-            k = F.normalize(self.head_k(feats), dim=1)
+            if _has_batchnorm(self.head_k):  # PaCo's head_bn: its BN sees the groups too
+                encoder = nn.Sequential(self.backbone_k, self.head_k)
+                k = F.normalize(split_forward(encoder, im_k[perm], self.bn_splits), dim=1)
+            else:
+                feats = split_forward(self.backbone_k, im_k[perm], self.bn_splits)
+                k = F.normalize(self.head_k(feats), dim=1)
             return k[torch.argsort(perm)]
         return F.normalize(self.head_k(self.backbone_k(im_k)), dim=1)
 

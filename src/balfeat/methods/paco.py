@@ -22,8 +22,10 @@ on the pooled feature, not normalised by default), plus ``log π``, divided by `
 loss is scaled by ``T / T_base = 1``; evaluation uses the raw ``fc`` logits. Differences: their
 prior is ``log(π + 1e-9)`` (here ``log π``, a class without images counted as one image: a
 difference ≤ 1e-9/π); their queue starts as random keys with random class labels (here, by default,
-the queue is prefilled with real keys, ``method.prefill=auto``); their MLP head has a BatchNorm
-(``Linear-BN-ReLU-Linear``), balfeat's ``MLPHead`` has none.
+the queue is prefilled with real keys, ``method.prefill=auto``). Their MLP head is
+``Linear(F, F)-BatchNorm1d(F)-ReLU-Linear(F, dim)`` (``PaCo/LT/moco/builder.py:48-51``, ``F`` the
+backbone feature size, query and key encoder alike): ``head_bn=True`` builds it (the recipes set
+it; the default False keeps the BN-free MoCo v2 head of earlier configs and checkpoints).
 
 The own classifier trains slowly by design: ``fc`` gets only the centre's share
 ``β / (β + α|P(i)|)`` of each anchor's pull-up (``|P(i)|`` = same-class keys in batch and queue)
@@ -41,6 +43,7 @@ ImageNet-LT: α 0.05, K 8192, C 1000; that study: 8.2) and trains 400 epochs.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -57,7 +60,7 @@ from balfeat.methods.inputs import backbone_out_dim, check_batch, check_num_clas
 from balfeat.methods.moco import MoCo
 from balfeat.methods.params import HeadParams, QueueParams, check_arguments
 from balfeat.models.backbones import Backbone
-from balfeat.models.heads import LinearHead, MLPHead
+from balfeat.models.heads import make_head
 from balfeat.models.queue import KeyQueue
 from balfeat.typed_config import bounds
 
@@ -79,12 +82,16 @@ class PaCoParams(QueueParams):
         alpha: ``α``, weight of each non-parametric (key) positive (paper: 0.05).
         beta: ``β``, weight of the class-centre positive (authors: 1).
         gamma: ``γ``, weight of the key terms in the denominator (authors: 1).
+        head_bn: a ``BatchNorm1d`` in the MLP head, ``Linear-BN-ReLU-Linear``, in the query and
+            the key encoder, as the authors' head (``PaCo/LT/moco/builder.py:50-51``); needs
+            ``mlp``. False: MoCo v2's ``Linear-ReLU-Linear``.
     """
 
     name: str = "paco"
     alpha: float = field(default=0.05, metadata=bounds(ge=0))
     beta: float = field(default=1.0, metadata=bounds(ge=0))
     gamma: float = field(default=1.0, metadata=bounds(gt=0))
+    head_bn: bool = False
 
 
 @dataclass
@@ -94,6 +101,9 @@ class GPaCoParams(HeadParams):
     Attributes:
         K: length of the queue of past second-view features (0: none). The authors' GPaCo keeps
             one: 8192 (``GPaCo/LT/paco_lt.py`` default, ImageNet-LT / iNat), 1024 on CIFAR-100-LT.
+        head_bn: a ``BatchNorm1d`` in the MLP head (``Linear-BN-ReLU-Linear``, PaCo's head);
+            needs ``mlp``. The authors' GPaCo head has none (``GPaCo/LT/moco/builder.py:47``:
+            ``Linear-ReLU-Linear-ReLU-Linear``), so the GPaCo recipes leave it False.
     """
 
     name: str = "gpaco"
@@ -101,6 +111,20 @@ class GPaCoParams(HeadParams):
     alpha: float = field(default=0.05, metadata=bounds(ge=0))
     beta: float = field(default=1.0, metadata=bounds(ge=0))
     gamma: float = field(default=1.0, metadata=bounds(gt=0))
+    head_bn: bool = False
+
+
+def check_head_bn(owner: str, head_bn: bool, mlp: bool) -> None:
+    """``head_bn`` is a layer of the MLP head: refuse it with a linear head.
+
+    Raises:
+        BalfeatError: ``head_bn`` without ``mlp``.
+    """
+    if head_bn and not mlp:
+        raise BalfeatError(
+            f"{owner} argument head_bn=True needs mlp=True (the BatchNorm sits inside the MLP "
+            "head); set method.mlp=true or method.head_bn=false"
+        )
 
 
 class _ClassPrior:
@@ -149,19 +173,30 @@ class HeadClassifier(_ClassPrior, nn.Module):
         dim: embedding size of the projection head.
         T: temperature, > 0.
         mlp: MLP projection head instead of a linear one.
+        head_bn: a ``BatchNorm1d`` in the MLP head (``Linear-BN-ReLU-Linear``); needs ``mlp``.
     """
 
     views = 2
     uses_labels = True
     step: torch.Tensor
 
-    def __init__(self, backbone: Backbone, num_classes: int, dim: int, T: float, mlp: bool) -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        dim: int,
+        T: float,
+        mlp: bool,
+        head_bn: bool = False,
+    ) -> None:
         super().__init__()
         check_arguments(HeadParams, type(self).__name__, dim=dim, T=T)
+        check_head_bn(type(self).__name__, head_bn, mlp)
         self.backbone = backbone
         check_num_classes(type(self).__name__, num_classes)
         in_dim = backbone_out_dim(type(self).__name__, backbone)
-        self.head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)
+        self.head: nn.Module = make_head(in_dim, dim, mlp, batch_norm=head_bn)
+        self.head_bn = head_bn
         self.fc = nn.Linear(in_dim, num_classes)
         self.register_buffer("log_prior", log_prior_of(torch.ones(num_classes)))
         self.register_buffer("step", torch.zeros(1, dtype=torch.long))
@@ -193,6 +228,13 @@ class PaCo(_ClassPrior, MoCo):
         in_batch: also contrast with the other queries and keys of the (local) batch, as the
             authors do; False: MoCo style ``[k_i, queue]`` only (then 2 processes compute what one
             does).
+        head_bn: the authors' MLP head ``Linear-BN-ReLU-Linear`` for ``head`` and ``head_k``
+            (needs ``mlp``). ``head_k`` starts as a copy of ``head`` (BN running statistics at
+            their initial values, as the authors' freshly built key encoder) and follows it by
+            momentum on the parameters only (BN weight and bias included); its running
+            statistics come from its own forward passes, as the authors'. In one process the key
+            head's BN sees the ``bn_splits`` groups, as the backbone's; with several processes
+            the BN statistics are per rank (the authors use DDP without SyncBatchNorm).
 
     ``forward`` returns ``{"loss", "acc"}`` (``acc``: top-1 of ``fc`` on the query view).
     """
@@ -216,8 +258,16 @@ class PaCo(_ClassPrior, MoCo):
         beta: float = 1.0,
         gamma: float = 1.0,
         in_batch: bool = True,
+        head_bn: bool = False,
     ) -> None:
+        check_head_bn(type(self).__name__, head_bn, mlp)
         super().__init__(backbone, backbone_k, dim, K, m, T, mlp, shuffle_bn, bn_splits, seed)
+        if head_bn:  # the authors' head replaces MoCo v2's (same for the key encoder)
+            self.head = make_head(backbone.out_dim, dim, mlp, batch_norm=True)
+            self.head_k = copy.deepcopy(self.head)
+            for p in self.head_k.parameters():
+                p.requires_grad_(False)
+        self.head_bn = head_bn
         check_num_classes(type(self).__name__, num_classes)
         self.fc = nn.Linear(backbone.out_dim, num_classes)
         self.register_buffer("log_prior", log_prior_of(torch.ones(num_classes)))
@@ -269,8 +319,9 @@ class GPaCo(HeadClassifier):
     and the detached second-view features of the (global) batch are enqueued after the step.
     ``K = 0`` drops the queue (in-batch contrast only). Empty slots hold random unit keys
     labelled -1 (negatives until overwritten); the authors start from random keys with random
-    class labels instead. Their MLP head is Linear-ReLU-Linear-ReLU-Linear; ``mlp`` here builds
-    balfeat's ``MLPHead``.
+    class labels instead. Their MLP head is ``Linear-ReLU-Linear-ReLU-Linear``
+    (``GPaCo/LT/moco/builder.py:47``, no BatchNorm); ``mlp`` here builds balfeat's ``MLPHead``
+    (one hidden layer), ``head_bn`` PaCo's ``Linear-BN-ReLU-Linear`` (not the authors' GPaCo).
 
     Submodules ``backbone``, ``head`` (MLP or linear, to ``dim``), ``fc`` (the centres),
     ``queue`` (``KeyQueue`` with labels, or None when ``K = 0``); buffers ``log_prior`` (C,) and
@@ -287,6 +338,8 @@ class GPaCo(HeadClassifier):
         mlp: MLP projection head.
         alpha, beta, gamma: as ``PaCo`` (authors, ImageNet-LT R50: α 0.045).
         K: queue length (authors: 8192; CIFAR-100-LT 1024); 0: no queue.
+        head_bn: ``Linear-BN-ReLU-Linear`` head (needs ``mlp``; the BN normalises the 2B rows of
+            both views together, per rank under DDP).
 
     ``forward`` returns ``{"loss", "acc"}`` (``acc``: top-1 of ``fc`` on both views).
     """
@@ -302,8 +355,9 @@ class GPaCo(HeadClassifier):
         beta: float = 1.0,
         gamma: float = 1.0,
         K: int = 8192,
+        head_bn: bool = False,
     ) -> None:
-        super().__init__(backbone, num_classes, dim, T, mlp)
+        super().__init__(backbone, num_classes, dim, T, mlp, head_bn)
         check_arguments(GPaCoParams, "GPaCo", alpha=alpha, beta=beta, gamma=gamma, K=K)
         self.alpha, self.beta, self.gamma = alpha, beta, gamma
         # fixed generator: the initial random keys do not draw from the global random stream

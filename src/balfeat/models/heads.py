@@ -2,7 +2,8 @@
 
 - ``LinearHead``: MoCo v1 (He et al., CVPR 2020, https://arxiv.org/abs/1911.05722), one ``fc``.
 - ``MLPHead``: MoCo v2 (Chen et al., "Improved Baselines with Momentum Contrastive Learning",
-  https://arxiv.org/abs/2003.04297), ``Linear - ReLU - Linear``.
+  https://arxiv.org/abs/2003.04297), ``Linear - ReLU - Linear``; with ``batch_norm``
+  ``Linear - BatchNorm1d - ReLU - Linear``, the head of the PaCo and BCL authors' code.
 """
 
 from __future__ import annotations
@@ -29,21 +30,59 @@ class LinearHead(nn.Module):
 
 
 class MLPHead(nn.Module):
-    """``Linear(in, hidden) - ReLU - Linear(hidden, out)``. Shape: (B, in_dim) -> (B, out_dim).
+    """``Linear(in, hidden) - [BatchNorm1d(hidden)] - ReLU - Linear(hidden, out)``.
+
+    Shape: (B, in_dim) -> (B, out_dim). Submodules ``fc1``, ``bn`` (only with ``batch_norm``),
+    ``relu``, ``fc2``; without ``batch_norm`` the state dict is MoCo v2's head's (``fc1``,
+    ``fc2``).
 
     Args:
         in_dim: backbone feature size.
         out_dim: embedding size (MoCo v2: 128).
-        hidden_dim: hidden size; default ``in_dim`` as in MoCo v2.
+        hidden_dim: hidden size; default ``in_dim`` as in MoCo v2 (and PaCo / BCL).
+        batch_norm: a ``BatchNorm1d(hidden)`` after ``fc1`` (PaCo's
+            ``PaCo/LT/moco/builder.py:50``, BCL's ``models/resnext.py:291,301``). In training it
+            normalises over the rows of the batch, so it needs at least 2 rows.
     """
 
-    def __init__(self, in_dim: int, out_dim: int = 128, hidden_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int = 128,
+        hidden_dim: int | None = None,
+        batch_norm: bool = False,
+    ) -> None:
         super().__init__()
         hidden = in_dim if hidden_dim is None else hidden_dim
         self.fc1 = nn.Linear(in_dim, hidden)
+        self.bn: nn.Module | None = nn.BatchNorm1d(hidden) if batch_norm else None
         self.relu = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(hidden, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Shape: (B, in_dim) -> (B, out_dim)."""
-        return self.fc2(self.relu(self.fc1(x)))
+        h = self.fc1(x)
+        if self.bn is not None:
+            h = self.bn(h)
+        return self.fc2(self.relu(h))
+
+
+def make_head(in_dim: int, dim: int, mlp: bool, batch_norm: bool = False) -> nn.Module:
+    """The projection head of the contrastive methods.
+
+    Args:
+        in_dim: backbone feature size.
+        dim: embedding size.
+        mlp: ``MLPHead`` (hidden size ``in_dim``) instead of a ``LinearHead``.
+        batch_norm: the MLP's ``BatchNorm1d`` (PaCo / BCL authors' heads); needs ``mlp``.
+
+    Returns:
+        The head. Shape: (B, in_dim) -> (B, dim).
+
+    Raises:
+        ValueError: ``batch_norm`` without ``mlp`` (the callers check it first with a
+            user-facing message).
+    """
+    if batch_norm and not mlp:
+        raise ValueError("make_head: batch_norm needs mlp=True (the BatchNorm is the MLP's)")
+    return MLPHead(in_dim, dim, batch_norm=batch_norm) if mlp else LinearHead(in_dim, dim)
