@@ -29,7 +29,14 @@ PUBLISHED = {
     # in the MLP head, GPaCo/LT/moco/builder.py:47 has none
     "paco": {"K": 8192, "T": 0.2, "alpha": 0.05, "beta": 1.0, "gamma": 1.0, "head_bn": True},
     "gpaco": {"T": 0.2, "alpha": 0.045, "beta": 1.0, "gamma": 1.0, "head_bn": False},
-    "bcl": {"T": 0.07, "ce_weight": 1.0, "bcl_weight": 0.35, "dim": 1024, "head_bn": True},
+    "bcl": {
+        "T": 0.07,
+        "ce_weight": 1.0,
+        "bcl_weight": 0.35,
+        "dim": 1024,
+        "head_bn": True,
+        "cosine_classifier": True,
+    },
 }
 # CIFAR-LT recipes, by (method, dataset, imbalance ratio): only the values the authors publish
 # (docs/methods-recipes.md); the values each header marks as chosen are not pinned here.
@@ -40,7 +47,7 @@ _PACO = {  # PaCo/LT/sh/CIFAR100_train_imb{0.01,0.02,0.1}.sh (newest; CIFAR-10-L
 }
 _BCL = {  # FlamieZhu/Balanced-Contrastive-Learning main.py defaults (no CIFAR script)
     "T": 0.07, "ce_weight": 1.0, "bcl_weight": 0.35, "base_lr": 0.1, "weight_decay": 5e-4,
-    "head_bn": True,
+    "head_bn": True, "cosine_classifier": True,  # --use_norm True
 }  # fmt: skip
 _TSC_SCRIPT = {  # LTH14/targeted-supcon cifar_dirty/main_supcon_imba.py + util.py
     "T": 0.07, "dim": 128, "base_lr": 0.05, "weight_decay": 1e-4, "milestones": [160, 180],
