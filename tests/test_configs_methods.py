@@ -28,7 +28,14 @@ PUBLISHED = {
     # head_bn: PaCo/LT/moco/builder.py:50 and BCL's models/resnext.py:291,301 have a BatchNorm1d
     # in the MLP head, GPaCo/LT/moco/builder.py:47 has none
     "paco": {"K": 8192, "T": 0.2, "alpha": 0.05, "beta": 1.0, "gamma": 1.0, "head_bn": True},
-    "gpaco": {"T": 0.2, "alpha": 0.045, "beta": 1.0, "gamma": 1.0, "head_bn": False},
+    "gpaco": {
+        "T": 0.2,
+        "alpha": 0.045,
+        "beta": 1.0,
+        "gamma": 1.0,
+        "head_bn": False,
+        "head_layers": 2,
+    },
     "bcl": {
         "T": 0.07,
         "ce_weight": 1.0,
@@ -56,7 +63,7 @@ _TSC_SCRIPT = {  # LTH14/targeted-supcon cifar_dirty/main_supcon_imba.py + util.
 # iNaturalist 2018 scripts whose values differ from the method's ImageNet-LT ones.
 PUBLISHED_INAT = {  # GPaCo/LT/sh/LT/Inat_train_R50.sh
     "gpaco": {"T": 0.2, "alpha": 0.05, "beta": 1.0, "gamma": 1.0, "base_lr": 0.08,
-              "weight_decay": 1e-4, "head_bn": False},
+              "weight_decay": 1e-4, "head_bn": False, "head_layers": 2},
 }  # fmt: skip
 AUGMENTATION_INAT = {"gpaco": "paco_randcls_sim"}  # --aug randcls_sim
 PUBLISHED_CIFAR: dict[tuple[str, str, int], dict[str, object]] = {}

@@ -136,7 +136,9 @@ def _layers(head: torch.nn.Module) -> list[tuple[str, int, int]]:
     """(type, in, out) of the layers of a head, in forward order."""
     out = []
     for mod in head.children():
-        if isinstance(mod, torch.nn.Linear):
+        if isinstance(mod, torch.nn.Sequential):
+            out += _layers(mod)
+        elif isinstance(mod, torch.nn.Linear):
             out.append(("Linear", mod.in_features, mod.out_features))
         elif isinstance(mod, torch.nn.BatchNorm1d):
             out.append(("BatchNorm1d", mod.num_features, mod.num_features))
@@ -212,6 +214,22 @@ def test_gpaco_head_bn_builds_the_bn_head_and_trains() -> None:
     assert falls(train(m, steps=30))
     plain = GPaCo(TinyBackbone(), 4, dim=8, K=0)  # type: ignore[arg-type]
     assert _layers(plain.head) == [("Linear", 16, 16), ("ReLU", 0, 0), ("Linear", 16, 8)]
+
+
+def test_gpaco_head_layers_2_is_the_authors_gpaco_head_and_trains() -> None:
+    """GPaCo/LT/moco/builder.py:45-47: Linear(F,F)-ReLU-Linear(F,F)-ReLU-Linear(F,dim), no BN."""
+    torch.manual_seed(0)
+    m = GPaCo(TinyBackbone(), 4, dim=8, T=0.2, alpha=0.05, K=48, head_layers=2)  # type: ignore[arg-type]
+    assert _layers(m.head) == [
+        ("Linear", 16, 16), ("ReLU", 0, 0), ("Linear", 16, 16), ("ReLU", 0, 0), ("Linear", 16, 8),
+    ]  # fmt: skip
+    assert falls(train(m, steps=30))
+    plain = GPaCo(TinyBackbone(), 4, dim=8, K=0)  # type: ignore[arg-type]
+    assert not any(k.startswith("head.extra") for k in plain.state_dict())  # old checkpoints load
+    with pytest.raises(BalfeatError, match=r"head_layers=2 needs mlp=True"):
+        GPaCo(TinyBackbone(), 4, dim=8, mlp=False, head_layers=2)  # type: ignore[arg-type]
+    with pytest.raises(BalfeatError, match="head_layers"):
+        GPaCo(TinyBackbone(), 4, dim=8, head_layers=0)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", ["paco", "gpaco"])

@@ -104,6 +104,8 @@ class GPaCoParams(HeadParams):
         head_bn: a ``BatchNorm1d`` in the MLP head (``Linear-BN-ReLU-Linear``, PaCo's head);
             needs ``mlp``. The authors' GPaCo head has none (``GPaCo/LT/moco/builder.py:47``:
             ``Linear-ReLU-Linear-ReLU-Linear``), so the GPaCo recipes leave it False.
+        head_layers: hidden layers of the MLP head (needs ``mlp`` when > 1); the authors' GPaCo
+            head has 2 (set in the GPaCo recipes); 1 is balfeat's MoCo v2-style head.
     """
 
     name: str = "gpaco"
@@ -112,6 +114,7 @@ class GPaCoParams(HeadParams):
     beta: float = field(default=1.0, metadata=bounds(ge=0))
     gamma: float = field(default=1.0, metadata=bounds(gt=0))
     head_bn: bool = False
+    head_layers: int = field(default=1, metadata=bounds(ge=1))
 
 
 def check_head_bn(owner: str, head_bn: bool, mlp: bool) -> None:
@@ -320,8 +323,9 @@ class GPaCo(HeadClassifier):
     ``K = 0`` drops the queue (in-batch contrast only). Empty slots hold random unit keys
     labelled -1 (negatives until overwritten); the authors start from random keys with random
     class labels instead. Their MLP head is ``Linear-ReLU-Linear-ReLU-Linear``
-    (``GPaCo/LT/moco/builder.py:47``, no BatchNorm); ``mlp`` here builds balfeat's ``MLPHead``
-    (one hidden layer), ``head_bn`` PaCo's ``Linear-BN-ReLU-Linear`` (not the authors' GPaCo).
+    (``GPaCo/LT/moco/builder.py:47``, no BatchNorm): ``mlp`` with ``head_layers=2`` (the
+    recipes); ``head_layers=1`` is balfeat's one-hidden-layer ``MLPHead``, ``head_bn`` adds PaCo's
+    BatchNorm after the first layer (not the authors' GPaCo).
 
     Submodules ``backbone``, ``head`` (MLP or linear, to ``dim``), ``fc`` (the centres),
     ``queue`` (``KeyQueue`` with labels, or None when ``K = 0``); buffers ``log_prior`` (C,) and
@@ -340,6 +344,7 @@ class GPaCo(HeadClassifier):
         K: queue length (authors: 8192; CIFAR-100-LT 1024); 0: no queue.
         head_bn: ``Linear-BN-ReLU-Linear`` head (needs ``mlp``; the BN normalises the 2B rows of
             both views together, per rank under DDP).
+        head_layers: hidden layers of the MLP head (authors: 2); > 1 needs ``mlp``.
 
     ``forward`` returns ``{"loss", "acc"}`` (``acc``: top-1 of ``fc`` on both views).
     """
@@ -356,9 +361,21 @@ class GPaCo(HeadClassifier):
         gamma: float = 1.0,
         K: int = 8192,
         head_bn: bool = False,
+        head_layers: int = 1,
     ) -> None:
         super().__init__(backbone, num_classes, dim, T, mlp, head_bn)
-        check_arguments(GPaCoParams, "GPaCo", alpha=alpha, beta=beta, gamma=gamma, K=K)
+        check_arguments(
+            GPaCoParams, "GPaCo", alpha=alpha, beta=beta, gamma=gamma, K=K, head_layers=head_layers
+        )
+        if head_layers > 1:
+            if not mlp:
+                raise BalfeatError(
+                    f"GPaCo argument head_layers={head_layers} needs mlp=True (a linear head has "
+                    "no hidden layer); set method.mlp=true or method.head_layers=1"
+                )
+            in_dim = backbone_out_dim("GPaCo", backbone)
+            self.head = make_head(in_dim, dim, mlp, batch_norm=head_bn, hidden_layers=head_layers)
+        self.head_layers = head_layers
         self.alpha, self.beta, self.gamma = alpha, beta, gamma
         # fixed generator: the initial random keys do not draw from the global random stream
         gen = torch.Generator().manual_seed(0)
