@@ -145,3 +145,26 @@ def test_separable_blur_equals_torchvision_blur_under_one_seed() -> None:
         assert not torch.allclose(out, x, atol=1e-3)
     with pytest.raises(ConfigError, match="odd"):
         SeparableGaussianBlur(4, (0.1, 2.0))
+
+
+def test_separable_blur_on_pil_images_is_torchvision_blur_to_a_grey_level() -> None:
+    """The PIL path (moco_v2 at 224 px) blurs with the same sigma draw and kernel as torchvision;
+    only a pixel at a .5 rounding boundary may differ, by one level."""
+    import numpy as np
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from balfeat.data.transforms import SeparableGaussianBlur
+
+    rng = np.random.RandomState(0)
+    for mode, shape in (("RGB", (60, 50, 3)), ("L", (60, 50))):
+        img = Image.fromarray(rng.randint(0, 256, shape, dtype=np.uint8), mode=mode)
+        for seed in range(3):
+            torch.manual_seed(seed)
+            ref = np.asarray(T.GaussianBlur(23, sigma=(0.1, 2.0))(img)).astype(int)
+            torch.manual_seed(seed)
+            out = SeparableGaussianBlur(23, (0.1, 2.0))(img)
+            assert isinstance(out, Image.Image) and out.mode == mode
+            diff = np.abs(np.asarray(out).astype(int) - ref)
+            assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+            assert np.abs(np.asarray(out).astype(int) - np.asarray(img)).max() > 0
