@@ -37,6 +37,57 @@ def test_hungarian_is_optimal_against_brute_force() -> None:
         assert sum(float(cost[i, col[i]]) for i in range(n)) == pytest.approx(best)
 
 
+def _hungarian_scalar(cost: torch.Tensor) -> list[int]:
+    """The scalar shortest-augmenting-path loop (e-maxx form), obviously slow, as a reference."""
+    n = cost.shape[0]
+    a = cost.double().tolist()
+    inf = float("inf")
+    u, v, p, way = [0.0] * (n + 1), [0.0] * (n + 1), [0] * (n + 1), [0] * (n + 1)
+    for i in range(1, n + 1):
+        p[0], j0 = i, 0
+        minv, used = [inf] * (n + 1), [False] * (n + 1)
+        while True:
+            used[j0] = True
+            i0, delta, j1 = p[j0], inf, 0
+            for j in range(1, n + 1):
+                if not used[j]:
+                    cur = a[i0 - 1][j - 1] - u[i0] - v[j]
+                    if cur < minv[j]:
+                        minv[j], way[j] = cur, j0
+                    if minv[j] < delta:
+                        delta, j1 = minv[j], j
+            for j in range(n + 1):
+                if used[j]:
+                    u[p[j]] += delta
+                    v[j] -= delta
+                else:
+                    minv[j] -= delta
+            j0 = j1
+            if p[j0] == 0:
+                break
+        while j0:
+            j1 = way[j0]
+            p[j0] = p[j1]
+            j0 = j1
+    col = [0] * n
+    for j in range(1, n + 1):
+        col[p[j] - 1] = j - 1
+    return col
+
+
+def test_hungarian_equals_the_scalar_loop_incl_ties_and_refuses_nan() -> None:
+    g = torch.Generator().manual_seed(1)
+    for n in (3, 17, 60):
+        cost = torch.randn(n, n, generator=g, dtype=torch.float64)
+        assert hungarian(cost).tolist() == _hungarian_scalar(cost)
+        tied = torch.randint(0, 3, (n, n), generator=g).double()  # many equal costs
+        assert hungarian(tied).tolist() == _hungarian_scalar(tied)
+    with pytest.raises(BalfeatError, match="NaN or inf"):
+        hungarian(torch.tensor([[0.0, float("nan")], [1.0, 2.0]]))
+    with pytest.raises(BalfeatError, match="square"):
+        hungarian(torch.zeros(2, 3))
+
+
 def test_assignment_recovers_a_permutation() -> None:
     targets = uniform_targets(6, 4, steps=300)
     perm = torch.tensor([3, 0, 5, 1, 4, 2])

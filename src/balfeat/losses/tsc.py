@@ -9,8 +9,8 @@ https://arxiv.org/abs/2111.13998. Three parts:
    kept), seeded, saved with ``save_targets`` / read with ``load_targets`` (a ``.pt`` tensor).
 2. ``assign_targets``: classes -> targets by the one-to-one matching that maximises the summed
    cosine similarity of class centres and targets (Hungarian algorithm, exact, worst ``O(C^3)``;
-   pure Python: 1.9 s for a random C=1000, d=128 cost, measured on the shared machine; scipy is
-   not in the environment). The authors' centres are
+   the column scan vectorised with numpy: see ``hungarian`` for its time; scipy is not in the
+   environment). The authors' centres are
    an EMA of the batch class means of the normalised queries (``0.9 old + 0.1 batch``,
    renormalised), re-matched every step; that state belongs to the phase-2 method module.
 3. ``tsc_loss``: KCL whose denominator also holds every target, with the class's target as one
@@ -121,52 +121,58 @@ def load_targets(path: str | os.PathLike[str], num_classes: int, dim: int) -> to
 def hungarian(cost: torch.Tensor) -> torch.Tensor:
     """Exact minimum-cost assignment of a square cost matrix (Kuhn-Munkres with potentials).
 
+    The shortest-augmenting-path form (one row added at a time, column potentials kept), with the
+    scan over the columns done as numpy vector operations: the same arithmetic and the same
+    first-minimum tie-breaking as the scalar loop (tested equal to it). Random unit centres and
+    targets, d = 128, measured here: 1,000 classes 0.36 s (scalar loop 1.89 s), 2,000 1.37 s
+    (8.32 s), 8,142 (iNaturalist 2018) 36.5 s.
+
     Args:
         cost: Shape: (n, n).
 
     Returns:
         ``col`` with row ``r`` assigned to column ``col[r]``. Shape: (n,), int64.
     """
+    import numpy as np
+
     n = cost.shape[0]
-    if cost.shape != (n, n):
+    if cost.ndim != 2 or cost.shape != (n, n):
         raise BalfeatError(f"hungarian needs a square matrix, got {tuple(cost.shape)}")
-    a = cost.detach().double().cpu().tolist()
-    inf = float("inf")
-    u, v = [0.0] * (n + 1), [0.0] * (n + 1)
-    p, way = [0] * (n + 1), [0] * (n + 1)  # p[j]: row matched to column j (1-based)
+    a = np.zeros((n + 1, n + 1))
+    a[1:, 1:] = cost.detach().double().cpu().numpy()
+    if not np.isfinite(a).all():
+        raise BalfeatError("hungarian: the cost matrix holds NaN or inf")
+    u, v = np.zeros(n + 1), np.zeros(n + 1)
+    p = np.zeros(n + 1, dtype=np.int64)  # p[j]: row matched to column j (1-based; 0: none)
+    way = np.zeros(n + 1, dtype=np.int64)
     for i in range(1, n + 1):
         p[0] = i
         j0 = 0
-        minv = [inf] * (n + 1)
-        used = [False] * (n + 1)
+        minv = np.full(n + 1, np.inf)
+        used = np.zeros(n + 1, dtype=bool)
         while True:
             used[j0] = True
-            i0, delta, j1 = p[j0], inf, 0
-            row = a[i0 - 1]
-            for j in range(1, n + 1):
-                if not used[j]:
-                    cur = row[j - 1] - u[i0] - v[j]
-                    if cur < minv[j]:
-                        minv[j], way[j] = cur, j0
-                    if minv[j] < delta:
-                        delta, j1 = minv[j], j
-            for j in range(n + 1):
-                if used[j]:
-                    u[p[j]] += delta
-                    v[j] -= delta
-                else:
-                    minv[j] -= delta
+            i0 = p[j0]
+            cur = a[i0] - u[i0] - v
+            better = ~used & (cur < minv)
+            minv[better] = cur[better]
+            way[better] = j0
+            masked = np.where(used, np.inf, minv)
+            j1 = int(np.argmin(masked))
+            delta = masked[j1]
+            u[p[used]] += delta
+            v[used] -= delta
+            minv[~used] -= delta
             j0 = j1
             if p[j0] == 0:
                 break
         while j0:
-            j1 = way[j0]
+            j1 = int(way[j0])
             p[j0] = p[j1]
             j0 = j1
-    col = [0] * n
-    for j in range(1, n + 1):
-        col[p[j] - 1] = j - 1
-    return torch.tensor(col, dtype=torch.long)
+    col = np.zeros(n, dtype=np.int64)
+    col[p[1:] - 1] = np.arange(n)
+    return torch.from_numpy(col)
 
 
 def assign_targets(centres: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
