@@ -170,3 +170,18 @@ def test_tensorboard_on_without_the_package_is_an_error(tmp_path: Path) -> None:
 def test_out_of_range_config_values_are_refused(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_step_milestones_past_the_last_epoch_are_warned(tmp_path: Path) -> None:
+    """A recipe whose epochs were shrunk keeps milestones the run never reaches: said, not fatal."""
+    from balfeat.engine.config import load_config
+    from balfeat.engine.trainer import Trainer
+
+    over = [
+        "data.dataset=synthetic", "data.synthetic_size=32", "data.num_classes=4",
+        "data.image_size=16", "data.num_workers=0", "model.backbone=resnet8", "method.name=sl",
+        "optim.batch_size=8", "optim.epochs=2", "optim.schedule=step", "optim.milestones=[1,5]",
+        "run.max_steps=1", "run.progress=false", "run.device=cpu", f"run.output_dir={tmp_path}",
+    ]  # fmt: skip
+    with pytest.warns(UserWarning, match=r"optim.milestones \[5\] are not below optim.epochs=2"):
+        Trainer(load_config(None, over)).fit()

@@ -362,6 +362,14 @@ class Trainer:
         if cfg.run.channels_last:
             self.method.to(memory_format=torch.channels_last)
 
+        late = [m for m in cfg.optim.milestones if m >= cfg.optim.epochs]
+        if cfg.optim.schedule == "step" and late and distributed.is_main_process():
+            warnings.warn(
+                f"optim.milestones {late} are not below optim.epochs={cfg.optim.epochs}: the "
+                "learning rate never drops there (shrank the epochs of a recipe? scale its "
+                "milestones too)",
+                stacklevel=2,
+            )
         self.amp_dtype: torch.dtype | None = None
         if cfg.run.precision == "bf16":  # autocast on CPU and GPU alike
             self.amp_dtype = torch.bfloat16
