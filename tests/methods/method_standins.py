@@ -61,13 +61,12 @@ def falls(losses: list[float]) -> bool:
     return sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
 
 
-def trainer_one_step(name: str, tmp_path: Path, extra: tuple[str, ...] = ()) -> Any:
-    """One optimiser step of the registered method ``name`` through the Trainer (CPU, tiny,
-    imbalanced synthetic data); returns the trainer."""
+def tiny_method_config(name: str, out: Path, extra: tuple[str, ...] = ()) -> Any:
+    """The config of the registered method ``name`` on tiny, imbalanced synthetic data (CPU,
+    resnet8, 16 px, batch 8, one epoch); ``extra`` overrides come last."""
     from balfeat.engine.config import load_config, overrides_for
-    from balfeat.engine.trainer import Trainer
 
-    cfg = load_config(
+    return load_config(
         None,
         overrides_for(
             name,
@@ -86,15 +85,21 @@ def trainer_one_step(name: str, tmp_path: Path, extra: tuple[str, ...] = ()) -> 
                 "method.target_steps=20",
                 "optim.batch_size=8",
                 "optim.epochs=1",
-                "run.max_steps=1",
                 "run.progress=false",
                 "run.device=cpu",
-                f"run.output_dir={tmp_path}",
+                f"run.output_dir={out}",
                 *extra,
             ],
         ),
     )
-    trainer = Trainer(cfg)
+
+
+def trainer_one_step(name: str, tmp_path: Path, extra: tuple[str, ...] = ()) -> Any:
+    """One optimiser step of the registered method ``name`` through the Trainer (CPU, tiny,
+    imbalanced synthetic data); returns the trainer."""
+    from balfeat.engine.trainer import Trainer
+
+    trainer = Trainer(tiny_method_config(name, tmp_path, ("run.max_steps=1", *extra)))
     summary = trainer.fit()
     assert summary["steps"] == 1 and np.isfinite(summary["final_loss"])
     return trainer

@@ -5,48 +5,24 @@ centres, targets, BN statistics, step)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from method_standins import tiny_method_config
 
 from balfeat.methods import method_names
 
 pytestmark = pytest.mark.slow
 
 
-def _trainer(name: str, out: Path, extra: tuple[str, ...] = (), resume: bool = False):  # type: ignore[no-untyped-def]
-    from balfeat.engine.config import load_config, overrides_for
+def _trainer(name: str, out: Path, extra: tuple[str, ...] = (), resume: bool = False) -> Any:
     from balfeat.engine.trainer import Trainer
 
-    cfg = load_config(
-        None,
-        overrides_for(
-            name,
-            [
-                f"method.name={name}",
-                "data.dataset=synthetic",
-                "data.synthetic_size=48",
-                "data.num_classes=4",
-                "data.imbalance_ratio=4",
-                "data.image_size=16",
-                "data.num_workers=0",
-                "model.backbone=resnet8",
-                "method.K=16",
-                "method.dim=8",
-                "method.bn_splits=2",
-                "method.target_steps=20",
-                "method.target_warmup_steps=2",
-                "method.rematch_every=2",
-                "optim.batch_size=8",
-                "optim.epochs=2",
-                "run.progress=false",
-                "run.device=cpu",
-                f"run.output_dir={out}",
-                *extra,
-            ],
-        ),
+    tiny = ("data.synthetic_size=48", "method.target_warmup_steps=2", "method.rematch_every=2")
+    trainer = Trainer(
+        tiny_method_config(name, out, (*tiny, "optim.epochs=2", *extra)), resume=resume
     )
-    trainer = Trainer(cfg, resume=resume)
     trainer.fit()
     return trainer
 
