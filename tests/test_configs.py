@@ -14,7 +14,7 @@ import yaml
 from balfeat.engine.config import config_to_dict, load_config
 from tiny_recipes import CONFIGS, MARKER, find_recipe, queue_overrides, recipes
 
-# The reference table's recipes (docs/recipes.yaml); KCL's successors: tests/test_configs_methods.py.
+# The reference table's recipes (docs/recipes.yaml); KCL's successors: test_configs_methods.py.
 PRETRAIN = recipes("pretrain", table=True)
 PROBES = recipes("probe", table=True)
 ALL = sorted(CONFIGS.rglob("*.yaml"))

@@ -2,9 +2,9 @@
 step on tiny data.
 
 They live beside the KCL reference recipes in ``configs/pretrain/<dataset>/`` and
-``configs/probe/<dataset>/``; ``docs/recipes.yaml`` names each with its source (``successors``), their
-values are checked here. A CIFAR-LT ratio recipe is a layer over its (method, dataset) base, so the
-text checks read the file with its layers.
+``configs/probe/<dataset>/``; ``docs/recipes.yaml`` names each with its source (``successors``),
+their values are checked here. A CIFAR-LT ratio recipe is a layer over its (method, dataset)
+base, so the text checks read the file with its layers.
 """
 
 from __future__ import annotations

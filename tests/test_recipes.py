@@ -173,7 +173,9 @@ def missing_and_unlisted(
     the table does not name (both as ``root``-relative paths without ``.yaml``)."""
     named = {f"{r.folder}/{r.name}" for r in recipes} | set(successors)
     files = {
-        str(p.relative_to(root).with_suffix("")) for job in JOBS for p in (root / job).rglob("*.yaml")
+        str(p.relative_to(root).with_suffix(""))
+        for job in JOBS
+        for p in (root / job).rglob("*.yaml")
     }
     return sorted(named - files), sorted(files - named)
 
@@ -241,7 +243,8 @@ def test_table_reference_values() -> None:
 
 
 def test_compare_finds_each_difference() -> None:
-    r = Recipe("x", "pretrain/x", "f", "", {"a.b": (0.07, "README: x"), "a.c": ([1, 2], "README: y")})
+    values = {"a.b": (0.07, "README: x"), "a.c": ([1, 2], "README: y")}
+    r = Recipe("x", "pretrain/x", "f", "", values)
     assert compare(r, {"a": {"b": 0.07, "c": [1, 2]}}) == []
     assert compare(r, {"a": {"b": 0.2, "c": [1, 2]}}) == ["a.b: 0.2 -> 0.07 (README: x)"]
     assert compare(r, {"a": {"b": 0.07}})[0].startswith("a.c: missing")
