@@ -2,11 +2,10 @@
 
 Examples::
 
-    balfeat pretrain --config configs/pretrain/imagenet-lt/\
-kcl_resnet50_b256-cos-200e_imagenet-lt.yaml data.root=/data/imagenet/train run.output_dir=runs/kcl
-    balfeat pretrain --config runs/kcl/config.yaml --resume             # continue that run
-    torchrun --nproc_per_node 2 -m balfeat pretrain --config configs/pretrain/cifar-lt/\
-bcl_resnet32_b256-cos-200e_cifar10-lt100.yaml data.root=/data/cifar
+    R=configs/pretrain/imagenet-lt/kcl_resnet50_b256-cos-200e_imagenet-lt.yaml
+    balfeat pretrain --config $R data.root=/data/imagenet/train run.output_dir=runs/kcl
+    balfeat pretrain --config $R data.root=/data/imagenet/train run.output_dir=runs/kcl --resume
+    torchrun --nproc_per_node 2 -m balfeat pretrain --config $R data.root=/data/imagenet/train
 """
 
 from __future__ import annotations
