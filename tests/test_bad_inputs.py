@@ -852,7 +852,7 @@ def test_resume_after_the_number_of_classes_changed(
 def test_study_values_checked_before_any_training(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str, message: str
 ) -> None:
-    study = Path(__file__).parents[1] / "configs" / "study_fmnist_demo.yaml"
+    study = Path(__file__).parents[1] / "configs" / "study" / "fmnist_demo.yaml"
     out = tmp_path / "study"
     assert main(["study", "--out", str(out), str(study), override]) == 2
     assert re.search(message, _one_error_line(capsys.readouterr().err, "study"))

@@ -12,14 +12,14 @@ import torch
 import yaml
 
 from balfeat.engine.config import config_to_dict, load_config
-from tiny_recipes import queue_overrides
+from tiny_recipes import CONFIGS, MARKER, find_recipe, queue_overrides, recipes
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-ALL = sorted(CONFIGS.glob("*.yaml"))
-BASES = sorted((CONFIGS / "base").glob("*.yaml"))
-PROBES = [p for p in ALL if p.name.startswith("probe")]
-STUDIES = [p for p in ALL if p.name.startswith("study_")]
-PRETRAIN = [p for p in ALL if p not in PROBES and p not in STUDIES]
+# The reference table's recipes (docs/recipes.yaml); KCL's successors: test_configs_methods.py.
+PRETRAIN = recipes("pretrain", table=True)
+PROBES = recipes("probe", table=True)
+ALL = sorted(CONFIGS.rglob("*.yaml"))
+BASES = sorted((CONFIGS / "base").rglob("*.yaml"))
+STUDIES = sorted((CONFIGS / "study").glob("*.yaml"))
 
 
 def _layered(path: Path) -> dict:
@@ -57,15 +57,23 @@ TINY = [
 
 
 def test_every_recipe_file_is_in_the_table() -> None:
-    """Values are checked against docs/recipes.yaml by tests/test_recipes.py; here: every file in
-    configs/ (but studies) is one of its recipes, and every base layer is used."""
+    """Values are checked against docs/recipes.yaml by tests/test_recipes.py; here: configs/ holds
+    only base/, pretrain/, probe/ and study/, the table's recipes are found, every base layer is
+    used, and every CIFAR-LT ratio recipe is a layer over its (method, dataset) base."""
     table = yaml.safe_load((CONFIGS.parent / "docs" / "recipes.yaml").read_text())
+    assert {p.relative_to(CONFIGS).parts[0] for p in ALL} == {"base", "pretrain", "probe", "study"}
     text = "\n".join(p.read_text() for p in ALL)
-    assert PRETRAIN and PROBES
+    assert PRETRAIN and PROBES and STUDIES
     for p in [*PRETRAIN, *PROBES]:
-        assert "# recipe-table: docs/recipes.yaml" in p.read_text(), p.name
+        assert MARKER in p.read_text(), p.name
     for b in BASES:
-        assert f"{b.name}" in text or any(b.name in q.read_text() for q in BASES), b.name
+        assert f"{b.name}" in text.replace(b.read_text(), ""), f"base layer {b.name} is unused"
+    cifar = sorted((CONFIGS / "pretrain" / "cifar-lt").glob("*.yaml"))
+    assert len(cifar) == 24
+    for p in cifar:
+        base = p.stem.rsplit("-lt", 1)[0] + "-lt.yaml"
+        assert f"defaults: [../../base/cifar-lt/{base}]" in p.read_text(), p.name
+        assert len(p.read_text().splitlines()) <= 8, f"{p.name}: a ratio layer, not a copy"
     assert table["recipes"], "the table lists recipes"
 
 
@@ -109,7 +117,7 @@ def test_probe_recipe_is_valid_and_runs_one_epoch(path: Path) -> None:
     assert recipe["lr"] == 30.0 and recipe["epochs"] == 100 and recipe["weight_decay"] == 0.0
     assert recipe["batch_size"] == 256 and recipe["milestones"] == [60, 80]
     pre = Path(recipe["checkpoint"]).parent.name
-    assert (CONFIGS / f"{pre}.yaml").is_file(), "a probe recipe names an existing pretrain recipe"
+    assert find_recipe("pretrain", pre), "a probe recipe names an existing pretrain recipe"
     # One epoch of the recipe's classifier on tiny random features.
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(24, 8, generator=gen)

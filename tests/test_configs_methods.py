@@ -1,8 +1,10 @@
-"""The recipes of KCL's successors (configs/methods/, issue 15): authors' values, a named source,
-and one training step on tiny data.
+"""The recipes of KCL's successors (issue 15): authors' values, a named source, and one training
+step on tiny data.
 
-They live in ``configs/methods/`` (not in ``configs/``, whose files are the rows of the KCL
-reference table ``docs/recipes.yaml``) until that table grows rows for them.
+They live beside the KCL reference recipes in ``configs/pretrain/<dataset>/`` and
+``configs/probe/<dataset>/``; ``docs/recipes.yaml`` names each with its source (``successors``),
+their values are checked here. A CIFAR-LT ratio recipe is a layer over its (method, dataset)
+base, so the text checks read the file with its layers.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ import numpy as np
 import pytest
 
 from balfeat.engine.config import load_config
-from tiny_recipes import queue_overrides
+from tiny_recipes import CONFIGS, find_recipe, queue_overrides, recipe_text, recipes
 
-DIR = Path(__file__).resolve().parents[1] / "configs" / "methods"
-RECIPES = sorted(p for p in DIR.glob("*.yaml") if not p.name.startswith("probe_"))
-PROBES = sorted(DIR.glob("probe_*_on-lt-test.yaml"))
-CIFAR_PROBES = sorted(DIR.glob("probe_cifar-lt_*.yaml"))
-INAT_PROBES = sorted(DIR.glob("probe_*_on-inat-val.yaml"))
+RECIPES = recipes("pretrain", table=False)
+_PROBE_FILES = recipes("probe", table=False)
+PROBES = [p for p in _PROBE_FILES if p.name.endswith("_on-lt-test.yaml")]
+CIFAR_PROBES = [p for p in _PROBE_FILES if p.name.startswith("probe_cifar-lt_")]
+INAT_PROBES = [p for p in _PROBE_FILES if p.name.endswith("_on-inat-val.yaml")]
 
 # docs/methods-recipes.md: the authors' values each recipe must hold (ImageNet-LT / iNat).
 PUBLISHED = {
@@ -136,7 +138,7 @@ def test_every_successor_has_large_scale_recipes_each_with_its_probe() -> None:
 @pytest.mark.parametrize("path", [p for p in RECIPES if "cifar" in p.stem], ids=lambda p: p.stem)
 def test_cifar_recipe_says_what_is_not_published(path: Path) -> None:
     """A CIFAR recipe built from another dataset's script says so (no silent borrowing)."""
-    text = path.read_text()
+    text = recipe_text(path)
     name = load_config(path).method.name
     if name == "paco" and "cifar100" in path.stem:
         return  # the authors' own CIFAR-100-LT scripts
@@ -149,7 +151,7 @@ def test_recipe_names_its_source_and_holds_the_published_values(path: Path) -> N
     name = cfg.method.name
     prefix = name + "_" + cfg.model.backbone + "_"
     assert path.stem.startswith(prefix)
-    assert "Source:" in path.read_text(), "every recipe names its source"
+    assert "Source:" in recipe_text(path), "every recipe names its source"
     # b{batch}-{sched}-{epochs}e (method names may hold "_": supcon_inbatch)
     batch, sched, epochs = path.stem.removeprefix(prefix).split("_")[0].split("-")
     assert cfg.optim.batch_size == int(batch.removeprefix("b"))
@@ -207,7 +209,7 @@ def test_probe_recipe_holds_tsc_protocol_and_trains_one_epoch(path: Path) -> Non
     assert p.balanced and p.repeat == 4 and p.protocol == "reference"
     assert p.val_split.endswith("imagenet_longtail_test.txt")
     pre = Path(p.checkpoint).parent.name
-    assert (DIR / f"{pre}.yaml").is_file(), "a probe recipe names an existing pretrain recipe"
+    assert find_recipe("pretrain", pre), "a probe recipe names an existing pretrain recipe"
     assert p.out.endswith(path.stem)
     if not pre.startswith("tsc_"):
         assert "Chosen" in text, "a borrowed protocol says so"
@@ -233,7 +235,7 @@ def test_published_results_yaml_and_md_agree() -> None:
     a todo row has none (no number entered from memory)."""
     import yaml
 
-    docs = DIR.parents[1] / "docs"
+    docs = CONFIGS.parent / "docs"
     from balfeat.study.published import TABLE
 
     table = yaml.safe_load(TABLE.read_text())["results"]
@@ -267,9 +269,8 @@ def test_cifar_probe_recipe_is_the_reference_protocol_on_the_balanced_set(path: 
 
 
 def test_every_recipe_file_is_a_pretraining_or_a_probe_recipe() -> None:
-    assert set(DIR.glob("*.yaml")) == set(RECIPES) | set(PROBES) | set(CIFAR_PROBES) | set(
-        INAT_PROBES
-    )
+    assert set(_PROBE_FILES) == set(PROBES) | set(CIFAR_PROBES) | set(INAT_PROBES)
+    assert len(RECIPES) == 34 and len(_PROBE_FILES) == 12
 
 
 @pytest.mark.parametrize("path", INAT_PROBES, ids=lambda p: p.stem)
@@ -284,4 +285,4 @@ def test_inat_probe_recipe_holds_the_published_second_stage(path: Path) -> None:
     assert p.balanced and p.repeat == 4 and p.protocol == "reference"
     assert p.val_split.endswith("iNaturalist18_val.txt")
     pre = Path(p.checkpoint).parent.name
-    assert (DIR / f"{pre}.yaml").is_file() and p.out.endswith(path.stem)
+    assert find_recipe("pretrain", pre) and p.out.endswith(path.stem)

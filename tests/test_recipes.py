@@ -6,10 +6,10 @@ its layered ``defaults:`` and compares every value of the table with the file. I
 tables of ``docs/recipes.md`` and checks that the committed document is the rendering of the table
 (``python tests/test_recipes.py --write`` regenerates it).
 
-Recipe files are looked up in ``configs/`` (the final place) and ``configs/recipes-draft/``. A file
-in ``configs/`` counts as converted once it carries the line ``# recipe-table: docs/recipes.yaml``;
-until the recipes are rewritten (phase 2) a missing or unconverted file is an expected failure
-(its differences are the xfail reason), a converted one must match. Draft files must match now.
+A recipe of the table lives in ``configs/<folder>/<name>.yaml`` (``folder`` is its job and dataset,
+e.g. ``pretrain/imagenet-lt``); the ``successors`` section names the other recipe files with their
+source. A recipe missing from its folder fails, and so does a file under ``configs/pretrain/`` or
+``configs/probe/`` that the table does not name.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "docs" / "recipes.yaml"
 DOC = ROOT / "docs" / "recipes.md"
 CONFIGS = ROOT / "configs"
-DRAFT = CONFIGS / "recipes-draft"
+JOBS = ("pretrain", "probe")
 BEGIN = "<!-- BEGIN GENERATED FROM docs/recipes.yaml -->"
 END = "<!-- END GENERATED -->"
 MARKER = "# recipe-table: docs/recipes.yaml"
@@ -40,12 +40,14 @@ class Recipe:
 
     Attributes:
         name: file stem, e.g. ``kcl_resnet50_b256-cos-200e_imagenet-lt``.
+        folder: its folder under ``configs/``, e.g. ``pretrain/imagenet-lt``.
         family: the family it was built from.
         extension: why it is an extension, or ``""`` for a reference recipe.
         values: dotted key -> (value, source).
     """
 
     name: str
+    folder: str
     family: str
     extension: str
     values: dict[str, tuple[Any, str]]
@@ -91,9 +93,20 @@ def load_table(path: Path = TABLE) -> list[Recipe]:
             merged.update(spec.get("values", {}))
             values = {k: (_fill(v[0], full), _fill(v[1], full)) for k, v in merged.items()}
             recipes.append(
-                Recipe(_fill(pattern, full), spec["family"], spec.get("extension", ""), values)
+                Recipe(
+                    _fill(pattern, full),
+                    spec["folder"],
+                    spec["family"],
+                    spec.get("extension", ""),
+                    values,
+                )
             )
     return recipes
+
+
+def load_successors(path: Path = TABLE) -> dict[str, str]:
+    """``configs/``-relative path without ``.yaml`` -> source, of the successors' recipes."""
+    return dict(yaml.safe_load(path.read_text())["successors"])
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -153,21 +166,45 @@ def compare(recipe: Recipe, cfg: dict[str, Any]) -> list[str]:
     return diffs
 
 
-def render_markdown(recipes: list[Recipe]) -> str:
-    """The generated part of ``docs/recipes.md``: one table per recipe."""
+def missing_and_unlisted(
+    recipes: list[Recipe], successors: dict[str, str], root: Path = CONFIGS
+) -> tuple[list[str], list[str]]:
+    """Table entries with no file under ``root``, and files under ``root/{pretrain,probe}`` that
+    the table does not name (both as ``root``-relative paths without ``.yaml``)."""
+    named = {f"{r.folder}/{r.name}" for r in recipes} | set(successors)
+    files = {
+        str(p.relative_to(root).with_suffix(""))
+        for job in JOBS
+        for p in (root / job).rglob("*.yaml")
+    }
+    return sorted(named - files), sorted(files - named)
+
+
+def render_markdown(recipes: list[Recipe], successors: dict[str, str] | None = None) -> str:
+    """The generated part of ``docs/recipes.md``: one table per recipe, then the successors."""
     lines = [BEGIN, ""]
     for r in recipes:
         tag = f" — **extension**: {r.extension}" if r.extension else ""
-        lines += [f"### `{r.name}`{tag}", "", "| key | value | source |", "|---|---|---|"]
+        where = f"`configs/{r.folder}/{r.name}.yaml`"
+        lines += [f"### `{r.name}`{tag}", "", where, ""]
+        lines += ["| key | value | source |", "|---|---|---|"]
         for key, (value, source) in sorted(r.values.items()):
             shown = "whole folder" if value is None else value
             lines.append(f"| `{key}` | `{shown}` | {source.replace('|', '/')} |")
+        lines.append("")
+    if successors:
+        lines += ["### Recipes of KCL's successors", ""]
+        lines += ["Values: each file's header; checked by `tests/test_configs_methods.py`.", ""]
+        lines += ["| recipe | source |", "|---|---|"]
+        for rel, source in sorted(successors.items()):
+            lines.append(f"| `configs/{rel}.yaml` | {source.replace('|', '/')} |")
         lines.append("")
     lines.append(END)
     return "\n".join(lines) + "\n"
 
 
 RECIPES = load_table()
+SUCCESSORS = load_successors()
 
 
 def test_table_is_well_formed() -> None:
@@ -175,6 +212,8 @@ def test_table_is_well_formed() -> None:
     assert len(names) == len(set(names)), "recipe names repeat"
     for r in RECIPES:
         assert "{" not in r.name, r.name
+        job = "probe" if r.name.startswith("probe") else "pretrain"
+        assert r.folder.split("/")[0] == job, f"{r.name}: folder {r.folder} is not under {job}/"
         assert r.name.endswith("-ext") == bool(r.extension), f"{r.name}: -ext iff extension"
         for key, (value, source) in r.values.items():
             assert source.startswith(SOURCE_KINDS), f"{r.name} {key}: source {source!r}"
@@ -204,11 +243,12 @@ def test_table_reference_values() -> None:
 
 
 def test_compare_finds_each_difference() -> None:
-    r = Recipe("x", "f", "", {"a.b": (0.07, "README: x"), "a.c": ([1, 2], "README: y")})
+    values = {"a.b": (0.07, "README: x"), "a.c": ([1, 2], "README: y")}
+    r = Recipe("x", "pretrain/x", "f", "", values)
     assert compare(r, {"a": {"b": 0.07, "c": [1, 2]}}) == []
     assert compare(r, {"a": {"b": 0.2, "c": [1, 2]}}) == ["a.b: 0.2 -> 0.07 (README: x)"]
     assert compare(r, {"a": {"b": 0.07}})[0].startswith("a.c: missing")
-    assert compare(Recipe("y", "f", "", {"k": (True, "run: z")}), {"k": 1}) != []
+    assert compare(Recipe("y", "pretrain/x", "f", "", {"k": (True, "run: z")}), {"k": 1}) != []
 
 
 def test_layered_loading(tmp_path: Path) -> None:
@@ -222,37 +262,46 @@ def test_doc_is_generated_from_table() -> None:
     text = DOC.read_text()
     assert BEGIN in text and END in text, "docs/recipes.md lost its generated section"
     start, stop = text.index(BEGIN), text.index(END) + len(END) + 1
-    assert text[start:stop] == render_markdown(RECIPES), "run python tests/test_recipes.py --write"
+    want = render_markdown(RECIPES, SUCCESSORS)
+    assert text[start:stop] == want, "run python tests/test_recipes.py --write"
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.name)
 def test_recipe_file_matches_table(recipe: Recipe) -> None:
-    path = CONFIGS / f"{recipe.name}.yaml"
-    if not path.exists():
-        pytest.xfail(f"configs/{recipe.name}.yaml not written yet (issue 13 phase 2)")
+    path = CONFIGS / recipe.folder / f"{recipe.name}.yaml"
+    assert path.is_file(), f"{path} is missing: docs/recipes.yaml names it"
+    assert MARKER in path.read_text(), f"{path}: a table recipe carries {MARKER!r}"
     diffs = compare(recipe, load_recipe_file(path))
-    if diffs and MARKER not in path.read_text():
-        pytest.xfail(f"{path.name} not converted yet (issue 13 phase 2): " + "; ".join(diffs))
     assert not diffs, f"{path.name}:\n" + "\n".join(diffs)
 
 
-def test_every_config_is_a_table_recipe() -> None:
-    """Every recipe in ``configs/`` is in the table (the study demo is not a recipe)."""
-    names = {r.name for r in RECIPES}
-    orphans = sorted(
-        p.name
-        for p in CONFIGS.glob("*.yaml")
-        if p.stem not in names and not p.stem.startswith("study_")
-    )
-    if orphans and not any(MARKER in p.read_text() for p in CONFIGS.glob("*.yaml")):
-        pytest.xfail(f"{len(orphans)} files carry old names (issue 13 phase 2)")
-    assert not orphans, f"recipes missing from docs/recipes.yaml: {orphans}"
+def test_every_recipe_file_is_named_in_the_table_and_every_named_file_exists() -> None:
+    missing, unlisted = missing_and_unlisted(RECIPES, SUCCESSORS)
+    assert not missing, f"named in docs/recipes.yaml, missing from configs/: {missing}"
+    assert not unlisted, f"in configs/, not named in docs/recipes.yaml: {unlisted}"
+    for rel in SUCCESSORS:
+        assert MARKER not in (CONFIGS / f"{rel}.yaml").read_text(), f"{rel} is a table recipe"
+
+
+def test_a_deleted_or_moved_recipe_is_reported(tmp_path: Path) -> None:
+    """A deleted paper recipe fails (no xfail): copy two recipes, delete one, move the other."""
+    kcl = next(r for r in RECIPES if r.name == "kcl_resnet50_b256-cos-200e_imagenet-lt")
+    probe = next(r for r in RECIPES if r.name.startswith("probe_kcl_"))
+    for r in (kcl, probe):
+        (tmp_path / r.folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / r.folder / f"{r.name}.yaml").write_text("x: 1\n")
+    assert missing_and_unlisted([kcl, probe], {}, tmp_path) == ([], [])
+    (tmp_path / kcl.folder / f"{kcl.name}.yaml").unlink()
+    (tmp_path / probe.folder / f"{probe.name}.yaml").rename(tmp_path / "probe" / "p.yaml")
+    missing, unlisted = missing_and_unlisted([kcl, probe], {}, tmp_path)
+    assert missing == sorted([f"{kcl.folder}/{kcl.name}", f"{probe.folder}/{probe.name}"])
+    assert unlisted == ["probe/p"]
 
 
 def _write_doc() -> None:
     text = DOC.read_text()
     start, stop = text.index(BEGIN), text.index(END) + len(END) + 1
-    DOC.write_text(text[:start] + render_markdown(RECIPES) + text[stop:])
+    DOC.write_text(text[:start] + render_markdown(RECIPES, SUCCESSORS) + text[stop:])
 
 
 if __name__ == "__main__":

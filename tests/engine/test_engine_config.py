@@ -138,7 +138,7 @@ SECTIONS = {"data", "model", "method", "optim", "run"}
 
 def _pretrain_configs() -> list[Path]:
     found = []
-    for p in sorted(CONFIGS.glob("*.yaml")):
+    for p in sorted((CONFIGS / "pretrain").rglob("*.yaml")):
         data = yaml.safe_load(p.read_text())
         keys = set(data) - {"defaults"} if isinstance(data, dict) else set()
         if isinstance(data, dict) and keys <= SECTIONS and "probe" not in data:

@@ -2,9 +2,10 @@
 
 Examples::
 
-    balfeat pretrain --config configs/fmnist_kcl.yaml optim.epochs=10 run.output_dir=runs/kcl
-    balfeat pretrain --config configs/fmnist_kcl.yaml --resume          # continue that run
-    torchrun --nproc_per_node 2 -m balfeat pretrain --config configs/imagenet_moco_v2.yaml
+    R=configs/pretrain/imagenet-lt/kcl_resnet50_b256-cos-200e_imagenet-lt.yaml
+    balfeat pretrain --config $R data.root=/data/imagenet/train run.output_dir=runs/kcl
+    balfeat pretrain --config $R data.root=/data/imagenet/train run.output_dir=runs/kcl --resume
+    torchrun --nproc_per_node 2 -m balfeat pretrain --config $R data.root=/data/imagenet/train
 """
 
 from __future__ import annotations

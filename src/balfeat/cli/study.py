@@ -2,8 +2,8 @@
 
 Examples::
 
-    balfeat study configs/study_fmnist_demo.yaml
-    balfeat study --out runs/my-study configs/study_fmnist_demo.yaml seeds=5 optim.epochs=5
+    balfeat study configs/study/fmnist_demo.yaml
+    balfeat study --out runs/my-study configs/study/fmnist_demo.yaml seeds=5 optim.epochs=5
 
 Finished (cell, seed)s (all their ``results.json`` present) are skipped, so re-running after a
 crash or after adding methods, sets, probes or seeds only runs what is missing.
