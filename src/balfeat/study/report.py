@@ -82,6 +82,34 @@ def row_from_results(
     return row
 
 
+def read_rows(study_dir: str | Path) -> list[Row]:
+    """The results table of a written report, to redraw it: ``results.jsonl`` (every field,
+    per-class accuracies included) when present, else the scalar columns of ``results.csv``
+    (then the per-class figures and the per-class slope are left out)."""
+    import json
+
+    d = Path(study_dir)
+    full = d / "results.jsonl"
+    if full.is_file():
+        return [json.loads(ln) for ln in full.read_text().splitlines() if ln.strip()]
+    with (d / "results.csv").open(newline="") as fh:
+        table = list(csv.DictReader(fh))
+    rows: list[Row] = []
+    for rec in table:
+        row: Row = {}
+        for k, v in rec.items():
+            if k in ("method", "set", "protocol"):
+                row[k] = v
+            elif v == "":
+                row[k] = None
+            elif k in ("seed", "train_images"):
+                row[k] = int(float(v))
+            else:
+                row[k] = float(v)
+        rows.append(row)
+    return rows
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "n/a"
