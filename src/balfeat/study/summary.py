@@ -285,8 +285,11 @@ def _diff(a: Any, b: Any) -> float | None:
 
 
 def _seed_slope(row: Row, ref: Row) -> float | None:
-    acc, bal, counts = (row.get("per_class_accuracy"), ref.get("per_class_accuracy"),
-                        row.get("train_counts"))  # fmt: skip
+    acc, bal, counts = (
+        row.get("per_class_accuracy"),
+        ref.get("per_class_accuracy"),
+        row.get("train_counts"),
+    )
     if not acc or not bal or not counts or not len(acc) == len(bal) == len(counts):
         return None
     to_f = [[math.nan if v is None else float(v) for v in x] for x in (acc, bal)]
