@@ -61,6 +61,8 @@ _GROUPS = ("many", "medium", "few")
 DPI = 150
 #: At most this many panels side by side; more wrap onto further rows.
 MAX_COLUMNS = 4
+#: Widest figure (inches) before its panels wrap onto another row (a page at 150 dpi: 2,100 px).
+MAX_WIDTH = 14.0
 #: The untrained-network row of a study (drawn grey and dashed, listed first).
 CONTROL = "control"
 CONTROL_LABEL = "untrained (control)"
@@ -107,12 +109,16 @@ def _style(i: int) -> dict[str, Any]:
 
 
 def method_style(method: str, methods: Sequence[str]) -> dict[str, Any]:
-    """Colour, marker and line style of a method, stable within one figure's method list; the
-    control is grey and dashed."""
+    """Colour, marker and line style of a method: fixed by :data:`METHOD_ORDER` for known
+    methods (the same in every figure), by order of appearance for others; the control is grey
+    and dashed."""
     if method == CONTROL:
         return {"color": "#555555", "marker": "x", "linestyle": "--"}
-    others = [m for m in methods if m != CONTROL]
-    return {**_style(others.index(method) if method in others else len(others)), "linestyle": "-"}
+    if method in METHOD_ORDER:  # the same colour in every figure of every study
+        return {**_style(METHOD_ORDER.index(method)), "linestyle": "-"}
+    others = [m for m in methods if m != CONTROL and m not in METHOD_ORDER]
+    i = others.index(method) if method in others else len(others)
+    return {**_style(len(METHOD_ORDER) + i), "linestyle": "-"}
 
 
 def _num(v: Any) -> float:
@@ -142,10 +148,11 @@ def panel_grid(
     sharex: bool = False,
     columns: int = MAX_COLUMNS,
 ) -> tuple[Any, list[Any]]:
-    """A figure of ``n`` panels, at most ``columns`` per row (more wrap), constrained layout;
-    unused cells of the last row are hidden. Returns ``(figure, axes[:n])``."""
+    """A figure of ``n`` panels, at most ``columns`` per row and at most :data:`MAX_WIDTH`
+    inches wide (more wrap), constrained layout; unused cells of the last row are hidden.
+    Returns ``(figure, axes[:n])``."""
     n = max(n, 1)
-    cols = min(n, columns)
+    cols = min(n, columns, max(1, int(MAX_WIDTH // width)))
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(
         rows,

@@ -12,7 +12,6 @@ from typing import Any
 from balfeat.study.plots import (
     _GROUPS,
     DPI,
-    MAX_COLUMNS,
     Row,
     _err,
     _num,
@@ -51,7 +50,7 @@ def plot_shot_bars(
     sets = ordered_sets(rows)
     fig, axes = panel_grid(len(sets), width=max(3.6, 0.62 * len(methods) + 1.4), height=3.8)
     width = 0.8 / len(_GROUPS)
-    for j, (s, ax) in enumerate(zip(sets, axes, strict=True)):
+    for s, ax in zip(sets, axes, strict=True):
         for g_i, g in enumerate(_GROUPS):
             xs, ys = [], []
             for i, m in enumerate(methods):
@@ -79,7 +78,7 @@ def plot_shot_bars(
         ax.set_xticks(range(len(methods)))
         ax.set_xticklabels([display_name(m) for m in methods], fontsize=8, rotation=35, ha="right")
         ax.set_title(_set_label(rows, s).replace("\n", " "), fontsize=10)
-        if j % MAX_COLUMNS == 0:
+        if ax.get_subplotspec().is_first_col():
             ax.set_ylabel("probe accuracy (%)")
         ax.set_ylim(0, 100)
         ax.grid(True, axis="y", alpha=0.3)

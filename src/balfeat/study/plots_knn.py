@@ -11,7 +11,6 @@ import numpy as np
 
 from balfeat.study.plots import (
     DPI,
-    MAX_COLUMNS,
     _style,
     display_name,
     legend_below,
@@ -58,7 +57,7 @@ def plot_knn_curves(study_dir: str | Path, path: str | Path, dpi: int = DPI) -> 
     methods = ordered_methods([{"method": m} for m in curves])
     sets = list(dict.fromkeys(s for m in methods for s in curves[m]))
     fig, axes = panel_grid(len(methods), width=3.6, height=2.9)
-    for j, (m, ax) in enumerate(zip(methods, axes, strict=True)):
+    for m, ax in zip(methods, axes, strict=True):
         for i, s in enumerate(sets):
             runs = list(curves[m].get(s, {}).values())
             if not runs:
@@ -76,7 +75,7 @@ def plot_knn_curves(study_dir: str | Path, path: str | Path, dpi: int = DPI) -> 
                 ax.fill_between(epochs, mean - sd, mean + sd, color=color, alpha=0.2, linewidth=0)
         ax.set_title(display_name(m), fontsize=10)
         ax.set_xlabel("epoch")
-        if j % MAX_COLUMNS == 0:
+        if ax.get_subplotspec().is_first_col():
             ax.set_ylabel("kNN top-1 (%)")
         ax.grid(True, alpha=0.3)
     legend_below(fig, axes, title="pre-training set (line: mean over seeds; band: ± 1 sd)")

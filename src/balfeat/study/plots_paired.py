@@ -75,11 +75,16 @@ def _sets(entries: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _save_panels(
-    panels: Sequence[tuple[str, list[Item]]], title: str, xlabel: str, path: str | Path, dpi: int
+    panels: Sequence[tuple[str, list[Item]]],
+    title: str,
+    xlabel: str,
+    path: str | Path,
+    dpi: int,
+    columns: int = 2,
 ) -> Path:
     tallest = max(len(items) for _, items in panels)
     fig, axes = panel_grid(
-        len(panels), width=4.4, height=0.42 * tallest + 1.3, sharey=False, columns=2
+        len(panels), width=4.4, height=0.42 * tallest + 1.3, sharey=False, columns=columns
     )
     for ax, (name, items) in zip(axes, panels, strict=True):
         interval_panel(ax, items, name, xlabel)
@@ -122,7 +127,7 @@ def plot_paired_changes(
         if pairs:
             panels.append(
                 (
-                    f"difference of changes, {base} → {s}",
+                    f"differences of changes, → {s}",
                     [
                         (
                             f"{display_name(d['a'])} − {display_name(d['b'])}",
@@ -169,4 +174,5 @@ def plot_control_gains(
         "points of top-1 (paired by seed, 95% CI)",
         path,
         dpi,
+        columns=len(panels),
     )

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from balfeat.study.plots import (
     DPI,
-    MAX_COLUMNS,
     Row,
     _num,
     _protocol_subset,
@@ -44,7 +43,7 @@ def plot_per_class_vs_count(
 ) -> Path | None:
     """Per-class probe accuracy (y) against the class's training count (log x), per method.
 
-    One panel per method (wrapping after :data:`balfeat.study.plots.MAX_COLUMNS`); each
+    One panel per method (panels wrap); each
     imbalance set is a colour. Classes of a balanced set sit on one vertical line.
 
     Args:
@@ -62,7 +61,7 @@ def plot_per_class_vs_count(
     methods = ordered_methods(rows)
     sets = ordered_sets(rows)
     fig, axes = panel_grid(len(methods))
-    for j, (m, ax) in enumerate(zip(methods, axes, strict=True)):
+    for m, ax in zip(methods, axes, strict=True):
         for i, s in enumerate(sets):
             match = [r for r in rows if r["method"] == m and r["set"] == s]
             pts = _points(match[0]) if match else []
@@ -80,7 +79,7 @@ def plot_per_class_vs_count(
         ax.set_xscale("log")
         ax.set_title(display_name(m), fontsize=10)
         ax.set_xlabel("class's pre-training images (log)")
-        if j % MAX_COLUMNS == 0:
+        if ax.get_subplotspec().is_first_col():
             ax.set_ylabel("per-class probe accuracy (%)")
         ax.grid(True, which="both", alpha=0.3)
     legend_below(fig, axes, title="pre-training set")
@@ -116,7 +115,7 @@ def plot_per_class_change_vs_count(
         if all(_num(r.get("imbalance_ratio")) != 1.0 for r in rows if r["set"] == s)
     ]
     fig, axes = panel_grid(len(methods))
-    for j, (m, ax) in enumerate(zip(methods, axes, strict=True)):
+    for m, ax in zip(methods, axes, strict=True):
         ref = next(r for r in rows if r["method"] == m and _num(r.get("imbalance_ratio")) == 1.0)
         ref_acc = [_num(a) for a in ref.get("per_class_accuracy") or []]
         for i, s in enumerate(sets):
@@ -137,7 +136,7 @@ def plot_per_class_change_vs_count(
         ax.set_xscale("log")
         ax.set_title(display_name(m), fontsize=10)
         ax.set_xlabel("class's pre-training images (log)")
-        if j % MAX_COLUMNS == 0:
+        if ax.get_subplotspec().is_first_col():
             ax.set_ylabel("change from balanced set (points)")
         ax.grid(True, which="both", alpha=0.3)
     legend_below(fig, axes, title="pre-training set")
