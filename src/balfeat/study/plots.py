@@ -268,7 +268,9 @@ def plot_accuracy_vs_imbalance(
     ax.set_xlabel("pre-training set (more imbalanced to the right)")
     ax.set_ylabel("linear-probe top-1 accuracy (%)")
     proto = str(rows[0].get("protocol", "")) if rows else ""
-    ax.set_title(title or f"Probe accuracy vs. imbalance ({proto} probe; bars: 95% CI, unpaired)")
+    ax.set_title(
+        title or f"Probe accuracy vs. imbalance (protocol {proto}; bars: 95% CI, unpaired)"
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
     return save_figure(fig, path, dpi)

@@ -147,7 +147,7 @@ def plot_paired_balancedness(
     legend_below(fig, axes, title="class group (the paper's many/medium/few)")
     fig.suptitle(
         f"Balancedness against the same method's {base}-set run, paired by seed\n"
-        f"({protocol} probe; bars: 95% CI; filled dot: the interval excludes 0)"
+        f"(protocol {protocol}; bars: 95% CI; filled dot: the interval excludes 0)"
     )
     return save_figure(fig, path, dpi)
 

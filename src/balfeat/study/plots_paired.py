@@ -140,7 +140,7 @@ def plot_paired_changes(
             )
     return _save_panels(
         panels,
-        f"Paired changes of top-1 accuracy ({protocol} probe; filled: 95% CI excludes 0)",
+        f"Paired changes of top-1 accuracy (protocol {protocol}; filled: 95% CI excludes 0)",
         "points (paired by seed, 95% CI)",
         path,
         dpi,
@@ -170,7 +170,7 @@ def plot_control_gains(
         panels.append((f"gain over the control, {s}", items))
     return _save_panels(
         panels,
-        f"What pre-training added: gain over the untrained network ({protocol} probe)",
+        f"What pre-training added: gain over the untrained network (protocol {protocol})",
         "points of top-1 (paired by seed, 95% CI)",
         path,
         dpi,

@@ -220,8 +220,8 @@ def summary_markdown(summary: Sequence[Row]) -> str:
 
 def groups_text(rows: Sequence[Row], class_names: Sequence[str] | None = None) -> list[str]:
     """Sentences naming the classes of each many/medium/few group (fixed for the study)."""
-    if not rows:
-        return []
+    if not rows or not (rows[0].get("groups") or rows[0].get("group_source")):
+        return []  # rows read back from results.csv carry no group definitions
     r0 = rows[0]
     groups = r0.get("groups") or {}
     names = list(class_names or r0.get("class_names") or [])
