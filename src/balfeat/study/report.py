@@ -318,8 +318,9 @@ def write_report(
         "per_class_vs_count": "Per-class accuracy (mean over seeds) against the class's "
         "pre-training count.",
         "per_class_change_vs_count": "Per-class accuracy minus the same class's accuracy when "
-        "the method pre-trains on the balanced set (removes how hard each class is): points "
-        "below 0 on the left are rare classes the imbalance hurt.",
+        "the method pre-trains on the balanced set (removes how hard each class is); means "
+        "over seeds without intervals: the slope of change, with its interval, is in the "
+        "balancedness table.",
         "shot_accuracy": "Many / medium / few-shot accuracy (bars: 95% interval over seeds); "
         "the groups are fixed for the whole study.",
         "balancedness": "Balancedness against the same method's balanced-set run, paired by "
