@@ -195,3 +195,17 @@ def test_evaluate_names_the_classes_without_test_samples() -> None:
     res = evaluate(_L[:4], _Y[:4] % 2, [100, 50, 5])
     assert res["classes_without_test"] == [2]
     assert res["per_class"][2]["accuracy"] is None and res["few"] is None
+
+
+def test_change_slope_removes_class_difficulty() -> None:
+    from balfeat.evaluation.metrics import change_slope
+
+    counts = np.array([1000, 100, 10, 1])
+    hardness = np.array([-20.0, 5.0, -3.0, 10.0])  # how hard each class is, whatever its count
+    balanced = 80.0 + hardness
+    imbalanced = balanced + 1.5 * np.log(counts)  # the imbalance adds 1.5 points per ln(count)
+    assert change_slope(imbalanced, balanced, counts) == pytest.approx(1.5)
+    assert balancedness(imbalanced, counts)["slope"] != pytest.approx(1.5)  # the raw one is off
+    assert change_slope(balanced, balanced, counts) == pytest.approx(0.0)
+    with pytest.raises(BalfeatError):
+        change_slope(balanced, balanced[:3], counts)

@@ -107,3 +107,75 @@ def test_bootstrap_interval_refuses_nan() -> None:
     """Before: a NaN per-image value gave an interval of NaNs without a word."""
     with pytest.raises(BalfeatError, match="finite per-image values"):
         bootstrap_interval([1.0, 0.0, float("nan")])
+
+
+# --- power of the paired comparison: minimum detectable effect, seeds for ±1 point ----------------
+
+
+def test_paired_t_power_matches_a_simulated_paired_t_test() -> None:
+    from balfeat.evaluation.statistics import paired_t_power, t_quantile
+
+    rng = np.random.default_rng(0)
+    n, effect, sd, sims = 5, 1.5, 1.0, 200_000
+    d = rng.normal(effect, sd, size=(sims, n))
+    t = d.mean(axis=1) / (d.std(axis=1, ddof=1) / np.sqrt(n))
+    simulated = float((np.abs(t) > t_quantile(0.975, n - 1)).mean())
+    assert paired_t_power(effect, sd, n) == pytest.approx(simulated, abs=0.005)
+
+
+def test_paired_t_power_matches_scipy_noncentral_t() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    from balfeat.evaluation.statistics import paired_t_power
+
+    for n in (2, 3, 5, 12):
+        for effect in (0.3, 0.8, 1.5):
+            crit = stats.t.ppf(0.975, n - 1)
+            lam = effect * np.sqrt(n) / 0.7
+            ref = stats.nct.sf(crit, n - 1, lam) + stats.nct.cdf(-crit, n - 1, lam)
+            assert paired_t_power(effect, 0.7, n) == pytest.approx(ref, abs=1e-6)
+
+
+@pytest.mark.parametrize(("dz", "n_needed"), [(0.5, 34), (0.8, 15), (1.0, 10)])
+def test_seeds_for_80_percent_power_match_the_textbook_table(dz: float, n_needed: int) -> None:
+    """Paired t-test, two-sided alpha 0.05, power 0.80: the sample sizes of Cohen's table
+    (Statistical Power Analysis, 1988; G*Power gives the same): d_z 0.5 -> 34, 0.8 -> 15,
+    1.0 -> 10."""
+    from balfeat.evaluation.statistics import minimum_detectable_effect, paired_t_power
+
+    assert paired_t_power(dz, 1.0, n_needed) >= 0.8 > paired_t_power(dz, 1.0, n_needed - 1)
+    assert (
+        minimum_detectable_effect(1.0, n_needed)
+        <= dz
+        < minimum_detectable_effect(1.0, n_needed - 1)
+    )
+
+
+def test_minimum_detectable_effect_has_80_percent_power_and_the_closed_form_limit() -> None:
+    from balfeat.evaluation.statistics import (
+        minimum_detectable_effect,
+        paired_t_power,
+        t_quantile,
+    )
+
+    for n, sd in ((3, 1.2), (8, 0.5)):
+        mde = minimum_detectable_effect(sd, n)
+        assert paired_t_power(mde, sd, n) == pytest.approx(0.8, abs=1e-6)
+        approx = (t_quantile(0.975, n - 1) + t_quantile(0.8, n - 1)) * sd / np.sqrt(n)
+        assert mde == pytest.approx(approx, rel=0.06)  # the textbook approximation
+    # many seeds: the normal-theory value (z_0.975 + z_0.80) sd / sqrt(n) = 2.8016 sd / sqrt(n)
+    assert minimum_detectable_effect(1.0, 400) == pytest.approx(2.8016 / 20, rel=5e-3)
+    with pytest.raises(BalfeatError):
+        minimum_detectable_effect(1.0, 1)
+
+
+def test_seeds_for_half_width_is_the_least_n_with_a_narrow_enough_interval() -> None:
+    from balfeat.evaluation.statistics import seeds_for_half_width, t_quantile
+
+    def half(sd: float, n: int) -> float:
+        return t_quantile(0.975, n - 1) * sd / np.sqrt(n)
+
+    for sd in (0.3, 1.0, 1.5, 3.0):
+        n = seeds_for_half_width(sd, 1.0)
+        assert half(sd, n) <= 1.0
+        assert n == 2 or half(sd, n - 1) > 1.0
+    assert seeds_for_half_width(1.5) == 12  # t(0.975, 11) * 1.5 / sqrt(12) = 0.953

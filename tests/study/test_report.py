@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -80,3 +81,54 @@ def test_row_from_results_reads_evaluate_output() -> None:
     assert row["per_class_accuracy"] == [100.0, 100.0, 50.0]
     assert row["few"] == 50.0 and row["many"] == 100.0
     assert "kcl" in summary_text([row])
+
+
+def _seeded_rows() -> list[dict[str, Any]]:
+    rows = []
+    for seed in range(3):
+        for r in _rows():
+            r = dict(r, seed=seed, top1=r["top1"] + 0.3 * seed * (r["set"] != "balanced"))
+            rows.append(r)
+    return rows
+
+
+def test_report_keeps_raw_balancedness_out_of_the_headline_and_states_the_mde(
+    tmp_path: Path,
+) -> None:
+    paths = write_report(_seeded_rows(), tmp_path, title="T", dpi=40)
+    md = paths["report"].read_text()
+    summary_header = md.split("## Results (mean ± 95% half-width over seeds)")[1].splitlines()[2]
+    assert "slope" not in summary_header and "group_std" not in summary_header
+    assert "## Raw per-set balancedness (includes class difficulty)" in md
+    assert "raw slope (includes class difficulty)" in md
+    assert "## Balancedness against the balanced set (paired by seed)" in md
+    assert "SDCLR's group std (Jiang et al. 2021" in md
+    assert "## How large an effect this study can detect" in md
+    assert "80% power" in md and "MDE" in md
+    assert "figures/paired_changes.pdf" in md
+    changes = json.loads(paths["changes"].read_text())
+    assert {"control_gains", "paired_balancedness", "mde_formula"} <= set(changes)
+    assert "Raw per-set balancedness" in paths["html"].read_text()
+
+
+def test_read_rows_redraws_a_report_from_its_own_files(tmp_path: Path) -> None:
+    from balfeat.study.report import read_rows
+
+    rows = _seeded_rows()
+    write_report(rows, tmp_path / "a", dpi=40)
+    again = read_rows(tmp_path / "a")  # results.jsonl: every field
+    assert len(again) == len(rows)
+    assert again[0]["per_class_accuracy"] == _sort(rows)[0]["per_class_accuracy"]
+    (tmp_path / "a" / "results.jsonl").unlink()
+    scalar = read_rows(tmp_path / "a")  # results.csv: scalar columns, None for empty cells
+    assert scalar[0]["method"] == "sl" and isinstance(scalar[0]["seed"], int)
+    assert scalar[0]["few"] is None and "per_class_accuracy" not in scalar[0]
+    paths = write_report(scalar, tmp_path / "b", dpi=40)
+    assert "per_class_vs_count" not in paths  # nothing to draw it from
+    assert "paired_changes" in paths and "balancedness" in paths
+
+
+def _sort(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from balfeat.study.report import _sort_rows
+
+    return _sort_rows(rows)

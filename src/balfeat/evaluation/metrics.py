@@ -344,6 +344,22 @@ def balancedness(
     return out
 
 
+def change_slope(class_accuracy: Any, balanced_accuracy: Any, train_counts: Any) -> float | None:
+    """Head bias without class difficulty: the slope of each class's accuracy *change* (after
+    the imbalanced set minus after the same method and seed's balanced set) against
+    ``ln(train_count)`` of the imbalanced set; > 0: frequent classes gained on rare ones.
+
+    The raw slope of :func:`balancedness` regresses the accuracy itself, so it also says which
+    classes are hard and is far from 0 even after balanced pre-training; the change cancels that.
+    Shapes: (C,) each. ``None`` as in :func:`balancedness`.
+    """
+    acc = np.asarray(class_accuracy, dtype=np.float64)
+    ref = np.asarray(balanced_accuracy, dtype=np.float64)
+    if acc.ndim != 1 or acc.shape != ref.shape:
+        raise BalfeatError(f"per-class accuracies of shapes {acc.shape} and {ref.shape}: need (C,)")
+    return balancedness(acc - ref, train_counts)["slope"]
+
+
 def evaluate(
     logits: Any,
     labels: Any,

@@ -257,3 +257,114 @@ def describe_change(name: str, iv: Interval, unit: str = "points") -> str:
         direction = "lower" if iv.high < 0 else "higher"
         return f"{name}: {rng} — {direction}, distinguishable from zero at {pct}%"
     return f"{name}: {rng} — not distinguishable from zero at {pct}%"
+
+
+# --- power of the paired comparison -------------------------------------------------------------
+#
+# A paired comparison over n seeds tests the mean of the per-seed differences d_s with
+# T = mean(d) / (sd(d) / sqrt(n)), Student's t with n - 1 degrees of freedom under "no effect".
+# With a true effect delta, T is noncentral t with noncentrality lambda = delta * sqrt(n) / sd, and
+# the two-sided 95% test detects it with probability
+#     power(lambda) = P(|T| > t_{0.975, n-1}) = E_S[ Phi(lambda - c S) + Phi(-lambda - c S) ],
+# where c = t_{0.975, n-1} and S = sqrt(V / (n-1)), V ~ chi^2_{n-1} (T = (Z + lambda) / S).
+# The minimum detectable effect (MDE) is the delta whose power is 80%; the textbook closed form
+# (t_{0.975, n-1} + t_{0.80, n-1}) * sd / sqrt(n) approximates it and is given beside it.
+
+MDE_FORMULA = (
+    "MDE = the effect a paired two-sided t-test at 95% detects with 80% power: the delta with "
+    "P(|T'| > t(0.975, n-1)) = 0.80, T' noncentral t with n-1 df and noncentrality "
+    "delta·sqrt(n)/sd (sd: spread of the per-seed differences); about "
+    "(t(0.975, n-1) + t(0.80, n-1))·sd/sqrt(n)"
+)
+
+
+def _normal_cdf(x: np.ndarray) -> np.ndarray:
+    """Standard normal CDF, vectorised (erfc by the Chebyshev fit of Numerical Recipes §6.2,
+    fractional error below 1.2e-7)."""
+    z = np.abs(x) / math.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.5 * z)
+    poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
+        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
+            -0.82215223 + t * 0.17087277))))))))  # fmt: skip
+    erfc = t * np.exp(poly)
+    return np.where(x >= 0, 1.0 - 0.5 * erfc, 0.5 * erfc)
+
+
+def paired_t_power(effect: float, sd: float, n: int, level: float = 0.95) -> float:
+    """Power of the two-sided paired t-test at ``level`` to detect a true mean difference
+    ``effect`` when the per-seed differences have standard deviation ``sd`` over ``n`` seeds.
+
+    Integrates the noncentral t over the distribution of the sample sd (Simpson's rule).
+    """
+    if n < 2 or not sd > 0:
+        raise BalfeatError(f"power needs n >= 2 seeds and sd > 0, got n={n}, sd={sd}")
+    df = n - 1
+    crit = t_quantile(0.5 + level / 2.0, df)
+    lam = abs(effect) * math.sqrt(n) / sd
+    s_max = math.sqrt((df + 40.0 * math.sqrt(2.0 * df) + 60.0) / df)
+    s = np.linspace(0.0, s_max, 4001)
+    log_pdf = (
+        (df / 2.0) * math.log(df)
+        - (df / 2.0 - 1.0) * math.log(2.0)
+        - math.lgamma(df / 2.0)
+        + (df - 1) * np.log(np.maximum(s, 1e-300))
+        - df * s * s / 2.0
+    )
+    pdf = np.exp(log_pdf)  # density of S = sqrt(chi2_df / df)
+    inner = _normal_cdf(lam - crit * s) + _normal_cdf(-lam - crit * s)
+    w = np.ones_like(s)
+    w[1:-1:2], w[2:-1:2] = 4.0, 2.0
+    h = s[1] - s[0]
+    return float(min(1.0, (h / 3.0) * float((w * pdf * inner).sum())))
+
+
+def minimum_detectable_effect(sd: float, n: int, level: float = 0.95, power: float = 0.8) -> float:
+    """Smallest true paired difference detected with ``power`` by the two-sided test at
+    ``level`` over ``n`` seeds whose differences spread with ``sd`` (see :data:`MDE_FORMULA`).
+
+    Raises:
+        BalfeatError: with fewer than 2 seeds or ``sd <= 0`` (no spread to size an effect by).
+    """
+    if not 0.0 < power < 1.0:
+        raise BalfeatError(f"power must be in (0, 1), got {power}")
+    if paired_t_power(0.0, sd, n, level) >= power:  # pragma: no cover - power <= 1 - level
+        return 0.0
+    lo, hi = 0.0, sd
+    while paired_t_power(hi, sd, n, level) < power:
+        hi *= 2.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if paired_t_power(mid, sd, n, level) < power:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-9 * sd:
+            break
+    return 0.5 * (lo + hi)
+
+
+def seeds_for_half_width(sd: float, half_width: float = 1.0, level: float = 0.95) -> int:
+    """Seeds a paired comparison needs for a ``level`` t-interval of at most ``± half_width``
+    when its per-seed differences spread with ``sd``: the least n with
+    ``t(0.5 + level/2, n-1) · sd / sqrt(n) <= half_width`` (at least 2)."""
+    if not half_width > 0:
+        raise BalfeatError(f"half_width must be > 0, got {half_width}")
+    if not sd > 0:
+        return 2
+    n = max(2, math.ceil((1.96 * sd / half_width) ** 2) - 1)
+    while t_quantile(0.5 + level / 2.0, n - 1) * sd / math.sqrt(n) > half_width:
+        n += 1
+    while n > 2 and t_quantile(0.5 + level / 2.0, n - 2) * sd / math.sqrt(n - 1) <= half_width:
+        n -= 1
+    return n
+
+
+def sizing(iv: Interval) -> dict[str, Any]:
+    """The minimum detectable effect and the seeds needed for ±1 point, from an interval of
+    paired differences (``{}`` with fewer than 2 seeds or no spread)."""
+    if iv.std is None or iv.n < 2 or not iv.std > 0:
+        return {}
+    return {
+        "mde": minimum_detectable_effect(iv.std, iv.n, iv.level),
+        "seeds_for_1pt": seeds_for_half_width(iv.std, 1.0, iv.level),
+    }

@@ -82,6 +82,34 @@ def row_from_results(
     return row
 
 
+def read_rows(study_dir: str | Path) -> list[Row]:
+    """The results table of a written report, to redraw it: ``results.jsonl`` (every field,
+    per-class accuracies included) when present, else the scalar columns of ``results.csv``
+    (then the per-class figures and the per-class slope are left out)."""
+    import json
+
+    d = Path(study_dir)
+    full = d / "results.jsonl"
+    if full.is_file():
+        return [json.loads(ln) for ln in full.read_text().splitlines() if ln.strip()]
+    with (d / "results.csv").open(newline="") as fh:
+        table = list(csv.DictReader(fh))
+    rows: list[Row] = []
+    for rec in table:
+        row: Row = {}
+        for k, v in rec.items():
+            if k in ("method", "set", "protocol"):
+                row[k] = v
+            elif v == "":
+                row[k] = None
+            elif k in ("seed", "train_images"):
+                row[k] = int(float(v))
+            else:
+                row[k] = float(v)
+        rows.append(row)
+    return rows
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "n/a"
@@ -124,7 +152,7 @@ def table_markdown(rows: Sequence[Row]) -> str:
 def summary_text(rows: Sequence[Row]) -> str:
     """A fixed-width summary for the terminal: one line per (protocol, method, set), mean ± 95%
     half-width over seeds, and the headline sentences."""
-    from balfeat.study.summary import headline, paired_changes, summarise
+    from balfeat.study.summary import findings, headline, summarise
 
     summary = _sort_rows(summarise(rows))
     header = (
@@ -138,7 +166,7 @@ def summary_text(rows: Sequence[Row]) -> str:
             f"{_fmt(r.get('imbalance_ratio')):>6} {r.get('n_seeds', 1):>5} "
             + " ".join(f"{_ci_text(r, m):>13}" for m in ("top1", "many", "medium", "few"))
         )
-    lines += ["", *headline(paired_changes(rows))]
+    lines += ["", *headline(findings(rows))]
     return "\n".join(lines)
 
 
@@ -166,8 +194,10 @@ def _ci_text(r: Row, m: str) -> str:
     return f"{v:.2f}"
 
 
-#: Columns of the summary table (mean ± 95% half-width over seeds).
-SUMMARY_METRICS: tuple[str, ...] = ("top1", "many", "medium", "few", "group_std", "slope")
+#: Columns of the summary table (mean ± 95% half-width over seeds). The raw per-set ``group_std``
+#: and ``slope`` carry class difficulty: they have their own, labelled table
+#: (:func:`balfeat.study.tables.raw_balancedness_markdown`).
+SUMMARY_METRICS: tuple[str, ...] = ("top1", "many", "medium", "few")
 
 
 def summary_markdown(summary: Sequence[Row]) -> str:
@@ -177,7 +207,7 @@ def summary_markdown(summary: Sequence[Row]) -> str:
     for r in summary:
         cells = [
             str(r.get("protocol", "")),
-            plots.method_label(str(r["method"])),
+            plots.display_name(str(r["method"])),
             str(r["set"]),
             _fmt(r.get("imbalance_ratio")),
             str(r.get("n_seeds", 1)),
@@ -190,8 +220,8 @@ def summary_markdown(summary: Sequence[Row]) -> str:
 
 def groups_text(rows: Sequence[Row], class_names: Sequence[str] | None = None) -> list[str]:
     """Sentences naming the classes of each many/medium/few group (fixed for the study)."""
-    if not rows:
-        return []
+    if not rows or not (rows[0].get("groups") or rows[0].get("group_source")):
+        return []  # rows read back from results.csv carry no group definitions
     r0 = rows[0]
     groups = r0.get("groups") or {}
     names = list(class_names or r0.get("class_names") or [])
@@ -217,13 +247,17 @@ def write_report(
     description: str = "",
     class_names: Sequence[str] | None = None,
     published: bool = False,
+    dpi: int = plots.DPI,
 ) -> dict[str, Path]:
     """Write the tables, the figures and the report of a study into ``out_dir``.
 
-    Files: ``results.csv``/``results.md`` (one row per cell, seed and probe), ``summary.csv``
-    (mean, sd and 95% interval over seeds), ``changes.json`` (paired changes and their
-    differences), ``figures/*.png``, ``report.md`` and ``report.html`` (the figures embedded).
-    The report leads with the sentence of :func:`balfeat.study.summary.headline`.
+    Files: ``results.csv``/``results.md`` (one row per cell, seed and probe; scalar columns),
+    ``results.jsonl`` (the same rows with every field, per-class accuracies included: what
+    :func:`read_rows` redraws a report from), ``summary.md`` (mean ± 95% half-width over seeds),
+    ``changes.json`` (:func:`balfeat.study.summary.findings`: paired changes, their differences,
+    gains over the control, paired balancedness, minimum detectable effects),
+    ``figures/*.png`` + ``*.pdf``, ``report.md`` and ``report.html`` (the figures embedded).
+    The report leads with the sentences of :func:`balfeat.study.summary.headline`.
 
     Args:
         rows: the results table (one row per cell, seed and probe).
@@ -233,6 +267,7 @@ def write_report(
         class_names: names of the classes (for the group definitions).
         published: add the published numbers of the study's methods
             (:func:`balfeat.study.published.published_markdown`) after the results.
+        dpi: resolution of the PNG figures (the PDF copies are vector graphics).
 
     Returns:
         ``{"csv", "markdown", "summary", "changes", "report", "html", <figure names>...}`` ->
@@ -242,13 +277,15 @@ def write_report(
     import json
 
     from balfeat.atomic import atomic_write_text
-    from balfeat.study.summary import headline, paired_changes, summarise
+    from balfeat.study import tables
+    from balfeat.study.plots_knn import plot_knn_curves
+    from balfeat.study.summary import findings, headline, summarise
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = _sort_rows(rows)
     summary = _sort_rows(summarise(rows)) if rows else []
-    changes = paired_changes(rows) if rows else {"changes": [], "differences": []}
+    changes = findings(rows) if rows else {"changes": [], "differences": []}
     lead = headline(changes) if rows else ["No results yet."]
     paths: dict[str, Path] = {}
     paths["csv"] = out / "results.csv"
@@ -256,30 +293,44 @@ def write_report(
     md_table = table_markdown(rows)
     paths["markdown"] = out / "results.md"
     atomic_write_text(paths["markdown"], md_table)
+    paths["rows"] = out / "results.jsonl"
+    atomic_write_text(paths["rows"], "".join(json.dumps(r, default=str) + "\n" for r in rows))
     sum_md = summary_markdown(summary)
     paths["summary"] = out / "summary.md"
     atomic_write_text(paths["summary"], sum_md)
     paths["changes"] = out / "changes.json"
     atomic_write_text(paths["changes"], json.dumps(changes, indent=2) + "\n")
-    figures = plots.plot_all(summary, out / "figures") if summary else {}
-    knn = plots.plot_knn_curves(out, out / "figures" / "knn_monitor.png")
+    figures = plots.plot_all(summary, out / "figures", findings=changes, dpi=dpi) if summary else {}
+    knn = plot_knn_curves(out, out / "figures" / "knn_monitor.png", dpi=dpi)
     if knn is not None:
         figures["knn_monitor"] = knn
     paths.update(figures)
 
     captions = {
+        "paired_changes": "Each method's change of top-1 from the balanced pre-training set to "
+        "each long-tailed set, and the differences of those changes between methods, paired by "
+        "seed (dot: mean; bar: 95% t-interval; filled: the interval excludes 0, a finding).",
+        "gain_over_control": "Each method's top-1 minus the untrained network's on the same set "
+        "and seed: what pre-training added (95% t-interval; filled: excludes 0).",
         "accuracy_vs_imbalance": "Linear-probe accuracy as the pre-training set gets more "
-        "imbalanced (one line per method; bars: 95% interval over seeds). A flat line is a "
-        "representation that is robust to the imbalance.",
+        "imbalanced (one line per method; bars: 95% interval of each row over seeds, not "
+        "paired; the paired changes figure is the comparison).",
         "per_class_vs_count": "Per-class accuracy (mean over seeds) against the class's "
         "pre-training count.",
         "per_class_change_vs_count": "Per-class accuracy minus the same class's accuracy when "
-        "the method pre-trains on the balanced set (removes how hard each class is): points "
-        "below 0 on the left are rare classes the imbalance hurt.",
+        "the method pre-trains on the balanced set (removes how hard each class is); means "
+        "over seeds without intervals: the slope of change, with its interval, is in the "
+        "balancedness table.",
         "shot_accuracy": "Many / medium / few-shot accuracy (bars: 95% interval over seeds); "
         "the groups are fixed for the whole study.",
-        "balancedness": "Balancedness: spread of the group accuracies and head bias.",
-        "knn_monitor": "Online kNN accuracy (k = 20, cosine, T = 0.07) during pre-training.",
+        "balancedness": "Balancedness against the same method's balanced-set run, paired by "
+        "seed: slope of each class's change against ln(count), the many/medium/few changes "
+        "and their std (SDCLR's measure); 95% intervals.",
+        "balancedness_raw": "Raw per-set balancedness (group std and slope of accuracy itself "
+        "against ln(count)): includes class difficulty, so it is far from 0 even on the "
+        "balanced set; not the headline.",
+        "knn_monitor": "Online kNN accuracy (k = 20, cosine, T = 0.07) during pre-training: one "
+        "panel per method, mean over seeds with a ± 1 sd band, one colour per set.",
     }
     groups = groups_text(rows, class_names)
     knn_s = sum(float(r.get("knn_seconds") or 0.0) for r in rows)
@@ -298,6 +349,9 @@ def write_report(
     if own_note:
         md += [own_note, ""]
     md += [*groups, ""]
+    sections = tables.statistics_sections(changes, summary) if rows else []
+    for heading, notes, table in sections:
+        md += [f"## {heading}", "", *notes, ""] + ([table] if table else [])
     pub: list[str] = []
     if published:
         from balfeat.study.published import published_markdown
@@ -315,6 +369,10 @@ def write_report(
     for name, p in figures.items():
         base = _caption_key(name, captions)
         md += [f"### {name.replace('_', ' ')}", "", f"![{name}](figures/{p.name})", ""]
+        md += [
+            f"Also as PDF: [{p.with_suffix('.pdf').name}](figures/{p.with_suffix('.pdf').name})",
+            "",
+        ]
         if base in captions:
             md += [_caption(name, base, captions), ""]
     paths["report"] = out / "report.md"
@@ -341,6 +399,10 @@ def write_report(
     if own_note:
         h.append(f"<p>{html.escape(own_note)}</p>")
     h += [f"<p>{html.escape(g)}</p>" for g in groups]
+    for heading, notes, table in sections:
+        h.append(f"<h2>{html.escape(heading)}</h2>")
+        h += [f"<p>{html.escape(n)}</p>" for n in notes]
+        h.append(_md_table_html(table) if table else "")
     if pub:  # heading, note, then the table's lines
         h.append(f"<h2>{html.escape(pub[0].lstrip('# '))}</h2>")
         h.append(f"<p>{html.escape(pub[2])}</p>")

@@ -8,20 +8,30 @@ probe (see :func:`balfeat.study.report.row_from_results`). Output:
   with one seed the top-1 interval is the bootstrap over test images stored in the results.
 - :func:`paired_changes`: per method, the change of each metric from the balanced set to each
   long-tailed set, paired by seed; and per pair of methods the difference of those changes.
+- :func:`paired_balancedness`: balancedness measured against the same method's balanced-set run,
+  paired by seed (class difficulty cancels): the slope of the per-class change against ln(count)
+  and the many/medium/few changes, each with its 95% interval and its source.
+- :func:`control_gains`: each method's gain over the untrained control row (method ``control``),
+  paired by seed, on every set.
 - :func:`headline`: the sentences a report leads with: which changes are distinguishable from
-  zero at 95%.
+  zero at 95%, and what the study could detect (minimum detectable effect, seeds needed).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from balfeat.evaluation.metrics import change_slope
 from balfeat.evaluation.statistics import (
     Interval,
     describe_change,
     difference_of_changes,
     paired_differences,
+    sizing,
     t_interval,
 )
 
@@ -29,6 +39,20 @@ Row = dict[str, Any]
 
 #: Metrics summarised over seeds.
 METRICS: tuple[str, ...] = ("top1", "many", "medium", "few", "group_std", "slope")
+
+#: Method name of the untrained-network row (same architecture, BatchNorm statistics adapted on
+#: the set, same probe): the baseline each method's gain is measured from.
+CONTROL = "control"
+
+#: Where each paired balancedness measure comes from (printed beside it).
+SOURCES: dict[str, str] = {
+    "slope": "head bias without class difficulty: slope of each class's change from the "
+    "balanced set against ln(pre-training count), paired by seed",
+    "group_std": "SDCLR's group std (Jiang et al. 2021, Self-Damaging Contrastive Learning) of "
+    "the many/medium/few changes from the balanced set, paired by seed",
+    "many": "the paper's many/medium/few groups (Kang et al. 2021), change from the balanced "
+    "set paired by seed",
+}
 
 
 def _by_seed(rows: Sequence[Row], metric: str) -> dict[int, float]:
@@ -98,7 +122,9 @@ def paired_changes(
         ``{"baseline": set, "metric": metric, "changes": [...], "differences": [...]}`` where each
         change is ``{"protocol", "method", "set", "interval": Interval.as_dict(), "text"}`` and
         each difference ``{"protocol", "set", "a", "b", "interval", "text"}`` is a's change
-        minus b's change (a = the first method of the table, b every other).
+        minus b's change (a = the first method of the table other than the control, b every
+        other). Each change and difference also has ``"sizing"``
+        (:func:`balfeat.evaluation.statistics.sizing`).
     """
     base = balanced_set(rows)
     out: dict[str, Any] = {"baseline": base, "metric": metric, "changes": [], "differences": []}
@@ -134,13 +160,15 @@ def paired_changes(
                         "method": m,
                         "set": s,
                         "interval": iv.as_dict(),
+                        "sizing": sizing(iv),
                         "text": describe_change(f"{name(m, p)}, {base} → {s}", iv),
                     }
                 )
-        if len(methods) < 2:
+        compared = [m for m in methods if m != CONTROL]
+        if len(compared) < 2:
             continue
-        ref = methods[0]
-        for other in methods[1:]:
+        ref = compared[0]
+        for other in compared[1:]:
             for s in sets:
                 cells = [series(p, ref, s), series(p, ref, base), series(p, other, s)]
                 cells.append(series(p, other, base))
@@ -154,6 +182,7 @@ def paired_changes(
                         "a": ref,
                         "b": other,
                         "interval": iv.as_dict(),
+                        "sizing": sizing(iv),
                         "text": describe_change(
                             f"{name(ref, p)}'s change minus {name(other, p)}'s change "
                             f"({base} → {s})",
@@ -164,12 +193,145 @@ def paired_changes(
     return out
 
 
+def control_gains(rows: Sequence[Row], metric: str = "top1", level: float = 0.95) -> list[Row]:
+    """Each method's gain over the untrained control (method :data:`CONTROL`) on the same set and
+    protocol, paired by seed: what pre-training added. Empty without control rows.
+
+    Returns:
+        ``[{"protocol", "method", "set", "interval", "sizing", "text"}, ...]``.
+    """
+    out: list[Row] = []
+    if not any(str(r["method"]) == CONTROL for r in rows):
+        return out
+    protocols = sorted({str(r.get("protocol", "")) for r in rows})
+    ratio = {str(r["set"]): float(r.get("imbalance_ratio", 1.0)) for r in rows}
+    methods: list[str] = []
+    for r in rows:
+        if str(r["method"]) not in methods and str(r["method"]) != CONTROL:
+            methods.append(str(r["method"]))
+    for p in protocols:
+        for m in methods:
+            for s in sorted(ratio, key=lambda x: ratio[x]):
+                a = _by_seed([r for r in rows if _key(r) == (p, m, s)], metric)
+                b = _by_seed([r for r in rows if _key(r) == (p, CONTROL, s)], metric)
+                if not (set(a) & set(b)):
+                    continue
+                iv = paired_differences(a, b, level)
+                who = m if len(protocols) == 1 else f"{m} [{p}]"
+                out.append(
+                    {
+                        "protocol": p,
+                        "method": m,
+                        "set": s,
+                        "interval": iv.as_dict(),
+                        "sizing": sizing(iv),
+                        "text": describe_change(
+                            f"{who}'s gain over the untrained control on {s}", iv
+                        ),
+                    }
+                )
+    return out
+
+
+def paired_balancedness(rows: Sequence[Row], level: float = 0.95) -> list[Row]:
+    """Balancedness relative to the same method's balanced-set run, paired by seed.
+
+    For every (protocol, method, long-tailed set) and seed ``s`` with a balanced-set row of the
+    same protocol, method and seed:
+
+    - ``slope``: :func:`balfeat.evaluation.metrics.change_slope` of the per-class accuracies
+      (rows need ``per_class_accuracy`` and ``train_counts``; absent -> ``None``);
+    - ``many``/``medium``/``few``: the group accuracy minus the balanced run's;
+    - ``group_std``: population std of those three changes (SDCLR's measure, on changes).
+
+    Each becomes a t-interval over seeds (``Interval.as_dict()``, ``None`` when no seed has it);
+    :data:`SOURCES` names where each comes from. Class difficulty, which the raw per-set
+    ``slope`` and ``group_std`` carry, cancels in the change.
+    """
+    base = balanced_set(rows)
+    out: list[Row] = []
+    if base is None:
+        return out
+    index = {(*_key(r), int(r.get("seed", 0))): r for r in rows}
+    cells = sorted({_key(r) for r in rows if str(r["set"]) != base}, key=_cell_order(rows))
+    for p, m, s in cells:
+        per: dict[str, dict[int, float]] = {k: {} for k in ("slope", "group_std", *_GROUPS)}
+        for (p2, m2, s2, seed), r in index.items():
+            ref = index.get((p, m, base, seed))
+            if (p2, m2, s2) != (p, m, s) or ref is None:
+                continue
+            changes = [_diff(r.get(g), ref.get(g)) for g in _GROUPS]
+            for g, c in zip(_GROUPS, changes, strict=True):
+                if c is not None:
+                    per[g][seed] = c
+            if all(c is not None for c in changes):
+                per["group_std"][seed] = float(np.std(np.asarray(changes, dtype=np.float64)))
+            slope = _seed_slope(r, ref)
+            if slope is not None:
+                per["slope"][seed] = slope
+        entry: Row = {"protocol": p, "method": m, "set": s, "baseline": base}
+        for k, vals in per.items():
+            entry[k] = t_interval(list(vals.values()), level).as_dict() if vals else None
+        out.append(entry)
+    return out
+
+
+_GROUPS = ("many", "medium", "few")
+
+
+def _diff(a: Any, b: Any) -> float | None:
+    ok = all(isinstance(v, (int, float)) and v == v for v in (a, b))
+    return float(a) - float(b) if ok else None
+
+
+def _seed_slope(row: Row, ref: Row) -> float | None:
+    acc, bal, counts = (
+        row.get("per_class_accuracy"),
+        ref.get("per_class_accuracy"),
+        row.get("train_counts"),
+    )
+    if not acc or not bal or not counts or not len(acc) == len(bal) == len(counts):
+        return None
+    to_f = [[math.nan if v is None else float(v) for v in x] for x in (acc, bal)]
+    return change_slope(to_f[0], to_f[1], [int(c) for c in counts])
+
+
+def _cell_order(rows: Sequence[Row]) -> Any:
+    ratio = {str(r["set"]): float(r.get("imbalance_ratio", 1.0)) for r in rows}
+    methods: list[str] = []
+    for r in rows:
+        if str(r["method"]) not in methods:
+            methods.append(str(r["method"]))
+    return lambda k: (k[0], methods.index(k[1]), ratio[k[2]])
+
+
+def findings(rows: Sequence[Row], metric: str = "top1", level: float = 0.95) -> dict[str, Any]:
+    """Everything a report states, in one JSON-ready dict: :func:`paired_changes` plus
+    ``control_gains``, ``paired_balancedness`` and the ``mde_formula``."""
+    from balfeat.evaluation.statistics import MDE_FORMULA
+
+    out = paired_changes(rows, metric, level)
+    out["control_gains"] = control_gains(rows, metric, level)
+    out["paired_balancedness"] = paired_balancedness(rows, level)
+    out["mde_formula"] = MDE_FORMULA
+    return out
+
+
 def headline(changes: dict[str, Any]) -> list[str]:
-    """The report's lead sentences: each method's change to the most imbalanced set, and the
-    differences of changes between methods, each said distinguishable from zero or not."""
-    if not changes.get("changes"):
-        return ["No balanced set to compare with: the study has no paired changes."]
+    """The report's lead sentences: each method's gain over the control (when the study has a
+    control row), its change to the most imbalanced set, the differences of changes between
+    methods, each said distinguishable from zero or not, and what the study could detect."""
     lines: list[str] = []
+    gains = changes.get("control_gains") or []
+    if gains:
+        lines.append(
+            "Gain over the untrained control (same network, BatchNorm adapted, same probe; "
+            "paired by seed, 95% t-interval):"
+        )
+        lines += [f"- {g['text']}" for g in gains]
+        lines.append("")
+    if not changes.get("changes"):
+        return [*lines, "No balanced set to compare with: the study has no paired changes."]
     ch = changes["changes"]
     last = {}
     for c in ch:
@@ -193,18 +355,40 @@ def headline(changes: dict[str, Any]) -> list[str]:
         lines.append("")
         if found:
             lines.append(
-                "Distinguishable from zero at 95%: "
+                "Distinguishable from zero at 95% (findings): "
                 + "; ".join(
                     f"{d['a']} vs {d['b']} ({d['interval']['mean']:+.2f} points)" for d in found
                 )
-                + "."
+                + ". Every other difference above is not a finding at this size."
             )
         else:
             lines.append(
                 "No difference between methods is distinguishable from zero at 95%: at this "
                 "size the study cannot tell the methods' sensitivity to imbalance apart."
             )
+    lines += _sizing_lines([*last.values(), *diffs])
     return lines
+
+
+def _sizing_lines(items: Sequence[Row]) -> list[str]:
+    """What the study could detect: the MDE and seeds for ±1 point of each headline comparison."""
+    sized = [c for c in items if c.get("sizing")]
+    if not sized:
+        return []
+    out = [
+        "",
+        "What this study can detect (from the observed seed spread of each paired comparison; "
+        "minimum detectable effect at two-sided 95% and 80% power, and the seeds a ±1-point "
+        "95% interval would need):",
+    ]
+    for c in sized:
+        what = c["text"].split(":")[0]
+        sz, iv = c["sizing"], c["interval"]
+        out.append(
+            f"- {what}: sd {iv['std']:.2f} over {iv['n']} seeds, MDE {sz['mde']:.2f} points, "
+            f"{sz['seeds_for_1pt']} seeds for ±1 point"
+        )
+    return out
 
 
 def _iv_fields(d: dict[str, Any]) -> dict[str, Any]:
