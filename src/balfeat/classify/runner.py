@@ -280,39 +280,20 @@ def run_probe_job(args: Any) -> list[str]:
     from balfeat.classify.decoupled import crt, lws, tau_sweep
     from balfeat.classify.features import extract_features
     from balfeat.classify.probe import (
-        ProbeConfig,
         probe_summary,
         probe_unseen,
         run_probe,
         train_linear_on_features,
     )
     from balfeat.device import default_device
-    from balfeat.errors import ConfigError
     from balfeat.evaluation.metrics import format_summary, parse_grouping, write_results
 
     grouping = parse_grouping(args.grouping)
-    milestones = tuple(args.milestones) if args.milestones else None
-    if milestones and milestones[-1] >= args.epochs:
-        raise ConfigError(
-            f"--milestones {','.join(map(str, milestones))}: every milestone must be below "
-            f"--epochs {args.epochs}"
-        )
+    args.check("probe.")  # relations between values, as the job loader checks them
     out = Path(args.out)
     check_writable(out)  # before minutes of feature extraction, not after
-    cfg = ProbeConfig(
-        epochs=args.epochs,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        milestones=milestones,
-        batch_size=args.batch_size,
-        bias=not args.no_bias,
-        balanced=args.balanced,
-        repeat=args.repeat,
-        seed=args.seed,
-    )
+    cfg = args.linear_config()
     decoupled = list(args.decoupled)
-    if decoupled and args.protocol != "fast":
-        raise ConfigError("--decoupled runs on cached features: use it with --protocol fast")
     device = default_device(args.device)
     torch.manual_seed(args.seed)
     backbone, info = build_model(args)
@@ -447,79 +428,3 @@ def _headline(both: dict[str, Any]) -> dict[str, Any]:
     out["A"] = _short(both["A"])
     out["B"] = _short(both["B"])
     return out
-
-
-def evaluate_saved_probe(
-    probe: str,
-    out_dir: str | None = None,
-    grouping: str = "default",
-    group_counts_file: str | None = None,
-    tau: bool = False,
-) -> list[str]:
-    """``balfeat evaluate``: the metrics of a saved probe's validation logits, again.
-
-    Args:
-        probe: ``probe.pth`` or the probe's output folder.
-        out_dir: where results go (default ``PROBE_DIR/evaluate``; the probe's own folder is
-            refused so its results are never replaced).
-        grouping: many/medium/few rule.
-        group_counts_file: per-class counts (split or counts file) defining the groups
-            (default: those the probe used).
-        tau: add a tau-normalisation sweep.
-
-    Returns:
-        The summary lines to print.
-    """
-    import torch
-
-    from balfeat.classify.decoupled import tau_sweep_from_logits
-    from balfeat.errors import CheckpointError, ConfigError
-    from balfeat.evaluation.metrics import evaluate, format_summary, write_results
-
-    lines: list[str] = []
-    path = Path(probe)
-    if path.is_dir():
-        path = path / "probe.pth"
-    if not path.is_file():
-        raise CheckpointError(f"{str(path)!r} does not exist; pass the probe.pth of a probe run")
-    out = Path(out_dir) if out_dir else path.parent / "evaluate"
-    if out.resolve() == path.parent.resolve():
-        raise ConfigError(
-            f"--out {str(out)!r} is the probe's own folder: evaluate would replace the "
-            "probe's results.json (and its cRT/tau/LWS results); choose another --out"
-        )
-    try:  # a truncated or foreign file fails inside torch/pickle with many exception types
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        logits, labels = saved["val_logits"], saved["val_labels"]
-        counts = saved["train_counts"]
-    except Exception as err:
-        raise CheckpointError(
-            f"{str(path)!r} is not a readable balfeat probe.pth ({type(err).__name__}: {err}); "
-            "pass the probe.pth a `balfeat probe` run wrote"
-        ) from None
-    source = saved.get("group_source", "the counts the probe used")
-    if group_counts_file:
-        counts = torch.as_tensor(
-            read_class_counts(group_counts_file, len(counts), "--group-counts")
-        )
-        source = f"--group-counts {group_counts_file}"
-    results = evaluate(
-        logits.numpy(), labels.numpy(), counts.numpy(), saved.get("class_names"), grouping
-    )
-    results["group_source"] = source
-    results.update(saved.get("meta", {}))
-    results.update(
-        protocol=saved.get("protocol"),
-        best_epoch=saved.get("best_epoch"),
-        config=saved.get("config"),
-        probe=str(path),
-    )
-    if tau:
-        results["tau"] = tau_sweep_from_logits(saved, grouping, counts.numpy())
-    write_results(out, results)
-    lines.append(format_summary(results))
-    if tau:
-        for row in results["tau"]["sweep"]:
-            lines.append(f"tau {row['tau']:.1f}: top1 {row['top1']:.2f}")
-    lines.append(f"wrote {out / 'results.json'}, {out / 'per_class.csv'}")
-    return lines

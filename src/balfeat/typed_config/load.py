@@ -74,10 +74,21 @@ def _names(cls: type) -> set[str]:
 
 
 def set_key(
-    cfg: Any, key: str, value: Any, source: str, from_cli: bool = False, raw: str = ""
+    cfg: Any,
+    key: str,
+    value: Any,
+    source: str,
+    *,
+    from_cli: bool = False,
+    raw: str = "",
+    prefix: str = "",
 ) -> None:
-    """Set dotted ``key`` of the dataclass tree ``cfg`` to ``value``, checking type and range."""
+    """Set dotted ``key`` of the dataclass tree ``cfg`` to ``value``, checking type and range.
+
+    ``prefix`` is where ``cfg`` sits in a larger tree (``probes.fast.``): errors name the whole key.
+    """
     parts = key.split(".")
+    full = prefix + key
     node = cfg
     parent: dataclasses.Field[Any] | None = None
     for i, part in enumerate(parts):
@@ -85,18 +96,25 @@ def set_key(
         if f is None:
             if parent is not None and "variant" in parent.metadata:
                 selector, _, sections = parent.metadata["variant"]
-                hint = _unknown_in_variant(key, node, part, selector, sections)
-                raise ConfigError(f"unknown config key {key!r} in {source}: {hint}")
+                hint = _unknown_in_variant(full, node, part, selector, sections)
+                raise ConfigError(f"unknown config key {full!r} in {source}: {hint}")
             hint = closest_key(key, type(cfg))
+            if hint and prefix:
+                hint = hint.replace("mean '", "mean '" + prefix, 1)
             raise ConfigError(
-                f"unknown config key {key!r} in {source}" + (f"; {hint}" if hint else "")
+                f"unknown config key {full!r} in {source}" + (f"; {hint}" if hint else "")
             )
         tp = typing.get_type_hints(type(node))[part]
+        entry = entry_type(tp)
+        if entry is not None:  # dict[str, Dataclass]: the next part names an entry
+            here = prefix + ".".join(parts[: i + 1])
+            _set_entries(node, f, entry, parts[i + 1 :], value, source, here, from_cli, raw)
+            return
         if i == len(parts) - 1:
             if dataclasses.is_dataclass(tp):
                 if not isinstance(value, Mapping):
                     raise ConfigError(
-                        f"config key {key!r} in {source} is a section; give a mapping of its "
+                        f"config key {full!r} in {source} is a section; give a mapping of its "
                         f"keys (e.g. {all_keys(tp)[0]}: ...), not {value!r}"  # type: ignore[arg-type]
                     )
                 items = list(value.items())
@@ -104,25 +122,94 @@ def set_key(
                     sel = f.metadata["variant"][0]
                     items.sort(key=lambda kv: kv[0] != sel)
                 for k, v in items:
-                    set_key(cfg, f"{key}.{k}", v, source)
+                    set_key(cfg, f"{key}.{k}", v, source, prefix=prefix)
                 return
             if parent is not None and part == parent.metadata.get("variant", ("",))[0]:
                 owner = cfg
                 for q in parts[: i - 1]:
                     owner = getattr(owner, q)
-                _switch_variant(owner, parent, value, key, source)
+                _switch_variant(owner, parent, value, full, source)
                 node = getattr(owner, parts[i - 1])
-            checked = check_value(key, value, tp, source, from_cli, raw)
-            check_range(key, checked, f.metadata, source)
+            checked = check_value(full, value, tp, source, from_cli, raw)
+            check_range(full, checked, f.metadata, source)
             setattr(node, part, checked)
             return
         if not dataclasses.is_dataclass(tp):
             raise ConfigError(
-                f"config key {key!r} in {source}: {'.'.join(parts[: i + 1])!r} is a value, not a "
-                "section"
+                f"config key {full!r} in {source}: {prefix + '.'.join(parts[: i + 1])!r} is a "
+                "value, not a section"
             )
         parent = f
         node = getattr(node, part)
+
+
+def entry_type(tp: Any) -> type | None:
+    """The dataclass ``D`` of a ``dict[str, D]`` field type, else ``None``."""
+    if typing.get_origin(tp) is not dict:
+        return None
+    args = typing.get_args(tp)
+    if len(args) == 2 and dataclasses.is_dataclass(args[1]):
+        return args[1]  # type: ignore[return-value]
+    return None
+
+
+def _set_entries(
+    node: Any,
+    f: dataclasses.Field[Any],
+    entry: type,
+    rest: list[str],
+    value: Any,
+    source: str,
+    here: str,
+    from_cli: bool,
+    raw: str,
+) -> None:
+    """Set a key at or below a ``dict[str, Dataclass]`` field ``f`` of ``node``.
+
+    ``probes: {a: {...}}`` replaces the whole mapping (each entry from the class defaults);
+    ``probes.a: {...}`` or ``probes.a.lr=1`` sets keys of entry ``a`` (created when new).
+    """
+    if not rest:
+        if not isinstance(value, Mapping):
+            raise ConfigError(
+                f"config key {here!r} in {source}: expected a mapping of names to sections, got "
+                f"{value!r}"
+            )
+        fresh: dict[str, Any] = {}
+        for name, sub in value.items():
+            fresh[str(name)] = _entry(entry, sub, source, f"{here}.{name}")
+        setattr(node, f.name, fresh)
+        return
+    entries = getattr(node, f.name)
+    name = rest[0]
+    if len(rest) == 1:
+        entries[name] = _entry(entry, value, source, f"{here}.{name}", entries.get(name))
+        return
+    target = entries.get(name)
+    if target is None:
+        target = entries[name] = entry()
+    set_key(
+        target, ".".join(rest[1:]), value, source, from_cli=from_cli, raw=raw,
+        prefix=f"{here}.{name}.",
+    )  # fmt: skip
+
+
+def _entry(entry: type, value: Any, source: str, where: str, start: Any = None) -> Any:
+    """An entry of a ``dict[str, Dataclass]``: ``start`` (or the defaults) with ``value``'s keys
+    (``None`` = the defaults)."""
+    out = start if start is not None else entry()
+    if value is None:
+        return out
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"config key {where!r} in {source} is a section; give a mapping of its keys (e.g. "
+            f"{all_keys(entry)[0]}: ...), not {value!r}"
+        )
+    for k, v in value.items():
+        set_key(out, str(k), v, source, prefix=where + ".")
+    return out
 
 
 def merge_mapping(cfg: T, mapping: Mapping[str, Any], source: str) -> T:
@@ -205,6 +292,9 @@ def check_all_ranges(cfg: Any, prefix: str = "") -> None:
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
             check_all_ranges(value, prefix + f.name + ".")
+        elif isinstance(value, dict) and all(dataclasses.is_dataclass(v) for v in value.values()):
+            for name, sub in value.items():  # a dict[str, Dataclass] (an empty dict: no values)
+                check_all_ranges(sub, f"{prefix}{f.name}.{name}.")
         else:
             check_range(prefix + f.name, value, f.metadata)
 

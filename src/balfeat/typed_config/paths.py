@@ -21,6 +21,11 @@ def check_paths(cfg: Any, prefix: str = "") -> None:
         if dataclasses.is_dataclass(value):
             check_paths(value, prefix + f.name + ".")
             continue
+        if isinstance(value, dict):  # the entries of a dict[str, Dataclass]
+            for name, sub in value.items():
+                if dataclasses.is_dataclass(sub):
+                    check_paths(sub, f"{prefix}{f.name}.{name}.")
+            continue
         kind = f.metadata.get("path")
         if kind and isinstance(value, str) and value:
             check_path(prefix + f.name, value, kind)

@@ -77,7 +77,8 @@ def check_range(key: str, value: Any, meta: Mapping[str, Any], source: str = "")
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{key} must be a finite number, got {value!r}" + _from(source))
+        rule = f" {range_text(meta)}" if range_text(meta) else ""
+        raise ConfigError(f"{key} must be a finite number{rule}, got {value!r}" + _from(source))
     ok = (
         ("ge" not in meta or value >= meta["ge"])
         and ("gt" not in meta or value > meta["gt"])
@@ -223,3 +224,33 @@ def check_value(
             return str(value)
         raise bad()
     raise bad()
+
+
+def check_fields(obj: Any, label: str = "") -> None:
+    """Check every field of the dataclass instance ``obj`` against its declared type, ``Literal``
+    choices and range, converting where the loader would (``30`` -> ``30.0`` for a float field).
+
+    For a settings class built directly in Python (``ProbeConfig(lr=0.1)``): call it from
+    ``__post_init__`` so the declaration is the one place a value is checked. ``label`` starts
+    each message (``"probe "`` gives ``probe lr must be > 0, got 0``).
+
+    Raises:
+        ConfigError: naming the field, what it must be and the value.
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, tp, name = getattr(obj, f.name), hints[f.name], label + f.name
+        if typing.get_origin(tp) is Literal:
+            allowed = typing.get_args(tp)
+            if value not in allowed:
+                choices = " or ".join(repr(a) for a in allowed)
+                raise ConfigError(f"unknown {name} {value!r}; use {choices}")
+            continue
+        if isinstance(value, tuple):
+            value = list(value)
+        try:
+            checked = check_value(name, value, tp, "")
+        except ConfigError:
+            raise ConfigError(f"{name} must be {type_name(tp)}, got {value!r}") from None
+        check_range(name, checked, f.metadata)
+        setattr(obj, f.name, checked)
