@@ -51,7 +51,7 @@ class ProbeSettings(ProbeConfig):
 
     protocol: Literal["fast", "reference"] = "fast"
     passes: int = field(default=5, metadata=bounds(ge=0))
-    decoupled: list[str] = field(default_factory=list)
+    decoupled: list[str] = field(default_factory=list, metadata={"choices": DECOUPLED})
 
     def check(self, where: str) -> None:
         """Relations between values (checked once, before any work), errors prefixed ``where``.
@@ -105,7 +105,8 @@ class ProbeOptions(ProbeSettings):
             PRE-TRAINING frequency: the pre-training split file ('path label' lines) or a counts
             file (one integer per line, class order); "" = the training split named in the
             checkpoint's config when it exists, else the probe's own training counts.
-        image_size: crop size; 0 = 28 for fashion-mnist, 224 for imagenet.
+        image_size: crop size; null = the dataset's own (28 for fashion-mnist, 32 for cifar)
+            or 224 (imagenet).
         grouping: many/medium/few grouping: default (>100/20-100/<20), reference (20 is few),
             thirds (by count rank, for small datasets) or MANY,FEW thresholds.
         class_set: unseen-class protocol: a class-set file (set A, one class per line: a label,
@@ -125,7 +126,7 @@ class ProbeOptions(ProbeSettings):
     val_split: str = field(default="", metadata=path_kind("file"))
     val_root: str = field(default="", metadata=path_kind("dir"))
     group_counts: str = field(default="", metadata=path_kind("file"))
-    image_size: int = field(default=0, metadata=bounds(ge=0))
+    image_size: int | None = field(default=None, metadata=bounds(ge=8))
     grouping: str = "default"
     class_set: str = field(default="", metadata=path_kind("file"))
     device: str = "auto"

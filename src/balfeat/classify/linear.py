@@ -48,7 +48,7 @@ class ProbeConfig:
         gamma: lr factor at each milestone.
         schedule: ``step`` (milestones) or ``cosine`` (cosine decay to 0 over ``epochs``).
         batch_size: samples per step (reference 256).
-        bias: learn a bias (``--no-bias`` turns it off, as BalFeat's option).
+        bias: the classifier learns a bias (BalFeat's no-bias option turns it off).
         init_std: std of the normal initialisation of the weights.
         balanced: class-balanced sampling (pick a class uniformly, then ``repeat`` of its
             samples) instead of one pass over the shuffled data per epoch; turn on for cRT-style

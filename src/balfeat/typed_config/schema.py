@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import math
 import types
 import typing
@@ -254,3 +255,27 @@ def check_fields(obj: Any, label: str = "") -> None:
             raise ConfigError(f"{name} must be {type_name(tp)}, got {value!r}") from None
         check_range(name, checked, f.metadata)
         setattr(obj, f.name, checked)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's text from the ``Attributes:`` section of the Google-style docstrings of
+    ``cls`` and its bases (a subclass's text wins), one line each: the help of a derived flag."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        text = inspect.getdoc(klass) or ""
+        if "Attributes:" not in text:
+            continue
+        name = ""
+        for line in text.split("Attributes:", 1)[1].splitlines():
+            if not line.strip():
+                continue
+            indent = len(line) - len(line.lstrip())
+            if indent == 0:  # the next section
+                break
+            head, sep, rest = line.strip().partition(": ")
+            if indent <= 4 and sep and head.isidentifier():
+                name = head
+                docs[name] = rest.strip()
+            elif name:
+                docs[name] += " " + line.strip()
+    return docs
