@@ -64,8 +64,8 @@ class ProbeSettings(ProbeConfig):
             raise ConfigError(f"{where}milestones must increase, got {ms}")
         if ms and ms[-1] >= self.epochs:
             raise ConfigError(
-                f"{where}milestones {ms}: every milestone must be below {where}epochs "
-                f"{self.epochs}; a later one would never be reached"
+                f"{where}milestones {ms} must lie below {where}epochs={self.epochs}; a later "
+                "one would never be reached"
             )
         bad = sorted(set(self.decoupled) - set(DECOUPLED))
         if bad:

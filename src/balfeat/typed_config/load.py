@@ -169,6 +169,7 @@ def _set_entries(
     ``probes: {a: {...}}`` replaces the whole mapping (each entry from the class defaults);
     ``probes.a: {...}`` or ``probes.a.lr=1`` sets keys of entry ``a`` (created when new).
     """
+    make = f.metadata.get("entry", entry)
     if not rest:
         if not isinstance(value, Mapping):
             raise ConfigError(
@@ -177,27 +178,27 @@ def _set_entries(
             )
         fresh: dict[str, Any] = {}
         for name, sub in value.items():
-            fresh[str(name)] = _entry(entry, sub, source, f"{here}.{name}")
+            fresh[str(name)] = _entry(make, sub, source, f"{here}.{name}")
         setattr(node, f.name, fresh)
         return
     entries = getattr(node, f.name)
     name = rest[0]
     if len(rest) == 1:
-        entries[name] = _entry(entry, value, source, f"{here}.{name}", entries.get(name))
+        entries[name] = _entry(make, value, source, f"{here}.{name}", entries.get(name))
         return
     target = entries.get(name)
     if target is None:
-        target = entries[name] = entry()
+        target = entries[name] = make()
     set_key(
         target, ".".join(rest[1:]), value, source, from_cli=from_cli, raw=raw,
         prefix=f"{here}.{name}.",
     )  # fmt: skip
 
 
-def _entry(entry: type, value: Any, source: str, where: str, start: Any = None) -> Any:
-    """An entry of a ``dict[str, Dataclass]``: ``start`` (or the defaults) with ``value``'s keys
-    (``None`` = the defaults)."""
-    out = start if start is not None else entry()
+def _entry(make: Callable[[], Any], value: Any, source: str, where: str, start: Any = None) -> Any:
+    """An entry of a ``dict[str, Dataclass]``: ``start`` (or a new ``make()``) with ``value``'s
+    keys (``None`` = the defaults)."""
+    out = start if start is not None else make()
     if value is None:
         return out
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -205,7 +206,7 @@ def _entry(entry: type, value: Any, source: str, where: str, start: Any = None) 
     if not isinstance(value, Mapping):
         raise ConfigError(
             f"config key {where!r} in {source} is a section; give a mapping of its keys (e.g. "
-            f"{all_keys(entry)[0]}: ...), not {value!r}"
+            f"{all_keys(type(out))[0]}: ...), not {value!r}"
         )
     for k, v in value.items():
         set_key(out, str(k), v, source, prefix=where + ".")

@@ -52,6 +52,12 @@ def variant(
     return {"variant": (selector, section_of, sections)}
 
 
+def entries(factory: Callable[[], Any]) -> dict[str, Any]:
+    """Field metadata of a ``dict[str, Dataclass]`` field whose new entries start from
+    ``factory()`` instead of the class defaults (e.g. a study's probes, whose data differ)."""
+    return {"entry": factory}
+
+
 def path_kind(kind: PathKind, **extra: Any) -> dict[str, Any]:
     """Field metadata declaring what a path value must be (see the module docstring).
 
