@@ -624,8 +624,9 @@ def run_cell(
         pcfg = replace(probe.linear_config(), seed=s)
         pcfg.eval_every = pcfg.epochs  # evaluate once, after the last epoch: no test-set selection
         res = run_probe(
-            backbone, probe_ds, test_ds, data.num_classes, pcfg, probe.protocol, device, 0
-        )
+            backbone, probe_ds, test_ds, data.num_classes, pcfg,
+            protocol=probe.protocol, device=device,
+        )  # fmt: skip
         results = _cell_results(
             cd,
             data,
