@@ -13,7 +13,10 @@ from balfeat.classify.job import ProbeOptions
 from balfeat.cli.main import build_parser, main
 from balfeat.cli.probe import job_from_args
 
-STUDY = Path(__file__).parents[2] / "configs" / "study_fmnist_demo.yaml"
+# configs/study_fmnist_demo.yaml, or configs/study/fmnist_demo.yaml in the by-job layout
+STUDY = min(
+    (Path(__file__).parents[2] / "configs").rglob("*fmnist_demo.yaml"), key=lambda p: len(p.parts)
+)
 
 
 def _probe_parser() -> argparse.ArgumentParser:

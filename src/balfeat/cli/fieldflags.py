@@ -36,7 +36,7 @@ def _default(f: dataclasses.Field[Any]) -> Any:
 
 def _shown(value: Any) -> str:
     if value is None:
-        return "auto (see above)"
+        return "auto, as above"
     if isinstance(value, bool):
         return "on" if value else "off"
     if value == "" or value == []:

@@ -34,7 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         type=path_of("file"),
         help="probe job YAML with a `probe:` mapping (balfeat.classify.job.ProbeOptions), e.g. "
-        "configs/probe_kcl_resnet50_b256-cos-200e_imagenet-lt_on-lt.yaml (default: none); "
+        "configs/probe/imagenet-lt/probe_kcl_resnet50_b256-cos-200e_imagenet-lt_on-lt.yaml "
+        "(default: none); "
         "repeat to layer files, later ones win; flags given on the command line win over both",
     )
     p.add_argument(
