@@ -98,7 +98,7 @@ def main() -> None:
             test,
             10,
             cfg,
-            device,
+            device=device,
             passes=passes,
             num_workers=args.workers,
         )
@@ -112,7 +112,9 @@ def main() -> None:
             }
         )
     t0 = time.perf_counter()
-    ref = probe_reference(backbone(), ref_train, test, 10, cfg, device, args.workers)
+    ref = probe_reference(
+        backbone(), ref_train, test, 10, cfg, device=device, num_workers=args.workers
+    )
     t_ref = time.perf_counter() - t0
 
     print(

@@ -834,7 +834,7 @@ def test_resume_after_the_number_of_classes_changed(
         ("methods={sl: {method: {name: sl}, run: {seed: 3}}}", r"methods\.sl\.run\.seed"),
         ("base={run: {output_dir: x}}", r"base\.run\.output_dir: a study sets"),
         ("grouping=halves", "grouping: cannot parse shot grouping 'halves'"),
-        ("probes={fast: {lr: .nan}}", "probe lr must be a finite number > 0"),
+        ("probes={fast: {lr: .nan}}", r"probes\.fast\.lr must be a finite number > 0"),
         ("probes={fast: {epochs: 5, milestones: [60]}}", r"milestones \[60\] must lie below"),
     ],
     ids=[

@@ -24,49 +24,97 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from balfeat.classify.linear import ProbeConfig
+from balfeat.errors import ConfigError
 from balfeat.typed_config import bounds, load_typed, path_kind
+
+#: Decoupled classifiers ``decoupled`` may name.
+DECOUPLED = ("crt", "tau", "lws")
 
 
 @dataclass
-class ProbeOptions:
-    """The ``probe:`` section (one field per ``balfeat probe`` flag, same names).
+class ProbeSettings(ProbeConfig):
+    """How a probe trains: the classifier's hyper-parameters (:class:`ProbeConfig`) plus its
+    protocol. One type for a ``balfeat probe`` job, its flags and a study's ``probes:`` entries;
+    a probe's name is only its label, its protocol is the ``protocol`` field.
 
     Attributes:
-        checkpoint: weights to probe (any format ``balfeat export`` reads, or a run folder);
-            ``""`` = random init (a baseline).
-        backbone: architecture (``resnet50``, ``resnet20``, ...); ``""`` = from the checkpoint.
-        small_images: 3x3 stem without max-pool; ``null`` = from the checkpoint / dataset.
-        dataset: ``fashion-mnist`` (embedded arrays), ``cifar10`` / ``cifar100`` (the balanced
-            training and test sets in torchvision's folder layout under ``data_root``; groups
-            from a CIFAR-LT checkpoint's own counts) or ``imagenet`` (split files + images).
-        data_root: folder the training split's paths are relative to (imagenet), or the
-            Fashion-MNIST folder; ``""`` = the default location (fashion-mnist).
-        train_split: the probe's training split file; ``""`` = every image under ``data_root``.
-        val_split: the evaluation split file; ``""`` = every image under ``val_root``.
-        val_root: the folder ``val_split`` is relative to; ``""`` = ``data_root``.
-        group_counts: per-class counts fixing many/medium/few (pre-training split or counts
-            file); ``""`` = the checkpoint's training split, else the probe's own counts.
-        image_size: crop size; 0 = 28 (fashion-mnist) / 224 (imagenet).
-        protocol: ``fast`` (cached features) or ``reference`` (MoCo's main_lincls protocol).
-        passes: fast protocol: augmented feature passes, epoch e on pass e mod N (default 5,
-            the fewest measured within 1 point of the reference protocol on a trained backbone;
-            0 = one plain pass).
-        epochs: classifier epochs (reference: 100).
-        lr: learning rate (reference: 30).
-        milestones: epochs where the lr drops 10x (``[]`` = 60% and 80% of epochs).
-        weight_decay: weight decay (reference: 0).
-        batch_size: batch size (reference: 256).
-        no_bias: classifier without bias.
-        balanced: class-balanced sampling of the classifier's training set.
-        repeat: balanced sampling: images per picked class.
-        decoupled: decoupled classifiers on the cached features: a subset of crt, tau, lws.
-        grouping: many/medium/few rule (``default``, ``reference``, ``thirds``, ``MANY,FEW``).
-        class_set: unseen-class protocol: class-set file of set A.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        workers: data-loading workers.
-        seed: seed of initialisation and sampling.
-        out: output folder (results.json, per_class.csv, probe.pth).
-        quiet: no progress bars or per-epoch lines.
+        protocol: ``fast``: features extracted once, the classifier trained on the device (20x+
+            faster); ``reference``: MoCo's protocol with fresh augmentations every step (numbers
+            comparable to the paper).
+        passes: fast protocol: augmented feature passes over the training set, epoch e trains on
+            pass e mod N (5: the fewest within 1 point of the reference protocol on a trained
+            backbone in benchmarks/bench_probe.py); 0 = one un-augmented pass.
+        decoupled: fast protocol: also run these decoupled classifiers on the cached features,
+            a subset of crt, tau, lws.
+    """
+
+    protocol: Literal["fast", "reference"] = "fast"
+    passes: int = field(default=5, metadata=bounds(ge=0))
+    decoupled: list[str] = field(default_factory=list, metadata={"choices": DECOUPLED})
+
+    def check(self, where: str) -> None:
+        """Relations between values (checked once, before any work), errors prefixed ``where``.
+
+        Raises:
+            ConfigError: naming the key.
+        """
+        ms = self.milestones
+        if ms and ms != sorted(set(ms)):
+            raise ConfigError(f"{where}milestones must increase, got {ms}")
+        if ms and ms[-1] >= self.epochs:
+            raise ConfigError(
+                f"{where}milestones {ms} must lie below {where}epochs={self.epochs}; a later "
+                "one would never be reached"
+            )
+        bad = sorted(set(self.decoupled) - set(DECOUPLED))
+        if bad:
+            raise ConfigError(f"{where}decoupled: unknown {bad}; choose from crt, tau, lws")
+        if self.decoupled and self.protocol != "fast":
+            raise ConfigError(
+                f"{where}decoupled runs on cached features: use it with {where}protocol fast"
+            )
+
+
+@dataclass
+class ProbeOptions(ProbeSettings):
+    """The ``probe:`` section of a probe job: what to probe, on which data, where to write, and
+    how (:class:`ProbeSettings`). Every field is also a ``balfeat probe`` flag of the same name.
+
+    Attributes:
+        checkpoint: weights to probe: a checkpoint in any format `balfeat export` reads, or a
+            `balfeat pretrain` run folder (its last.pth); "" = random init (a baseline).
+        backbone: architecture, e.g. resnet18, resnet50, resnet20; "" = inferred from the
+            checkpoint (required without one).
+        small_images: 3x3 stem without max-pool, for 28-64 px images; null = from the
+            checkpoint, else on for fashion-mnist.
+        dataset: fashion-mnist (embedded arrays), cifar10 / cifar100 (torchvision's folder
+            layout under data_root; the balanced train and test sets) or imagenet (split files +
+            image folder).
+        data_root: fashion-mnist: folder with the IDX files ("" = search the usual places);
+            cifar10/cifar100: torchvision's root (required); imagenet: root the split paths are
+            relative to (required).
+        train_split: imagenet: split file of the probe's training images, e.g.
+            ImageNet_LT_train.txt; "" = every image under data_root.
+        val_split: imagenet: split file the probe is evaluated on, e.g. ImageNet_LT_test.txt;
+            "" = every image under val_root.
+        val_root: imagenet: the folder val_split is relative to; "" = data_root. The
+            reference's train lists are relative to ImageNet train/ and the test list to the
+            ImageNet root: give data_root IMAGENET/train and val_root IMAGENET.
+        group_counts: many/medium/few by these per-class counts, as the paper groups by
+            PRE-TRAINING frequency: the pre-training split file ('path label' lines) or a counts
+            file (one integer per line, class order); "" = the training split named in the
+            checkpoint's config when it exists, else the probe's own training counts.
+        image_size: crop size; null = the dataset's own (28 for fashion-mnist, 32 for cifar)
+            or 224 (imagenet).
+        grouping: many/medium/few grouping: default (>100/20-100/<20), reference (20 is few),
+            thirds (by count rank, for small datasets) or MANY,FEW thresholds.
+        class_set: unseen-class protocol: a class-set file (set A, one class per line: a label,
+            a class name or /wnid); probes A and its complement B separately; "" = off.
+        device: auto, cpu, cuda or cuda:N (auto = GPU if any).
+        workers: data loading workers (~8 on imagenet).
+        out: output directory (created; checked writable before any work).
+        quiet: no progress bars and no per-epoch lines.
     """
 
     checkpoint: str = field(default="", metadata=path_kind("file_or_dir"))
@@ -78,23 +126,11 @@ class ProbeOptions:
     val_split: str = field(default="", metadata=path_kind("file"))
     val_root: str = field(default="", metadata=path_kind("dir"))
     group_counts: str = field(default="", metadata=path_kind("file"))
-    image_size: int = field(default=0, metadata=bounds(ge=0))
-    protocol: Literal["fast", "reference"] = "fast"
-    passes: int = field(default=5, metadata=bounds(ge=0))
-    epochs: int = field(default=100, metadata=bounds(ge=1))
-    lr: float = field(default=30.0, metadata=bounds(gt=0))
-    milestones: list[int] = field(default_factory=list, metadata=bounds(ge=1))
-    weight_decay: float = field(default=0.0, metadata=bounds(ge=0))
-    batch_size: int = field(default=256, metadata=bounds(ge=1))
-    no_bias: bool = False
-    balanced: bool = False
-    repeat: int = field(default=1, metadata=bounds(ge=1))
-    decoupled: list[str] = field(default_factory=list)
+    image_size: int | None = field(default=None, metadata=bounds(ge=8))
     grouping: str = "default"
     class_set: str = field(default="", metadata=path_kind("file"))
     device: str = "auto"
     workers: int = field(default=0, metadata=bounds(ge=0))
-    seed: int = field(default=0, metadata=bounds(ge=0))
     out: str = field(default="", metadata=path_kind("out_dir"))
     quiet: bool = False
 
@@ -112,22 +148,11 @@ def validate_probe_job(job: ProbeJob) -> None:
     Raises:
         ConfigError: naming the key.
     """
-    from balfeat.errors import ConfigError
     from balfeat.evaluation.metrics import parse_grouping
 
-    p = job.probe
-    if any(b <= a for a, b in zip(p.milestones, p.milestones[1:], strict=False)):
-        raise ConfigError(f"probe.milestones must increase, got {p.milestones}")
-    if p.milestones and p.milestones[-1] >= p.epochs:
-        raise ConfigError(
-            f"probe.milestones {p.milestones}: every milestone must be below probe.epochs "
-            f"{p.epochs}"
-        )
-    bad = sorted(set(p.decoupled) - {"crt", "tau", "lws"})
-    if bad:
-        raise ConfigError(f"probe.decoupled: unknown {bad}; choose from crt, tau, lws")
+    job.probe.check("probe.")
     try:
-        parse_grouping(p.grouping)
+        parse_grouping(job.probe.grouping)
     except ValueError as err:
         raise ConfigError(f"probe.grouping: {err}") from None
 

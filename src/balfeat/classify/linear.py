@@ -15,90 +15,73 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from balfeat.errors import BalfeatError, TrainingError
+from balfeat.errors import BalfeatError, ConfigError, TrainingError
 from balfeat.schedules import ScheduleName, lr_factor
+from balfeat.typed_config import bounds
+from balfeat.typed_config.schema import check_fields
 
 
 @dataclass
 class ProbeConfig:
     """Hyper-parameters of a linear probe (defaults: MoCo's linear classification protocol).
 
+    Each value, default and range is declared here once: the probe job
+    (:class:`balfeat.classify.job.ProbeOptions`), a study's ``probes:`` entries
+    (:class:`balfeat.classify.job.ProbeSettings`) and the ``balfeat probe`` flags all derive from
+    these fields; a direct ``ProbeConfig(...)`` is checked against the same declarations.
+
     Attributes:
-        epochs: training epochs (reference 100).
-        lr: initial learning rate (reference 30, for features of an unnormalised backbone).
+        epochs: classifier training epochs (reference 100).
+        lr: initial learning rate (reference 30, MoCo's, for features of an unnormalised
+            self-supervised backbone; use ~0.1-1 for a supervised backbone or normalised features).
         momentum: SGD momentum.
         weight_decay: SGD weight decay (reference 0).
         milestones: epochs at which the lr is multiplied by ``gamma``; ``None`` scales the
-            reference's (60, 80) of 100 epochs to ``epochs``.
+            reference's (60, 80) of 100 epochs to ``epochs``; ``[]`` keeps the lr constant.
         gamma: lr factor at each milestone.
-        schedule: ``"step"`` (milestones) or ``"cosine"`` (cosine decay to 0 over ``epochs``).
-        batch_size: samples per step.
-        bias: learn a bias (``False`` is BalFeat's ``--no-bias`` option).
+        schedule: ``step`` (milestones) or ``cosine`` (cosine decay to 0 over ``epochs``).
+        batch_size: samples per step (reference 256).
+        bias: the classifier learns a bias (BalFeat's no-bias option turns it off).
         init_std: std of the normal initialisation of the weights.
         balanced: class-balanced sampling (pick a class uniformly, then ``repeat`` of its
-            samples) instead of one pass over the shuffled data per epoch.
-        repeat: samples of a class drawn together under balanced sampling.
+            samples) instead of one pass over the shuffled data per epoch; turn on for cRT-style
+            probes of long-tailed training sets.
+        repeat: balanced sampling: samples of a picked class drawn together.
         seed: seed of the initialisation and the sampling order.
         eval_every: validate every this many epochs (and always after the last one).
     """
 
-    epochs: int = 100
-    lr: float = 30.0
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    milestones: tuple[int, ...] | None = None
-    gamma: float = 0.1
-    schedule: str = "step"
-    batch_size: int = 256
+    epochs: int = field(default=100, metadata=bounds(ge=1))
+    lr: float = field(default=30.0, metadata=bounds(gt=0))
+    momentum: float = field(default=0.9, metadata=bounds(ge=0, lt=1))
+    weight_decay: float = field(default=0.0, metadata=bounds(ge=0))
+    milestones: list[int] | None = field(default=None, metadata=bounds(ge=1))
+    gamma: float = field(default=0.1, metadata=bounds(gt=0))
+    schedule: Literal["step", "cosine"] = "step"
+    batch_size: int = field(default=256, metadata=bounds(ge=1))
     bias: bool = True
-    init_std: float = 0.01
+    init_std: float = field(default=0.01, metadata=bounds(ge=0))
     balanced: bool = False
-    repeat: int = 1
-    seed: int = 0
-    eval_every: int = 1
+    repeat: int = field(default=1, metadata=bounds(ge=1))
+    seed: int = field(default=0, metadata=bounds(ge=0))
+    eval_every: int = field(default=1, metadata=bounds(ge=1))
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise BalfeatError(f"probe epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise BalfeatError(f"probe batch_size must be >= 1, got {self.batch_size}")
-        if self.schedule not in ("step", "cosine"):
-            raise BalfeatError(f"unknown probe schedule {self.schedule!r}; use 'step' or 'cosine'")
-        if self.repeat < 1:
-            raise BalfeatError(f"repeat must be >= 1, got {self.repeat}")
-        if self.eval_every < 1:
-            raise BalfeatError(f"probe eval_every must be >= 1, got {self.eval_every}")
-        if self.seed < 0:
-            raise BalfeatError(f"probe seed must be >= 0, got {self.seed}")
-        for name, low, high in (
-            ("lr", 0.0, math.inf),
-            ("gamma", 0.0, math.inf),
-            ("weight_decay", None, math.inf),
-            ("init_std", None, math.inf),
-            ("momentum", None, 1.0),
-        ):
-            value = float(getattr(self, name))
-            if (
-                not math.isfinite(value)
-                or value < 0
-                or (low is not None and value <= low)
-                or value >= high
-            ):
-                rule = {"lr": "> 0", "gamma": "> 0", "momentum": ">= 0 and < 1"}.get(name, ">= 0")
-                raise BalfeatError(f"probe {name} must be a finite number {rule}, got {value}")
-        if self.milestones is not None:
-            ms = list(self.milestones)
-            if any(isinstance(m, bool) or not isinstance(m, int) for m in ms):
-                raise BalfeatError(f"probe milestones must be integer epochs, got {ms}")
-            if ms != sorted(set(ms)) or (ms and ms[0] < 1):
-                raise BalfeatError(f"probe milestones {ms} must be increasing epochs >= 1")
+        check_fields(self, "probe ")  # types, choices and ranges, as the loader checks them
+        ms = self.milestones
+        if ms is not None and ms != sorted(set(ms)):
+            raise ConfigError(f"probe milestones {ms} must be increasing epochs >= 1")
+
+    def linear_config(self) -> ProbeConfig:
+        """The classifier's hyper-parameters alone (this class's fields of a subclass)."""
+        return ProbeConfig(**{f.name: getattr(self, f.name) for f in fields(ProbeConfig)})
 
     def resolved_milestones(self) -> tuple[int, ...]:
         """The lr milestones; the reference's (60, 80) of 100 epochs scaled to ``epochs``."""
@@ -119,7 +102,7 @@ class ProbeConfig:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict of the configuration."""
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(ProbeConfig)}
         d["milestones"] = list(self.resolved_milestones())
         return d
 

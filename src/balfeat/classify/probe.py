@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -50,11 +51,13 @@ __all__ = [
     "check_backbone_unchanged",
     "copy_classifier",
     "make_classifier",
+    "probe_decoupled",
     "probe_fast",
     "probe_reference",
     "probe_summary",
     "probe_unseen",
     "run_probe",
+    "short_summary",
     "snapshot_state",
     "train_linear_on_features",
 ]
@@ -79,6 +82,7 @@ def probe_fast(
     val_dataset: Dataset,
     num_classes: int,
     cfg: ProbeConfig | None = None,
+    *,
     device: torch.device | str | None = None,
     passes: int = 0,
     feature_batch_size: int = 256,
@@ -126,6 +130,7 @@ def probe_reference(
     val_dataset: Dataset,
     num_classes: int,
     cfg: ProbeConfig | None = None,
+    *,
     device: torch.device | str | None = None,
     num_workers: int = 0,
     log: Callable[[str], None] | None = None,
@@ -165,6 +170,7 @@ def run_probe(
     val_dataset: Dataset,
     num_classes: int,
     cfg: ProbeConfig | None = None,
+    *,
     protocol: str = "fast",
     device: torch.device | str | None = None,
     passes: int = 0,
@@ -174,26 +180,21 @@ def run_probe(
     """Dispatch to :func:`probe_fast` or :func:`probe_reference` by ``protocol``."""
     if protocol == "fast":
         return probe_fast(
-            backbone,
-            train_dataset,
-            val_dataset,
-            num_classes,
-            cfg,
-            device,
-            passes,
-            num_workers=num_workers,
-            log=log,
-        )
+            backbone, train_dataset, val_dataset, num_classes, cfg,
+            device=device, passes=passes, num_workers=num_workers, log=log,
+        )  # fmt: skip
     if protocol == "reference":
         return probe_reference(
-            backbone, train_dataset, val_dataset, num_classes, cfg, device, num_workers, log
-        )
+            backbone, train_dataset, val_dataset, num_classes, cfg,
+            device=device, num_workers=num_workers, log=log,
+        )  # fmt: skip
     raise BalfeatError(f"unknown probe protocol {protocol!r}; use 'fast' or 'reference'")
 
 
 def probe_summary(
     result: ProbeResult,
     train_counts: Sequence[int] | np.ndarray,
+    *,
     class_names: Sequence[str] | None = None,
     grouping: Any = None,
     cfg: ProbeConfig | None = None,
@@ -223,6 +224,7 @@ def probe_unseen(
     val_dataset: Dataset,
     class_set: Sequence[int],
     cfg: ProbeConfig | None = None,
+    *,
     protocol: str = "fast",
     device: torch.device | str | None = None,
     grouping: Any = None,
@@ -265,11 +267,60 @@ def probe_unseen(
     for name, classes in (("A", a), ("B", b)):
         tr, va = ClassSubset(train_dataset, classes), ClassSubset(val_dataset, classes)
         res = run_probe(
-            backbone, tr, va, len(classes), cfg, protocol, device, passes, num_workers, log
-        )
+            backbone, tr, va, len(classes), cfg,
+            protocol=protocol, device=device, passes=passes, num_workers=num_workers, log=log,
+        )  # fmt: skip
         names = [class_names[c] for c in classes] if class_names is not None else None
-        summary = probe_summary(res, counts[classes], names, grouping, cfg)
+        summary = probe_summary(res, counts[classes], class_names=names, grouping=grouping, cfg=cfg)
         for row in summary["per_class"]:
             row["class"] = classes[row["class"]]
         out[name] = summary
+    return out
+
+
+def short_summary(results: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of a results dict (top-1/5, many/medium/few, balancedness, ...)."""
+    keys = ("top1", "top5", "many", "medium", "few", "balancedness", "best_epoch", "protocol")
+    return {k: results[k] for k in keys if k in results}
+
+
+def probe_decoupled(
+    backbone: nn.Module,
+    train_dataset: Dataset,
+    val_dataset: Dataset,
+    result: ProbeResult,
+    cfg: ProbeConfig,
+    *,
+    methods: Sequence[str],
+    counts: Sequence[int] | np.ndarray,
+    names: Sequence[str],
+    grouping: Any,
+    device: torch.device,
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Decoupled classifiers (``methods`` from crt, tau, lws) on the probe's un-augmented
+    features, beside the probe's own ``result``: ``{name: short results}`` (tau: its sweep)."""
+    from balfeat.classify.decoupled import crt, lws, tau_sweep
+
+    seed = cfg.seed
+    xtr, ytr = extract_features(backbone, train_dataset, 256, device, 0, seed, num_workers, True)
+    xva, yva = extract_features(backbone, val_dataset, 256, device, 0, seed, num_workers, True)
+    num_classes = int(result.val_logits.shape[1])
+    out: dict[str, Any] = {}
+    if "crt" in methods:
+        r = crt(xtr, ytr, xva, yva, num_classes, cfg, device)
+        out["crt"] = short_summary(probe_summary(r, counts, class_names=names, grouping=grouping))
+    if "tau" in methods:
+        base = result.classifier
+        if cfg.balanced:  # tau-norm is applied to an instance-balanced classifier
+            plain = replace(cfg, balanced=False)
+            base = train_linear_on_features(
+                xtr, ytr, xva, yva, num_classes, plain, device
+            ).classifier
+        out["tau"] = tau_sweep(base, xva, yva, counts, grouping=grouping)
+    if "lws" in methods:
+        _, r = lws(
+            result.classifier, xtr, ytr, xva, yva, replace(cfg, lr=0.2, milestones=None), device
+        )
+        out["lws"] = short_summary(probe_summary(r, counts, class_names=names, grouping=grouping))
     return out

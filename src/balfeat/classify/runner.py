@@ -9,6 +9,7 @@ protocol (or the unseen-class protocol) and the decoupled variants, writes ``res
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -272,47 +273,18 @@ def build_model(args: Any) -> tuple[Any, dict[str, Any]]:
 def run_probe_job(args: Any) -> list[str]:
     """Run a probe from :class:`~balfeat.classify.job.ProbeOptions` (``args``); write its results
     into ``args.out`` and return the summary lines to print."""
-    lines: list[str] = []
-    import dataclasses
-
     import torch
 
-    from balfeat.classify.decoupled import crt, lws, tau_sweep
-    from balfeat.classify.features import extract_features
-    from balfeat.classify.probe import (
-        ProbeConfig,
-        probe_summary,
-        probe_unseen,
-        run_probe,
-        train_linear_on_features,
-    )
+    from balfeat.classify.probe import probe_decoupled, probe_summary, run_probe
     from balfeat.device import default_device
-    from balfeat.errors import ConfigError
-    from balfeat.evaluation.metrics import format_summary, parse_grouping, write_results
+    from balfeat.evaluation.metrics import parse_grouping, write_results
+    from balfeat.provenance import provenance
 
     grouping = parse_grouping(args.grouping)
-    milestones = tuple(args.milestones) if args.milestones else None
-    if milestones and milestones[-1] >= args.epochs:
-        raise ConfigError(
-            f"--milestones {','.join(map(str, milestones))}: every milestone must be below "
-            f"--epochs {args.epochs}"
-        )
+    args.check("probe.")  # relations between values, as the job loader checks them
     out = Path(args.out)
     check_writable(out)  # before minutes of feature extraction, not after
-    cfg = ProbeConfig(
-        epochs=args.epochs,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        milestones=milestones,
-        batch_size=args.batch_size,
-        bias=not args.no_bias,
-        balanced=args.balanced,
-        repeat=args.repeat,
-        seed=args.seed,
-    )
-    decoupled = list(args.decoupled)
-    if decoupled and args.protocol != "fast":
-        raise ConfigError("--decoupled runs on cached features: use it with --protocol fast")
+    cfg = args.linear_config()
     device = default_device(args.device)
     torch.manual_seed(args.seed)
     backbone, info = build_model(args)
@@ -322,8 +294,6 @@ def run_probe_job(args: Any) -> list[str]:
     counts, group_source = group_counts(args, info, probe_counts)
     train_ds = tr_aug if (args.protocol == "reference" or args.passes > 0) else tr
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    from balfeat.provenance import provenance
-
     meta = {
         "checkpoint": info.get("checkpoint"),
         "backbone": info["arch"],
@@ -335,78 +305,24 @@ def run_probe_job(args: Any) -> list[str]:
         "provenance": provenance(device=device, seed=args.seed),
         "probe_job": dataclasses.asdict(args),
     }
-
+    how = {
+        "protocol": args.protocol,
+        "device": device,
+        "passes": args.passes,
+        "num_workers": args.workers,
+        "log": log,
+    }
     if args.class_set:
-        a = read_class_set_labels(args.class_set, names)
-        both = probe_unseen(
-            backbone,
-            train_ds,
-            va,
-            a,
-            cfg,
-            args.protocol,
-            device,
-            grouping,
-            names,
-            args.passes,
-            args.workers,
-            log,
-        )
-        both.update(meta)
-        write_results(out / "A", both["A"])
-        write_results(out / "B", both["B"])
-        atomic_write_text(out / "unseen.json", json.dumps(_headline(both), indent=2) + "\n")
-        for key in ("A", "B"):
-            lines.append(f"== class set {key} ({len(both['classes_' + key])} classes)")
-            lines.append(format_summary(both[key]))
-        return lines
+        return _run_unseen(args, backbone, train_ds, va, names, cfg, how, grouping, meta)
 
-    res = run_probe(
-        backbone,
-        train_ds,
-        va,
-        num_classes,
-        cfg,
-        args.protocol,
-        device,
-        args.passes,
-        args.workers,
-        log,
-    )
-    results = probe_summary(res, counts, names, grouping, cfg)
+    res = run_probe(backbone, train_ds, va, num_classes, cfg, **how)
+    results = probe_summary(res, counts, class_names=names, grouping=grouping, cfg=cfg)
     results.update(meta)
-    if decoupled:
-        xtr, ytr = extract_features(backbone, tr, 256, device, 0, args.seed, args.workers, True)
-        xva, yva = extract_features(backbone, va, 256, device, 0, args.seed, args.workers, True)
-        extra: dict[str, Any] = {}
-        if "crt" in decoupled:
-            r = crt(xtr, ytr, xva, yva, num_classes, cfg, device)
-            extra["crt"] = _short(probe_summary(r, counts, names, grouping))
-        if "tau" in decoupled:
-            base = res.classifier
-            if args.balanced:  # tau-norm is applied to an instance-balanced classifier
-                base = train_linear_on_features(
-                    xtr,
-                    ytr,
-                    xva,
-                    yva,
-                    num_classes,
-                    dataclasses.replace(cfg, balanced=False),
-                    device,
-                ).classifier
-            extra["tau"] = tau_sweep(base, xva, yva, counts, grouping=grouping)
-        if "lws" in decoupled:
-            _, r = lws(
-                res.classifier,
-                xtr,
-                ytr,
-                xva,
-                yva,
-                dataclasses.replace(cfg, lr=0.2, milestones=None),
-                device,
-            )
-            extra["lws"] = _short(probe_summary(r, counts, names, grouping))
-        results["decoupled"] = extra
+    if args.decoupled:
+        results["decoupled"] = probe_decoupled(
+            backbone, tr, va, res, cfg, methods=args.decoupled, counts=counts, names=names,
+            grouping=grouping, device=device, num_workers=args.workers,
+        )  # fmt: skip
     write_results(out, results)
     atomic_save(
         {
@@ -423,103 +339,55 @@ def run_probe_job(args: Any) -> list[str]:
         },
         out / "probe.pth",
     )
-    lines.append(
+    return _summary_lines(args, info, res, results, epochs=cfg.epochs)
+
+
+def _run_unseen(
+    args: Any,
+    backbone: Any,
+    train_ds: Any,
+    va: Any,
+    names: list[str],
+    cfg: Any,
+    how: dict[str, Any],
+    grouping: Any,
+    meta: dict[str, Any],
+) -> list[str]:
+    """The unseen-class protocol of ``--class-set``: set A and its complement B, each probed."""
+    from balfeat.classify.probe import probe_unseen, short_summary
+    from balfeat.evaluation.metrics import format_summary, write_results
+
+    out = Path(args.out)
+    a = read_class_set_labels(args.class_set, names)
+    both = probe_unseen(backbone, train_ds, va, a, cfg, grouping=grouping, class_names=names, **how)
+    both.update(meta)
+    write_results(out / "A", both["A"])
+    write_results(out / "B", both["B"])
+    headline = {k: v for k, v in both.items() if k not in ("A", "B")}
+    headline.update(A=short_summary(both["A"]), B=short_summary(both["B"]))
+    atomic_write_text(out / "unseen.json", json.dumps(headline, indent=2) + "\n")
+    lines: list[str] = []
+    for key in ("A", "B"):
+        lines.append(f"== class set {key} ({len(both['classes_' + key])} classes)")
+        lines.append(format_summary(both[key]))
+    return lines
+
+
+def _summary_lines(
+    args: Any, info: dict[str, Any], res: Any, results: dict[str, Any], *, epochs: int
+) -> list[str]:
+    from balfeat.evaluation.metrics import format_summary
+
+    out = Path(args.out)
+    lines = [
         f"{args.protocol} probe of {args.checkpoint or 'random init'} ({info['arch']}), "
-        f"best epoch {res.best_epoch}/{cfg.epochs}, {res.seconds:.1f}s"
-    )
-    lines.append(format_summary(results))
+        f"best epoch {res.best_epoch}/{epochs}, {res.seconds:.1f}s",
+        format_summary(results),
+    ]
     for k, v in results.get("decoupled", {}).items():
         if k == "tau":
             lines.append(f"tau-norm: best tau {v['best_tau']} top1 {v['best_top1']:.2f}")
         else:
             lines.append(f"{k}: top1 {v['top1']:.2f}")
     lines.append(f"wrote {out / 'results.json'}, {out / 'per_class.csv'}, {out / 'probe.pth'}")
-    return lines
-
-
-def _short(results: dict[str, Any]) -> dict[str, Any]:
-    keys = ("top1", "top5", "many", "medium", "few", "balancedness", "best_epoch", "protocol")
-    return {k: results[k] for k in keys if k in results}
-
-
-def _headline(both: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in both.items() if k not in ("A", "B")}
-    out["A"] = _short(both["A"])
-    out["B"] = _short(both["B"])
-    return out
-
-
-def evaluate_saved_probe(
-    probe: str,
-    out_dir: str | None = None,
-    grouping: str = "default",
-    group_counts_file: str | None = None,
-    tau: bool = False,
-) -> list[str]:
-    """``balfeat evaluate``: the metrics of a saved probe's validation logits, again.
-
-    Args:
-        probe: ``probe.pth`` or the probe's output folder.
-        out_dir: where results go (default ``PROBE_DIR/evaluate``; the probe's own folder is
-            refused so its results are never replaced).
-        grouping: many/medium/few rule.
-        group_counts_file: per-class counts (split or counts file) defining the groups
-            (default: those the probe used).
-        tau: add a tau-normalisation sweep.
-
-    Returns:
-        The summary lines to print.
-    """
-    import torch
-
-    from balfeat.classify.decoupled import tau_sweep_from_logits
-    from balfeat.errors import CheckpointError, ConfigError
-    from balfeat.evaluation.metrics import evaluate, format_summary, write_results
-
-    lines: list[str] = []
-    path = Path(probe)
-    if path.is_dir():
-        path = path / "probe.pth"
-    if not path.is_file():
-        raise CheckpointError(f"{str(path)!r} does not exist; pass the probe.pth of a probe run")
-    out = Path(out_dir) if out_dir else path.parent / "evaluate"
-    if out.resolve() == path.parent.resolve():
-        raise ConfigError(
-            f"--out {str(out)!r} is the probe's own folder: evaluate would replace the "
-            "probe's results.json (and its cRT/tau/LWS results); choose another --out"
-        )
-    try:  # a truncated or foreign file fails inside torch/pickle with many exception types
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        logits, labels = saved["val_logits"], saved["val_labels"]
-        counts = saved["train_counts"]
-    except Exception as err:
-        raise CheckpointError(
-            f"{str(path)!r} is not a readable balfeat probe.pth ({type(err).__name__}: {err}); "
-            "pass the probe.pth a `balfeat probe` run wrote"
-        ) from None
-    source = saved.get("group_source", "the counts the probe used")
-    if group_counts_file:
-        counts = torch.as_tensor(
-            read_class_counts(group_counts_file, len(counts), "--group-counts")
-        )
-        source = f"--group-counts {group_counts_file}"
-    results = evaluate(
-        logits.numpy(), labels.numpy(), counts.numpy(), saved.get("class_names"), grouping
-    )
-    results["group_source"] = source
-    results.update(saved.get("meta", {}))
-    results.update(
-        protocol=saved.get("protocol"),
-        best_epoch=saved.get("best_epoch"),
-        config=saved.get("config"),
-        probe=str(path),
-    )
-    if tau:
-        results["tau"] = tau_sweep_from_logits(saved, grouping, counts.numpy())
-    write_results(out, results)
-    lines.append(format_summary(results))
-    if tau:
-        for row in results["tau"]["sweep"]:
-            lines.append(f"tau {row['tau']:.1f}: top1 {row['top1']:.2f}")
-    lines.append(f"wrote {out / 'results.json'}, {out / 'per_class.csv'}")
     return lines

@@ -7,16 +7,22 @@ import os
 import time
 
 from balfeat.cli.argtypes import path_of
+from balfeat.cli.groups import add_group
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``balfeat data`` with its ``fetch`` and ``info`` subcommands."""
-    parser = subparsers.add_parser(
+    sub = add_group(
+        subparsers,
         "data",
         help="find or fetch datasets (Fashion-MNIST via apt, no other network access)",
         description="Find or fetch datasets and show where they are.",
     )
-    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    _add_fetch(sub)
+    _add_info(sub)
+
+
+def _add_fetch(sub: argparse._SubParsersAction) -> None:
     fetch = sub.add_parser(
         "fetch",
         help="make sure a dataset is available locally and print where it is",
@@ -34,6 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "and the cache, then fetch); set it to use a copy of your own",
     )
     fetch.set_defaults(func=run_fetch)
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
     info = sub.add_parser(
         "info",
         help="where the data and the cache are, without fetching",

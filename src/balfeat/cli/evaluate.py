@@ -57,10 +57,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate; returns the exit code."""
-    from balfeat.classify.runner import evaluate_saved_probe
+    from balfeat.classify.evaluate import evaluate_saved_probe
 
     lines = evaluate_saved_probe(
-        args.probe, args.out, args.grouping, args.group_counts, args.tau_sweep
+        args.probe,
+        out_dir=args.out,
+        grouping=args.grouping,
+        group_counts_file=args.group_counts,
+        tau=args.tau_sweep,
     )
     for line in lines:
         print(line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -128,16 +129,42 @@ def _one_line(err: BaseException) -> str:
     return " ".join(text.split())
 
 
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.-]*=")
+
+
+def _late_overrides(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """Take ``KEY=VALUE`` items that argparse left over into the command's overrides.
+
+    argparse reads a run of positionals once: in ``balfeat pretrain --quiet a=1 --resume b=2``
+    the ``b=2`` after an option is left over. A command with a ``KEY=VALUE`` list takes them in
+    command-line order (they all follow the first run); returns what is still unrecognized.
+    """
+    if not isinstance(getattr(args, "overrides", None), list):
+        return extra
+    late = [e for e in extra if _OVERRIDE.match(e)]
+    if late:
+        args.overrides = [*args.overrides, *late]
+    return [e for e in extra if e not in late]
+
+
+def _reorder_hint(args: argparse.Namespace, extra: list[str]) -> str:
+    """A hint for leftovers that look like ``KEY=VALUE`` on a command that takes none."""
+    if any(_OVERRIDE.match(e) for e in extra) and not hasattr(args, "overrides"):
+        return "; this command takes no KEY=VALUE overrides (see its --help for its options)"
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; returns the process exit code."""
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
+        extra = _late_overrides(args, extra)
         if extra:
             # Name the subcommand in the error, not the top-level ``balfeat``.
             progs = {p.prog: p for p in _all_parsers(parser)}
             owner = progs.get(getattr(args, "_balfeat_prog", ""), parser)
-            owner.error(f"unrecognized arguments: {' '.join(extra)}")
+            owner.error(f"unrecognized arguments: {' '.join(extra)}{_reorder_hint(args, extra)}")
     except SystemExit as stop:  # a usage error (2) or --help/--version (0): return the code
         return stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 2
     if not getattr(args, "func", None):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from balfeat.cli.argtypes import float_in, int_in, path_of
+from balfeat.cli.groups import add_group
 from balfeat.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -21,12 +22,12 @@ PATTERN_FIELDS = {"a": "10*alpha rounded, e.g. 8", "alpha": "alpha as given, e.g
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``balfeat splits`` with its ``stats`` and ``make`` subcommands."""
-    parser = subparsers.add_parser(
+    sub = add_group(
+        subparsers,
         "splits",
         help="inspect split files and make splits of controlled imbalance",
         description="Inspect split files (one 'path label' per line) and make new ones.",
     )
-    sub = parser.add_subparsers(dest="splits_command", metavar="SUBCOMMAND")
 
     stats = sub.add_parser(
         "stats",

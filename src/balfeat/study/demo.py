@@ -32,7 +32,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from balfeat.study.spec import FamilySpec, StudySpec
+from balfeat.study.spec import FamilySpec, StudySpec, study_probe
 
 #: The queue methods' shared settings (MoCo v2 and KCL differ only in KCL's positives).
 _QUEUE = {"K": 4096, "m": 0.99, "T": 0.2, "mlp": True, "dim": 64, "bn_splits": 2}
@@ -104,7 +104,7 @@ def demo_spec(
         grouping="thirds",
         base=base,
         methods=copy.deepcopy(DEMO_METHODS),
-        probes={"fast": {"epochs": 60, "lr": 5.0, "schedule": "cosine", "batch_size": 256}},
+        probes={"fast": study_probe(epochs=60, lr=5.0, schedule="cosine", batch_size=256)},
         description=DESCRIPTION,
         knn_every=1,
     )
@@ -117,7 +117,7 @@ def demo_spec(
         for m in spec.methods.values():
             if "K" in m["method"]:
                 m["method"]["K"] = 8192
-        spec.probes["fast"]["epochs"] = 100
+        spec.probes["fast"].epochs = 100
     if tiny:
         spec.family.total = 300
         spec.probe_per_class = 20
@@ -130,5 +130,5 @@ def demo_spec(
             if "K" in m["method"]:
                 m["method"]["K"] = 64
                 m["method"]["bn_splits"] = 2
-        spec.probes["fast"]["epochs"] = 5
+        spec.probes["fast"].epochs = 5
     return spec

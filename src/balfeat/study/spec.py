@@ -22,8 +22,13 @@ imbalance set x probe) cells, each run for every seed::
     methods:                          # method id: config mapping merged over base
       sl: {method: {name: sl}, data: {augmentation: supervised}, optim: {base_lr: 0.1}}
       moco_v2: {method: {name: moco_v2, K: 4096}}
-    probes:                           # protocol name: balfeat.classify.probe.ProbeConfig fields
-      fast: {epochs: 30, lr: 1.0, schedule: cosine}
+    probes:                           # probe label: balfeat.classify.job.ProbeSettings fields
+      fast: {epochs: 30, lr: 1.0, schedule: cosine}   # protocol: fast (the default), passes: 0
+
+A probe's name is its label (its results folder and table row); what it runs is its fields, the
+``protocol`` among them: a probe named ``reference`` without ``protocol: reference`` runs the fast
+protocol, and its results say so. The study's probe training set is its balanced in-memory images
+without augmentation, so ``passes`` is 0 there (another pass would repeat the first).
 
 A file may start with ``defaults: [other_study.yaml]`` (layered, as every balfeat config).
 
@@ -47,8 +52,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from balfeat.classify.job import ProbeSettings
 from balfeat.errors import BalfeatError, ConfigError
-from balfeat.typed_config import bounds, load_typed, parse_override, path_kind
+from balfeat.typed_config import bounds, entries, load_typed, parse_override, path_kind
 
 StudyDataset = Literal["fashion-mnist", "synthetic", "array"]
 
@@ -73,6 +79,12 @@ class FamilySpec:
     )
 
 
+def study_probe(**values: Any) -> ProbeSettings:
+    """A study's probe: :class:`ProbeSettings` with no augmented passes (the study's probe images
+    are not augmented) and ``values``."""
+    return ProbeSettings(**{"passes": 0, **values})
+
+
 @dataclass
 class StudySpec:
     """A parsed study file (see the module docstring for the YAML form).
@@ -93,7 +105,8 @@ class StudySpec:
             groups; ``""`` = the counts of the most imbalanced set of the family.
         base: pre-training config mapping for every cell.
         methods: method id -> pre-training config mapping merged over ``base``.
-        probes: probe name -> ``ProbeConfig`` fields.
+        probes: probe label -> its :class:`~balfeat.classify.job.ProbeSettings` (see
+            :func:`study_probe`); the label names the results, the fields decide the run.
         synthetic_size: images of the synthetic dataset.
         image_size: side of the synthetic images.
         knn_every: epochs between online kNN evaluations during pre-training (0 = off).
@@ -115,7 +128,9 @@ class StudySpec:
     groups: str = field(default="", metadata=path_kind("file"))
     base: dict[str, Any] = field(default_factory=dict)
     methods: dict[str, Any] = field(default_factory=dict)
-    probes: dict[str, Any] = field(default_factory=lambda: {"fast": {}})
+    probes: dict[str, ProbeSettings] = field(
+        default_factory=lambda: {"fast": study_probe()}, metadata=entries(study_probe)
+    )
     synthetic_size: int = field(default=2000, metadata=bounds(ge=1))
     image_size: int = field(default=28, metadata=bounds(ge=8))
     knn_every: int = field(default=0, metadata=bounds(ge=0))
@@ -146,7 +161,6 @@ def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
     Raises:
         ConfigError: naming the study key.
     """
-    import difflib
 
     from balfeat.engine.config import overrides_for
 
@@ -181,27 +195,18 @@ def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
         parse_grouping(spec.grouping)
     except BalfeatError as err:
         raise ConfigError(f"grouping: {err}") from None
-    from balfeat.classify.probe import ProbeConfig
-
-    probe_fields = set(ProbeConfig.__dataclass_fields__)
-    for pname, pkw in spec.probes.items():
-        if pkw is None:
-            spec.probes[pname] = pkw = {}
-        if not isinstance(pkw, Mapping):
-            raise ConfigError(f"probes.{pname} must be a mapping of probe options")
-        for k in pkw:
-            if k not in probe_fields:
-                close = difflib.get_close_matches(str(k), sorted(probe_fields), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(f"unknown probe option probes.{pname}.{k}{hint}")
-        try:  # the values too, before any folder is written
-            pcfg = ProbeConfig(**dict(pkw))
-        except (BalfeatError, TypeError) as err:
-            raise ConfigError(f"probes.{pname}: {err}") from None
-        if pcfg.milestones and max(pcfg.milestones) >= pcfg.epochs:  # as balfeat probe does
+    spec.probes = typed_probes(spec.probes)
+    for pname, probe in spec.probes.items():
+        probe.check(f"probes.{pname}.")
+        if probe.passes:
             raise ConfigError(
-                f"probes.{pname}: milestones {list(pcfg.milestones)} must lie below epochs="
-                f"{pcfg.epochs}; a later one would never be reached"
+                f"probes.{pname}.passes={probe.passes}: a study's probe images are not augmented, "
+                "so every pass would be the same; leave passes at 0"
+            )
+        if probe.decoupled:
+            raise ConfigError(
+                f"probes.{pname}.decoupled: a study runs no decoupled classifiers; use "
+                "`balfeat probe --decoupled` on a cell's checkpoint"
             )
     used: set[str] = set()
     for where, mapping in [("base", spec.base)] + [
@@ -227,6 +232,36 @@ def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
             f"override {unused[0]!r}: none of the study's methods ({', '.join(spec.methods)}) "
             f"has the parameter {key!r}"
         )
+
+
+def typed_probes(probes: Mapping[str, Any]) -> dict[str, ProbeSettings]:
+    """Each probe as :class:`ProbeSettings`; a plain mapping (a spec built in Python) is read as
+    its fields over :func:`study_probe`'s defaults.
+
+    Raises:
+        ConfigError: an unknown key (with the closest one) or a bad value, naming the probe.
+    """
+    import difflib
+
+    out: dict[str, ProbeSettings] = {}
+    for pname, pkw in probes.items():
+        if isinstance(pkw, ProbeSettings):
+            out[pname] = pkw
+            continue
+        if pkw is not None and not isinstance(pkw, Mapping):
+            raise ConfigError(f"probes.{pname} must be a mapping of probe options")
+        values = dict(pkw or {})
+        known = sorted(ProbeSettings.__dataclass_fields__)
+        for k in values:
+            if k not in known:
+                close = difflib.get_close_matches(str(k), known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"unknown probe option probes.{pname}.{k}{hint}")
+        try:  # the values too, before any folder is written
+            out[pname] = study_probe(**values)
+        except BalfeatError as err:
+            raise ConfigError(f"probes.{pname}: {err}") from None
+    return out
 
 
 #: Characters of a method, set or probe name: each becomes part of a folder name.

@@ -37,7 +37,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from balfeat.data.prepare import subset_by_counts
 from balfeat.data.splits import read_class_counts
 from balfeat.errors import ConfigError, DataError
 from balfeat.study.spec import StudySpec, load_study, study_from_mapping
+from balfeat.typed_config import to_dict
 
 __all__ = ["StudySpec", "load_study", "run_study", "study_from_mapping", "subset_by_counts"]
 
@@ -572,7 +573,7 @@ def run_cell(
     """
     from torch import nn
 
-    from balfeat.classify.probe import ProbeConfig, probe_fast
+    from balfeat.classify.probe import run_probe
     from balfeat.data.datasets import ArrayDataset
     from balfeat.engine import build
     from balfeat.engine.checkpoint import find_last_checkpoint
@@ -619,12 +620,13 @@ def run_cell(
     device = next(backbone.parameters()).device
     knn_seconds = sum(getattr(cb, "seconds", 0.0) for cb in callbacks)
     rows: list[Row] = []
-    for protocol, pkw in spec.probes.items():
-        kw = dict(pkw or {})
-        kw["seed"] = s
-        pcfg = ProbeConfig(**kw)
+    for protocol, probe in spec.probes.items():  # the name labels the results; fields decide
+        pcfg = replace(probe.linear_config(), seed=s)
         pcfg.eval_every = pcfg.epochs  # evaluate once, after the last epoch: no test-set selection
-        res = probe_fast(backbone, probe_ds, test_ds, data.num_classes, pcfg, device=device)
+        res = run_probe(
+            backbone, probe_ds, test_ds, data.num_classes, pcfg,
+            protocol=probe.protocol, device=device,
+        )  # fmt: skip
         results = _cell_results(
             cd,
             data,
@@ -634,7 +636,7 @@ def run_cell(
             protocol,
             res.val_logits.numpy(),
             res.val_labels.numpy(),
-            probe=pcfg.as_dict(),
+            probe={**pcfg.as_dict(), "protocol": probe.protocol},
             epochs=pcfg.epochs,
             pretrain_summary=summary,
             knn_seconds=knn_seconds,
@@ -807,7 +809,7 @@ def run_study(
         cdir = cell_dir(out, m, s, seed)
         record = {
             "config": config_to_dict(cell_config(spec, m, overrides or [])),
-            "probes": {p: dict(kw or {}) for p, kw in spec.probes.items()},
+            "probes": {p: to_dict(probe) for p, probe in spec.probes.items()},
         }
         added = _check_cell(cdir, record, m, s)
         if (m, s, seed) not in todo:

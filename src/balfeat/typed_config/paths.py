@@ -1,0 +1,75 @@
+"""Path fields: each declares its kind (``metadata=path_kind(...)``), checked before work starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from balfeat.errors import ConfigError
+
+
+def check_paths(cfg: Any, prefix: str = "") -> None:
+    """Check every path field of a dataclass tree against its declared kind; "" is not checked.
+
+    Raises:
+        ConfigError: naming the key, the path and what is wrong with it.
+    """
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_paths(value, prefix + f.name + ".")
+            continue
+        if isinstance(value, dict):  # the entries of a dict[str, Dataclass]
+            for name, sub in value.items():
+                if dataclasses.is_dataclass(sub):
+                    check_paths(sub, f"{prefix}{f.name}.{name}.")
+            continue
+        kind = f.metadata.get("path")
+        if kind and isinstance(value, str) and value:
+            check_path(prefix + f.name, value, kind)
+
+
+def check_path(key: str, value: str, kind: str) -> None:
+    """Check one path ``value`` of option ``key`` against ``kind`` (see :func:`path_kind`)."""
+    p = Path(value)
+    if kind == "file":
+        if p.is_dir():
+            raise ConfigError(f"{key}: {value!r} is a directory, expected a file")
+        if not p.is_file():
+            raise ConfigError(f"{key}: file {value!r} does not exist; check the path")
+        if not os.access(p, os.R_OK):
+            raise ConfigError(f"{key}: file {value!r} is not readable")
+    elif kind == "dir":
+        if p.is_file():
+            raise ConfigError(f"{key}: {value!r} is a file, expected a directory")
+        if not p.is_dir():
+            raise ConfigError(f"{key}: directory {value!r} does not exist; check the path")
+    elif kind == "file_or_dir":
+        if not p.exists():
+            raise ConfigError(f"{key}: {value!r} does not exist; check the path")
+    elif kind == "new_file":
+        if p.is_dir():
+            raise ConfigError(f"{key}: {value!r} is a directory, expected a file path to write")
+        check_writable_dir(key, p.parent if str(p.parent) else Path("."))
+    elif kind == "out_dir":
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"{key}: {value!r} is a file, expected a directory to write into")
+        check_writable_dir(key, p)
+    else:  # pragma: no cover - programming error
+        raise ValueError(f"unknown path kind {kind!r}")
+
+
+def check_writable_dir(key: str, d: Path) -> None:
+    """Raise ConfigError unless ``d`` exists as a writable directory or could be created."""
+    probe = d
+    while not probe.exists():
+        parent = probe.parent
+        if parent == probe:
+            break
+        probe = parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"{key}: cannot create {str(d)!r}: {str(probe)!r} is a file")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: {str(probe)!r} is not writable; choose another location")
