@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from method_standins import TinyBackbone
 
 from balfeat.errors import BalfeatError
-from balfeat.methods import METHODS, KCL, MethodBase, MoCo, Supervised, get_method, method_names
+from balfeat.methods import KCL, METHODS, MethodBase, MoCo, Supervised, get_method, method_names
 from balfeat.methods.params import KCLParams, MoCoV2Params
 from balfeat.study.plots import method_label
 from balfeat.study.study import method_has_classifier
-from method_standins import TinyBackbone
 
 BUILTIN = {
     "sl", "moco_v1", "moco_v2", "kcl", "supcon", "supcon_inbatch", "paco", "gpaco", "bcl", "tsc",
@@ -36,7 +36,8 @@ def test_methods_is_complete_on_first_import() -> None:
 @pytest.mark.parametrize("module", ["params", "kcl"])
 def test_any_methods_module_imports_first_in_a_fresh_interpreter(module: str) -> None:
     """No import order matters: each module imports alone (a cycle would fail one of them)."""
-    code = f"import balfeat.methods.{module}; from balfeat.methods import METHODS; print(len(METHODS))"
+    code = f"import balfeat.methods.{module}; from balfeat.methods import METHODS; "
+    code += "print(len(METHODS))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
     )
