@@ -157,3 +157,17 @@ def test_a_method_is_built_from_its_params_or_from_keywords() -> None:
         KCL(TinyBackbone(), params=MoCoV2Params())  # type: ignore[arg-type]
     with pytest.raises(BalfeatError, match=r"KCL argument T must be > 0, got 0"):
         KCL(TinyBackbone(), params=KCLParams(K=32, T=0))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("name", "T", "mlp"), [("moco_v1", 0.07, False), ("moco_v2", 0.2, True)])
+def test_show_config_prints_each_moco_version_its_own_defaults(
+    name: str, T: float, mlp: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``balfeat pretrain --show-config method.name=moco_v1`` no longer prints v2's T and head."""
+    import yaml
+
+    from balfeat.cli.main import main
+
+    assert main(["pretrain", "--show-config", f"method.name={name}"]) == 0
+    method = yaml.safe_load(capsys.readouterr().out)["method"]
+    assert (method["T"], method["mlp"]) == (T, mlp)
