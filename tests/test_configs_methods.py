@@ -25,7 +25,8 @@ INAT_PROBES = [p for p in _PROBE_FILES if p.name.endswith("_on-inat-val.yaml")]
 
 # docs/methods-recipes.md: the authors' values each recipe must hold (ImageNet-LT / iNat).
 PUBLISHED = {
-    "supcon": {"K": 65536, "T": 0.2},  # the KCL recipe's values (no published SupCon-queue run)
+    # the TSC authors' SupCon-queue script: main_moco_supcon_imba.py:90,94 defaults, README:56 --mlp
+    "supcon": {"K": 65536, "T": 0.07, "mlp": True, "dim": 128},
     "tsc": {"posk": 6, "target_weight": 0.2, "dim": 128, "T": 0.07, "K": 65536},
     # head_bn: PaCo/LT/moco/builder.py:50 and BCL's models/resnext.py:291,301 have a BatchNorm1d
     # in the MLP head, GPaCo/LT/moco/builder.py:47 has none

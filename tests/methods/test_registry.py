@@ -15,7 +15,7 @@ from balfeat.engine import build
 from balfeat.engine.config import load_config, overrides_for
 from balfeat.engine.trainer import Trainer
 from balfeat.errors import ConfigError
-from balfeat.methods import METHODS, Method, get_method, method_names
+from balfeat.methods import METHODS, Method, constructor_fields, get_method, method_names
 
 TOY_MODULE = '''
 """A toy method: mean-squared feature norm; registered by importing this module."""
@@ -131,7 +131,23 @@ def test_every_parameter_reaches_its_constructor() -> None:
         cls = getattr(entry.build, "method_class", None)
         assert cls is not None, f"{name}: built by from_constructor"
         check_constructor(name, cls, entry.params)  # raises on a field the constructor lacks
-        assert set(constructor_fields(entry.params)) <= set(inspect.signature(cls).parameters)
+        # the constructor reads the dataclass it is registered with (or that one's base
+        # without further fields): every field reaches it, none is dropped
+        assert "params" in inspect.signature(cls).parameters, name
+        assert issubclass(entry.params, cls.params_type), name
+        assert constructor_fields(entry.params) == constructor_fields(cls.params_type), name
+
+
+def test_a_setting_is_declared_once_in_its_dataclass() -> None:
+    """No built-in constructor restates a setting as an argument with a default of its own."""
+    for name in method_names():
+        cls = get_method(name).build.method_class  # type: ignore[attr-defined]
+        own = set(inspect.signature(cls).parameters) & set(constructor_fields(cls.params_type))
+        assert not own, f"{cls.__name__} restates {sorted(own)}; read them from params"
+        for base in cls.__mro__:  # nor does a base class between it and MethodBase
+            if "__init__" in vars(base) and base.__module__.startswith("balfeat.methods"):
+                args = set(inspect.signature(base.__init__).parameters)
+                assert not args & {"dim", "K", "m", "T", "mlp"}, base.__name__
 
 
 def test_a_parameter_the_constructor_lacks_is_refused_at_registration() -> None:

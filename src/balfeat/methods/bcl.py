@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,10 +38,10 @@ from torch import nn
 
 from balfeat import distributed
 from balfeat.losses.bcl import bcl_loss, logit_adjusted_ce
-from balfeat.methods import from_constructor, register
 from balfeat.methods._gather import gather_rows
+from balfeat.methods.base import from_constructor, register, resolve_params
 from balfeat.methods.paco import HeadClassifier
-from balfeat.methods.params import HeadParams, check_arguments
+from balfeat.methods.params import HeadParams
 from balfeat.models.backbones import Backbone
 from balfeat.models.heads import make_head
 from balfeat.typed_config import bounds
@@ -49,6 +50,9 @@ from balfeat.typed_config import bounds
 @dataclass
 class BCLParams(HeadParams):
     """``bcl``: the ``method`` section of BCL (Zhu et al. 2022, Eq. 9).
+
+    Head fields with the authors' values (``dim`` 1024: their ``--feat_dim``; T 0.07; MLP
+    heads), and:
 
     Attributes:
         ce_weight: ``λ``, weight of the logit-adjusted cross-entropy branch (authors: 1.0).
@@ -61,6 +65,8 @@ class BCLParams(HeadParams):
     """
 
     name: str = "bcl"
+    dim: int = field(default=1024, metadata=bounds(ge=1))
+    mlp: bool = True
     ce_weight: float = field(default=1.0, metadata=bounds(ge=0))
     bcl_weight: float = field(default=0.35, metadata=bounds(ge=0))
     cosine_classifier: bool = True
@@ -101,41 +107,35 @@ class BCL(HeadClassifier):
     Args:
         backbone: the encoder trunk.
         num_classes: C.
-        dim: contrastive feature size (authors, ImageNet-LT: 1024).
-        T: temperature (authors: 0.07).
-        mlp: MLP projection and prototype heads (authors: MLP).
-        ce_weight: ``λ`` (authors: 1.0).
-        bcl_weight: ``μ`` (authors: 0.35).
-        cosine_classifier: ``fc`` is a :class:`CosineClassifier` (authors' default) instead of
-            a linear layer.
-        head_bn: ``Linear-BN-ReLU-Linear`` for ``head`` and ``proto_head`` (the authors'
-            heads; needs ``mlp``). The prototype head's BN sees the C class vectors as its batch
-            (C >= 2 in training); under DDP the projection head's BN is per rank, as the
-            backbone's (the authors train with DataParallel, whose BN is per GPU too).
+        params: the settings (:class:`BCLParams`: ``dim``, ``T``, ``mlp``, ``ce_weight`` (λ),
+            ``bcl_weight`` (μ), ``cosine_classifier`` (``fc`` is a :class:`CosineClassifier`),
+            ``head_bn``); or pass them as keyword arguments. With ``head_bn`` the prototype
+            head's BN sees the C class vectors as its batch (C >= 2 in training); under DDP the
+            projection head's BN is per rank, as the backbone's (the authors train with
+            DataParallel, whose BN is per GPU too).
 
     ``forward`` returns ``{"loss", "ce", "bcl", "acc"}`` (``acc``: top-1 of ``fc`` on view 1).
     """
+
+    params_type = BCLParams
+    params: BCLParams
 
     def __init__(
         self,
         backbone: Backbone,
         num_classes: int,
-        dim: int = 128,
-        T: float = 0.07,
-        mlp: bool = True,
-        ce_weight: float = 1.0,
-        bcl_weight: float = 0.35,
-        cosine_classifier: bool = True,
-        head_bn: bool = False,
+        *,
+        params: BCLParams | None = None,
+        **overrides: Any,
     ) -> None:
-        super().__init__(backbone, num_classes, dim, T, mlp, head_bn)
+        p = resolve_params("BCL", BCLParams, params, overrides)
+        super().__init__(backbone, num_classes, params=p, head_bn=p.head_bn)
         in_dim = backbone.out_dim
-        if cosine_classifier:
+        if p.cosine_classifier:
             self.fc = CosineClassifier(in_dim, num_classes)
-        self.cosine_classifier = cosine_classifier
-        self.proto_head: nn.Module = make_head(in_dim, dim, mlp, batch_norm=head_bn)
-        check_arguments(BCLParams, "BCL", ce_weight=ce_weight, bcl_weight=bcl_weight)
-        self.ce_weight, self.bcl_weight = ce_weight, bcl_weight
+        self.cosine_classifier = p.cosine_classifier
+        self.proto_head: nn.Module = make_head(in_dim, p.dim, p.mlp, batch_norm=p.head_bn)
+        self.ce_weight, self.bcl_weight = p.ce_weight, p.bcl_weight
 
     def prototypes(self) -> torch.Tensor:
         """Normalised class prototypes (class-complement). Shape: (C, dim)."""
@@ -165,4 +165,4 @@ class BCL(HeadClassifier):
         self.step += 1
 
 
-register("bcl", views=2, params=BCLParams)(from_constructor(BCL))
+register("bcl", views=2, params=BCLParams, label="BCL")(from_constructor(BCL))

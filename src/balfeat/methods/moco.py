@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,9 +35,9 @@ from torch import nn
 
 from balfeat import distributed
 from balfeat.losses.contrastive import moco_loss
-from balfeat.methods import from_constructor, register
+from balfeat.methods.base import MethodBase, from_constructor, register, resolve_params
 from balfeat.methods.inputs import backbone_out_dim, check_batch
-from balfeat.methods.params import QueueParams, check_arguments
+from balfeat.methods.params import MoCoParams, MoCoV2Params, QueueParams
 from balfeat.models.backbones import Backbone
 from balfeat.models.batchnorm import batch_shuffle_ddp, batch_unshuffle_ddp, split_forward
 from balfeat.models.heads import make_head
@@ -50,61 +50,57 @@ def _has_batchnorm(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
-class MoCo(nn.Module):
+class MoCo(MethodBase):
     """Momentum contrast (InfoNCE against a queue of ``K`` keys).
 
     Submodules: ``backbone``, ``head`` (trained), ``backbone_k``, ``head_k`` (momentum copies),
     ``queue`` (``KeyQueue``); buffer ``step``.
 
+    One class, registered twice: ``moco_v1`` reads :class:`~balfeat.methods.params.MoCoParams`
+    (T 0.07, linear head), ``moco_v2`` :class:`~balfeat.methods.params.MoCoV2Params` (T 0.2, MLP
+    head). Built from Python without ``params`` it is MoCo v1.
+
     Args:
         backbone: query encoder trunk (``out_dim`` features).
+        params: the settings (``dim``, ``K``, ``m``, ``T``, ``mlp``, ``shuffle_bn``,
+            ``bn_splits``: :class:`~balfeat.methods.params.QueueParams`, whose docstring says
+            what each means); or pass them as keyword arguments (``MoCo(backbone, K=4096)``).
         backbone_k: key encoder trunk; default a deep copy of ``backbone``. Its weights are
             overwritten with ``backbone``'s.
-        dim: embedding size (paper: 128).
-        K: queue size (paper: 65536).
-        m: momentum of the key encoder (paper: 0.999).
-        T: softmax temperature (MoCo v1: 0.07, v2: 0.2).
-        mlp: MoCo v2 MLP head instead of a linear one.
-        shuffle_bn: shuffle the key batch across ranks (one process: forward it in
-            ``bn_splits`` groups). False: plain key forward.
-        bn_splits: groups of the one-process key forward (1 disables).
         seed: seed of the key shuffles (and of KCL's positive selection).
     """
 
     views = 2
     uses_labels = False
+    params_type: ClassVar[type[QueueParams]] = MoCoParams
+    params: QueueParams
     step: torch.Tensor
 
     def __init__(
         self,
         backbone: Backbone,
+        *,
+        params: QueueParams | None = None,
         backbone_k: Backbone | None = None,
-        dim: int = 128,
-        K: int = 65536,
-        m: float = 0.999,
-        T: float = 0.07,
-        mlp: bool = False,
-        shuffle_bn: bool = True,
-        bn_splits: int = 8,
         seed: int = 0,
+        **overrides: Any,
     ) -> None:
         super().__init__()
-        check_arguments(
-            QueueParams, type(self).__name__, dim=dim, K=K, m=m, T=T, bn_splits=bn_splits
-        )
+        p = self.params = resolve_params(type(self).__name__, self.params_type, params, overrides)
+        dim, K, m, T = p.dim, p.K, p.m, p.T
         self.backbone = backbone
         in_dim = backbone_out_dim(type(self).__name__, backbone)
-        self.head: nn.Module = make_head(in_dim, dim, mlp)
+        self.head: nn.Module = make_head(in_dim, dim, p.mlp)
         self.backbone_k = copy.deepcopy(backbone) if backbone_k is None else backbone_k
         self.backbone_k.load_state_dict(backbone.state_dict())
         self.head_k = copy.deepcopy(self.head)
-        for p in [*self.backbone_k.parameters(), *self.head_k.parameters()]:
-            p.requires_grad_(False)
+        for param in [*self.backbone_k.parameters(), *self.head_k.parameters()]:
+            param.requires_grad_(False)
         gen = torch.Generator().manual_seed(seed)
         self.queue = KeyQueue(K, dim, with_labels=self.uses_labels, generator=gen)
         self.register_buffer("step", torch.zeros(1, dtype=torch.long))
         self.dim, self.K, self.m, self.T = dim, K, m, T
-        self.shuffle_bn, self.bn_splits, self.seed = shuffle_bn, bn_splits, seed
+        self.shuffle_bn, self.bn_splits, self.seed = p.shuffle_bn, p.bn_splits, seed
         self._pending: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     def _generator(self, salt: int) -> torch.Generator:
@@ -229,5 +225,7 @@ class MoCo(nn.Module):
         return used
 
 
-for _name in ("moco_v1", "moco_v2"):  # the same module; the recipes differ (mlp, T, augmentation)
-    register(_name, views=2, params=QueueParams)(from_constructor(MoCo))
+# one module, two registrations: each with its own defaults (T, mlp); the recipes differ in
+# augmentation and schedule too
+register("moco_v1", views=2, params=MoCoParams, label="MoCo v1")(from_constructor(MoCo))
+register("moco_v2", views=2, params=MoCoV2Params, label="MoCo v2")(from_constructor(MoCo))

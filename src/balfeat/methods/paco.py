@@ -46,6 +46,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,11 +55,11 @@ from torch import nn
 from balfeat import distributed
 from balfeat.errors import BalfeatError
 from balfeat.losses.paco import gpaco_loss, paco_loss
-from balfeat.methods import from_constructor, register
 from balfeat.methods._gather import gather_rows
+from balfeat.methods.base import MethodBase, from_constructor, register, resolve_params
 from balfeat.methods.inputs import backbone_out_dim, check_batch, check_num_classes
 from balfeat.methods.moco import MoCo
-from balfeat.methods.params import HeadParams, QueueParams, check_arguments
+from balfeat.methods.params import HeadParams, QueueParams
 from balfeat.models.backbones import Backbone
 from balfeat.models.heads import make_head
 from balfeat.models.queue import KeyQueue
@@ -78,6 +79,8 @@ def log_prior_of(counts: torch.Tensor) -> torch.Tensor:
 class PaCoParams(QueueParams):
     """``paco``: the ``method`` section of PaCo (Cui et al. 2021, Eq. 8).
 
+    MoCo's fields with the authors' ImageNet-LT values (T 0.2, MLP head, K 8192), and:
+
     Attributes:
         alpha: ``α``, weight of each non-parametric (key) positive (paper: 0.05).
         beta: ``β``, weight of the class-centre positive (authors: 1).
@@ -88,6 +91,9 @@ class PaCoParams(QueueParams):
     """
 
     name: str = "paco"
+    T: float = field(default=0.2, metadata=bounds(gt=0))
+    mlp: bool = True
+    K: int = field(default=8192, metadata=bounds(ge=1))
     alpha: float = field(default=0.05, metadata=bounds(ge=0))
     beta: float = field(default=1.0, metadata=bounds(ge=0))
     gamma: float = field(default=1.0, metadata=bounds(gt=0))
@@ -98,9 +104,13 @@ class PaCoParams(QueueParams):
 class GPaCoParams(HeadParams):
     """``gpaco``: GPaCo's section (PaCo without the momentum encoder; α, β, γ as PaCo).
 
+    Head fields with the authors' values (dim 128, T 0.2, MLP head), and:
+
     Attributes:
         K: length of the queue of past second-view features (0: none). The authors' GPaCo keeps
             one: 8192 (``GPaCo/LT/paco_lt.py`` default, ImageNet-LT / iNat), 1024 on CIFAR-100-LT.
+        alpha: ``α``; the authors use 0.045 for ImageNet-LT ResNet-50 (the default), 0.05 for
+            iNaturalist 2018, 0.01 for CIFAR-100-LT (``GPaCo/LT/sh/``).
         head_bn: a ``BatchNorm1d`` in the MLP head (``Linear-BN-ReLU-Linear``, PaCo's head);
             needs ``mlp``. The authors' GPaCo head has none (``GPaCo/LT/moco/builder.py:47``:
             ``Linear-ReLU-Linear-ReLU-Linear``), so the GPaCo recipes leave it False.
@@ -109,8 +119,10 @@ class GPaCoParams(HeadParams):
     """
 
     name: str = "gpaco"
+    T: float = field(default=0.2, metadata=bounds(gt=0))
+    mlp: bool = True
     K: int = field(default=8192, metadata=bounds(ge=0))
-    alpha: float = field(default=0.05, metadata=bounds(ge=0))
+    alpha: float = field(default=0.045, metadata=bounds(ge=0))
     beta: float = field(default=1.0, metadata=bounds(ge=0))
     gamma: float = field(default=1.0, metadata=bounds(gt=0))
     head_bn: bool = False
@@ -165,7 +177,7 @@ class _ClassPrior:
         self.log_prior.copy_(log_prior_of(counts).to(self.log_prior.device))
 
 
-class HeadClassifier(_ClassPrior, nn.Module):
+class HeadClassifier(_ClassPrior, MethodBase):
     """Base of the two-view methods without a key encoder that train a classifier jointly
     (GPaCo, BCL): ``backbone``, projection ``head`` (dim), classifier ``fc`` (C classes),
     buffers ``log_prior`` (C,) and ``step``; ``classify`` is the method's own classifier.
@@ -173,27 +185,21 @@ class HeadClassifier(_ClassPrior, nn.Module):
     Args:
         backbone: the encoder trunk (``out_dim`` features).
         num_classes: C.
-        dim: embedding size of the projection head.
-        T: temperature, > 0.
-        mlp: MLP projection head instead of a linear one.
+        params: the settings, already resolved (``dim``, ``T``, ``mlp`` are read here).
         head_bn: a ``BatchNorm1d`` in the MLP head (``Linear-BN-ReLU-Linear``); needs ``mlp``.
     """
 
     views = 2
     uses_labels = True
+    has_classifier = True
     step: torch.Tensor
 
     def __init__(
-        self,
-        backbone: Backbone,
-        num_classes: int,
-        dim: int,
-        T: float,
-        mlp: bool,
-        head_bn: bool = False,
+        self, backbone: Backbone, num_classes: int, *, params: HeadParams, head_bn: bool
     ) -> None:
         super().__init__()
-        check_arguments(HeadParams, type(self).__name__, dim=dim, T=T)
+        self.params = params
+        dim, mlp = params.dim, params.mlp
         check_head_bn(type(self).__name__, head_bn, mlp)
         self.backbone = backbone
         check_num_classes(type(self).__name__, num_classes)
@@ -203,7 +209,7 @@ class HeadClassifier(_ClassPrior, nn.Module):
         self.fc = nn.Linear(in_dim, num_classes)
         self.register_buffer("log_prior", log_prior_of(torch.ones(num_classes)))
         self.register_buffer("step", torch.zeros(1, dtype=torch.long))
-        self.T = T
+        self.T = params.T
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """The method's own classifier. Shape: (B, C, H, W) -> logits (B, num_classes)."""
@@ -222,60 +228,54 @@ class PaCo(_ClassPrior, MoCo):
     ``log_prior`` (C,).
 
     Args:
-        backbone, backbone_k, dim, K, m, T, mlp, shuffle_bn, bn_splits, seed: as ``MoCo``
-            (authors, ImageNet-LT: dim 128, K 8192, m 0.999, T 0.2, MLP head).
+        backbone, backbone_k, seed: as ``MoCo``.
         num_classes: C, the number of centres.
-        alpha: ``α`` (paper: 0.05 ImageNet-LT / iNat, 0.02 CIFAR-100-LT).
-        beta: ``β`` (authors: 1).
-        gamma: ``γ`` (authors: 1).
+        params: the settings (:class:`PaCoParams`: MoCo's plus ``alpha`` (``α``: 0.05
+            ImageNet-LT / iNat, 0.02 CIFAR-100-LT in the paper), ``beta``, ``gamma``,
+            ``head_bn``); or pass them as keyword arguments. ``head_bn``: the authors' MLP head
+            ``Linear-BN-ReLU-Linear`` for ``head`` and ``head_k``. ``head_k`` starts as a copy of
+            ``head`` (BN running statistics at their initial values, as the authors' freshly
+            built key encoder) and follows it by momentum on the parameters only (BN weight and
+            bias included); its running statistics come from its own forward passes, as the
+            authors'. In one process the key head's BN sees the ``bn_splits`` groups, as the
+            backbone's; with several processes the BN statistics are per rank (the authors use
+            DDP without SyncBatchNorm).
         in_batch: also contrast with the other queries and keys of the (local) batch, as the
             authors do; False: MoCo style ``[k_i, queue]`` only (then 2 processes compute what one
             does).
-        head_bn: the authors' MLP head ``Linear-BN-ReLU-Linear`` for ``head`` and ``head_k``
-            (needs ``mlp``). ``head_k`` starts as a copy of ``head`` (BN running statistics at
-            their initial values, as the authors' freshly built key encoder) and follows it by
-            momentum on the parameters only (BN weight and bias included); its running
-            statistics come from its own forward passes, as the authors'. In one process the key
-            head's BN sees the ``bn_splits`` groups, as the backbone's; with several processes
-            the BN statistics are per rank (the authors use DDP without SyncBatchNorm).
 
     ``forward`` returns ``{"loss", "acc"}`` (``acc``: top-1 of ``fc`` on the query view).
     """
 
     uses_labels = True
+    has_classifier = True
+    params_type = PaCoParams
+    params: PaCoParams
 
     def __init__(
         self,
         backbone: Backbone,
         num_classes: int,
+        *,
+        params: PaCoParams | None = None,
         backbone_k: Backbone | None = None,
-        dim: int = 128,
-        K: int = 8192,
-        m: float = 0.999,
-        T: float = 0.2,
-        mlp: bool = True,
-        shuffle_bn: bool = True,
-        bn_splits: int = 8,
         seed: int = 0,
-        alpha: float = 0.05,
-        beta: float = 1.0,
-        gamma: float = 1.0,
         in_batch: bool = True,
-        head_bn: bool = False,
+        **overrides: Any,
     ) -> None:
-        check_head_bn(type(self).__name__, head_bn, mlp)
-        super().__init__(backbone, backbone_k, dim, K, m, T, mlp, shuffle_bn, bn_splits, seed)
-        if head_bn:  # the authors' head replaces MoCo v2's (same for the key encoder)
-            self.head = make_head(backbone.out_dim, dim, mlp, batch_norm=True)
+        p = resolve_params(type(self).__name__, PaCoParams, params, overrides)
+        check_head_bn(type(self).__name__, p.head_bn, p.mlp)
+        super().__init__(backbone, params=p, backbone_k=backbone_k, seed=seed)
+        if p.head_bn:  # the authors' head replaces MoCo v2's (same for the key encoder)
+            self.head = make_head(backbone.out_dim, p.dim, p.mlp, batch_norm=True)
             self.head_k = copy.deepcopy(self.head)
-            for p in self.head_k.parameters():
-                p.requires_grad_(False)
-        self.head_bn = head_bn
+            for param in self.head_k.parameters():
+                param.requires_grad_(False)
+        self.head_bn = p.head_bn
         check_num_classes(type(self).__name__, num_classes)
         self.fc = nn.Linear(backbone.out_dim, num_classes)
         self.register_buffer("log_prior", log_prior_of(torch.ones(num_classes)))
-        check_arguments(PaCoParams, "PaCo", alpha=alpha, beta=beta, gamma=gamma)
-        self.alpha, self.beta, self.gamma, self.in_batch = alpha, beta, gamma, in_batch
+        self.alpha, self.beta, self.gamma, self.in_batch = p.alpha, p.beta, p.gamma, in_batch
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """PaCo's own classifier. Shape: (B, C, H, W) -> logits (B, num_classes)."""
@@ -337,46 +337,40 @@ class GPaCo(HeadClassifier):
     Args:
         backbone: the encoder trunk.
         num_classes: C.
-        dim: embedding size (authors: 128).
-        T: temperature (authors: 0.2).
-        mlp: MLP projection head.
-        alpha, beta, gamma: as ``PaCo`` (authors, ImageNet-LT R50: α 0.045).
-        K: queue length (authors: 8192; CIFAR-100-LT 1024); 0: no queue.
-        head_bn: ``Linear-BN-ReLU-Linear`` head (needs ``mlp``; the BN normalises the 2B rows of
-            both views together, per rank under DDP).
-        head_layers: hidden layers of the MLP head (authors: 2); > 1 needs ``mlp``.
+        params: the settings (:class:`GPaCoParams`: ``dim``, ``T``, ``mlp``, ``alpha``,
+            ``beta``, ``gamma`` as PaCo, ``K`` (0: no queue), ``head_bn`` (the BN normalises the
+            2B rows of both views together, per rank under DDP), ``head_layers``); or pass them
+            as keyword arguments.
 
     ``forward`` returns ``{"loss", "acc"}`` (``acc``: top-1 of ``fc`` on both views).
     """
+
+    params_type = GPaCoParams
+    params: GPaCoParams
 
     def __init__(
         self,
         backbone: Backbone,
         num_classes: int,
-        dim: int = 128,
-        T: float = 0.2,
-        mlp: bool = True,
-        alpha: float = 0.045,
-        beta: float = 1.0,
-        gamma: float = 1.0,
-        K: int = 8192,
-        head_bn: bool = False,
-        head_layers: int = 1,
+        *,
+        params: GPaCoParams | None = None,
+        **overrides: Any,
     ) -> None:
-        super().__init__(backbone, num_classes, dim, T, mlp, head_bn)
-        check_arguments(
-            GPaCoParams, "GPaCo", alpha=alpha, beta=beta, gamma=gamma, K=K, head_layers=head_layers
-        )
+        p = resolve_params("GPaCo", GPaCoParams, params, overrides)
+        super().__init__(backbone, num_classes, params=p, head_bn=p.head_bn)
+        head_layers, dim, K = p.head_layers, p.dim, p.K
         if head_layers > 1:
-            if not mlp:
+            if not p.mlp:
                 raise BalfeatError(
                     f"GPaCo argument head_layers={head_layers} needs mlp=True (a linear head has "
                     "no hidden layer); set method.mlp=true or method.head_layers=1"
                 )
             in_dim = backbone_out_dim("GPaCo", backbone)
-            self.head = make_head(in_dim, dim, mlp, batch_norm=head_bn, hidden_layers=head_layers)
+            self.head = make_head(
+                in_dim, dim, True, batch_norm=p.head_bn, hidden_layers=head_layers
+            )
         self.head_layers = head_layers
-        self.alpha, self.beta, self.gamma = alpha, beta, gamma
+        self.alpha, self.beta, self.gamma = p.alpha, p.beta, p.gamma
         # fixed generator: the initial random keys do not draw from the global random stream
         gen = torch.Generator().manual_seed(0)
         self.queue = KeyQueue(K, dim, with_labels=True, generator=gen) if K > 0 else None
@@ -422,7 +416,7 @@ class GPaCo(HeadClassifier):
         self._pending = None
 
 
-register("paco", views=2, prefill_by_default=True, params=PaCoParams)(from_constructor(PaCo))
-
-
-register("gpaco", views=2, params=GPaCoParams)(from_constructor(GPaCo))
+register("paco", views=2, params=PaCoParams, prefill_by_default=True, label="PaCo")(
+    from_constructor(PaCo)
+)
+register("gpaco", views=2, params=GPaCoParams, label="GPaCo")(from_constructor(GPaCo))

@@ -4,16 +4,24 @@
 section's dataclass: ``method.posk`` exists when ``method.name`` is ``kcl`` or ``tsc`` and is an
 error ("moco_v2 has no parameter 'posk'") for MoCo. Each field declares its range
 (:func:`balfeat.typed_config.bounds`) or its choices (``Literal``), so a value is checked once,
-where the config is read; the method's constructor receives it through the registry builder
-(``tests/methods/test_registry.py`` checks that every field reaches the constructor).
+where the config is read or where a method is built from Python
+(:func:`balfeat.methods.base.resolve_params`).
 
-The shared families, each a base of the next:
+**A setting is declared once, here.** A method's constructor takes its dataclass
+(``KCL(backbone, params=KCLParams(posk=6))``, or the same fields as keyword arguments,
+``KCL(backbone, posk=6)``); it has no defaults of its own. The default of every field of a
+registered dataclass is that method's reference value; ``docs/method-defaults.md`` gives each
+with its source, and ``tests/methods/test_method_defaults.py`` fails when the two part.
+
+The shared families, each a base of the next (their defaults are MoCo v1's; each registered
+dataclass sets its own method's values):
 
 - :class:`MethodParams`: ``name`` only (a method without parameters).
-- :class:`HeadParams`: a projection head and a temperature (``dim``, ``T``, ``mlp``): in-batch
-  SupCon, GPaCo, BCL.
+- :class:`HeadParams`: a projection head and a temperature (``dim``, ``T``, ``mlp``).
 - :class:`QueueParams`: a momentum key encoder and a key queue (``K``, ``m``, ``shuffle_bn``,
-  ``bn_splits``, ``prefill``): MoCo v1/v2, SupCon (queue), PaCo, and KCL/TSC.
+  ``bn_splits``, ``prefill``).
+- :class:`PositivesParams`: same-class queue keys as positives (``posk``, ``selection``): KCL,
+  TSC.
 
 Paper letters are kept where the papers use them (K, m, T, posk, α, β, γ), each with its meaning
 at the definition.
@@ -27,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from balfeat.errors import BalfeatError
+from balfeat.methods.registry import get_method
 from balfeat.typed_config import bounds, check_range
 
 
@@ -43,8 +52,6 @@ class MethodParams:
     @property
     def views(self) -> int:
         """Crops per image, as the registered method declares (1 for SL, 2 for MoCo/KCL)."""
-        from balfeat.methods import get_method
-
         return get_method(self.name).views
 
     def wants_prefill(self, by_default: bool) -> bool:
@@ -70,13 +77,14 @@ class HeadParams(MethodParams):
 
     Attributes:
         dim: embedding size of the projection head.
-        T: softmax temperature (paper letter T; 0.07 for MoCo v1, 0.2 for v2 and KCL).
-        mlp: an MLP projection head (MoCo v2 / KCL) instead of a linear one (MoCo v1).
+        T: softmax temperature (paper letter T).
+        mlp: an MLP projection head (MoCo v2 and most successors) instead of a linear one
+            (MoCo v1, KCL).
     """
 
     dim: int = field(default=128, metadata=bounds(ge=1))
-    T: float = field(default=0.2, metadata=bounds(gt=0))
-    mlp: bool = True
+    T: float = field(default=0.07, metadata=bounds(gt=0))
+    mlp: bool = False
 
 
 @dataclass
@@ -106,19 +114,61 @@ class QueueParams(HeadParams):
 
 
 @dataclass
-class KCLParams(QueueParams):
-    """``kcl``: k-positive contrastive learning (MoCo with a label queue).
+class MoCoParams(QueueParams):
+    """``moco_v1``: MoCo v1 (He et al. 2020): T 0.07, a linear head."""
+
+    name: str = "moco_v1"
+
+
+@dataclass
+class MoCoV2Params(MoCoParams):
+    """``moco_v2``: MoCo v2 (Chen et al. 2020): MoCo v1 with T 0.2 and an MLP head."""
+
+    name: str = "moco_v2"
+    T: float = field(default=0.2, metadata=bounds(gt=0))
+    mlp: bool = True
+
+
+@dataclass
+class PositivesParams(QueueParams):
+    """A queue whose same-class keys are positives (KCL and TSC).
 
     Attributes:
         posk: positives per anchor (paper's k: same-class queue keys per query).
+        selection: which same-class keys: ``random`` (uniform among them) or ``queue_order``
+            (the first ``posk`` in queue index order).
+    """
+
+    posk: int = field(default=6, metadata=bounds(ge=0))
+    selection: Literal["random", "queue_order"] = "random"
+
+
+@dataclass
+class KCLParams(PositivesParams):
+    """``kcl``: k-positive contrastive learning (MoCo v1 with a label queue).
+
+    Attributes:
         loss_type: ``v1`` (the reference's default), ``v2`` or ``sum``.
-        selection: which same-class keys: ``random`` (the reference) or ``queue_order``.
     """
 
     name: str = "kcl"
-    posk: int = field(default=6, metadata=bounds(ge=0))
     loss_type: Literal["v1", "v2", "sum"] = "v1"
-    selection: Literal["random", "queue_order"] = "random"
+
+
+@dataclass
+class SupConParams(QueueParams):
+    """``supcon``: SupCon against the labelled key queue (the TSC authors' baseline), MLP head."""
+
+    name: str = "supcon"
+    mlp: bool = True
+
+
+@dataclass
+class SupConBatchParams(HeadParams):
+    """``supcon_inbatch``: SupCon in the batch (Khosla et al. 2020), MLP head."""
+
+    name: str = "supcon_inbatch"
+    mlp: bool = True
 
 
 def check_arguments(params: type[MethodParams], owner: str, **values: Any) -> None:

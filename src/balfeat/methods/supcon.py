@@ -22,6 +22,7 @@ positive, github:LTH14/targeted-supcon) to 2e-15.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,11 +30,11 @@ from torch import nn
 
 from balfeat import distributed
 from balfeat.losses.supcon import supcon_loss, supcon_queue_loss
-from balfeat.methods import from_constructor, register
 from balfeat.methods._gather import gather_rows
+from balfeat.methods.base import MethodBase, from_constructor, register, resolve_params
 from balfeat.methods.inputs import backbone_out_dim, check_batch
 from balfeat.methods.moco import MoCo
-from balfeat.methods.params import HeadParams, QueueParams, check_arguments
+from balfeat.methods.params import SupConBatchParams, SupConParams
 from balfeat.models.backbones import Backbone
 from balfeat.models.heads import LinearHead, MLPHead
 
@@ -41,14 +42,15 @@ from balfeat.models.heads import LinearHead, MLPHead
 class SupConQueue(MoCo):
     """MoCo whose positives are the query's own key and every queue key of its class.
 
-    Args:
-        backbone, backbone_k, dim, K, m, T, mlp, shuffle_bn, bn_splits, seed: as ``MoCo``.
+    Args: as ``MoCo``; ``params`` is a :class:`~balfeat.methods.params.SupConParams` (MoCo's
+    fields; defaults T 0.07 and an MLP head, as the TSC authors' SupCon baseline).
 
     ``forward`` returns ``{"loss", "positives"}`` (the mean number of queue keys of the query's
     class, i.e. the positives besides its own key).
     """
 
     uses_labels = True
+    params_type = SupConParams
 
     def compute_loss(
         self, q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor
@@ -62,12 +64,12 @@ class SupConQueue(MoCo):
         return {"loss": loss, "positives": counts[labels].to(q.dtype).mean()}
 
 
-register("supcon", views=2, prefill_by_default=True, params=QueueParams)(
+register("supcon", views=2, params=SupConParams, prefill_by_default=True, label="SupCon (queue)")(
     from_constructor(SupConQueue)
 )
 
 
-class SupConBatch(nn.Module):
+class SupConBatch(MethodBase):
     """In-batch SupCon (``L^sup_out``, eq. 2 of Khosla et al.): one encoder, two views per image.
 
     Every view of the global batch is an anchor; its positives are the other views of its class
@@ -78,27 +80,32 @@ class SupConBatch(nn.Module):
 
     Args:
         backbone: the encoder trunk.
-        dim: embedding size (paper: 128).
-        T: temperature (paper: 0.1).
-        mlp: MLP projection head (paper: yes).
+        params: the settings (:class:`~balfeat.methods.params.SupConBatchParams`: ``dim``,
+            ``T``, ``mlp``; defaults 128, 0.07 as the authors' ``--temp`` default, MLP); or pass
+            them as keyword arguments.
 
     ``forward`` returns ``{"loss"}``.
     """
 
     views = 2
     uses_labels = True
+    params_type = SupConBatchParams
     step: torch.Tensor
 
     def __init__(
-        self, backbone: Backbone, dim: int = 128, T: float = 0.1, mlp: bool = True
+        self,
+        backbone: Backbone,
+        *,
+        params: SupConBatchParams | None = None,
+        **overrides: Any,
     ) -> None:
         super().__init__()
-        check_arguments(HeadParams, "SupCon", dim=dim, T=T)
+        p = self.params = resolve_params("SupCon", SupConBatchParams, params, overrides)
         self.backbone = backbone
         in_dim = backbone_out_dim(type(self).__name__, backbone)
-        self.head: nn.Module = MLPHead(in_dim, dim) if mlp else LinearHead(in_dim, dim)
+        self.head: nn.Module = MLPHead(in_dim, p.dim) if p.mlp else LinearHead(in_dim, p.dim)
         self.register_buffer("step", torch.zeros(1, dtype=torch.long))
-        self.T = T
+        self.T = p.T
 
     def forward(
         self, images: Sequence[torch.Tensor], labels: torch.Tensor
@@ -117,4 +124,6 @@ class SupConBatch(nn.Module):
         self.step += 1
 
 
-register("supcon_inbatch", views=2, params=HeadParams)(from_constructor(SupConBatch))
+register("supcon_inbatch", views=2, params=SupConBatchParams, label="SupCon (in-batch)")(
+    from_constructor(SupConBatch)
+)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from balfeat.methods import from_constructor, register
+from balfeat.methods.base import MethodBase, from_constructor, register, resolve_params
 from balfeat.methods.inputs import backbone_out_dim, check_batch, check_num_classes
 from balfeat.methods.params import SupervisedParams
 from balfeat.models.backbones import Backbone
 
 
-class Supervised(nn.Module):
+class Supervised(MethodBase):
     """Backbone + linear classifier ``head`` (``nn.Linear``: keys ``head.weight``/``head.bias``).
 
     With ``freeze_backbone`` the backbone gets no gradient and stays in eval mode (BatchNorm
@@ -21,21 +23,27 @@ class Supervised(nn.Module):
     Args:
         backbone: feature extractor with ``out_dim``.
         num_classes: number of classes C.
-        freeze_backbone: train only the classifier.
+        params: the settings (:class:`~balfeat.methods.params.SupervisedParams`:
+            ``freeze_backbone``, train only the classifier); or pass them as keyword arguments.
         bias: whether the classifier has a bias.
     """
 
     views = 1
     uses_labels = True
+    params_type = SupervisedParams
 
     def __init__(
         self,
         backbone: Backbone,
         num_classes: int,
-        freeze_backbone: bool = False,
+        *,
+        params: SupervisedParams | None = None,
         bias: bool = True,
+        **overrides: Any,
     ) -> None:
         super().__init__()
+        p = self.params = resolve_params("Supervised", SupervisedParams, params, overrides)
+        freeze_backbone = p.freeze_backbone
         self.backbone = backbone
         check_num_classes("Supervised", num_classes)
         self.head = nn.Linear(backbone_out_dim("Supervised", backbone), num_classes, bias=bias)
@@ -70,8 +78,7 @@ class Supervised(nn.Module):
         logits = self.head(feats)
         return {"loss": F.cross_entropy(logits, labels), "logits": logits}
 
-    def after_step(self) -> None:
-        """Nothing to do after an optimizer step."""
 
-
-register("sl", views=1, params=SupervisedParams)(from_constructor(Supervised))
+register("sl", views=1, params=SupervisedParams, label="SL (supervised)")(
+    from_constructor(Supervised)
+)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,20 +40,21 @@ from balfeat import distributed
 from balfeat.errors import BalfeatError
 from balfeat.losses.supcon import class_sums
 from balfeat.losses.tsc import assign_targets, tsc_loss, uniform_targets
-from balfeat.methods import from_constructor, register
+from balfeat.methods.base import from_constructor, register
 from balfeat.methods.kcl import KCL
-from balfeat.methods.params import QueueParams, check_arguments
+from balfeat.methods.params import PositivesParams
 from balfeat.models.backbones import Backbone
 from balfeat.typed_config import bounds
 
 
 @dataclass
-class TSCParams(QueueParams):
+class TSCParams(PositivesParams):
     """``tsc``: the ``method`` section of TSC (Li et al. 2022, Eq. 4-6): KCL plus class targets.
 
+    KCL's fields (``posk``, ``selection``; no ``loss_type``: always ``v1``, as the authors) with
+    an MLP head, and:
+
     Attributes:
-        posk: KCL positives per anchor (k same-class queue keys).
-        selection: which same-class keys (``random`` | ``queue_order``), as KCL.
         target_weight: ``λ``, weight of the class-target positive (authors: 0.2).
         rematch_every: steps between two Hungarian matchings of class centres to targets.
         target_warmup_steps: steps of plain KCL before the target term is switched on.
@@ -61,8 +62,7 @@ class TSCParams(QueueParams):
     """
 
     name: str = "tsc"
-    posk: int = field(default=6, metadata=bounds(ge=0))
-    selection: Literal["random", "queue_order"] = "random"
+    mlp: bool = True
     target_weight: float = field(default=0.2, metadata=bounds(ge=0))
     rematch_every: int = field(default=100, metadata=bounds(ge=1))
     target_warmup_steps: int = field(default=0, metadata=bounds(ge=0))
@@ -73,13 +73,11 @@ class TSC(KCL):
     """KCL with a λ-weighted class target as an extra positive and all targets as negatives.
 
     Args:
-        backbone, backbone_k, dim, K, m, T, mlp, shuffle_bn, bn_splits, posk, selection, seed:
-            as ``KCL`` (``loss_type`` is always ``v1``, as in the authors' code).
+        backbone, backbone_k, seed: as ``KCL``.
         num_classes: C, the number of targets.
-        target_weight: ``λ`` (authors' ``--tw``: 0.2 on ImageNet-LT).
-        rematch_every: steps between two matchings (``>= 1``).
-        target_warmup_steps: steps of plain KCL first.
-        target_steps: optimisation steps of ``uniform_targets``.
+        params: the settings (:class:`TSCParams`: KCL's plus ``target_weight`` (``λ``, the
+            authors' ``--tw``), ``rematch_every``, ``target_warmup_steps``, ``target_steps``);
+            or pass them as keyword arguments.
         targets: precomputed unit targets (C, dim) instead of computing them (e.g. loaded with
             ``balfeat.losses.tsc.load_targets``).
 
@@ -87,6 +85,8 @@ class TSC(KCL):
     the queries to their class's assigned target).
     """
 
+    params_type = TSCParams
+    params: TSCParams
     step: torch.Tensor
     targets: torch.Tensor
     centres: torch.Tensor
@@ -96,33 +96,17 @@ class TSC(KCL):
         self,
         backbone: Backbone,
         num_classes: int,
+        *,
+        params: TSCParams | None = None,
         backbone_k: Backbone | None = None,
-        dim: int = 128,
-        K: int = 65536,
-        m: float = 0.999,
-        T: float = 0.07,
-        mlp: bool = True,
-        shuffle_bn: bool = True,
-        bn_splits: int = 8,
-        posk: int = 6,
-        selection: str = "random",
         seed: int = 0,
-        target_weight: float = 0.2,
-        rematch_every: int = 100,
-        target_warmup_steps: int = 0,
-        target_steps: int = 2000,
         targets: torch.Tensor | None = None,
+        **overrides: Any,
     ) -> None:
-        super().__init__(
-            backbone, backbone_k, dim, K, m, T, mlp, shuffle_bn, bn_splits, posk, "v1",
-            selection, seed,
-        )  # fmt: skip
-        check_arguments(
-            TSCParams, "TSC", target_weight=target_weight, rematch_every=rematch_every,
-            target_warmup_steps=target_warmup_steps, target_steps=target_steps,
-        )  # fmt: skip
+        super().__init__(backbone, params=params, backbone_k=backbone_k, seed=seed, **overrides)
+        p, dim = self.params, self.params.dim
         if targets is None:
-            targets = uniform_targets(num_classes, dim, steps=target_steps, seed=seed)
+            targets = uniform_targets(num_classes, dim, steps=p.target_steps, seed=seed)
         if tuple(targets.shape) != (num_classes, dim):
             raise BalfeatError(
                 f"TSC targets have shape {tuple(targets.shape)}, expected ({num_classes}, {dim})"
@@ -131,11 +115,9 @@ class TSC(KCL):
         self.register_buffer("centres", torch.zeros(num_classes, dim))
         self.register_buffer("assignment", torch.arange(num_classes))
         self.num_classes = num_classes
-        self.target_weight, self.rematch_every, self.target_warmup_steps = (
-            target_weight,
-            rematch_every,
-            target_warmup_steps,
-        )
+        self.target_weight = p.target_weight
+        self.rematch_every = p.rematch_every
+        self.target_warmup_steps = p.target_warmup_steps
         self._pending_centres: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @torch.no_grad()
@@ -201,4 +183,6 @@ class TSC(KCL):
             self._pending_centres = None
 
 
-register("tsc", views=2, prefill_by_default=True, params=TSCParams)(from_constructor(TSC))
+register("tsc", views=2, params=TSCParams, prefill_by_default=True, label="TSC")(
+    from_constructor(TSC)
+)

@@ -69,8 +69,12 @@ CONTROL_LABEL = "untrained (control)"
 
 
 def method_label(method: str) -> str:
-    """Human-readable name of a method id (``moco_v2`` -> ``MoCo v2``)."""
-    return METHOD_LABELS.get(method, method)
+    """Human-readable name of a method id (``moco_v2`` -> ``MoCo v2``): its registry label; an
+    id no method is registered under (an old results file) prints as it is."""
+    from balfeat.methods import METHODS
+
+    entry = METHODS.get(method)
+    return entry.label if entry is not None else method
 
 
 def ordered_methods(rows: Sequence[Row]) -> list[str]:

@@ -254,26 +254,13 @@ OWN_CLASSIFIER = "own"
 
 
 def method_has_classifier(name: str) -> bool:
-    """Whether the registered method ``name`` has its own classifier (``classify(images)``).
-
-    Read from the registry without building anything (building TSC, say, optimises its class
-    targets): the class a ``from_constructor`` builder records (``build.method_class``), else the
-    builder's return annotation. A builder with neither counts as not classifying here; its
-    ``own`` row is still written when its cell runs (the trained module is asked then), this only
-    decides whether a finished cell lacks one.
+    """Whether the registered method ``name`` has its own classifier (``classify(images)``), as
+    its registry entry says (read without building anything: building TSC, say, optimises its
+    class targets).
     """
-    import typing
-
     from balfeat.methods import get_method
 
-    build = get_method(name).build
-    cls = getattr(build, "method_class", None)
-    if cls is None:
-        try:
-            cls = typing.get_type_hints(build).get("return")
-        except Exception:  # unresolvable annotations of a plugin: treat as "no classifier"
-            return False
-    return isinstance(cls, type) and callable(getattr(cls, "classify", None))
+    return get_method(name).has_classifier
 
 
 def classifier_logits(
@@ -646,7 +633,7 @@ def run_cell(
         )
         write_results(cdir / protocol, results)
         rows.append(_row(results, method, set_name, s))
-    if callable(getattr(trainer.method, "classify", None)):
+    if method_has_classifier(method):
         results = _own_results(cd, data, spec, method, set_name, device)
         results["pretrain_summary"] = summary
         write_results(cdir / OWN_CLASSIFIER, results)
