@@ -109,7 +109,7 @@ def bench_cpu_path(cfg: Any) -> float:
 def bench_gpu_path(cfg: Any) -> dict[str, float]:
     """The gpu path: CPU images/s of the loader (reading files) and device images/s of
     nvJPEG decode + on-device augmentation, timed apart."""
-    from balfeat.data.device_data import derive_seed
+    from balfeat.seeding import derive_seed
     from balfeat.engine import build
 
     ds, loader = _loader(cfg)

@@ -12,15 +12,15 @@ or step ``lr * 0.1 ** (number of milestones <= epoch)``, after an optional linea
 
 from __future__ import annotations
 
-import random
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from balfeat import distributed, schedules
+from balfeat.data.batches import BatchSource
 from balfeat.data.prepare import check_not_empty, exponential_subset, synthetic_arrays
 from balfeat.engine.config import Config
 from balfeat.errors import ConfigError, DataError
@@ -77,20 +77,25 @@ def local_batch_size(cfg: Config, world_size: int | None = None) -> int:
 
 
 def train_transform(cfg: Config, tensor: bool = False) -> Any:
-    """The training transform, wrapped in ``TwoViews`` when the method needs two crops.
+    """The training transform: one pipeline, or one per view (``MultiView``) for a method that
+    takes ``method.views`` crops.
 
     ``data.augmentation=none`` is the ``eval`` transform (resize + normalise, no randomness).
-    A two-view name (``paco_randcls_sim``, ...) gives ``TwoViews(t_q, t_k)``, and its first
-    view to a one-view method. With ``tensor`` the same recipe for uint8 tensors
-    (``data.decode=cpu``).
+    A multi-view name (``paco_randcls_sim``, ...) gives each view its recipe
+    (:func:`balfeat.data.recipes.view_set`: a one-view method takes the first, extra views repeat
+    the last), e.g. BCL's three crops with ``method.views=3``. With ``tensor`` the same recipes
+    for uint8 tensors (``data.decode=cpu``).
     """
-    from balfeat.data.transforms import TwoViews, build_view_transforms
+    from balfeat.data.transforms import MultiView, TwoViews, build_view_transforms
 
     name = "eval" if cfg.data.augmentation == "none" else cfg.data.augmentation
-    t_q, t_k = build_view_transforms(name, cfg.data.image_size, cfg.data.channels, tensor=tensor)
-    if cfg.method.views == 2:
-        return TwoViews(t_q, t_k)
-    return t_q
+    views = cfg.method.views
+    made = build_view_transforms(
+        name, cfg.data.image_size, cfg.data.channels, tensor=tensor, views=views
+    )
+    if views == 1:
+        return made[0]
+    return TwoViews(*made) if views == 2 else MultiView(made)
 
 
 def resolve_decode(cfg: Config) -> str:
@@ -238,45 +243,6 @@ def build_sampler(cfg: Config, dataset: Dataset[Any]) -> Sampler[int]:
     return ShardedSampler(len(labels), shuffle=True, seed=cfg.run.seed)
 
 
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seed numpy and ``random`` from the worker's torch seed."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def build_loader(
-    cfg: Config,
-    dataset: Dataset[Any],
-    sampler: Sampler[int],
-    batch_size: int,
-    generator: torch.Generator,
-    pin_memory: bool = False,
-) -> DataLoader[Any]:
-    """DataLoader of one rank: ``drop_last`` (equal steps on every rank), seeded workers.
-
-    ``generator`` (persistent, checkpointed by the trainer) seeds the worker processes of each
-    epoch, so augmentation is reproducible. A dataset yielding encoded files (``decode="gpu"``)
-    is batched by :func:`balfeat.data.decode.collate_encoded`.
-    """
-    from balfeat.data.decode import collate_encoded
-
-    encoded = getattr(dataset, "decode", "pil") == "gpu"
-    nw = cfg.data.num_workers
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=nw,
-        drop_last=True,
-        pin_memory=pin_memory,
-        worker_init_fn=seed_worker,
-        generator=generator,
-        collate_fn=collate_encoded if encoded else None,
-        persistent_workers=False,
-    )
-
-
 def uses_device_loader(cfg: Config, dataset: Dataset[Any]) -> bool:
     """Whether batches come from :class:`balfeat.data.device_data.DeviceArrayLoader`
     (``data.loader``: ``device``, or ``auto`` with an in-memory uint8 array dataset and an
@@ -307,35 +273,45 @@ def uses_device_loader(cfg: Config, dataset: Dataset[Any]) -> bool:
     return cfg.data.loader == "device" or (cfg.data.loader == "auto" and in_memory and not on_host)
 
 
-def build_device_loader(
+def build_batch_source(
     cfg: Config,
     dataset: Dataset[Any],
     sampler: Sampler[int],
+    *,
     batch_size: int,
     device: torch.device,
-    seed: int,
-    start_batch: int = 0,
-) -> Any:
-    """A :class:`~balfeat.data.device_data.DeviceArrayLoader` over ``dataset``'s uint8 array in
-    ``sampler``'s order (``drop_last``, as the DataLoader path), augmenting on ``device`` with the
-    recipe ``data.augmentation``; ``start_batch`` batches are skipped (mid-epoch resume) and the
-    augmentation of batch ``b`` depends only on ``(seed, epoch, b)``, so a resumed epoch sees the
-    same batches as an uninterrupted one."""
-    from balfeat.data.device_data import DeviceArrayLoader, DeviceAugment
+    rank: int,
+    seed_offset: int = 0,
+) -> BatchSource:
+    """The trainer's :class:`~balfeat.data.batches.BatchSource`: the on-device array loader
+    (:func:`uses_device_loader`, recipe per view from ``data.augmentation``), the GPU decode path
+    (:func:`build_batch_decoder`) or a DataLoader over the dataset's own transform."""
+    from balfeat.data.device_data import DeviceAugment
+    from balfeat.data.recipes import view_set
 
-    name = "eval" if cfg.data.augmentation == "none" else cfg.data.augmentation
-    augment = DeviceAugment.from_recipe(name, cfg.data.image_size, cfg.data.channels)
-    return DeviceArrayLoader(
-        dataset.images,  # type: ignore[attr-defined]
-        dataset.targets,  # type: ignore[attr-defined]
+    augments: list[DeviceAugment] | None = None
+    if uses_device_loader(cfg, dataset):
+        name = "eval" if cfg.data.augmentation == "none" else cfg.data.augmentation
+        made: dict[str, DeviceAugment] = {}
+        for recipe in view_set(name, cfg.method.views):
+            if recipe not in made:
+                made[recipe] = DeviceAugment.from_recipe(
+                    recipe, cfg.data.image_size, cfg.data.channels
+                )
+        augments = [made[r] for r in view_set(name, cfg.method.views)]
+    return BatchSource(
+        dataset,
+        sampler,
         batch_size=batch_size,
-        sampler=sampler,
-        transform=augment,
-        views=cfg.method.views,
         device=device,
-        seed=seed,
-        drop_last=True,
-        start_batch=start_batch,
+        seed=cfg.run.seed,
+        rank=rank,
+        seed_offset=seed_offset,
+        num_workers=cfg.data.num_workers,
+        device_augment=augments,
+        views=cfg.method.views,
+        decoder=build_batch_decoder(cfg, dataset),
+        channels_last=cfg.run.channels_last,
     )
 
 

@@ -38,8 +38,8 @@ class Method(Protocol):
     """What the trainer needs from a method.
 
     Attributes:
-        views: crops per image the method consumes (1: ``images`` is (B, C, H, W); 2: a pair
-            ``[view_q, view_k]`` of such tensors).
+        views: crops per image the method consumes (1: ``images`` is (B, C, H, W); n >= 2: a
+            list of n such tensors, e.g. ``[view_q, view_k]``).
         uses_labels: whether ``forward`` uses the labels (SL, KCL) or ignores them (MoCo).
 
     Optional members, looked up with ``getattr`` by their users: ``prefill(batches)`` (fill a
@@ -75,7 +75,8 @@ class MethodEntry:
     Attributes:
         name: the ``method.name`` that selects it.
         build: ``build(params, backbone, num_classes, seed)`` returning the method module.
-        views: crops per image (1 or 2); the data pipeline wraps the transform accordingly.
+        views: crops per image (default of the method's ``views``; a method whose parameters
+            have a ``views`` field lets the config choose); the data pipeline makes that many.
         prefill_by_default: ``method.prefill=auto`` fills the queue before the first step.
         params: the dataclass of the method's config section (``method.*`` keys).
     """
@@ -100,17 +101,17 @@ def register(
 
     Args:
         name: the ``method.name`` that selects the method.
-        views: crops per image (1 or 2).
+        views: crops per image (>= 1).
         prefill_by_default: ``method.prefill=auto`` fills the key queue before the first step.
         params: the method's parameter dataclass (a :class:`MethodParams` subclass); its fields
             are the ``method.*`` config keys of this method.
 
     Raises:
-        ValueError: ``views`` is not 1 or 2, ``params`` is not a MethodParams dataclass, or (for
+        ValueError: ``views`` is below 1, ``params`` is not a MethodParams dataclass, or (for
             a :func:`from_constructor` builder) a parameter the constructor does not take.
     """
-    if views not in (1, 2):
-        raise ValueError(f"method {name!r}: views must be 1 or 2, got {views}")
+    if views < 1:
+        raise ValueError(f"method {name!r}: views must be >= 1, got {views}")
     if not (isinstance(params, type) and issubclass(params, MethodParams)):
         raise ValueError(f"method {name!r}: params must be a MethodParams dataclass")
 
@@ -124,8 +125,9 @@ def register(
     return deco
 
 
-#: Parameter fields that configure the trainer, not the method's constructor.
-TRAINER_FIELDS = frozenset({"name", "prefill"})
+#: Parameter fields that configure the trainer and the data pipeline, not the method's
+#: constructor (``views``: how many crops the pipeline makes, for a method that takes several).
+TRAINER_FIELDS = frozenset({"name", "prefill", "views"})
 
 
 def constructor_fields(params: type[MethodParams]) -> list[str]:
