@@ -121,6 +121,7 @@ class Trainer:
         self._lock: Path | None = None
         self._metrics: MetricsLog | None = None
         self._started_fresh = False
+        self._made_dir = False
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
@@ -129,8 +130,10 @@ class Trainer:
         self.rank = distributed.rank()
         self.world = distributed.world_size()
         if self.rank == 0:  # the lock first: nothing in the folder is touched without it
+            self._made_dir = not self.output_dir.exists()
             self._lock = run_dir.acquire_lock(self.output_dir)
             run_dir.claim_output_dir(self.output_dir, bool(self.resume), cfg.run.overwrite)
+            self._started_fresh = not self.resume
             run_dir.clear_leftovers(self.output_dir)
         try:
             self.device = default_device(cfg.run.device)
@@ -294,6 +297,8 @@ class Trainer:
             raise
         finally:
             run_dir.release_lock(self._lock)
+            if self._made_dir and self.output_dir.is_dir() and not any(self.output_dir.iterdir()):
+                self.output_dir.rmdir()  # a start that wrote nothing leaves no folder
 
     def _fit(self) -> dict[str, Any]:
         self._setup()

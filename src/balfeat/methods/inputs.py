@@ -67,8 +67,9 @@ def check_batch(where: str, images: Any, labels: Any, views: int, uses_labels: b
             )
         sizes = [v.shape[0] for v in images]
         if len(set(sizes)) > 1:
+            what = "the two views" if views == 2 else "the views"
             raise BalfeatError(
-                f"{where}: the views hold {' and '.join(str(n) for n in sizes)} images; all views "
+                f"{where}: {what} hold {' and '.join(str(n) for n in sizes)} images; all views "
                 "of a batch are crops of the same B images"
             )
         batch = images[0].shape[0]
