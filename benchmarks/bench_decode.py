@@ -109,8 +109,8 @@ def bench_cpu_path(cfg: Any) -> float:
 def bench_gpu_path(cfg: Any) -> dict[str, float]:
     """The gpu path: CPU images/s of the loader (reading files) and device images/s of
     nvJPEG decode + on-device augmentation, timed apart."""
-    from balfeat.seeding import derive_seed
     from balfeat.engine import build
+    from balfeat.seeding import derive_seed
 
     ds, loader = _loader(cfg)
     decoder = build.build_batch_decoder(cfg, ds)

@@ -41,8 +41,8 @@ from balfeat.data.recipes import (
 from balfeat.data.samplers import ShardedSampler
 from balfeat.data.tensor_ops import to_float_nchw
 from balfeat.device import default_device
-from balfeat.seeding import derive_seed
 from balfeat.errors import ConfigError, DataError
+from balfeat.seeding import derive_seed
 
 DEVICE_RECIPES: tuple[str, ...] = DEVICE_RECIPE_NAMES
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -391,7 +391,9 @@ class DeviceArrayLoader:
     ) -> None:
         if isinstance(views, bool) or not isinstance(views, int) or views < 1:
             raise ConfigError(f"DeviceArrayLoader views={views!r} must be an integer >= 1")
-        per_view = [transform] * views if not isinstance(transform, Sequence) else list(transform)
+        per_view: list[DeviceAugment | None] = (
+            list(transform) if isinstance(transform, Sequence) else [transform] * views
+        )
         if len(per_view) != views:
             raise ConfigError(
                 f"DeviceArrayLoader got {len(per_view)} transforms for views={views}; give one "
@@ -430,7 +432,7 @@ class DeviceArrayLoader:
             else ShardedSampler(len(data), shuffle=shuffle, seed=seed)
         )
         self.transform = transform
-        self.view_transforms: list[DeviceAugment | None] = per_view
+        self.view_transforms = per_view
         self.views = views
         self.seed = int(seed)
         self.drop_last = drop_last

@@ -71,9 +71,21 @@ from balfeat.errors import ConfigError
 
 TRANSFORM_NAMES: tuple[str, ...] = RECIPE_NAMES
 __all__ = [
-    "GRAY_MEAN", "GRAY_STD", "IMAGENET_MEAN", "IMAGENET_STD", "SMALL_IMAGE_LIMIT",
-    "TRANSFORM_NAMES", "ConvertMode", "Cutout", "SeparableGaussianBlur", "TensorChannels",
-    "MultiView", "TwoViews", "build_tensor_transform", "build_transform", "build_view_transforms",
+    "GRAY_MEAN",
+    "GRAY_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "SMALL_IMAGE_LIMIT",
+    "TRANSFORM_NAMES",
+    "ConvertMode",
+    "Cutout",
+    "MultiView",
+    "SeparableGaussianBlur",
+    "TensorChannels",
+    "TwoViews",
+    "build_tensor_transform",
+    "build_transform",
+    "build_view_transforms",
 ]  # fmt: skip
 
 

@@ -12,6 +12,7 @@ or step ``lr * 0.1 ** (number of milestones <= epoch)``, after an optional linea
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -363,3 +364,42 @@ def build_method(cfg: Config, num_classes: int) -> nn.Module:
 # Deprecated names kept for callers outside engine/ (study/study.py uses build_transform); they
 # shadowed the building blocks' own function names.
 build_transform = train_transform
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``run.precision`` on ``device`` (``None``: float32); fp16 off a GPU
+    warns and trains in float32."""
+    if precision == "bf16":  # autocast on CPU and GPU alike
+        return torch.bfloat16
+    if precision == "fp16":
+        if device.type == "cuda":
+            return torch.float16
+        warnings.warn(
+            f"run.precision=fp16 needs a GPU; training in float32 on {device.type} "
+            "(bf16 works on CPU)",
+            stacklevel=3,
+        )
+    return None
+
+
+def require_tensorboard() -> None:
+    """``run.tensorboard=on`` needs the tensorboard package."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "run.tensorboard=on but the tensorboard package is not installed; "
+            "pip install 'balfeat[tensorboard]' or set run.tensorboard=auto"
+        )
+
+
+def warn_late_milestones(cfg: Config) -> None:
+    """Warn when a step schedule's milestones are not below ``optim.epochs`` (never reached)."""
+    late = [m for m in cfg.optim.milestones if m >= cfg.optim.epochs]
+    if cfg.optim.schedule == "step" and late:
+        warnings.warn(
+            f"optim.milestones {late} are not below optim.epochs={cfg.optim.epochs}: the "
+            "learning rate never drops there (shrank the epochs of a recipe? scale its "
+            "milestones too)",
+            stacklevel=3,
+        )

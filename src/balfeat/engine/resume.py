@@ -124,7 +124,9 @@ def resume_path(resume: bool | str | Path | None, output_dir: Path) -> Path | No
     if path.is_dir():  # a run folder means its newest checkpoint
         found = find_last_checkpoint(path)
         if found is None:
-            raise CheckpointError(f"--resume {str(path)!r}: the folder holds no checkpoint (last.pth)")
+            raise CheckpointError(
+                f"--resume {str(path)!r}: the folder holds no checkpoint (last.pth)"
+            )
         return found
     return path
 

@@ -12,8 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
+import threading
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 from balfeat.atomic import atomic_write_bytes, atomic_write_text
 from balfeat.errors import TrainingError
@@ -195,3 +199,63 @@ def forget_failed_start(output_dir: Path) -> None:
         return
     for name in ("config.yaml", "metrics.jsonl"):
         (output_dir / name).unlink(missing_ok=True)
+
+
+def finished_summary(output_dir: Path, epoch: int, epochs: int, step: int) -> dict[str, Any]:
+    """The summary of a run that was already finished when resumed: nothing is trained."""
+    msg = (
+        f"the run in {str(output_dir)!r} is already finished (epoch {epoch} of {epochs}, step "
+        f"{step}); nothing to train"
+    )
+    log.warning(msg)
+    return {
+        "epochs": epoch,
+        "steps": step,
+        "final_loss": last_metrics(output_dir).get("loss"),
+        "images_per_s": None,
+        "output_dir": str(output_dir),
+        "already_finished": True,
+        "message": msg,
+    }
+
+
+#: Signals that stop training as Ctrl-C does (``kill``, ``timeout``, ``docker stop`` and a SLURM
+#: time-out send SIGTERM; SLURM's ``--signal=USR1@60`` SIGUSR1).
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM) + (
+    (signal.SIGUSR1,) if hasattr(signal, "SIGUSR1") else ()
+)
+
+
+class StopSignals:
+    """While entered: Ctrl-C, SIGTERM or SIGUSR1 set :attr:`requested` instead of stopping the
+    process, so the trainer finishes its step, checkpoints it, releases the lock and raises
+    ``KeyboardInterrupt`` (exit status 130 from the CLI; ``--resume`` continues). A second signal
+    interrupts at once. Outside the main thread signals are left alone."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning(
+            "%s: finishing the current step, then saving a checkpoint", signal.Signals(signum).name
+        )
+
+    def __enter__(self) -> StopSignals:
+        self.requested = False
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handler) for s in STOP_SIGNALS}
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+        self._previous = {}

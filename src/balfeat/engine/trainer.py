@@ -12,23 +12,17 @@ everything stateful: the method state (incl. momentum encoder, queue, label queu
 optimizer, scheduler, grad scaler, epoch, step, the position within the epoch, the RNG states of
 python/numpy/torch/cuda of every rank and of its batch source, plus the resolved config. Resuming
 from it continues exactly (bit-identical on CPU with ``num_workers=0``).
-
-The trainer's helpers each have their own module: the run folder and its lock
-(:mod:`balfeat.engine.run_dir`), the resume policy (:mod:`balfeat.engine.resume`), the input
-paths (:class:`balfeat.data.batches.BatchSource`) and the seeds (:mod:`balfeat.seeding`).
+The run folder, its lock and stop signals are :mod:`balfeat.engine.run_dir`'s, the resume policy
+:mod:`balfeat.engine.resume`'s, the input paths :class:`balfeat.data.batches.BatchSource`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import importlib.util
 import logging
-import signal
-import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +39,7 @@ from balfeat.engine.checkpoint import LAST_NAME, atomic_save, save_checkpoint
 from balfeat.engine.config import Config, config_to_dict, save_config
 from balfeat.engine.metrics_log import MetricsLog
 from balfeat.engine.resume import load_for_resume, rank_rng, resume_path
-from balfeat.errors import ConfigError, DataError, TrainingError
+from balfeat.errors import DataError, TrainingError
 from balfeat.seeding import PREFILL_OFFSET, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("balfeat.engine")
@@ -53,36 +47,6 @@ log = logging.getLogger("balfeat.engine")
 #: ``callback(backbone, epoch, epochs, device) -> {metric: value}``, called after every epoch
 #: (``epoch`` = epochs finished, 1-based); e.g. :class:`balfeat.evaluation.knn.KNNMonitor`.
 EpochCallback = Callable[[nn.Module, int, int, torch.device], dict[str, float]]
-
-#: Signals that stop training as Ctrl-C does: the step finishes, is checkpointed, the lock is
-#: released (``kill``/``timeout``/``docker stop`` send SIGTERM; SLURM's ``--signal`` SIGUSR1).
-STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM) + (
-    (signal.SIGUSR1,) if hasattr(signal, "SIGUSR1") else ()
-)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``run.precision`` on ``device`` (``None``: float32); fp16 off a GPU
-    warns and trains in float32."""
-    if precision == "bf16":  # autocast on CPU and GPU alike
-        return torch.bfloat16
-    if precision == "fp16":
-        if device.type == "cuda":
-            return torch.float16
-        warnings.warn(
-            f"run.precision=fp16 needs a GPU; training in float32 on {device.type} "
-            "(bf16 works on CPU)",
-            stacklevel=3,
-        )
-    return None
-
-
-def _require_tensorboard() -> None:
-    if importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError(
-            "run.tensorboard=on but the tensorboard package is not installed; "
-            "pip install 'balfeat[tensorboard]' or set run.tensorboard=auto"
-        )
 
 
 class Trainer:
@@ -117,7 +81,7 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
-        self._interrupted = False
+        self.stop = run_dir.StopSignals()
         self._lock: Path | None = None
         self._metrics: MetricsLog | None = None
         self._started_fresh = False
@@ -141,7 +105,7 @@ class Trainer:
             raise TrainingError(str(err)) from None
         seed_everything(cfg.run.seed)
         if cfg.run.tensorboard == "on" and distributed.is_main_process():
-            _require_tensorboard()  # fail now, not after the first epoch, without the package
+            build.require_tensorboard()  # fail now, not after the first epoch
         # ``is None``, not ``or``: an empty dataset is falsy and must never fall back to the
         # dataset the config describes (that trained silently on the whole pool).
         self.dataset = (
@@ -161,15 +125,9 @@ class Trainer:
         self.method.to(self.device)
         if cfg.run.channels_last:
             self.method.to(memory_format=torch.channels_last)
-        late = [m for m in cfg.optim.milestones if m >= cfg.optim.epochs]
-        if cfg.optim.schedule == "step" and late and distributed.is_main_process():
-            warnings.warn(
-                f"optim.milestones {late} are not below optim.epochs={cfg.optim.epochs}: the "
-                "learning rate never drops there (shrank the epochs of a recipe? scale its "
-                "milestones too)",
-                stacklevel=2,
-            )
-        self.amp_dtype = autocast_dtype(cfg.run.precision, self.device)
+        if distributed.is_main_process():
+            build.warn_late_milestones(cfg)
+        self.amp_dtype = build.autocast_dtype(cfg.run.precision, self.device)
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda"
         )
@@ -304,7 +262,9 @@ class Trainer:
         self._setup()
         cfg = self.cfg
         if self.epoch >= cfg.optim.epochs or (cfg.run.max_steps and self.step >= cfg.run.max_steps):
-            return self._finished_summary()
+            return run_dir.finished_summary(
+                self.output_dir, self.epoch, cfg.optim.epochs, self.step
+            )
         if distributed.is_main_process():
             save_config(cfg, self.output_dir / "config.yaml")
             run_dir.prepare_metrics(self.output_dir, self.step)
@@ -323,7 +283,7 @@ class Trainer:
             torch.autograd.detect_anomaly() if cfg.run.detect_anomaly else contextlib.nullcontext()
         )
         last_loss, ips, stop = float("nan"), 0.0, False
-        with anomaly, self._deferred_interrupt():
+        with anomaly, self.stop:
             while self.epoch < cfg.optim.epochs and not stop:
                 last_loss, ips, stop = self._train_epoch()
         if self._metrics is not None:
@@ -352,50 +312,6 @@ class Trainer:
             record.update(cb(backbone, self.epoch, self.cfg.optim.epochs, self.device))
         if record:
             self._log({"epoch": self.epoch, "step": self.step, **record})
-
-    def _finished_summary(self) -> dict[str, Any]:
-        """The summary of a run that was already finished when resumed: nothing is trained."""
-        last = run_dir.last_metrics(self.output_dir)
-        msg = (
-            f"the run in {str(self.output_dir)!r} is already finished (epoch {self.epoch} of "
-            f"{self.cfg.optim.epochs}, step {self.step}); nothing to train"
-        )
-        log.warning(msg)
-        return {
-            "epochs": self.epoch,
-            "steps": self.step,
-            "final_loss": last.get("loss"),
-            "images_per_s": None,
-            "output_dir": str(self.output_dir),
-            "already_finished": True,
-            "message": msg,
-        }
-
-    @contextlib.contextmanager
-    def _deferred_interrupt(self) -> Iterator[None]:
-        """Ctrl-C, SIGTERM or SIGUSR1 during training finishes the current step, checkpoints it
-        and then raises KeyboardInterrupt (a second signal interrupts at once). Only in the main
-        thread."""
-        self._interrupted = False
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, frame: Any) -> None:
-            if self._interrupted:
-                raise KeyboardInterrupt
-            self._interrupted = True
-            log.warning(
-                "%s: finishing the current step, then saving a checkpoint",
-                signal.Signals(signum).name,
-            )
-
-        previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-        try:
-            yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
 
     def _stop_on_interrupt(self) -> None:
         """After a stop signal: checkpoint the current step (one process) and stop, so that
@@ -504,8 +420,13 @@ class Trainer:
                 if self.step % cfg.run.log_every == 0 or not mid_epoch:
                     dt = time.perf_counter() - t0
                     ips = window_imgs / dt if dt > 0 else 0.0
-                    record: dict[str, Any] = {"epoch": self.epoch + 1, "step": self.step,
-                                              "loss": loss_value, "lr": lr, "images_per_s": ips}
+                    record: dict[str, Any] = {
+                        "epoch": self.epoch + 1,
+                        "step": self.step,
+                        "loss": loss_value,
+                        "lr": lr,
+                        "images_per_s": ips,
+                    }
                     for k, v in out.items():
                         if k != "loss" and torch.is_tensor(v) and v.numel() == 1:
                             record[k] = float(v.detach().float().item())
@@ -514,13 +435,15 @@ class Trainer:
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.4g}", img_s=f"{ips:.0f}")
                     bar.update(1)
-                if self._interrupted and mid_epoch:
+                if self.stop.requested and mid_epoch:
                     self._stop_on_interrupt()
                 if mid_epoch and cfg.run.max_steps and self.step >= cfg.run.max_steps:
                     self._save()
                     return loss_value, ips, True
-                if mid_epoch and cfg.run.save_every_steps and (
-                    self.step % cfg.run.save_every_steps == 0
+                if (
+                    mid_epoch
+                    and cfg.run.save_every_steps
+                    and (self.step % cfg.run.save_every_steps == 0)
                 ):
                     self._save()
         finally:
@@ -530,7 +453,7 @@ class Trainer:
         self.epoch += 1
         self._run_epoch_callbacks()
         self._save()
-        if self._interrupted:
+        if self.stop.requested:
             log.warning("interrupted after epoch %d: %s is current", self.epoch, self.output_dir)
             raise KeyboardInterrupt
         stop = bool(cfg.run.max_steps) and self.step >= cfg.run.max_steps

@@ -18,9 +18,10 @@ Views: the authors feed three crops per image (``main.py`` ``TwoCropTransform``:
 crop to the classifier, two SimCLR-like crops to the contrastive term, all three through the
 backbone as one batch); ``method.views=3`` with ``data.augmentation=bcl_randcls_sim`` does the
 same. The default ``method.views=2`` keeps balfeat's earlier two-view BCL (the classifier sees
-the first of the two contrastive views), so existing results hold. Their projection head ``head`` and prototype
-head ``head_fc`` are both ``Linear(F, F)-BatchNorm1d(F)-ReLU-Linear(F, feat_dim)``
-(``models/resnext.py:290-292, 301-302``, ``F`` the backbone feature size, ``feat_dim`` 1024);
+the first of the two contrastive views), so existing results hold. Their projection head
+``head`` and prototype head ``head_fc`` are both
+``Linear(F, F)-BatchNorm1d(F)-ReLU-Linear(F, feat_dim)`` (``models/resnext.py:290-292,
+301-302``, ``F`` the backbone feature size, ``feat_dim`` 1024);
 ``head_bn=True`` builds both so (the recipes set it; the default False keeps the BN-free heads of
 earlier configs and checkpoints). The prototype head's BN normalises over the C class vectors
 (their ``head_fc(fc.weight.T)``), the same on every rank. With several processes the
