@@ -403,3 +403,43 @@ def warn_late_milestones(cfg: Config) -> None:
             "milestones too)",
             stacklevel=3,
         )
+
+
+def method_for(cfg: Config, dataset: Dataset[Any], method: nn.Module | None = None) -> nn.Module:
+    """The method to train on ``dataset``: ``method``, or the one ``cfg`` names, with the class
+    prior of the logit-adjusted methods (PaCo, BCL: ``set_class_counts``) set from the data.
+
+    Raises:
+        DataError: the dataset is empty.
+    """
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise DataError(
+            "the training set is empty (0 images); check data.train_split, data.per_class, "
+            "data.max_samples or the study's family.total"
+        )
+    targets = np.asarray(dataset.targets, dtype=np.int64)  # type: ignore[attr-defined]
+    num_classes = int(getattr(dataset, "num_classes", 0)) or int(targets.max() + 1)
+    method = method or build_method(cfg, num_classes)
+    set_counts = getattr(method, "set_class_counts", None)
+    if callable(set_counts):
+        set_counts(torch.from_numpy(np.bincount(targets, minlength=num_classes)))
+    return method
+
+
+def training_model(cfg: Config, method: nn.Module, device: torch.device) -> nn.Module:
+    """What the training step calls: ``method``, compiled with ``run.compile``, and wrapped in
+    ``DistributedDataParallel`` under torchrun."""
+    model: nn.Module = method
+    if cfg.run.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    if distributed.is_distributed():
+        model = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            # Buffers are not broadcast from rank 0 before every forward: the MoCo/KCL queues
+            # are updated identically on every rank (gathered keys), and re-sending a
+            # 65536-key queue each step is pure cost. BN running statistics stay per rank;
+            # checkpoints hold rank 0's.
+            broadcast_buffers=False,
+        )
+    return model

@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -39,7 +38,8 @@ from balfeat.engine.checkpoint import LAST_NAME, atomic_save, save_checkpoint
 from balfeat.engine.config import Config, config_to_dict, save_config
 from balfeat.engine.metrics_log import MetricsLog
 from balfeat.engine.resume import load_for_resume, rank_rng, resume_path
-from balfeat.errors import DataError, TrainingError
+from balfeat.errors import TrainingError
+from balfeat.methods import get_method
 from balfeat.seeding import PREFILL_OFFSET, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("balfeat.engine")
@@ -107,21 +107,11 @@ class Trainer:
         if cfg.run.tensorboard == "on" and distributed.is_main_process():
             build.require_tensorboard()  # fail now, not after the first epoch
         # ``is None``, not ``or``: an empty dataset is falsy and must never fall back to the
-        # dataset the config describes (that trained silently on the whole pool).
+        # dataset the config describes (that trained silently on the whole pool)
         self.dataset = (
             self._dataset_arg if self._dataset_arg is not None else build.build_train_dataset(cfg)
         )
-        if len(self.dataset) == 0:  # type: ignore[arg-type]
-            raise DataError(
-                "the training set is empty (0 images); check data.train_split, data.per_class, "
-                "data.max_samples or the study's family.total"
-            )
-        targets = np.asarray(self.dataset.targets, dtype=np.int64)  # type: ignore[attr-defined]
-        num_classes = int(getattr(self.dataset, "num_classes", 0)) or int(targets.max() + 1)
-        self.method = self._method_arg or build.build_method(cfg, num_classes)
-        set_counts = getattr(self.method, "set_class_counts", None)
-        if callable(set_counts):  # logit-adjusted methods (PaCo, BCL) need the class prior
-            set_counts(torch.from_numpy(np.bincount(targets, minlength=num_classes)))
+        self.method = build.method_for(cfg, self.dataset, self._method_arg)
         self.method.to(self.device)
         if cfg.run.channels_last:
             self.method.to(memory_format=torch.channels_last)
@@ -142,19 +132,7 @@ class Trainer:
                 f"the training set gives {len(self.sampler)} images per rank, fewer than one "  # type: ignore[arg-type]
                 f"batch of {self.local_batch}; lower optim.batch_size or use more data"
             )
-        self.model: nn.Module = self.method
-        if cfg.run.compile:
-            self.model = torch.compile(self.model)  # type: ignore[assignment]
-        if distributed.is_distributed():
-            self.model = nn.parallel.DistributedDataParallel(
-                self.model,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                # Buffers are not broadcast from rank 0 before every forward: the MoCo/KCL queues
-                # are updated identically on every rank (gathered keys), and re-sending a
-                # 65536-key queue each step is pure cost. BN running statistics stay per rank;
-                # checkpoints hold rank 0's.
-                broadcast_buffers=False,
-            )
+        self.model = build.training_model(cfg, self.method, self.device)
         self._maybe_resume()
 
     def _batch_source(self, seed_offset: int = 0) -> Any:
@@ -314,26 +292,23 @@ class Trainer:
             self._log({"epoch": self.epoch, "step": self.step, **record})
 
     def _stop_on_interrupt(self) -> None:
-        """After a stop signal: checkpoint the current step (one process) and stop, so that
-        ``--resume`` continues here."""
-        batch = self.batches.position
+        """After a stop signal mid-epoch: checkpoint this step (one process; under torchrun the
+        last checkpoint is kept) and raise KeyboardInterrupt, so that ``--resume`` continues."""
         if distributed.is_distributed():
             log.warning("interrupted; the last checkpoint in %s is kept", self.output_dir)
-        elif batch == 0:
-            log.warning("interrupted at an epoch boundary; %s/last.pth is current", self.output_dir)
-        else:
-            try:
-                self._save()
-                log.warning(
-                    "interrupted: checkpoint saved at step %d (epoch %d, batch %d) in %s; "
-                    "continue with --resume",
-                    self.step,
-                    self.epoch + 1,
-                    batch,
-                    self.output_dir / LAST_NAME,
-                )
-            except Exception as err:  # the interrupt wins; say what happened
-                log.warning("interrupted; could not save a checkpoint (%s)", err)
+            raise KeyboardInterrupt
+        try:
+            self._save()
+            log.warning(
+                "interrupted at step %d (epoch %d, batch %d); %s is current: continue with "
+                "--resume",
+                self.step,
+                self.epoch + 1,
+                self.batches.position,
+                self.output_dir / LAST_NAME,
+            )
+        except Exception as err:  # the interrupt wins; say what happened
+            log.warning("interrupted; could not save a checkpoint (%s)", err)
         raise KeyboardInterrupt
 
     def _prefill_queue(self) -> None:
@@ -342,8 +317,6 @@ class Trainer:
         Uses a batch source of its own (its own seed streams, :data:`PREFILL_OFFSET`), so the
         training data order is the same with and without prefilling.
         """
-        from balfeat.methods import get_method  # registry lookup (engine sits above methods)
-
         prefill = getattr(self.method, "prefill", None)
         wanted = self.cfg.method.wants_prefill(get_method(self.cfg.method.name).prefill_by_default)
         if prefill is None or not wanted:
@@ -357,18 +330,9 @@ class Trainer:
     def _train_step(
         self, images: Any, labels: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One optimiser step: forward, finite-loss check, backward, step, ``after_step()``.
-
-        Args:
-            images: a device batch (a tensor (B, C, H, W), or a list of ``method.views`` of them).
-            labels: (B,) int64 on the device.
-
-        Returns:
-            The loss averaged over ranks (scalar float32) and the method's output dict.
-
-        Raises:
-            TrainingError: the loss is not finite.
-        """
+        """One optimiser step on a device batch (images: (B, C, H, W) or a list of views;
+        labels (B,)): forward, finite-loss check (TrainingError), backward, ``after_step()``.
+        Returns the loss averaged over ranks and the method's output dict."""
         with torch.autocast(
             self.device.type,
             dtype=self.amp_dtype or torch.float32,
