@@ -22,7 +22,12 @@ from torch.utils.data import Dataset, Sampler
 
 from balfeat import distributed, schedules
 from balfeat.data.batches import BatchSource
+from balfeat.data.datasets import ArrayDataset
+from balfeat.data.decode import EncodedBatchAugment, select_decode
+from balfeat.data.device_data import DeviceAugment
 from balfeat.data.prepare import check_not_empty, exponential_subset, synthetic_arrays
+from balfeat.data.recipes import host_only, view_set
+from balfeat.data.samplers import ClassBalancedSampler, ShardedSampler
 from balfeat.engine.config import Config
 from balfeat.errors import ConfigError, DataError
 
@@ -103,8 +108,6 @@ def resolve_decode(cfg: Config) -> str:
     """The decoder image folders use: ``data.decode``, with ``gpu`` falling back to ``cpu``
     (and a :class:`~balfeat.data.decode.DecodeFallbackWarning`) when ``run.device`` gives no
     CUDA device."""
-    from balfeat.data.decode import select_decode
-    from balfeat.data.recipes import host_only
 
     if cfg.data.decode == "gpu" and host_only(cfg.data.augmentation):
         raise ConfigError(
@@ -234,7 +237,6 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
 
 def build_sampler(cfg: Config, dataset: Dataset[Any]) -> Sampler[int]:
     """``ClassBalancedSampler`` if ``data.balanced`` else ``ShardedSampler``; sharded by rank."""
-    from balfeat.data.samplers import ClassBalancedSampler, ShardedSampler
 
     labels = np.asarray(dataset.targets)  # type: ignore[attr-defined]
     if cfg.data.balanced:
@@ -254,8 +256,6 @@ def uses_device_loader(cfg: Config, dataset: Dataset[Any]) -> bool:
         ConfigError: ``data.loader=device`` for a dataset that is not an in-memory array, or with
             a host-only augmentation (``paco_randcls_sim``, ``paco_cifar_autoaug_sim``, ...).
     """
-    from balfeat.data.datasets import ArrayDataset
-    from balfeat.data.recipes import host_only
 
     in_memory = isinstance(dataset, ArrayDataset) and np.asarray(dataset.images).dtype == np.uint8
     if cfg.data.loader == "device" and not in_memory:
@@ -287,8 +287,6 @@ def build_batch_source(
     """The trainer's :class:`~balfeat.data.batches.BatchSource`: the on-device array loader
     (:func:`uses_device_loader`, recipe per view from ``data.augmentation``), the GPU decode path
     (:func:`build_batch_decoder`) or a DataLoader over the dataset's own transform."""
-    from balfeat.data.device_data import DeviceAugment
-    from balfeat.data.recipes import view_set
 
     augments: list[DeviceAugment] | None = None
     if uses_device_loader(cfg, dataset):
@@ -324,7 +322,6 @@ def build_batch_decoder(cfg: Config, dataset: Dataset[Any]) -> Any:
         A :class:`balfeat.data.decode.EncodedBatchAugment` of recipe ``data.augmentation`` with
         ``method.views`` views, or ``None``.
     """
-    from balfeat.data.decode import EncodedBatchAugment
 
     if getattr(dataset, "decode", "pil") != "gpu":
         return None
