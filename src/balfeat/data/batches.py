@@ -141,7 +141,9 @@ class BatchSource:
             images = self.decoder(images, self.device, torch.Generator().manual_seed(seed))
         return to_device(images, self.device, self.channels_last)
 
-    def _loader(self, skip: int) -> Iterable[tuple[Any, torch.Tensor]]:
+    def host_loader(self, skip: int = 0) -> Iterable[tuple[Any, torch.Tensor]]:
+        """The current epoch's batches as the path's loader yields them, from batch ``skip`` on
+        (encoded files not yet decoded; the benchmarks time this part alone)."""
         if self.device_augment is not None:  # skips by batch index: batch b keeps its draws
             loader = DeviceArrayLoader(
                 self.dataset.images,  # type: ignore[attr-defined]
@@ -174,7 +176,7 @@ class BatchSource:
     def __iter__(self) -> Iterator[tuple[Any, torch.Tensor]]:
         """The rest of the epoch: ``(images, labels)`` on the device; :attr:`position` counts
         the batches delivered and is 0 again once the epoch is through."""
-        for images, labels in self._loader(self.position):
+        for images, labels in self.host_loader(self.position):
             batch = self.to_device(images, self.position)
             self.position += 1
             yield batch, labels.to(self.device, non_blocking=True)
