@@ -192,7 +192,7 @@ def clear_leftovers(output_dir: Path) -> None:
 
 
 def forget_failed_start(output_dir: Path) -> None:
-    """After a fresh start failed before its first checkpoint: remove the ``config.yaml`` and
+    """After a fresh start failed before its first step was done: remove the ``config.yaml`` and
     ``metrics.jsonl`` it wrote, so a retry is not refused as "already holds a run". A folder
     with a checkpoint is left as it is (``--resume`` continues it)."""
     if any(output_dir.glob("checkpoint_*.pth")) or (output_dir / "last.pth").exists():

@@ -228,7 +228,7 @@ class Trainer:
         try:
             return self._fit()
         except BaseException:
-            if self._lock is not None and self._started_fresh:
+            if self._lock is not None and self._started_fresh and self.step == 0:
                 run_dir.forget_failed_start(self.output_dir)  # a retry is not blocked
             raise
         finally:
