@@ -4,8 +4,8 @@ The benchmark writes its own image folder of ImageNet-sized JPEGs (``--images`` 
 folders, ~500x375, quality 90, textured synthetic content: smooth colour fields plus noise and
 edges, so the files are about as large as photographs of that size) and feeds it through the
 engine's own builders (``balfeat.engine.build``: ``build_train_dataset`` with
-``data.dataset=imagenet``, ``build_loader``, ``build_batch_decoder``), so what is timed is what
-training runs:
+``data.dataset=imagenet``, ``BatchSource.host_loader``, ``build_batch_decoder``), so what is
+timed is what training runs:
 
 - ``pil``: ``data.decode=pil``: PIL open + the PIL recipe (today's default), per image;
 - ``cpu``: ``data.decode=cpu``: ``torchvision.io.decode_jpeg`` + the same recipe on uint8
@@ -84,21 +84,22 @@ def engine_config(root: Path, decode: str, recipe: str, batch: int, views: int) 
     )
 
 
-def _loader(cfg: Any) -> tuple[Any, Any]:
+def _loader(cfg: Any, device: torch.device) -> tuple[Any, Any]:
+    from balfeat.data.batches import BatchSource
     from balfeat.engine import build
 
     ds = build.build_train_dataset(cfg)
     sampler = build.build_sampler(cfg, ds)
-    loader = build.build_loader(
-        cfg, ds, sampler, cfg.optim.batch_size, torch.Generator().manual_seed(0),
-        pin_memory=getattr(ds, "decode", "pil") == "gpu",
+    source = BatchSource(
+        ds, sampler, batch_size=cfg.optim.batch_size, device=device, seed=0,
+        num_workers=cfg.data.num_workers,
     )  # fmt: skip
-    return ds, loader
+    return ds, source.host_loader()
 
 
 def bench_cpu_path(cfg: Any) -> float:
     """images/s of the loader (decode + augmentation + collate) in this process."""
-    _, loader = _loader(cfg)
+    _, loader = _loader(cfg, torch.device("cpu"))
     n = 0
     start = time.perf_counter()
     for images, _labels in loader:
@@ -109,13 +110,13 @@ def bench_cpu_path(cfg: Any) -> float:
 def bench_gpu_path(cfg: Any) -> dict[str, float]:
     """The gpu path: CPU images/s of the loader (reading files) and device images/s of
     nvJPEG decode + on-device augmentation, timed apart."""
-    from balfeat.data.device_data import derive_seed
     from balfeat.engine import build
+    from balfeat.seeding import derive_seed
 
-    ds, loader = _loader(cfg)
+    device = torch.device("cuda")
+    ds, loader = _loader(cfg, device)
     decoder = build.build_batch_decoder(cfg, ds)
     assert decoder is not None, "data.decode=gpu did not select the gpu path"
-    device = torch.device("cuda")
     start = time.perf_counter()
     batches = list(loader)
     read_s = time.perf_counter() - start

@@ -22,6 +22,7 @@ FLOOR = {
     "distributed": 0,
     "device": 0,
     "provenance": 0,
+    "seeding": 0,
     "data": 1,
     "models": 1,
     "losses": 1,

@@ -115,7 +115,7 @@ def test_collate_keeps_files_as_a_list_and_pins() -> None:
 
 
 def test_crop_boxes_fit_and_follow_torchvision_scale() -> None:
-    from balfeat.data.decode import crop_boxes
+    from balfeat.data.tensor_ops import crop_boxes
 
     n = 4000
     h = torch.full((n,), 300, dtype=torch.int64)
@@ -157,7 +157,7 @@ def _ks(a: np.ndarray, b: np.ndarray) -> float:
 def test_gaussian_blur_batch_matches_torchvision() -> None:
     from torchvision.transforms import functional as TF
 
-    from balfeat.data.decode import gaussian_blur_batch
+    from balfeat.data.tensor_ops import gaussian_blur_batch
 
     x = torch.rand(3, 3, 20, 24, generator=torch.Generator().manual_seed(0))
     sigma = torch.tensor([0.5, 1.7, 1.0])

@@ -200,7 +200,7 @@ def test_bad_inputs_raise() -> None:
     with pytest.raises(DataError, match="labels"):
         DeviceArrayLoader(np.zeros((3, 4, 4), np.uint8), [0, 1], 2, device="cpu")
     with pytest.raises(ConfigError, match="views"):
-        DeviceArrayLoader(np.zeros((3, 4, 4), np.uint8), [0, 1, 2], 2, views=3, device="cpu")
+        DeviceArrayLoader(np.zeros((3, 4, 4), np.uint8), [0, 1, 2], 2, views=0, device="cpu")
     with pytest.raises(ConfigError, match="recipe"):
         DeviceAugment.from_recipe("simclr", 32, 3)
     with pytest.raises(DataError, match="channels"):

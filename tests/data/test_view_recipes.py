@@ -204,4 +204,4 @@ def test_one_trainer_step_with_the_authors_views(method: str, aug: str, tmp_path
     trainer = Trainer(cfg)
     summary = trainer.fit()
     assert summary["steps"] == 1 and np.isfinite(summary["final_loss"])
-    assert trainer.device_loader is False
+    assert trainer.batches.on_device is False

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from balfeat.data.batches import BatchSource
 from balfeat.data.decode import DecodeFallbackWarning, EncodedBatchAugment
 from balfeat.engine import build
 from balfeat.engine.config import load_config
@@ -70,7 +71,7 @@ def test_cpu_decode_trains_a_step(tmp_path: Path) -> None:
         t = Trainer(_cfg(root, tmp_path / "out", "cpu"))
         t.fit()
     assert t.dataset.decode == "cpu"  # type: ignore[attr-defined]
-    assert t.batch_decoder is None and t.step == 1
+    assert t.batches.decoder is None and t.step == 1
     views, _ = t.dataset[0]
     assert isinstance(views, list) and views[0].shape == (3, 16, 16)
 
@@ -81,7 +82,7 @@ def test_gpu_decode_without_cuda_falls_back_to_cpu_and_trains(tmp_path: Path) ->
         t = Trainer(_cfg(root, tmp_path / "out", "gpu"))
         t.fit()
     assert t.dataset.decode == "cpu"  # type: ignore[attr-defined]
-    assert t.batch_decoder is None and t.step == 1
+    assert t.batches.decoder is None and t.step == 1
 
 
 def _gpu_path_on_cpu(monkeypatch: pytest.MonkeyPatch) -> list[EncodedBatchAugment]:
@@ -113,20 +114,20 @@ def test_encoded_batches_train_through_the_trainer(
     cfg = _cfg(root, tmp_path / "out", "gpu", method)
     t = Trainer(cfg)
     seen: list[Any] = []
-    real_step = t._train_step
+    real_to_device = BatchSource.to_device
 
-    def spy(images: Any, labels: torch.Tensor, batch_idx: int) -> Any:
+    def spy(self: BatchSource, images: Any, batch_index: int) -> Any:
         seen.append(images)
-        return real_step(images, labels, batch_idx)
+        return real_to_device(self, images, batch_index)
 
-    t._train_step = spy  # type: ignore[method-assign]
+    monkeypatch.setattr(BatchSource, "to_device", spy)
     t.fit()
     assert made and t.step == 1
     from balfeat.data.decode import EncodedBatch
 
     assert isinstance(seen[0], EncodedBatch) and len(seen[0]) == 4
     assert all(x.ndim == 1 for x in seen[0].images)  # JPEG bytes reach the batch path
-    out = t._batch_to_device(seen[0], 0)
+    out = real_to_device(t.batches, seen[0], 0)
     if method == "moco_v2":
         assert isinstance(out, list) and len(out) == 2 and out[0].shape == (4, 3, 16, 16)
     else:

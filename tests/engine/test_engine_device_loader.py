@@ -40,9 +40,9 @@ def _fit(out: Path, extra: list[str], resume: bool = False) -> Trainer:
 
 def test_in_memory_data_uses_the_device_loader_and_pil_on_request(tmp_path: Path) -> None:
     a = _fit(tmp_path / "a", ["optim.epochs=1", "run.max_steps=1"])
-    assert a.device_loader
+    assert a.batches.on_device
     b = _fit(tmp_path / "b", ["optim.epochs=1", "run.max_steps=1", "data.loader=pil"])
-    assert not b.device_loader
+    assert not b.batches.on_device
     cfg = load_config(
         None, ["data.dataset=imagenet", f"data.root={tmp_path}", "data.loader=device"]
     )

@@ -17,7 +17,8 @@ from engine_standins import TinyImages, TinySL, tiny_overrides
 from balfeat.engine import trainer as trainer_mod
 from balfeat.engine.checkpoint import load_checkpoint
 from balfeat.engine.config import load_config
-from balfeat.engine.trainer import LOCK_NAME, Trainer
+from balfeat.engine.run_dir import LOCK_NAME
+from balfeat.engine.trainer import Trainer
 from balfeat.errors import CheckpointError, ConfigError, DataError, TrainingError
 
 

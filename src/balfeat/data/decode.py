@@ -31,7 +31,6 @@ the trainer per ``(seed, rank, epoch, batch)``.
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -39,6 +38,9 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from balfeat.data.device_data import DeviceAugment
+from balfeat.data.recipes import SMALL_IMAGE_LIMIT, get_device_recipe
+from balfeat.data.tensor_ops import TensorChannels, crop_boxes, gaussian_blur_batch
 from balfeat.errors import ConfigError, DataError
 
 DecodeBackend = Literal["pil", "cpu", "gpu"]
@@ -193,89 +195,6 @@ def collate_encoded(items: Sequence[tuple[torch.Tensor, int]]) -> tuple[EncodedB
     return EncodedBatch(images), labels
 
 
-def crop_boxes(
-    heights: torch.Tensor,
-    widths: torch.Tensor,
-    scale: tuple[float, float],
-    ratio: tuple[float, float],
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """RandomResizedCrop boxes for images of different sizes, drawn as torchvision draws them.
-
-    Per image: up to 10 tries of area fraction ~ U(scale) and log aspect ~ U(log ratio), pixel
-    sides rounded, the first that fits is placed uniformly; if none fits, the centre crop with the
-    aspect clamped to ``ratio`` (torchvision's fallback).
-
-    Args:
-        heights: image heights, int64 Shape: (B,).
-        widths: image widths, int64 Shape: (B,).
-        scale: area-fraction range.
-        ratio: aspect-ratio (width / height) range.
-        generator: the CPU generator every draw comes from.
-
-    Returns:
-        int64 Shape: (B, 4): ``(top, left, height, width)`` of each crop in pixels.
-    """
-    n, tries = len(heights), 10
-    h, w = heights.double().view(-1, 1), widths.double().view(-1, 1)
-    area = torch.empty(n, tries, dtype=torch.float64).uniform_(*scale, generator=generator) * h * w
-    log_r = torch.empty(n, tries, dtype=torch.float64).uniform_(
-        math.log(ratio[0]), math.log(ratio[1]), generator=generator
-    )
-    r = torch.exp(log_r)
-    cw = torch.round(torch.sqrt(area * r))
-    ch = torch.round(torch.sqrt(area / r))
-    ok = (cw > 0) & (ch > 0) & (cw <= w) & (ch <= h)
-    first = ok.double().argmax(1)
-    rows = torch.arange(n)
-    found = ok.any(1)
-    # fallback: the centre crop of the largest box with the aspect clamped into ``ratio``
-    in_ratio = (w / h).view(-1)
-    fw = torch.where(in_ratio < ratio[0], w.view(-1), torch.where(
-        in_ratio > ratio[1], torch.round(h.view(-1) * ratio[1]), w.view(-1)))  # fmt: skip
-    fh = torch.where(in_ratio < ratio[0], torch.round(w.view(-1) / ratio[0]), h.view(-1))
-    sel_w = torch.where(found, cw[rows, first], fw)
-    sel_h = torch.where(found, ch[rows, first], fh)
-    u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
-    top = torch.where(found, torch.floor(u[:, 0] * (h.view(-1) - sel_h + 1)),
-                      torch.floor((h.view(-1) - sel_h) / 2))  # fmt: skip
-    left = torch.where(found, torch.floor(u[:, 1] * (w.view(-1) - sel_w + 1)),
-                       torch.floor((w.view(-1) - sel_w) / 2))  # fmt: skip
-    return torch.stack((top, left, sel_h, sel_w), dim=1).long()
-
-
-def gaussian_blur_batch(
-    x: torch.Tensor, sigma: torch.Tensor, apply: torch.Tensor, kernel_size: int
-) -> torch.Tensor:
-    """Gaussian blur with a sigma per sample (torchvision's kernel and reflect padding).
-
-    Args:
-        x: float Shape: (B, C, H, W).
-        sigma: Shape: (B,), > 0.
-        apply: bool Shape: (B,); samples with ``False`` are returned unchanged.
-        kernel_size: odd side of the (separable) kernel.
-
-    Returns:
-        Shape: (B, C, H, W).
-    """
-    if not bool(apply.any()):
-        return x
-    b, c, height, width = x.shape
-    half = (kernel_size - 1) * 0.5
-    t = torch.linspace(-half, half, kernel_size, device=x.device, dtype=x.dtype)
-    s = sigma.to(device=x.device, dtype=x.dtype).view(-1, 1)
-    k = torch.exp(-0.5 * (t.view(1, -1) / s) ** 2)
-    k = k / k.sum(1, keepdim=True)  # (B, k)
-    k = k.repeat_interleave(c, dim=0)  # (B*C, k)
-    pad = kernel_size // 2
-    y = x.reshape(1, b * c, height, width)
-    y = F.pad(y, (pad, pad, pad, pad), mode="reflect")
-    y = F.conv2d(y, k.view(b * c, 1, 1, kernel_size), groups=b * c)
-    y = F.conv2d(y, k.view(b * c, 1, kernel_size, 1), groups=b * c)
-    y = y.view(b, c, height, width)
-    return torch.where(apply.to(x.device).view(-1, 1, 1, 1), y, x)
-
-
 class EncodedBatchAugment:
     """Decode an :class:`EncodedBatch` on the training device and apply a recipe per sample.
 
@@ -283,7 +202,7 @@ class EncodedBatchAugment:
         recipe: a :data:`balfeat.data.recipes.RECIPES` name (``"none"`` is ``"eval"``).
         image_size: output side in pixels.
         channels: 1 or 3.
-        views: 1, or 2 independent augmentations of each image (MoCo/KCL query and key).
+        views: how many independent augmentations of each image (2: MoCo/KCL query and key).
         backend: ``"gpu"`` (nvJPEG, the images end on the CUDA ``device``) or ``"cpu"``
             (torchvision on the CPU, then moved to ``device``; the same code path, for tests
             and machines without CUDA).
@@ -300,11 +219,8 @@ class EncodedBatchAugment:
         views: int = 1,
         backend: DecodeBackend = "gpu",
     ) -> None:
-        from balfeat.data.device_data import DeviceAugment
-        from balfeat.data.recipes import SMALL_IMAGE_LIMIT, get_device_recipe
-
-        if views not in (1, 2):
-            raise ConfigError(f"EncodedBatchAugment views={views} must be 1 or 2")
+        if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+            raise ConfigError(f"EncodedBatchAugment views={views!r} must be an integer >= 1")
         if backend not in ("gpu", "cpu"):
             raise ConfigError(f"EncodedBatchAugment backend={backend!r} must be 'gpu' or 'cpu'")
         self.name = "eval" if recipe == "none" else recipe
@@ -337,8 +253,6 @@ class EncodedBatchAugment:
         Raises:
             DataError: a file of the batch cannot be decoded (naming its position).
         """
-        from balfeat.data.transforms import TensorChannels
-
         out: list[torch.Tensor | None] = [None] * len(batch)
         enc = [i for i, x in enumerate(batch.images) if x.ndim == 1]
         if enc:

@@ -39,16 +39,13 @@ from balfeat.data.recipes import (
     get_device_recipe,
 )
 from balfeat.data.samplers import ShardedSampler
+from balfeat.data.tensor_ops import to_float_nchw
+from balfeat.device import default_device
 from balfeat.errors import ConfigError, DataError
+from balfeat.seeding import derive_seed
 
 DEVICE_RECIPES: tuple[str, ...] = DEVICE_RECIPE_NAMES
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed that depends on every part (e.g. ``(seed, epoch, batch)``)."""
-    state = np.random.SeedSequence([int(p) % (2**63) for p in parts]).generate_state(2)
-    return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -348,27 +345,11 @@ class DeviceAugment:
         return x
 
 
-def to_float_nchw(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W) / (B, H, W, C), or float (B, C, H, W) -> float32 (B, C, H, W) in [0, 1]."""
-    if images.dtype == torch.uint8:
-        if images.ndim == 3:
-            images = images.unsqueeze(-1)
-        if images.ndim != 4:
-            raise DataError(f"uint8 images must be (B,H,W) or (B,H,W,C), got {tuple(images.shape)}")
-        return images.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
-    if images.ndim != 4 or not images.is_floating_point():
-        raise DataError(
-            f"images must be uint8 (B,H,W[,C]) or float (B,C,H,W), got {images.dtype} "
-            f"{tuple(images.shape)}"
-        )
-    return images.float()
-
-
 class DeviceArrayLoader:
     """Batches of an in-memory uint8 image array, augmented on the device.
 
     Iterating gives ``(images, labels)`` with images float Shape: (B, C, S, S) (``views=1``) or a
-    list ``[view_q, view_k]`` of two such tensors (``views=2``, independent augmentations of the
+    list of ``views`` such tensors (e.g. ``[view_q, view_k]``, independent augmentations of the
     same images), and labels int64 Shape: (B,), all on ``device``.
 
     Args:
@@ -379,8 +360,9 @@ class DeviceArrayLoader:
             :class:`~balfeat.data.samplers.ClassBalancedSampler`), any iterable of indices, or
             ``None`` for a :class:`~balfeat.data.samplers.ShardedSampler` (sharded across ranks,
             shuffled with ``seed`` when ``shuffle``).
-        transform: a :class:`DeviceAugment`; ``None`` gives the images in [0, 1] unnormalised.
-        views: 1 (supervised) or 2 (MoCo/KCL query and key).
+        transform: a :class:`DeviceAugment` (every view), one per view, or ``None`` (the images
+            in [0, 1] unnormalised).
+        views: crops per image: 1 (supervised), 2 (MoCo/KCL query and key), or more.
         device: where the batches are made; default :func:`balfeat.device.default_device`.
         seed: base seed of the shuffle and augmentation; batches depend on ``(seed, epoch)``.
         shuffle: shuffle when ``sampler`` is ``None``.
@@ -398,7 +380,7 @@ class DeviceArrayLoader:
         labels: Sequence[int] | np.ndarray | torch.Tensor,
         batch_size: int,
         sampler: Iterable[int] | None = None,
-        transform: DeviceAugment | None = None,
+        transform: DeviceAugment | Sequence[DeviceAugment] | None = None,
         views: int = 1,
         device: torch.device | str | None = None,
         seed: int = 0,
@@ -407,10 +389,16 @@ class DeviceArrayLoader:
         resident: bool = True,
         start_batch: int = 0,
     ) -> None:
-        from balfeat.device import default_device
-
-        if views not in (1, 2):
-            raise ConfigError(f"DeviceArrayLoader views={views} must be 1 or 2")
+        if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+            raise ConfigError(f"DeviceArrayLoader views={views!r} must be an integer >= 1")
+        per_view: list[DeviceAugment | None] = (
+            list(transform) if isinstance(transform, Sequence) else [transform] * views
+        )
+        if len(per_view) != views:
+            raise ConfigError(
+                f"DeviceArrayLoader got {len(per_view)} transforms for views={views}; give one "
+                "transform, or one per view"
+            )
         if batch_size < 1:
             raise ConfigError(f"DeviceArrayLoader batch_size={batch_size} must be >= 1")
         data = torch.as_tensor(np.asarray(images)) if isinstance(images, np.ndarray) else images
@@ -444,6 +432,7 @@ class DeviceArrayLoader:
             else ShardedSampler(len(data), shuffle=shuffle, seed=seed)
         )
         self.transform = transform
+        self.view_transforms = per_view
         self.views = views
         self.seed = int(seed)
         self.drop_last = drop_last
@@ -484,10 +473,12 @@ class DeviceArrayLoader:
                 continue
             x, y = self._gather(order[start : start + self.batch_size])
             gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, b))
-            views = [self._view(x, gen) for _ in range(self.views)]
+            views = [self._view(x, t, gen) for t in self.view_transforms]
             yield (views[0] if self.views == 1 else views), y
 
-    def _view(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        if self.transform is None:
+    def _view(
+        self, x: torch.Tensor, transform: DeviceAugment | None, gen: torch.Generator
+    ) -> torch.Tensor:
+        if transform is None:
             return to_float_nchw(x)
-        return self.transform(x, gen)
+        return transform(x, gen)

@@ -191,6 +191,24 @@ def view_recipes(name: str) -> tuple[str, str]:
     raise ConfigError(f"unknown augmentation {name!r}; use one of {', '.join(AUGMENTATION_NAMES)}")
 
 
+def view_set(name: str, views: int) -> tuple[str, ...]:
+    """The recipe of each of ``views`` crops of augmentation ``name``.
+
+    A one-recipe name gives every crop that recipe. A multi-view name gives its recipes in order:
+    a method with fewer views takes the first ones, one with more repeats the last. So BCL's
+    three crops (github:FlamieZhu/Balanced-Contrastive-Learning ``main.py``, ``TwoCropTransform``:
+    one RandAugment crop for the classifier, two SimCLR-like crops for the contrastive term) are
+    ``view_set("bcl_randcls_sim", 3) == ("randcls", "bcl_sim", "bcl_sim")``.
+
+    Raises:
+        ConfigError: unknown name, or ``views`` < 1.
+    """
+    if views < 1:
+        raise ConfigError(f"views={views} must be >= 1")
+    recipes = VIEW_PAIRS.get(name) or view_recipes(name)[:1]
+    return tuple(recipes[min(i, len(recipes) - 1)] for i in range(views))
+
+
 def host_only(name: str) -> bool:
     """Whether augmentation ``name`` (a recipe or a two-view name) needs the host (PIL or uint8
     tensor) path, i.e. one of its views has RandAugment, AutoAugment, Cutout or a padded crop."""

@@ -175,3 +175,22 @@ class ShardedSampler(_EpochState, Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class SkipSampler(Sampler[int]):
+    """The indices of ``sampler`` after its first ``skip`` (a mid-epoch resume).
+
+    Args:
+        sampler: the epoch's sampler (its ``set_epoch`` already called).
+        skip: how many of its indices to leave out.
+    """
+
+    def __init__(self, sampler: Sampler[int], skip: int) -> None:
+        self.sampler = sampler
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(iter(self.sampler))[self.skip :])
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)  # type: ignore[arg-type]

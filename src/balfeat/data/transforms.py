@@ -20,9 +20,9 @@ Names (``build_transform(name, image_size, channels)``):
 - ``"cifar_autoaug_cutout"``: PaCo's CIFAR query view: RandomCrop(size, padding 4), flip,
   torchvision's AutoAugment CIFAR-10 policy (fill 128), ToTensor, :class:`Cutout` (16 px).
 
-Two-view names (``paco_randcls_sim``, ``gpaco_randcls_randclsstack``, ``bcl_randcls_sim``; see
+Multi-view names (``paco_randcls_sim``, ``gpaco_randcls_randclsstack``, ``bcl_randcls_sim``; see
 :data:`balfeat.data.recipes.VIEW_PAIRS`) give one recipe per view: build them with
-:func:`build_view_transforms` and wrap the pair in :class:`TwoViews`.
+:func:`build_view_transforms` and wrap them in :class:`MultiView` (:class:`TwoViews` for two).
 
 The parameters live in one table, :data:`balfeat.data.recipes.RECIPES`, which the on-device path
 (:class:`balfeat.data.device_data.DeviceAugment`) reads too. Ops run in one fixed order for all
@@ -46,7 +46,7 @@ dominates the MoCo v2 recipe's cost at 224 px).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -64,15 +64,28 @@ from balfeat.data.recipes import (
     SMALL_IMAGE_LIMIT,
     get_recipe,
     normalisation,
-    view_recipes,
+    view_set,
 )
+from balfeat.data.tensor_ops import TensorChannels, gaussian_blur_batch
 from balfeat.errors import ConfigError
 
 TRANSFORM_NAMES: tuple[str, ...] = RECIPE_NAMES
 __all__ = [
-    "GRAY_MEAN", "GRAY_STD", "IMAGENET_MEAN", "IMAGENET_STD", "SMALL_IMAGE_LIMIT",
-    "TRANSFORM_NAMES", "ConvertMode", "Cutout", "SeparableGaussianBlur", "TensorChannels",
-    "TwoViews", "build_tensor_transform", "build_transform", "build_view_transforms",
+    "GRAY_MEAN",
+    "GRAY_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "SMALL_IMAGE_LIMIT",
+    "TRANSFORM_NAMES",
+    "ConvertMode",
+    "Cutout",
+    "MultiView",
+    "SeparableGaussianBlur",
+    "TensorChannels",
+    "TwoViews",
+    "build_tensor_transform",
+    "build_transform",
+    "build_view_transforms",
 ]  # fmt: skip
 
 
@@ -88,34 +101,6 @@ class ConvertMode:
 
     def __repr__(self) -> str:
         return f"ConvertMode({self.mode!r})"
-
-
-class TensorChannels:
-    """Give a uint8 image tensor ``channels`` channels (the tensor form of :class:`ConvertMode`).
-
-    RGB -> gray uses ITU-R 601-2 luma (as PIL's ``convert("L")``); gray -> RGB repeats the
-    channel; an RGBA input keeps its first three channels.
-    """
-
-    def __init__(self, channels: int) -> None:
-        self.channels = channels
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        """Shape: (C, H, W) -> (channels, H, W)."""
-        from torchvision.transforms import functional as TF
-
-        if img.ndim == 2:
-            img = img.unsqueeze(0)
-        if img.shape[0] == 4:
-            img = img[:3]
-        if img.shape[0] == self.channels:
-            return img
-        if self.channels == 1:
-            return TF.rgb_to_grayscale(img, num_output_channels=1)
-        return img.expand(3, -1, -1).contiguous()
-
-    def __repr__(self) -> str:
-        return f"TensorChannels({self.channels})"
 
 
 class SeparableGaussianBlur:
@@ -144,8 +129,6 @@ class SeparableGaussianBlur:
         """float or uint8 tensor (C, H, W) -> the same dtype, or PIL image -> PIL image of the
         same mode (integer images are rounded back, as torchvision does)."""
         from torchvision.transforms import functional as TF
-
-        from balfeat.data.decode import gaussian_blur_batch
 
         s = torch.tensor([T.GaussianBlur.get_params(self.sigma[0], self.sigma[1])])
         one = torch.ones(1, dtype=torch.bool)
@@ -189,8 +172,29 @@ class Cutout:
         return f"Cutout(length={self.length})"
 
 
-class TwoViews:
-    """Two independent augmentations of one image: ``x -> [t_q(x), t_k(x)]`` (query, key).
+class MultiView:
+    """Independent augmentations of one image, one per view: ``x -> [t(x) for t in transforms]``.
+
+    Args:
+        transforms: one pipeline per view, in view order; the same object may serve several
+            views (independent draws of one recipe).
+    """
+
+    def __init__(self, transforms: Sequence[Callable[[Any], Any]]) -> None:
+        if not transforms:
+            raise ConfigError("MultiView needs at least one transform")
+        self.transforms = list(transforms)
+
+    def __call__(self, x: Any) -> list[Any]:
+        """PIL image (or uint8 tensor) -> one view per transform, each Shape: (C, H, W)."""
+        return [t(x) for t in self.transforms]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(repr(t) for t in self.transforms)})"
+
+
+class TwoViews(MultiView):
+    """Two views: ``x -> [t_q(x), t_k(x)]`` (query, key).
 
     Args:
         transform: the augmentation of the first view (query), and of both when
@@ -202,12 +206,17 @@ class TwoViews:
     def __init__(
         self, transform: Callable[[Any], Any], transform_k: Callable[[Any], Any] | None = None
     ) -> None:
-        self.transform = transform
-        self.transform_k = transform if transform_k is None else transform_k
+        super().__init__([transform, transform if transform_k is None else transform_k])
 
-    def __call__(self, x: Any) -> list[Any]:
-        """PIL image (or uint8 tensor) -> ``[view_q, view_k]``, each Shape: (C, H, W)."""
-        return [self.transform(x), self.transform_k(x)]
+    @property
+    def transform(self) -> Callable[[Any], Any]:
+        """The first view's pipeline."""
+        return self.transforms[0]
+
+    @property
+    def transform_k(self) -> Callable[[Any], Any]:
+        """The second view's pipeline."""
+        return self.transforms[1]
 
     def __repr__(self) -> str:
         if self.transform_k is self.transform:
@@ -270,28 +279,32 @@ def build_tensor_transform(
 
 
 def build_view_transforms(
-    name: str, image_size: int = 224, channels: int = 3, tensor: bool = False
-) -> tuple[Callable[[Any], torch.Tensor], Callable[[Any], torch.Tensor]]:
-    """The (view-1, view-2) transforms of augmentation ``name``.
+    name: str, image_size: int = 224, channels: int = 3, tensor: bool = False, views: int = 2
+) -> tuple[Callable[[Any], torch.Tensor], ...]:
+    """The transforms of the ``views`` crops of augmentation ``name``.
 
     Args:
-        name: a recipe name (both views the same recipe, two independent draws) or a two-view
-            name of :data:`balfeat.data.recipes.VIEW_PAIRS` (``"paco_randcls_sim"``, ...).
+        name: a recipe name (every view the same recipe, independent draws) or a multi-view name
+            of :data:`balfeat.data.recipes.VIEW_PAIRS` (``"paco_randcls_sim"``, ...); views past
+            its recipes repeat the last (:func:`balfeat.data.recipes.view_set`).
         image_size: output side in pixels.
         channels: 1 or 3.
         tensor: build :func:`build_tensor_transform` pipelines (uint8 tensor input) instead of
             PIL ones.
+        views: how many crops.
 
     Returns:
-        ``(t_q, t_k)``: the same object twice for a one-recipe name.
+        One transform per view; views of the same recipe share one object.
 
     Raises:
-        ConfigError: unknown name, channels not 1/3, or image_size < 1.
+        ConfigError: unknown name, channels not 1/3, image_size < 1 or views < 1.
     """
-    first, second = view_recipes(name)
     make = build_tensor_transform if tensor else build_transform
-    t_q = make(first, image_size, channels)
-    return t_q, (t_q if second == first else make(second, image_size, channels))
+    built: dict[str, Callable[[Any], torch.Tensor]] = {}
+    for recipe in view_set(name, views):
+        if recipe not in built:
+            built[recipe] = make(recipe, image_size, channels)
+    return tuple(built[r] for r in view_set(name, views))
 
 
 def _check(name: str, image_size: int, channels: int) -> None:

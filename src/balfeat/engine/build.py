@@ -12,16 +12,22 @@ or step ``lr * 0.1 ** (number of milestones <= epoch)``, after an optional linea
 
 from __future__ import annotations
 
-import random
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from balfeat import distributed, schedules
+from balfeat.data.batches import BatchSource
+from balfeat.data.datasets import ArrayDataset
+from balfeat.data.decode import EncodedBatchAugment, select_decode
+from balfeat.data.device_data import DeviceAugment
 from balfeat.data.prepare import check_not_empty, exponential_subset, synthetic_arrays
+from balfeat.data.recipes import host_only, view_set
+from balfeat.data.samplers import ClassBalancedSampler, ShardedSampler
 from balfeat.engine.config import Config
 from balfeat.errors import ConfigError, DataError
 
@@ -77,28 +83,31 @@ def local_batch_size(cfg: Config, world_size: int | None = None) -> int:
 
 
 def train_transform(cfg: Config, tensor: bool = False) -> Any:
-    """The training transform, wrapped in ``TwoViews`` when the method needs two crops.
+    """The training transform: one pipeline, or one per view (``MultiView``) for a method that
+    takes ``method.views`` crops.
 
     ``data.augmentation=none`` is the ``eval`` transform (resize + normalise, no randomness).
-    A two-view name (``paco_randcls_sim``, ...) gives ``TwoViews(t_q, t_k)``, and its first
-    view to a one-view method. With ``tensor`` the same recipe for uint8 tensors
-    (``data.decode=cpu``).
+    A multi-view name (``paco_randcls_sim``, ...) gives each view its recipe
+    (:func:`balfeat.data.recipes.view_set`: a one-view method takes the first, extra views repeat
+    the last), e.g. BCL's three crops with ``method.views=3``. With ``tensor`` the same recipes
+    for uint8 tensors (``data.decode=cpu``).
     """
-    from balfeat.data.transforms import TwoViews, build_view_transforms
+    from balfeat.data.transforms import MultiView, TwoViews, build_view_transforms
 
     name = "eval" if cfg.data.augmentation == "none" else cfg.data.augmentation
-    t_q, t_k = build_view_transforms(name, cfg.data.image_size, cfg.data.channels, tensor=tensor)
-    if cfg.method.views == 2:
-        return TwoViews(t_q, t_k)
-    return t_q
+    views = cfg.method.views
+    made = build_view_transforms(
+        name, cfg.data.image_size, cfg.data.channels, tensor=tensor, views=views
+    )
+    if views == 1:
+        return made[0]
+    return TwoViews(*made) if views == 2 else MultiView(made)
 
 
 def resolve_decode(cfg: Config) -> str:
     """The decoder image folders use: ``data.decode``, with ``gpu`` falling back to ``cpu``
     (and a :class:`~balfeat.data.decode.DecodeFallbackWarning`) when ``run.device`` gives no
     CUDA device."""
-    from balfeat.data.decode import select_decode
-    from balfeat.data.recipes import host_only
 
     if cfg.data.decode == "gpu" and host_only(cfg.data.augmentation):
         raise ConfigError(
@@ -228,7 +237,6 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
 
 def build_sampler(cfg: Config, dataset: Dataset[Any]) -> Sampler[int]:
     """``ClassBalancedSampler`` if ``data.balanced`` else ``ShardedSampler``; sharded by rank."""
-    from balfeat.data.samplers import ClassBalancedSampler, ShardedSampler
 
     labels = np.asarray(dataset.targets)  # type: ignore[attr-defined]
     if cfg.data.balanced:
@@ -236,45 +244,6 @@ def build_sampler(cfg: Config, dataset: Dataset[Any]) -> Sampler[int]:
             labels, repeat=cfg.data.repeat, num_samples=len(labels), seed=cfg.run.seed
         )
     return ShardedSampler(len(labels), shuffle=True, seed=cfg.run.seed)
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seed numpy and ``random`` from the worker's torch seed."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def build_loader(
-    cfg: Config,
-    dataset: Dataset[Any],
-    sampler: Sampler[int],
-    batch_size: int,
-    generator: torch.Generator,
-    pin_memory: bool = False,
-) -> DataLoader[Any]:
-    """DataLoader of one rank: ``drop_last`` (equal steps on every rank), seeded workers.
-
-    ``generator`` (persistent, checkpointed by the trainer) seeds the worker processes of each
-    epoch, so augmentation is reproducible. A dataset yielding encoded files (``decode="gpu"``)
-    is batched by :func:`balfeat.data.decode.collate_encoded`.
-    """
-    from balfeat.data.decode import collate_encoded
-
-    encoded = getattr(dataset, "decode", "pil") == "gpu"
-    nw = cfg.data.num_workers
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=nw,
-        drop_last=True,
-        pin_memory=pin_memory,
-        worker_init_fn=seed_worker,
-        generator=generator,
-        collate_fn=collate_encoded if encoded else None,
-        persistent_workers=False,
-    )
 
 
 def uses_device_loader(cfg: Config, dataset: Dataset[Any]) -> bool:
@@ -287,8 +256,6 @@ def uses_device_loader(cfg: Config, dataset: Dataset[Any]) -> bool:
         ConfigError: ``data.loader=device`` for a dataset that is not an in-memory array, or with
             a host-only augmentation (``paco_randcls_sim``, ``paco_cifar_autoaug_sim``, ...).
     """
-    from balfeat.data.datasets import ArrayDataset
-    from balfeat.data.recipes import host_only
 
     in_memory = isinstance(dataset, ArrayDataset) and np.asarray(dataset.images).dtype == np.uint8
     if cfg.data.loader == "device" and not in_memory:
@@ -307,35 +274,43 @@ def uses_device_loader(cfg: Config, dataset: Dataset[Any]) -> bool:
     return cfg.data.loader == "device" or (cfg.data.loader == "auto" and in_memory and not on_host)
 
 
-def build_device_loader(
+def build_batch_source(
     cfg: Config,
     dataset: Dataset[Any],
     sampler: Sampler[int],
+    *,
     batch_size: int,
     device: torch.device,
-    seed: int,
-    start_batch: int = 0,
-) -> Any:
-    """A :class:`~balfeat.data.device_data.DeviceArrayLoader` over ``dataset``'s uint8 array in
-    ``sampler``'s order (``drop_last``, as the DataLoader path), augmenting on ``device`` with the
-    recipe ``data.augmentation``; ``start_batch`` batches are skipped (mid-epoch resume) and the
-    augmentation of batch ``b`` depends only on ``(seed, epoch, b)``, so a resumed epoch sees the
-    same batches as an uninterrupted one."""
-    from balfeat.data.device_data import DeviceArrayLoader, DeviceAugment
+    rank: int,
+    seed_offset: int = 0,
+) -> BatchSource:
+    """The trainer's :class:`~balfeat.data.batches.BatchSource`: the on-device array loader
+    (:func:`uses_device_loader`, recipe per view from ``data.augmentation``), the GPU decode path
+    (:func:`build_batch_decoder`) or a DataLoader over the dataset's own transform."""
 
-    name = "eval" if cfg.data.augmentation == "none" else cfg.data.augmentation
-    augment = DeviceAugment.from_recipe(name, cfg.data.image_size, cfg.data.channels)
-    return DeviceArrayLoader(
-        dataset.images,  # type: ignore[attr-defined]
-        dataset.targets,  # type: ignore[attr-defined]
+    augments: list[DeviceAugment] | None = None
+    if uses_device_loader(cfg, dataset):
+        name = "eval" if cfg.data.augmentation == "none" else cfg.data.augmentation
+        made: dict[str, DeviceAugment] = {}
+        for recipe in view_set(name, cfg.method.views):
+            if recipe not in made:
+                made[recipe] = DeviceAugment.from_recipe(
+                    recipe, cfg.data.image_size, cfg.data.channels
+                )
+        augments = [made[r] for r in view_set(name, cfg.method.views)]
+    return BatchSource(
+        dataset,
+        sampler,
         batch_size=batch_size,
-        sampler=sampler,
-        transform=augment,
-        views=cfg.method.views,
         device=device,
-        seed=seed,
-        drop_last=True,
-        start_batch=start_batch,
+        seed=cfg.run.seed,
+        rank=rank,
+        seed_offset=seed_offset,
+        num_workers=cfg.data.num_workers,
+        device_augment=augments,
+        views=cfg.method.views,
+        decoder=build_batch_decoder(cfg, dataset),
+        channels_last=cfg.run.channels_last,
     )
 
 
@@ -347,7 +322,6 @@ def build_batch_decoder(cfg: Config, dataset: Dataset[Any]) -> Any:
         A :class:`balfeat.data.decode.EncodedBatchAugment` of recipe ``data.augmentation`` with
         ``method.views`` views, or ``None``.
     """
-    from balfeat.data.decode import EncodedBatchAugment
 
     if getattr(dataset, "decode", "pil") != "gpu":
         return None
@@ -387,3 +361,82 @@ def build_method(cfg: Config, num_classes: int) -> nn.Module:
 # Deprecated names kept for callers outside engine/ (study/study.py uses build_transform); they
 # shadowed the building blocks' own function names.
 build_transform = train_transform
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``run.precision`` on ``device`` (``None``: float32); fp16 off a GPU
+    warns and trains in float32."""
+    if precision == "bf16":  # autocast on CPU and GPU alike
+        return torch.bfloat16
+    if precision == "fp16":
+        if device.type == "cuda":
+            return torch.float16
+        warnings.warn(
+            f"run.precision=fp16 needs a GPU; training in float32 on {device.type} "
+            "(bf16 works on CPU)",
+            stacklevel=3,
+        )
+    return None
+
+
+def require_tensorboard() -> None:
+    """``run.tensorboard=on`` needs the tensorboard package."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "run.tensorboard=on but the tensorboard package is not installed; "
+            "pip install 'balfeat[tensorboard]' or set run.tensorboard=auto"
+        )
+
+
+def warn_late_milestones(cfg: Config) -> None:
+    """Warn when a step schedule's milestones are not below ``optim.epochs`` (never reached)."""
+    late = [m for m in cfg.optim.milestones if m >= cfg.optim.epochs]
+    if cfg.optim.schedule == "step" and late:
+        warnings.warn(
+            f"optim.milestones {late} are not below optim.epochs={cfg.optim.epochs}: the "
+            "learning rate never drops there (shrank the epochs of a recipe? scale its "
+            "milestones too)",
+            stacklevel=3,
+        )
+
+
+def method_for(cfg: Config, dataset: Dataset[Any], method: nn.Module | None = None) -> nn.Module:
+    """The method to train on ``dataset``: ``method``, or the one ``cfg`` names, with the class
+    prior of the logit-adjusted methods (PaCo, BCL: ``set_class_counts``) set from the data.
+
+    Raises:
+        DataError: the dataset is empty.
+    """
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise DataError(
+            "the training set is empty (0 images); check data.train_split, data.per_class, "
+            "data.max_samples or the study's family.total"
+        )
+    targets = np.asarray(dataset.targets, dtype=np.int64)  # type: ignore[attr-defined]
+    num_classes = int(getattr(dataset, "num_classes", 0)) or int(targets.max() + 1)
+    method = method or build_method(cfg, num_classes)
+    set_counts = getattr(method, "set_class_counts", None)
+    if callable(set_counts):
+        set_counts(torch.from_numpy(np.bincount(targets, minlength=num_classes)))
+    return method
+
+
+def training_model(cfg: Config, method: nn.Module, device: torch.device) -> nn.Module:
+    """What the training step calls: ``method``, compiled with ``run.compile``, and wrapped in
+    ``DistributedDataParallel`` under torchrun."""
+    model: nn.Module = method
+    if cfg.run.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    if distributed.is_distributed():
+        model = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            # Buffers are not broadcast from rank 0 before every forward: the MoCo/KCL queues
+            # are updated identically on every rank (gathered keys), and re-sending a
+            # 65536-key queue each step is pure cost. BN running statistics stay per rank;
+            # checkpoints hold rank 0's.
+            broadcast_buffers=False,
+        )
+    return model

@@ -11,14 +11,12 @@ truncated file where a good checkpoint was. With ``keep_last`` it also maintains
 from __future__ import annotations
 
 import os
-import random
 import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from balfeat.atomic import atomic_write_bytes
@@ -152,34 +150,3 @@ def load_checkpoint(
                 f"{expected!r}; use a checkpoint of the same {what} or another output_dir"
             )
     return state
-
-
-# ----------------------------------------------------------------------------- RNG state
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """This process's RNG states (python, numpy, torch CPU and every CUDA device)."""
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore the states from :func:`rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

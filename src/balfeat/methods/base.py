@@ -42,8 +42,8 @@ class Method(Protocol):
     """What the trainer needs from a method.
 
     Attributes:
-        views: crops per image the method consumes (1: ``images`` is (B, C, H, W); 2: a pair
-            ``[view_q, view_k]`` of such tensors).
+        views: crops per image the method consumes (1: ``images`` is (B, C, H, W); n >= 2: a
+            list of n such tensors, e.g. ``[view_q, view_k]``).
         uses_labels: whether ``forward`` uses the labels (SL, KCL) or ignores them (MoCo).
 
     A method derived from :class:`MethodBase` also has ``prefill``, ``set_class_counts`` and
@@ -70,7 +70,7 @@ class MethodBase(nn.Module):
     """Base of every built-in method: the hooks the trainer and the study call, as no-ops.
 
     Class attributes:
-        views: crops per image (1 or 2).
+        views: crops per image (>= 1).
         uses_labels: whether ``forward`` reads the labels.
         has_classifier: ``classify`` is a classifier of the method's own (PaCo, GPaCo, BCL).
         params_type: the parameter dataclass the constructor reads (``params``).
@@ -118,7 +118,7 @@ class MethodBase(nn.Module):
 P = TypeVar("P", bound=MethodParams)
 
 #: Parameter fields that configure the trainer, not the method's constructor.
-TRAINER_FIELDS = frozenset({"name", "prefill"})
+TRAINER_FIELDS = frozenset({"name", "prefill", "views"})
 
 
 def constructor_fields(params: type[MethodParams]) -> list[str]:
@@ -240,7 +240,7 @@ def register(
 
     Args:
         name: the ``method.name`` that selects the method.
-        views: crops per image (1 or 2).
+        views: crops per image (>= 1).
         params: the method's parameter dataclass (a :class:`MethodParams` subclass); its fields
             are the ``method.*`` config keys of this method, its defaults the method's defaults.
         prefill_by_default: ``method.prefill=auto`` fills the key queue before the first step.
@@ -249,11 +249,11 @@ def register(
             ``has_classifier`` for a :func:`from_constructor` builder, else False).
 
     Raises:
-        ValueError: ``views`` is not 1 or 2, ``params`` is not a MethodParams dataclass, or (for
+        ValueError: ``views`` is below 1, ``params`` is not a MethodParams dataclass, or (for
             a :func:`from_constructor` builder) a parameter the constructor does not read.
     """
-    if views not in (1, 2):
-        raise ValueError(f"method {name!r}: views must be 1 or 2, got {views}")
+    if views < 1:
+        raise ValueError(f"method {name!r}: views must be >= 1, got {views}")
     if not (isinstance(params, type) and issubclass(params, MethodParams)):
         raise ValueError(f"method {name!r}: params must be a MethodParams dataclass")
 

@@ -14,11 +14,14 @@ The same: the classifier is their ``NormedLinear`` by default (``cosine_classifi
 ``30·cos(feature, w_c)``, their ``--use_norm True``); the prototypes are the prototype head applied
 to the classifier's raw weight vectors, then normalised; the prior is ``log π`` of the training
 counts (τ = 1); evaluation uses the classifier's logits without adjustment (``classify``).
-Differences: the authors feed three crops per image (one RandAugment crop to the classifier, two
-SimCLR-like crops to the contrastive term); balfeat's data pipeline yields at most two views, so
-here the classifier sees the first contrastive view. Their projection head ``head`` and prototype
-head ``head_fc`` are both ``Linear(F, F)-BatchNorm1d(F)-ReLU-Linear(F, feat_dim)``
-(``models/resnext.py:290-292, 301-302``, ``F`` the backbone feature size, ``feat_dim`` 1024);
+Views: the authors feed three crops per image (``main.py`` ``TwoCropTransform``: one RandAugment
+crop to the classifier, two SimCLR-like crops to the contrastive term, all three through the
+backbone as one batch); ``method.views=3`` with ``data.augmentation=bcl_randcls_sim`` does the
+same. The default ``method.views=2`` keeps balfeat's earlier two-view BCL (the classifier sees
+the first of the two contrastive views), so existing results hold. Their projection head
+``head`` and prototype head ``head_fc`` are both
+``Linear(F, F)-BatchNorm1d(F)-ReLU-Linear(F, feat_dim)`` (``models/resnext.py:290-292,
+301-302``, ``F`` the backbone feature size, ``feat_dim`` 1024);
 ``head_bn=True`` builds both so (the recipes set it; the default False keeps the BN-free heads of
 earlier configs and checkpoints). The prototype head's BN normalises over the C class vectors
 (their ``head_fc(fc.weight.T)``), the same on every rank. With several processes the
@@ -40,6 +43,7 @@ from balfeat import distributed
 from balfeat.losses.bcl import bcl_loss, logit_adjusted_ce
 from balfeat.methods._gather import gather_rows
 from balfeat.methods.base import from_constructor, register, resolve_params
+from balfeat.methods.inputs import check_batch
 from balfeat.methods.paco import HeadClassifier
 from balfeat.methods.params import HeadParams
 from balfeat.models.backbones import Backbone
@@ -62,6 +66,8 @@ class BCLParams(HeadParams):
         head_bn: a ``BatchNorm1d`` in the projection and the prototype MLP heads,
             ``Linear-BN-ReLU-Linear``, as the authors' ``head`` / ``head_fc``
             (``models/resnext.py:291, 301``); needs ``mlp``.
+        views: crops per image: 2 (the classifier sees the first contrastive view) or 3 (the
+            authors': a classifier crop and two contrastive crops).
     """
 
     name: str = "bcl"
@@ -71,6 +77,7 @@ class BCLParams(HeadParams):
     bcl_weight: float = field(default=0.35, metadata=bounds(ge=0))
     cosine_classifier: bool = True
     head_bn: bool = False
+    views: int = field(default=2, metadata=bounds(ge=2, le=3))
 
 
 class CosineClassifier(nn.Linear):
@@ -144,11 +151,18 @@ class BCL(HeadClassifier):
     def forward(
         self, images: Sequence[torch.Tensor], labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """BCL loss of ``[view_1, view_2]`` (each (B, C, H, W)) and labels (B,)."""
-        self._check_two_views(images, labels)
+        """BCL loss of the views (each (B, C, H, W)) and labels (B,).
+
+        Two views ``[v1, v2]``: the classifier on ``v1``, the contrastive term on both. Three
+        views ``[v0, v1, v2]`` (the authors'): the classifier on ``v0``, the contrastive term on
+        ``v1`` and ``v2``.
+        """
+        n = len(images) if isinstance(images, (list, tuple)) else 1
+        check_batch(type(self).__name__, images, labels, n if n in (2, 3) else 2, True)
         b = labels.shape[0]
-        feat = self.backbone(torch.cat(list(images)))  # (2B, F)
-        z = F.normalize(self.head(feat), dim=1)
+        feat = self.backbone(torch.cat(list(images)))  # (nB, F), one BN batch
+        first = 0 if n == 2 else b  # where the contrastive views start
+        z = F.normalize(self.head(feat[first:]), dim=1)  # (2B, dim)
         logits = self.fc(feat[:b])  # (B, C)
         ce = logit_adjusted_ce(logits, labels, self.log_prior)  # local mean; DDP averages
         # the contrastive term over the global batch (2 ranks compute what 1 process does)

@@ -39,10 +39,10 @@ def check_batch(where: str, images: Any, labels: Any, views: int, uses_labels: b
 
     Args:
         where: the method's name.
-        images: one tensor (B, ...) for ``views == 1``; a pair ``[view_1, view_2]`` of such
-            tensors with one B for ``views == 2``.
+        images: one tensor (B, ...) for ``views == 1``; a list of ``views`` such tensors with
+            one B otherwise.
         labels: class ids. Shape: (B,), integer dtype (checked only when ``uses_labels``).
-        views: 1 or 2.
+        views: crops per image (>= 1).
         uses_labels: whether the method reads the labels.
     """
     if views == 1:
@@ -57,17 +57,20 @@ def check_batch(where: str, images: Any, labels: Any, views: int, uses_labels: b
         if (
             isinstance(images, torch.Tensor)
             or not isinstance(images, Sequence)
-            or len(images) != 2
+            or len(images) != views
             or not all(isinstance(v, torch.Tensor) and v.dim() >= 2 for v in images)
         ):
+            what = "two views [view_q, view_k]" if views == 2 else f"{views} views"
             raise BalfeatError(
-                f"{where} needs two views [view_q, view_k] per batch, each (B, C, H, W); build "
-                "the dataset with TwoViews(transform) (method.views == 2)"
+                f"{where} needs {what} per batch, each (B, C, H, W); build the dataset with "
+                f"MultiView(transforms) (method.views == {views})"
             )
-        if images[0].shape[0] != images[1].shape[0]:
+        sizes = [v.shape[0] for v in images]
+        if len(set(sizes)) > 1:
+            what = "the two views" if views == 2 else "the views"
             raise BalfeatError(
-                f"{where}: the two views hold {images[0].shape[0]} and {images[1].shape[0]} "
-                "images; both views of a batch are crops of the same B images"
+                f"{where}: {what} hold {' and '.join(str(n) for n in sizes)} images; all views "
+                "of a batch are crops of the same B images"
             )
         batch = images[0].shape[0]
     if not uses_labels:

@@ -33,7 +33,8 @@ class MethodEntry:
     Attributes:
         name: the ``method.name`` that selects it.
         build: ``build(params, backbone, num_classes, seed)`` returning the method module.
-        views: crops per image (1 or 2); the data pipeline wraps the transform accordingly.
+        views: crops per image (default of the method's ``views``; a method whose parameters
+            have a ``views`` field lets the config choose); the data pipeline makes that many.
         params: the dataclass of the method's config section (``method.*`` keys); its defaults
             are the method's defaults (``docs/method-defaults.md``).
         prefill_by_default: ``method.prefill=auto`` fills the queue before the first step.

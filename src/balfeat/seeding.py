@@ -1,0 +1,67 @@
+"""Every seed of a run, derived in one place.
+
+A run has one seed (``run.seed``). The streams that need their own seed are derived from it here,
+so a rank, an epoch or a batch never shares random numbers with another by accident:
+
+- the data-loader generator of rank ``r``: ``seed + RANK_STRIDE * r``;
+- the prefill loader (fills a queue before the first step): the same with ``PREFILL_OFFSET``
+  added, so the training data order does not depend on whether the queue is prefilled;
+- the augmentation of batch ``b`` of ``epoch`` on the on-device paths:
+  :func:`derive_seed` of ``(seed, [rank,] epoch, b)``, so a resumed epoch draws what an
+  uninterrupted one draws.
+
+:func:`rng_state` / :func:`set_rng_state` save and restore the process-wide generators (python,
+numpy, torch CPU and CUDA) for exact resume.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+#: Added per rank to the seed of every per-rank stream (a prime, so ranks never coincide).
+RANK_STRIDE = 1000003
+#: Added to the seed of the queue-prefill loader.
+PREFILL_OFFSET = 7919
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed that depends on every part (e.g. ``(seed, epoch, batch)``)."""
+    state = np.random.SeedSequence([int(p) % (2**63) for p in parts]).generate_state(2)
+    return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
+
+
+def rank_seed(seed: int, rank: int, offset: int = 0) -> int:
+    """The seed of rank ``rank``'s stream: ``seed + offset + RANK_STRIDE * rank``."""
+    return seed + offset + RANK_STRIDE * rank
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states (python, numpy, torch CPU and every CUDA device)."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the states from :func:`rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
