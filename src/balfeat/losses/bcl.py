@@ -29,8 +29,13 @@ import torch
 import torch.nn.functional as F
 
 from balfeat.errors import BalfeatError
-from balfeat.losses.contrastive import _check_temperature
-from balfeat.losses.shapes import check_features, check_keys, check_label_range, check_labels
+from balfeat.losses.shapes import (
+    check_features,
+    check_keys,
+    check_label_range,
+    check_labels,
+    check_temperature,
+)
 
 
 def bcl_loss(
@@ -51,7 +56,7 @@ def bcl_loss(
     Returns:
         The mean over the N anchors (scalar).
     """
-    _check_temperature(temperature)
+    check_temperature("bcl_loss", temperature)
     check_features("bcl_loss", "features", features)
     check_labels("bcl_loss", "labels", labels, features.shape[0])
     check_keys("bcl_loss", "prototypes", prototypes, features.shape[1])
@@ -101,6 +106,7 @@ def logit_adjusted_ce(
             f"logit_adjusted_ce: log_prior must have shape ({logits.shape[1]},), one value per "
             f"class of logits {tuple(logits.shape)}, got {tuple(log_prior.shape)}"
         )
+    check_label_range("logit_adjusted_ce", "labels", labels, logits.shape[1])
     return F.cross_entropy(logits + tau * log_prior.to(logits.dtype), labels.long())
 
 

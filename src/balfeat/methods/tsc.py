@@ -38,6 +38,8 @@ import torch.nn.functional as F
 
 from balfeat import distributed
 from balfeat.errors import BalfeatError
+from balfeat.losses.contrastive import select_positives
+from balfeat.losses.shapes import check_label_range
 from balfeat.losses.supcon import class_sums
 from balfeat.losses.tsc import assign_targets, tsc_loss, uniform_targets
 from balfeat.methods import from_constructor, register
@@ -147,6 +149,8 @@ class TSC(KCL):
         self, images: Sequence[torch.Tensor], labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """KCL (warm-up) or TSC loss of ``[view_q, view_k]`` (each (B, C, H, W)), labels (B,)."""
+        self._check_views(images, labels)
+        check_label_range("TSC", "labels", labels, self.num_classes)  # also during warm-up
         step = int(self.step)
         if (
             self.training
@@ -165,18 +169,23 @@ class TSC(KCL):
             out = super().compute_loss(q, k, labels)
         else:
             gen = self._device_generator(q.device, 2 + distributed.rank())
+            positives = select_positives(  # TSC selects; the loss only computes
+                labels,
+                self.queue.labels,
+                self.posk,
+                self.selection,  # type: ignore[arg-type]
+                gen,
+                num_classes=self.num_classes,
+            )
             loss = tsc_loss(
                 q,
                 k,
                 self.queue.keys,
-                self.queue.labels,
+                positives,
                 labels,
                 class_targets,
-                self.T,
-                self.posk,
-                self.target_weight,
-                self.selection,
-                gen,
+                temperature=self.T,
+                target_weight=self.target_weight,
             )
             out = {"loss": loss}
         with torch.no_grad():
