@@ -2,9 +2,10 @@
 
 Every check compares shapes, dtypes and Python numbers only; the one check of tensor values
 (:func:`check_label_range`) reads them on the CPU only and is queued on the device
-(``torch._assert_async``) elsewhere, so no check waits for a GPU. A mismatch raises :class:`~balfeat.errors.BalfeatError` naming the loss, the argument and the
-shapes, instead of a torch error deep inside the loss or, worse, a result silently broadcast to
-the wrong shape (labels of shape (B, 1) against (B,) would compare as a (B, B) matrix).
+(``torch._assert_async``) elsewhere, so no check waits for a GPU. A mismatch raises
+:class:`~balfeat.errors.BalfeatError` naming the loss, the argument and the shapes, instead of a
+torch error deep inside the loss or, worse, a result silently broadcast to the wrong shape (labels
+of shape (B, 1) against (B,) would compare as a (B, B) matrix).
 """
 
 from __future__ import annotations
@@ -135,9 +136,7 @@ def check_label_range(where: str, name: str, labels: torch.Tensor, num_classes: 
         ok = labels >= 0
         if num_classes is not None:
             ok &= labels < num_classes
-        torch._assert_async(
-            ok.all(), f"{where}: {name} holds a class id that is not {bound}"
-        )
+        torch._assert_async(ok.all(), f"{where}: {name} holds a class id that is not {bound}")
         return
     low, high = (int(v) for v in torch.stack(torch.aminmax(labels)).tolist())
     if low < 0:

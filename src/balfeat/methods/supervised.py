@@ -61,7 +61,7 @@ class Supervised(nn.Module):
         Returns:
             ``{"loss": scalar, "logits": (B, num_classes)}``.
         """
-        check_batch("Supervised", images, labels, 1, True)
+        check_batch("Supervised", images, labels, 1, True, num_classes=self.head.out_features)
         if self.freeze_backbone:
             with torch.no_grad():
                 feats = self.backbone(images)
