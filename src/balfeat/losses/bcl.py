@@ -75,9 +75,11 @@ def bcl_loss(
     # per-class member counts, minus the anchor for its own class
     count = onehot.sum(0).unsqueeze(0).expand(n, c).clone()  # (N, C)
     count[idx, lab] -= 1
-    shift = logits.detach().amax(dim=1, keepdim=True)
-    e = (logits - shift).exp()
-    e = e.index_put((idx, idx), e.new_zeros(()))  # drop self
+    # shift by the largest logit other than the anchor's own (dropped before exp): at a small T
+    # the own logit 1/T would leave every other exp at 0 and the log at -inf
+    others = logits.index_put((idx, idx), logits.new_tensor(float("-inf")))  # drop self
+    shift = others.detach().amax(dim=1, keepdim=True)
+    e = (others - shift).exp()
     class_exp = e @ onehot  # (N, C): sum_{k in class c} exp
     den = (class_exp / count).sum(1).log() + shift.squeeze(1)  # (N,)
     pos_sum = (logits @ onehot).gather(1, lab.unsqueeze(1)).squeeze(1) - self_val
