@@ -106,9 +106,12 @@ def test_queue_modules_equal_their_functions() -> None:
     for name, mod in mods.items():
         snapshot = {n: b.clone() for n, b in mod.named_buffers()}
         extra = _extra(mod, 1)
-        got = mod(q, k, y, *extra)
+        q_grad = q.clone().requires_grad_(True)
+        got = mod(q_grad, k, y, *extra)
+        got.backward()  # after the queue was overwritten by this forward's keys
         want = _functional(name, mod, snapshot, qn, kn, y, extra)
         torch.testing.assert_close(got, want, rtol=0, atol=0, msg=name)
+        assert q_grad.grad is not None and torch.isfinite(q_grad.grad).all()
 
 
 def _functional(

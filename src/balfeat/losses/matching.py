@@ -46,10 +46,20 @@ def canonical_ties(cost: np.ndarray, col: np.ndarray) -> np.ndarray:
     Returns:
         The canonical assignment, of the same total cost. Shape: (n,), int64.
     """
-    groups: dict[bytes, list[int]] = {}
-    for r in range(cost.shape[0]):
-        groups.setdefault(np.ascontiguousarray(cost[r]).tobytes(), []).append(r)
+    n = cost.shape[0]
     out = np.asarray(col, dtype=np.int64).copy()
+    if n < 2:
+        return out
+    # Rows that agree on a few sampled columns are candidates (random rows rarely are); only
+    # those are compared in full.
+    sample = np.unique(np.array([0, n // 3, (2 * n) // 3, n - 1]))
+    _, candidate = np.unique(cost[:, sample], axis=0, return_inverse=True)
+    candidate = candidate.reshape(-1)
+    sizes = np.bincount(candidate)
+    groups: dict[tuple[int, bytes], list[int]] = {}
+    for r in np.flatnonzero(sizes[candidate] > 1):
+        key = (int(candidate[r]), np.ascontiguousarray(cost[r]).tobytes())
+        groups.setdefault(key, []).append(int(r))
     for rows in groups.values():
         if len(rows) > 1:
             out[rows] = np.sort(out[rows])

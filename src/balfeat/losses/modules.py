@@ -97,6 +97,11 @@ class _LabelledQueue(nn.Module):
         self.queue_labels.index_copy_(0, slots, labels.to(torch.long))
         self.queue_ptr.add_(keys.shape[0]).remainder_(size)
 
+    def _keys(self) -> torch.Tensor:
+        """The queue as the loss sees it: a copy, since ``forward`` overwrites the buffer
+        before ``backward`` needs the keys (lightly's memory bank hands out a copy too)."""
+        return self.queue.clone() if self.training else self.queue
+
     def _after(self, k: torch.Tensor, labels: torch.Tensor) -> None:
         """In training mode: enqueue the batch's keys (all ranks') and count the step."""
         if self.training:
@@ -162,7 +167,7 @@ class KCLLoss(_LabelledQueue):
             self._generator(labels.device),
             num_classes=self.num_classes,
         )
-        loss = kcl_loss(q, k, self.queue, positives, self.temperature, self.loss_type)  # type: ignore[arg-type]
+        loss = kcl_loss(q, k, self._keys(), positives, self.temperature, self.loss_type)  # type: ignore[arg-type]
         self._after(k, labels)
         return loss
 
@@ -192,7 +197,7 @@ class SupConQueueLoss(_LabelledQueue):
     def forward(self, q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The mean SupCon loss of the batch against ``[k, queue]`` (scalar)."""
         q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
-        loss = supcon_queue_loss(q, k, self.queue, self.queue_labels, labels, self.temperature)
+        loss = supcon_queue_loss(q, k, self._keys(), self.queue_labels, labels, self.temperature)
         self._after(k, labels)
         return loss
 
@@ -262,7 +267,7 @@ class TSCLoss(_LabelledQueue):
         )
         class_targets = self.targets[self.assignment]
         loss = tsc_loss(
-            q, k, self.queue, positives, labels, class_targets,
+            q, k, self._keys(), positives, labels, class_targets,
             temperature=self.temperature, target_weight=self.target_weight,
         )  # fmt: skip
         self._after(k, labels)
@@ -323,7 +328,7 @@ class PaCoLoss(_LabelledQueue):
         """The mean PaCo loss of the batch (scalar)."""
         q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
         loss = paco_loss(
-            q, k, labels, self.queue, self.queue_labels, logits, self.log_prior,
+            q, k, labels, self._keys(), self.queue_labels, logits, self.log_prior,
             alpha=self.alpha, beta=self.beta, gamma=self.gamma, temperature=self.temperature,
         )  # fmt: skip
         self._after(k, labels)
