@@ -9,9 +9,9 @@ https://arxiv.org/abs/2111.13998 (equations and the comparison with the authors'
 - ``centres`` (C, dim): per-class EMA of the batch class means of the normalised queries
   (``normalise(0.9·old + 0.1·batch mean)`` for the classes of the batch, gathered over ranks), as
   in the authors' code;
-- ``assignment`` (C,): class -> target index, the Hungarian matching of centres to targets,
-  recomputed every ``rematch_every`` steps (the authors re-match every step; the exact
-  pure-Python matching takes ~2 s at C = 1000, so balfeat re-matches less often);
+- ``assignment`` (C,): class -> target index, the matching of centres to targets
+  (``scipy.optimize.linear_sum_assignment``, as the authors), recomputed every ``rematch_every``
+  steps; the default 1 is the authors' rate (cost: ``benchmarks/bench_tsc_matching.py``);
 - warm-up: the first ``target_warmup_steps`` steps train plain KCL (centres already tracked).
 
 Differences from the authors' ``moco/builder.py`` / ``main_moco_supcon_imba.py`` (the loss itself
@@ -66,7 +66,7 @@ class TSCParams(QueueParams):
     posk: int = field(default=6, metadata=bounds(ge=0))
     selection: Literal["random", "queue_order"] = "random"
     target_weight: float = field(default=0.2, metadata=bounds(ge=0))
-    rematch_every: int = field(default=100, metadata=bounds(ge=1))
+    rematch_every: int = field(default=1, metadata=bounds(ge=1))  # authors: every step
     target_warmup_steps: int = field(default=0, metadata=bounds(ge=0))
     target_steps: int = field(default=2000, metadata=bounds(ge=1))
 
@@ -110,7 +110,7 @@ class TSC(KCL):
         selection: str = "random",
         seed: int = 0,
         target_weight: float = 0.2,
-        rematch_every: int = 100,
+        rematch_every: int = 1,
         target_warmup_steps: int = 0,
         target_steps: int = 2000,
         targets: torch.Tensor | None = None,
