@@ -35,11 +35,6 @@ LOSS_TYPES: tuple[str, ...] = ("v1", "v2", "sum")
 SELECTIONS: tuple[str, ...] = ("random", "queue_order")
 
 
-def _check_temperature(temperature: float) -> None:
-    """The contrastive losses' temperature check (kept for callers of the earlier name)."""
-    check_temperature("contrastive loss", temperature)
-
-
 def moco_loss(
     q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.07
 ) -> torch.Tensor:
