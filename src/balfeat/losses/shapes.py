@@ -1,8 +1,8 @@
 """Checks of what a loss is given, done where it enters the loss: one policy for every loss.
 
 Every check compares shapes, dtypes and Python numbers only; the one check of tensor values
-(:func:`check_label_range`) reads them on the CPU only and is queued on the device
-(``torch._assert_async``) elsewhere, so no check waits for a GPU. A mismatch raises
+(:func:`check_label_range`) reads them off a CUDA device only and is queued on CUDA
+(``torch._assert_async``), so no check waits for a GPU. A mismatch raises
 :class:`~balfeat.errors.BalfeatError` naming the loss, the argument and the shapes, instead of a
 torch error deep inside the loss or, worse, a result silently broadcast to the wrong shape (labels
 of shape (B, 1) against (B,) would compare as a (B, B) matrix).
@@ -121,18 +121,22 @@ def check_labels(where: str, name: str, labels: torch.Tensor, rows: int | None) 
         )
 
 
+_QUEUED_CHECK_DEVICES = ("cuda", "meta")
+
+
 def check_label_range(where: str, name: str, labels: torch.Tensor, num_classes: int | None) -> None:
     """Every label lies in ``[0, num_classes)`` (``num_classes=None``: only ``>= 0``).
 
-    On the CPU the smallest and largest label are read and a bad one raises
-    :class:`~balfeat.errors.BalfeatError` at once. On another device the check is queued with
-    ``torch._assert_async`` (no synchronisation): a bad label stops the device's work with this
-    message at the next synchronisation.
+    On the CPU (and devices without ``torch._assert_async``, e.g. MPS) the smallest and largest
+    label are read and a bad one raises :class:`~balfeat.errors.BalfeatError` at once. On CUDA
+    the check is queued with ``torch._assert_async`` (no synchronisation): a bad label stops the
+    device's work with this message at the next synchronisation. (``meta`` tensors, which hold
+    no values, take the queued path too.)
     """
     if labels.numel() == 0:
         return
     bound = f"in [0, {num_classes})" if num_classes is not None else ">= 0"
-    if labels.device.type != "cpu":
+    if labels.device.type in _QUEUED_CHECK_DEVICES:
         ok = labels >= 0
         if num_classes is not None:
             ok &= labels < num_classes
