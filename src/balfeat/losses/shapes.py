@@ -1,8 +1,8 @@
 """Checks of what a loss is given, done where it enters the loss: one policy for every loss.
 
 Every check compares shapes, dtypes and Python numbers only; the one check of tensor values
-(:func:`check_label_range`) reads them off a CUDA device only and is queued on CUDA
-(``torch._assert_async``), so no check waits for a GPU. A mismatch raises
+(:func:`check_label_range`) is queued on CUDA (``torch._assert_async``) and reads them elsewhere,
+so no check waits for a GPU. A mismatch raises
 :class:`~balfeat.errors.BalfeatError` naming the loss, the argument and the shapes, instead of a
 torch error deep inside the loss or, worse, a result silently broadcast to the wrong shape (labels
 of shape (B, 1) against (B,) would compare as a (B, B) matrix).
