@@ -104,15 +104,15 @@ CASES: dict[str, tuple[Callable[[], object], str]] = {
         r"gpaco_loss: centre_logits must be \(8, C\)",
     ),
     "tsc label >= C": (
-        lambda: tsc_loss(Q, KEYS, QUEUE, QY, torch.tensor([0, 1, 2, 5]), _n(C, D)),
+        lambda: tsc_loss(Q, KEYS, QUEUE, POS, torch.tensor([0, 1, 2, 5]), _n(C, D)),
         "class id 5, out of range",
     ),
     "tsc float labels": (
-        lambda: tsc_loss(Q, KEYS, QUEUE, QY, Y.float(), _n(C, D)),
+        lambda: tsc_loss(Q, KEYS, QUEUE, POS, Y.float(), _n(C, D)),
         "integer class ids",
     ),
     "tsc targets dim": (
-        lambda: tsc_loss(Q, KEYS, QUEUE, QY, Y, _n(C, D + 1)),
+        lambda: tsc_loss(Q, KEYS, QUEUE, POS, Y, _n(C, D + 1)),
         r"class_targets must be",
     ),
     "bcl labels of one view": (lambda: bcl_loss(FEATS, Y, _n(C, D)), r"\(8,\)"),
@@ -152,5 +152,5 @@ def test_valid_inputs_still_give_a_loss() -> None:
     assert torch.isfinite(gpaco_loss(Q, KEYS, Y, torch.randn(2 * B, C), torch.zeros(C)))
     assert torch.isfinite(paco_loss(Q, KEYS, Y, QUEUE, QY, torch.randn(B, C), torch.zeros(C)))
     assert torch.isfinite(moco_loss(Q, KEYS.double(), QUEUE.half().float()))
-    assert torch.isfinite(tsc_loss(Q, KEYS, QUEUE, QY, Y, _n(C, D)))
+    assert torch.isfinite(tsc_loss(Q, KEYS, QUEUE, POS, Y, _n(C, D)))
     assert torch.isfinite(bcl_total(torch.randn(B, C), Y, FEATS, _n(C, D), torch.zeros(C)))

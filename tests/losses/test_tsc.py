@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from balfeat.errors import BalfeatError
+from balfeat.losses.contrastive import select_positives
 from balfeat.losses.tsc import (
     assign_targets,
     hungarian,
@@ -115,7 +116,8 @@ def test_tsc_loss_matches_loop(dtype: torch.dtype) -> None:
     queue = _norm(10, 8, dtype=dtype, seed=3)
     tg = _norm(6, 8, dtype=dtype, seed=4)
     t, lam = 0.1, 0.5
-    fast = tsc_loss(q, k, queue, ql, y, tg, t, posk=2, target_weight=lam, selection="queue_order")
+    pos = select_positives(y, ql, 2, "queue_order")
+    fast = tsc_loss(q, k, queue, pos, y, tg, temperature=t, target_weight=lam)
     terms = []
     for i in range(5):
         keys = [k[i], *list(queue), *list(tg)]
@@ -151,10 +153,9 @@ def test_tsc_builds_no_batch_by_queue_bool_tensor() -> None:
             q,
             q.detach(),
             _norm(11, 8, dtype=torch.float32, seed=2),
-            ql,
+            select_positives(y, ql, 2),
             y,
             _norm(6, 8, dtype=torch.float32, seed=3),
-            posk=2,
         )
         loss.backward()
     assert seen and (5, 11) not in seen

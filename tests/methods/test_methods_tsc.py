@@ -83,3 +83,17 @@ def test_tsc_resume_is_exact() -> None:
     la, lb = train(a, steps=3, seed=8), train(b, steps=3, seed=8)
     assert la == lb
     assert torch.equal(a.centres, b.centres) and torch.equal(a.assignment, b.assignment)
+
+
+def test_rematching_defaults_to_every_step_as_the_authors() -> None:
+    """TSC's authors re-match every step; scipy's solver makes that the default (was 100)."""
+    from balfeat.methods.tsc import TSCParams
+
+    assert TSCParams().rematch_every == 1
+    tsc = TSC(TinyBackbone(), 4, target_steps=20, **KW)  # type: ignore[arg-type]
+    assert tsc.rematch_every == 1
+    calls: list[int] = []
+    orig = tsc.rematch
+    tsc.rematch = lambda: (calls.append(int(tsc.step)), orig())[1]  # type: ignore[method-assign]
+    train(tsc, steps=3)
+    assert calls == [0, 1, 2]

@@ -29,8 +29,13 @@ import torch
 import torch.nn.functional as F
 
 from balfeat.errors import BalfeatError
-from balfeat.losses.contrastive import _check_temperature
-from balfeat.losses.shapes import check_features, check_keys, check_label_range, check_labels
+from balfeat.losses.shapes import (
+    check_features,
+    check_keys,
+    check_label_range,
+    check_labels,
+    check_temperature,
+)
 
 
 def bcl_loss(
@@ -51,7 +56,7 @@ def bcl_loss(
     Returns:
         The mean over the N anchors (scalar).
     """
-    _check_temperature(temperature)
+    check_temperature("bcl_loss", temperature)
     check_features("bcl_loss", "features", features)
     check_labels("bcl_loss", "labels", labels, features.shape[0])
     check_keys("bcl_loss", "prototypes", prototypes, features.shape[1])
@@ -70,9 +75,11 @@ def bcl_loss(
     # per-class member counts, minus the anchor for its own class
     count = onehot.sum(0).unsqueeze(0).expand(n, c).clone()  # (N, C)
     count[idx, lab] -= 1
-    shift = logits.detach().amax(dim=1, keepdim=True)
-    e = (logits - shift).exp()
-    e = e.index_put((idx, idx), e.new_zeros(()))  # drop self
+    # shift by the largest logit other than the anchor's own (dropped before exp): at a small T
+    # the own logit 1/T would leave every other exp at 0 and the log at -inf
+    others = logits.index_put((idx, idx), logits.new_tensor(float("-inf")))  # drop self
+    shift = others.detach().amax(dim=1, keepdim=True)
+    e = (others - shift).exp()
     class_exp = e @ onehot  # (N, C): sum_{k in class c} exp
     den = (class_exp / count).sum(1).log() + shift.squeeze(1)  # (N,)
     pos_sum = (logits @ onehot).gather(1, lab.unsqueeze(1)).squeeze(1) - self_val
@@ -101,6 +108,7 @@ def logit_adjusted_ce(
             f"logit_adjusted_ce: log_prior must have shape ({logits.shape[1]},), one value per "
             f"class of logits {tuple(logits.shape)}, got {tuple(log_prior.shape)}"
         )
+    check_label_range("logit_adjusted_ce", "labels", labels, logits.shape[1])
     return F.cross_entropy(logits + tau * log_prior.to(logits.dtype), labels.long())
 
 

@@ -20,21 +20,19 @@ from typing import Any, Literal
 import torch
 
 from balfeat.errors import BalfeatError
-from balfeat.losses.shapes import check_keys, check_label_range, check_labels, check_pair
+from balfeat.losses.shapes import (
+    check_keys,
+    check_label_range,
+    check_labels,
+    check_pair,
+    check_temperature,
+)
 
 LossType = Literal["v1", "v2", "sum"]
 Selection = Literal["random", "queue_order"]
 
 LOSS_TYPES: tuple[str, ...] = ("v1", "v2", "sum")
 SELECTIONS: tuple[str, ...] = ("random", "queue_order")
-
-
-def _check_temperature(temperature: float) -> None:
-    if not temperature > 0:
-        raise BalfeatError(
-            f"contrastive temperature T={temperature} must be > 0; the papers use T=0.07 "
-            "(MoCo v1/KCL) or T=0.2 (MoCo v2)"
-        )
 
 
 def moco_loss(
@@ -54,9 +52,9 @@ def moco_loss(
     Returns:
         The mean loss over the batch (scalar).
     """
-    _check_temperature(temperature)
+    check_temperature("moco_loss", temperature)
     check_pair("moco_loss", q, k)
-    check_keys("moco_loss", "queue", queue, q.shape[1])
+    check_keys("moco_loss", "queue", queue, q.shape[1], nonempty=True)
     q_t = q / temperature
     l_pos = (q_t * k).sum(dim=1)  # (B,)
     lse = torch.logaddexp(l_pos, queue_logsumexp(q_t, queue))  # (B,)
@@ -333,20 +331,69 @@ def kcl_loss(
     """
     if loss_type not in LOSS_TYPES:
         raise BalfeatError(f"KCL loss_type {loss_type!r} is unknown; use one of {LOSS_TYPES}")
-    _check_temperature(temperature)
-    check_pair("kcl_loss", q, k)
-    check_keys("kcl_loss", "queue", queue, q.shape[1])
+    check_temperature("kcl_loss", temperature)
+    terms = kcl_terms("kcl_loss", q, k, queue, positives, temperature, loss_type)
+    if loss_type == "sum":
+        neg_inf = torch.full_like(terms.l_qpos, float("-inf"))
+        pos_all = torch.cat(
+            [terms.l_pos.unsqueeze(1), torch.where(terms.valid, terms.l_qpos, neg_inf)], dim=1
+        )
+        return (terms.lse - torch.logsumexp(pos_all, dim=1)).mean()
+    return (terms.lse - terms.pos_sum / terms.n_pos).mean()
+
+
+@dataclass(frozen=True)
+class KCLTerms:
+    """The parts of KCL's loss for one batch, shared by ``kcl_loss`` and ``tsc_loss``.
+
+    Attributes:
+        q_t: queries divided by the temperature. Shape: (B, dim).
+        lse: ``logsumexp`` of ``[q·k, q @ queue.T] / T`` (v2: unchosen same-class logits 0).
+            Shape: (B,).
+        l_pos: own-key logit ``q·k / T``. Shape: (B,).
+        l_qpos: logits of the chosen queue positives (any value where not ``valid``).
+            Shape: (B, P).
+        valid: which entries of ``l_qpos`` are chosen positives. Shape: (B, P).
+        pos_sum: sum of the positive logits, own key included. Shape: (B,).
+        n_pos: number of positives, own key included, in ``q``'s dtype. Shape: (B,).
+    """
+
+    q_t: torch.Tensor
+    lse: torch.Tensor
+    l_pos: torch.Tensor
+    l_qpos: torch.Tensor
+    valid: torch.Tensor
+    pos_sum: torch.Tensor
+    n_pos: torch.Tensor
+
+
+def kcl_terms(
+    where: str,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    queue: torch.Tensor,
+    positives: Positives,
+    temperature: float,
+    loss_type: LossType = "v1",
+) -> KCLTerms:
+    """KCL's logits against the own key, the queue and the chosen positives (no selection).
+
+    Checks the shapes of ``q``, ``k``, ``queue`` and ``positives`` (naming ``where``); the
+    temperature is checked by the caller.
+    """
+    check_pair(where, q, k)
+    check_keys(where, "queue", queue, q.shape[1], nonempty=True)
     order, start, count = positives.order, positives.start, positives.count
     positives_idx = positives.positions
     batch = q.shape[0]
     if positives_idx.dim() != 2 or positives_idx.shape[0] != batch or start.shape[0] != batch:
         raise BalfeatError(
-            f"kcl_loss: positives were selected for {start.shape[0]} labels (positions "
+            f"{where}: positives were selected for {start.shape[0]} labels (positions "
             f"{tuple(positives_idx.shape)}) but q has {batch} rows; select them for this batch"
         )
     if order.shape[0] != queue.shape[0]:
         raise BalfeatError(
-            f"kcl_loss: positives were selected from {order.shape[0]} queue labels but the "
+            f"{where}: positives were selected from {order.shape[0]} queue labels but the "
             f"queue holds {queue.shape[0]} keys; pass the queue's own labels (K,)"
         )
     q_t = q / temperature
@@ -369,10 +416,6 @@ def kcl_loss(
     lse_neg = queue_logsumexp(q_t, queue, zero_idx, keep_idx)  # (B,)
     lse = torch.logaddexp(l_pos, lse_neg)  # (B,)
     l_qpos_masked = torch.where(valid, l_qpos, l_qpos.new_zeros(()))
-    if loss_type == "sum":
-        neg_inf = torch.full_like(l_qpos, float("-inf"))
-        pos_all = torch.cat([l_pos.unsqueeze(1), torch.where(valid, l_qpos, neg_inf)], dim=1)
-        return (lse - torch.logsumexp(pos_all, dim=1)).mean()
     n_pos = 1 + valid.sum(dim=1)
-    mean_pos = (l_pos + l_qpos_masked.sum(dim=1)) / n_pos
-    return (lse - mean_pos).mean()
+    pos_sum = l_pos + l_qpos_masked.sum(dim=1)
+    return KCLTerms(q_t, lse, l_pos, l_qpos, valid, pos_sum, n_pos.to(q_t.dtype))

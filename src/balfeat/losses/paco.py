@@ -38,15 +38,16 @@ import math
 import torch
 
 from balfeat.errors import BalfeatError
-from balfeat.losses.contrastive import _check_temperature, queue_logsumexp
+from balfeat.losses.contrastive import queue_logsumexp
 from balfeat.losses.shapes import (
     check_features,
     check_keys,
     check_label_range,
     check_labels,
     check_pair,
+    check_temperature,
 )
-from balfeat.losses.supcon import _num_classes, class_sums
+from balfeat.losses.supcon import same_class_sums
 
 
 def paco_loss(
@@ -90,8 +91,10 @@ def paco_loss(
     Returns:
         The mean loss over the batch (scalar).
     """
-    _check_temperature(temperature)
-    _check_temperature(centre_temperature)
+    check_temperature("paco_loss", temperature)
+    check_temperature("paco_loss", centre_temperature, "centre_temperature")
+    if base_temperature is not None:
+        check_temperature("paco_loss", base_temperature, "base_temperature")
     if not (alpha >= 0 and beta >= 0 and gamma > 0):
         raise BalfeatError(
             f"PaCo needs alpha >= 0, beta >= 0, gamma > 0 (got {alpha}, {beta}, {gamma})"
@@ -147,9 +150,9 @@ def paco_loss(
     if not no_queue:
         assert queue is not None and queue_labels is not None
         lse_np = torch.logaddexp(lse_np, queue_logsumexp(q_t, queue))
-        sums, counts = class_sums(queue, queue_labels, _num_classes(labels, queue_labels))
-        pos_sum = pos_sum + (q_t * sums[labels].to(q_t.dtype)).sum(dim=1)
-        n_pos = n_pos + counts[labels]
+        sums, counts = same_class_sums(queue, queue_labels, labels)  # (B, dim), (B,)
+        pos_sum = pos_sum + (q_t * sums.to(q_t.dtype)).sum(dim=1)
+        n_pos = n_pos + counts
     lse = lse_np + math.log(gamma)
     weight = alpha * n_pos.to(q_t.dtype)
     num = alpha * pos_sum

@@ -1,12 +1,16 @@
-"""Shape and dtype checks of the tensors a loss is given, done where they enter the loss.
+"""Checks of what a loss is given, done where it enters the loss: one policy for every loss.
 
-Every check compares shapes and dtypes only: no value is read, so no check waits for a GPU. A
-mismatch raises :class:`~balfeat.errors.BalfeatError` naming the loss, the argument and the
-shapes, instead of a torch error deep inside the loss or, worse, a result silently broadcast to
-the wrong shape (labels of shape (B, 1) against (B,) would compare as a (B, B) matrix).
+Every check compares shapes, dtypes and Python numbers only; the one check of tensor values
+(:func:`check_label_range`) is queued on CUDA (``torch._assert_async``) and reads them elsewhere,
+so no check waits for a GPU. A mismatch raises
+:class:`~balfeat.errors.BalfeatError` naming the loss, the argument and the shapes, instead of a
+torch error deep inside the loss or, worse, a result silently broadcast to the wrong shape (labels
+of shape (B, 1) against (B,) would compare as a (B, B) matrix).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -52,14 +56,49 @@ def check_pair(where: str, q: torch.Tensor, k: torch.Tensor, names: str = "q, k"
         )
 
 
-def check_keys(where: str, name: str, keys: torch.Tensor, dim: int) -> None:
-    """``keys`` is a floating (K, dim) matrix (K may be 0) with the queries' ``dim``."""
+MIN_TEMPERATURE = 1e-4
+"""The smallest temperature a loss accepts.
+
+With unit features a logit is at most ``1 / T`` in size: at ``T = 1e-4`` that is 1e4, finite in
+float16 (largest 65504), bfloat16 and float32, and every loss subtracts the largest logit before
+``exp``. Far below it ``q / T`` overflows (``T = 1e-45`` gives ``inf - inf = NaN``). The papers
+use 0.05 to 0.2.
+"""
+
+
+def check_temperature(where: str, temperature: float, name: str = "temperature") -> None:
+    """``temperature`` is a finite number ``>= MIN_TEMPERATURE`` (refuses 0, < 0, inf, NaN)."""
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not math.isfinite(temperature)
+        or temperature < MIN_TEMPERATURE
+    ):
+        raise BalfeatError(
+            f"{where}: {name}={temperature!r} must be a finite number >= {MIN_TEMPERATURE:g} "
+            "(below it the logits q/T overflow); the papers use 0.07 (MoCo v1, KCL, SupCon, "
+            "TSC, BCL) or 0.2 (MoCo v2, PaCo)"
+        )
+
+
+def check_keys(
+    where: str, name: str, keys: torch.Tensor, dim: int, *, nonempty: bool = False
+) -> None:
+    """``keys`` is a floating (K, dim) matrix with the queries' ``dim``.
+
+    ``nonempty=True`` refuses ``K = 0`` (a queue of no keys: the loss has no negatives).
+    """
     if not isinstance(keys, torch.Tensor):
         raise BalfeatError(f"{where}: {name} must be a torch.Tensor, got {type(keys).__name__}")
     if keys.dim() != 2 or keys.shape[1] != dim or not keys.is_floating_point():
         raise BalfeatError(
             f"{where}: {name} must be a floating (K, {dim}) tensor (the queries' dim {dim}), "
             f"got shape {_shape(keys)} {keys.dtype}"
+        )
+    if nonempty and keys.shape[0] == 0:
+        raise BalfeatError(
+            f"{where}: {name} is empty (shape {_shape(keys)}); a queue needs K >= 1 keys "
+            "(build it with K >= 1; unfilled slots are labelled -1 and stay negatives)"
         )
 
 
@@ -82,16 +121,28 @@ def check_labels(where: str, name: str, labels: torch.Tensor, rows: int | None) 
         )
 
 
+_QUEUED_CHECK_DEVICES = ("cuda", "meta")
+
+
 def check_label_range(where: str, name: str, labels: torch.Tensor, num_classes: int | None) -> None:
     """Every label lies in ``[0, num_classes)`` (``num_classes=None``: only ``>= 0``).
 
-    Reads the smallest and largest label in one transfer: call it only where the loss read the
-    labels' values already (it replaces that read; it does not add one).
+    On the CPU (and devices without ``torch._assert_async``, e.g. MPS) the smallest and largest
+    label are read and a bad one raises :class:`~balfeat.errors.BalfeatError` at once. On CUDA
+    the check is queued with ``torch._assert_async`` (no synchronisation): a bad label stops the
+    device's work with this message at the next synchronisation. (``meta`` tensors, which hold
+    no values, take the queued path too.)
     """
     if labels.numel() == 0:
         return
-    low, high = (int(v) for v in torch.stack(torch.aminmax(labels)).tolist())
     bound = f"in [0, {num_classes})" if num_classes is not None else ">= 0"
+    if labels.device.type in _QUEUED_CHECK_DEVICES:
+        ok = labels >= 0
+        if num_classes is not None:
+            ok &= labels < num_classes
+        torch._assert_async(ok.all(), f"{where}: {name} holds a class id that is not {bound}")
+        return
+    low, high = (int(v) for v in torch.stack(torch.aminmax(labels)).tolist())
     if low < 0:
         raise BalfeatError(
             f"{where}: {name} has a negative class label {low}; labels must be class ids {bound}"

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import torch
 
-from balfeat.losses.contrastive import _check_temperature, queue_logsumexp
+from balfeat.losses.contrastive import queue_logsumexp
 from balfeat.losses.shapes import (
     check_features,
     check_keys,
     check_label_range,
     check_labels,
     check_pair,
+    check_temperature,
 )
 
 
@@ -44,9 +45,34 @@ def class_sums(
     return sums, counts
 
 
-def _num_classes(*labels: torch.Tensor) -> int:
-    top = max((int(x.max()) for x in labels if x.numel()), default=-1)
-    return top + 1
+def same_class_sums(
+    keys: torch.Tensor, key_labels: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum and count of the keys of each query's class, in memory independent of label values.
+
+    The key labels are sorted once and renumbered ``0 .. K-1`` by first appearance in sorted
+    order, so the per-class sums take (K, dim) whatever the label values are (a label of
+    ``10**9`` costs what a label of 3 does). Keys labelled ``< 0`` (empty slots) match no query.
+
+    Args:
+        keys: Shape: (K, dim), K >= 1.
+        key_labels: Shape: (K,).
+        labels: class of each query (``>= 0``). Shape: (B,).
+
+    Returns:
+        ``(sums, counts)``: sum of the keys of query ``i``'s class, Shape (B, dim) in ``keys``'s
+        dtype (0 where none), and their number, Shape (B,) int64.
+    """
+    sorted_labels, order = torch.sort(key_labels, stable=True)
+    first = torch.ones_like(sorted_labels, dtype=torch.bool)
+    first[1:] = sorted_labels[1:] != sorted_labels[:-1]
+    dense = torch.cumsum(first, 0) - 1  # (K,): class number of each sorted position
+    sums = keys.new_zeros(keys.shape).index_add(0, dense, keys[order])  # (K, dim)
+    lab = labels.to(sorted_labels.dtype)
+    start = torch.searchsorted(sorted_labels, lab, right=False)
+    counts = torch.searchsorted(sorted_labels, lab, right=True) - start  # (B,)
+    rows = sums[dense[start.clamp(max=keys.shape[0] - 1)]]  # (B, dim)
+    return torch.where((counts > 0).unsqueeze(1), rows, rows.new_zeros(())), counts
 
 
 def supcon_loss(
@@ -76,9 +102,9 @@ def supcon_loss(
     Returns:
         The mean loss over the N anchors (scalar; 0 if no anchor has a positive).
     """
-    _check_temperature(temperature)
+    check_temperature("supcon_loss", temperature)
     if base_temperature is not None:
-        _check_temperature(base_temperature)
+        check_temperature("supcon_loss", base_temperature, "base_temperature")
     check_features("supcon_loss", "features", features)
     check_labels("supcon_loss", "labels", labels, features.shape[0])
     check_label_range("supcon_loss", "labels", labels, None)
@@ -87,10 +113,10 @@ def supcon_loss(
     logits = z_t @ features.t()  # (N, N), in-batch only
     eye = torch.eye(n, dtype=torch.bool, device=features.device)
     lse = torch.logsumexp(logits.masked_fill(eye, float("-inf")), dim=1)  # (N,)
-    sums, counts = class_sums(features, labels, _num_classes(labels))
-    n_pos = counts[labels] - 1  # (N,)
+    sums, counts = same_class_sums(features, labels, labels)  # (N, dim), (N,)
+    n_pos = counts - 1  # (N,)
     l_self = (z_t * features).sum(dim=1)
-    pos_sum = (z_t * sums[labels]).sum(dim=1) - l_self  # sum of positive logits
+    pos_sum = (z_t * sums).sum(dim=1) - l_self  # sum of positive logits
     has = n_pos > 0
     if not bool(has.any()):
         return features.sum() * 0.0
@@ -126,16 +152,16 @@ def supcon_queue_loss(
     Returns:
         The mean loss over the batch (scalar).
     """
-    _check_temperature(temperature)
+    check_temperature("supcon_queue_loss", temperature)
     check_pair("supcon_queue_loss", q, k)
-    check_keys("supcon_queue_loss", "queue", queue, q.shape[1])
+    check_keys("supcon_queue_loss", "queue", queue, q.shape[1], nonempty=True)
     check_labels("supcon_queue_loss", "labels", labels, q.shape[0])
     check_labels("supcon_queue_loss", "queue_labels", queue_labels, queue.shape[0])
     check_label_range("supcon_queue_loss", "labels", labels, None)
     q_t = q / temperature
     l_pos = (q_t * k).sum(dim=1)  # (B,)
     lse = torch.logaddexp(l_pos, queue_logsumexp(q_t, queue))  # (B,)
-    sums, counts = class_sums(queue, queue_labels, _num_classes(labels, queue_labels))
-    pos_sum = l_pos + (q_t * sums[labels].to(q_t.dtype)).sum(dim=1)  # (B,)
-    n_pos = (1 + counts[labels]).to(pos_sum.dtype)
+    sums, counts = same_class_sums(queue, queue_labels, labels)  # (B, dim), (B,)
+    pos_sum = l_pos + (q_t * sums.to(q_t.dtype)).sum(dim=1)  # (B,)
+    n_pos = (1 + counts).to(pos_sum.dtype)
     return (lse - pos_sum / n_pos).mean()

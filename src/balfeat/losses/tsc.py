@@ -7,10 +7,9 @@ https://arxiv.org/abs/2111.13998. Three parts:
    uniformity energy ``mean_a log sum_b exp(u_a·u_b / t)`` (``t = 0.07``, self term included, as in
    the authors' ``target_generation.py``: C=1000, d=128, lr 1e-3, 10,000 steps, best iterate
    kept), seeded, saved with ``save_targets`` / read with ``load_targets`` (a ``.pt`` tensor).
-2. ``assign_targets``: classes -> targets by the one-to-one matching that maximises the summed
-   cosine similarity of class centres and targets (Hungarian algorithm, exact, worst ``O(C^3)``;
-   the column scan vectorised with numpy: see ``hungarian`` for its time; scipy is not in the
-   environment). The authors' centres are
+2. ``assign_targets`` (``balfeat.losses.matching``): classes -> targets by the one-to-one
+   matching that maximises the summed cosine similarity of class centres and targets
+   (``scipy.optimize.linear_sum_assignment``, as the authors; exact). The authors' centres are
    an EMA of the batch class means of the normalised queries (``0.9 old + 0.1 batch``,
    renormalised), re-matched every step; that state belongs to the phase-2 method module.
 3. ``tsc_loss``: KCL whose denominator also holds every target, with the class's target as one
@@ -45,12 +44,24 @@ import os
 import torch
 
 from balfeat.errors import BalfeatError
-from balfeat.losses.contrastive import (
-    _check_temperature,
-    queue_logsumexp,
-    select_positives,
+from balfeat.losses.contrastive import Positives, kcl_terms
+from balfeat.losses.matching import assign_targets, hungarian, linear_assignment
+from balfeat.losses.shapes import (
+    check_keys,
+    check_label_range,
+    check_labels,
+    check_temperature,
 )
-from balfeat.losses.shapes import check_keys, check_labels, check_pair
+
+__all__ = [
+    "assign_targets",
+    "hungarian",
+    "linear_assignment",
+    "load_targets",
+    "save_targets",
+    "tsc_loss",
+    "uniform_targets",
+]
 
 
 def uniform_targets(
@@ -118,133 +129,46 @@ def load_targets(path: str | os.PathLike[str], num_classes: int, dim: int) -> to
     return t
 
 
-def hungarian(cost: torch.Tensor) -> torch.Tensor:
-    """Exact minimum-cost assignment of a square cost matrix (Kuhn-Munkres with potentials).
-
-    The shortest-augmenting-path form (one row added at a time, column potentials kept), with the
-    scan over the columns done as numpy vector operations: the same arithmetic and the same
-    first-minimum tie-breaking as the scalar loop (tested equal to it). Random unit centres and
-    targets, d = 128, measured here: 1,000 classes 0.36 s (scalar loop 1.89 s), 2,000 1.37 s
-    (8.32 s), 8,142 (iNaturalist 2018) 36.5 s.
-
-    Args:
-        cost: Shape: (n, n).
-
-    Returns:
-        ``col`` with row ``r`` assigned to column ``col[r]``. Shape: (n,), int64.
-    """
-    import numpy as np
-
-    n = cost.shape[0]
-    if cost.ndim != 2 or cost.shape != (n, n):
-        raise BalfeatError(f"hungarian needs a square matrix, got {tuple(cost.shape)}")
-    a = np.zeros((n + 1, n + 1))
-    a[1:, 1:] = cost.detach().double().cpu().numpy()
-    if not np.isfinite(a).all():
-        raise BalfeatError("hungarian: the cost matrix holds NaN or inf")
-    u, v = np.zeros(n + 1), np.zeros(n + 1)
-    p = np.zeros(n + 1, dtype=np.int64)  # p[j]: row matched to column j (1-based; 0: none)
-    way = np.zeros(n + 1, dtype=np.int64)
-    for i in range(1, n + 1):
-        p[0] = i
-        j0 = 0
-        minv = np.full(n + 1, np.inf)
-        used = np.zeros(n + 1, dtype=bool)
-        while True:
-            used[j0] = True
-            i0 = p[j0]
-            cur = a[i0] - u[i0] - v
-            better = ~used & (cur < minv)
-            minv[better] = cur[better]
-            way[better] = j0
-            masked = np.where(used, np.inf, minv)
-            j1 = int(np.argmin(masked))
-            delta = masked[j1]
-            u[p[used]] += delta
-            v[used] -= delta
-            minv[~used] -= delta
-            j0 = j1
-            if p[j0] == 0:
-                break
-        while j0:
-            j1 = int(way[j0])
-            p[j0] = p[j1]
-            j0 = j1
-    col = np.zeros(n, dtype=np.int64)
-    col[p[1:] - 1] = np.arange(n)
-    return torch.from_numpy(col)
-
-
-def assign_targets(centres: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Match class centres to targets, maximising the summed cosine similarity.
-
-    Args:
-        centres: class centres (any norm). Shape: (C, dim).
-        targets: unit targets. Shape: (C, dim).
-
-    Returns:
-        ``assignment[c]`` = index of the target of class c. Shape: (C,).
-    """
-    c = torch.nn.functional.normalize(centres.double(), dim=1)
-    return hungarian(-(c @ targets.double().t()))
-
-
 def tsc_loss(
     q: torch.Tensor,
     k: torch.Tensor,
     queue: torch.Tensor,
-    queue_labels: torch.Tensor,
+    positives: Positives,
     labels: torch.Tensor,
     class_targets: torch.Tensor,
+    *,
     temperature: float = 0.1,
-    posk: int = 6,
     target_weight: float = 1.0,
-    selection: str = "random",
-    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """KCL (v1) with the targets in every denominator and the class target as a λ-weighted positive.
+
+    The KCL part is ``kcl_loss``'s own computation (:func:`~balfeat.losses.contrastive.kcl_terms`);
+    the positives are chosen by the caller (:func:`~balfeat.losses.contrastive.select_positives`,
+    as TSC's method does each step), never here.
 
     Args:
         q: normalised queries. Shape: (B, dim).
         k: normalised keys. Shape: (B, dim).
-        queue: Shape: (K, dim).
-        queue_labels: Shape: (K,), -1 = empty slot.
-        labels: Shape: (B,).
+        queue: Shape: (K, dim), K >= 1.
+        positives: the queue positives of this batch (``select_positives(labels, queue_labels,
+            posk, ...)``). Its ``positions`` Shape: (B, P).
+        labels: class of each query, in ``[0, C)``. Shape: (B,).
         class_targets: the target of each class, already permuted by the assignment
             (``targets[assignment]``). Shape: (C, dim).
         temperature: T.
-        posk: KCL's k.
         target_weight: λ.
-        selection: KCL positive selection.
-        generator: for random selection.
 
     Returns:
         Scalar mean loss.
     """
-    _check_temperature(temperature)
-    check_pair("tsc_loss", q, k)
-    check_keys("tsc_loss", "queue", queue, q.shape[1])
+    check_temperature("tsc_loss", temperature)
     check_labels("tsc_loss", "labels", labels, q.shape[0])
-    check_labels("tsc_loss", "queue_labels", queue_labels, queue.shape[0])
     check_keys("tsc_loss", "class_targets", class_targets, q.shape[1])
-    pos = select_positives(
-        labels,
-        queue_labels,
-        posk,
-        selection,  # type: ignore[arg-type]
-        generator,
-        num_classes=class_targets.shape[0],
-    ).positions
-    q_t = q / temperature
-    l_pos = (q_t * k).sum(dim=1)
-    valid = pos >= 0
-    l_qpos = (queue[pos.clamp(min=0)].to(q_t.dtype) * q_t.unsqueeze(1)).sum(2)  # (B, P)
-    t_logits = q_t @ class_targets.to(q_t.dtype).t()  # (B, C)
-    lse = torch.logaddexp(
-        torch.logaddexp(l_pos, queue_logsumexp(q_t, queue)), torch.logsumexp(t_logits, dim=1)
-    )
-    n_pos = (1 + valid.sum(1)).to(q_t.dtype)  # own key + chosen queue keys
-    pos_sum = l_pos + torch.where(valid, l_qpos, l_qpos.new_zeros(())).sum(1)
-    l_t = t_logits.gather(1, labels.long().unsqueeze(1)).squeeze(1)
-    per = (n_pos * lse - pos_sum + target_weight * (lse - l_t)) / (n_pos + 1)
+    check_label_range("tsc_loss", "labels", labels, class_targets.shape[0])
+    terms = kcl_terms("tsc_loss", q, k, queue, positives, temperature)
+    t_logits = terms.q_t @ class_targets.to(terms.q_t.dtype).t()  # (B, C)
+    lse = torch.logaddexp(terms.lse, torch.logsumexp(t_logits, dim=1))  # (B,)
+    l_t = t_logits.gather(1, labels.long().unsqueeze(1)).squeeze(1)  # (B,)
+    n_pos = terms.n_pos  # own key + chosen queue keys
+    per = (n_pos * lse - terms.pos_sum + target_weight * (lse - l_t)) / (n_pos + 1)
     return per.mean()

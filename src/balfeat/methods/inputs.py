@@ -1,8 +1,10 @@
 """Checks of what a method is built from and given each step, done where it enters.
 
-Every check reads attributes, shapes and dtypes only (nothing that waits for a GPU), so
-``forward`` can run them every step. A mismatch raises :class:`~balfeat.errors.BalfeatError`
-naming the method and the argument instead of a torch error deep in the backbone or the loss.
+Every check reads attributes, shapes and dtypes only (nothing that waits for a GPU), so ``forward``
+can run them every step; the range of the labels is checked as the losses check it
+(``balfeat.losses.shapes.check_label_range``: at once on the CPU, queued on a GPU). A mismatch
+raises :class:`~balfeat.errors.BalfeatError` naming the method and the argument instead of a torch
+error deep in the backbone or the loss.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import torch
 from torch import nn
 
 from balfeat.errors import BalfeatError
+from balfeat.losses.shapes import check_label_range
+
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def backbone_out_dim(where: str, backbone: nn.Module) -> int:
@@ -34,7 +39,30 @@ def check_num_classes(where: str, num_classes: int) -> None:
         raise BalfeatError(f"{where}: num_classes must be an integer >= 1, got {num_classes!r}")
 
 
-def check_batch(where: str, images: Any, labels: Any, views: int, uses_labels: bool) -> None:
+def check_precision(where: str, images: torch.Tensor) -> None:
+    """Half-precision images are given inside ``torch.autocast``, where the weights stay float32.
+
+    Outside autocast a float16/bfloat16 batch meets float32 weights and torch fails deep in the
+    first layer with a dtype error; this says what to do instead. (A model converted to half
+    precision as a whole is not a supported way to train these methods.)
+    """
+    if images.dtype in _HALF and not torch.is_autocast_enabled(images.device.type):
+        raise BalfeatError(
+            f"{where}: the images are {images.dtype} outside autocast; pass float32 images "
+            f"and wrap the forward in torch.autocast({images.device.type!r}, "
+            f"dtype={images.dtype}) for mixed precision (balfeat pretrain: run.precision)"
+        )
+
+
+def check_batch(
+    where: str,
+    images: Any,
+    labels: Any,
+    views: int,
+    uses_labels: bool,
+    *,
+    num_classes: int | None = None,
+) -> None:
     """The images of a batch fit ``views`` and, when the method reads them, so do the labels.
 
     Args:
@@ -44,6 +72,8 @@ def check_batch(where: str, images: Any, labels: Any, views: int, uses_labels: b
         labels: class ids. Shape: (B,), integer dtype (checked only when ``uses_labels``).
         views: crops per image (>= 1).
         uses_labels: whether the method reads the labels.
+        num_classes: C when the method knows it: labels must then lie in ``[0, C)``; None: only
+            their dtype and shape are checked here (the loss checks ``>= 0``).
     """
     if views == 1:
         if not isinstance(images, torch.Tensor) or images.dim() < 2:
@@ -73,6 +103,8 @@ def check_batch(where: str, images: Any, labels: Any, views: int, uses_labels: b
                 "of a batch are crops of the same B images"
             )
         batch = images[0].shape[0]
+    for view in [images] if views == 1 else images:
+        check_precision(where, view)
     if not uses_labels:
         return
     if not isinstance(labels, torch.Tensor):
@@ -85,3 +117,5 @@ def check_batch(where: str, images: Any, labels: Any, views: int, uses_labels: b
             f"{where}: labels must be integer class ids of shape ({batch},), one per image, "
             f"got {tuple(labels.shape)} {labels.dtype}"
         )
+    if num_classes is not None:
+        check_label_range(where, "labels", labels, num_classes)

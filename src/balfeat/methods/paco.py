@@ -218,7 +218,7 @@ class HeadClassifier(_ClassPrior, MethodBase):
     def _check_two_views(
         self, images: Sequence[torch.Tensor] | torch.Tensor, labels: torch.Tensor
     ) -> None:
-        check_batch(type(self).__name__, images, labels, 2, True)
+        check_batch(type(self).__name__, images, labels, 2, True, num_classes=self.fc.out_features)
 
 
 class PaCo(_ClassPrior, MoCo):

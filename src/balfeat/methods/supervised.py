@@ -69,7 +69,7 @@ class Supervised(MethodBase):
         Returns:
             ``{"loss": scalar, "logits": (B, num_classes)}``.
         """
-        check_batch("Supervised", images, labels, 1, True)
+        check_batch("Supervised", images, labels, 1, True, num_classes=self.head.out_features)
         if self.freeze_backbone:
             with torch.no_grad():
                 feats = self.backbone(images)

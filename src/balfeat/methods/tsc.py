@@ -9,9 +9,9 @@ https://arxiv.org/abs/2111.13998 (equations and the comparison with the authors'
 - ``centres`` (C, dim): per-class EMA of the batch class means of the normalised queries
   (``normalise(0.9·old + 0.1·batch mean)`` for the classes of the batch, gathered over ranks), as
   in the authors' code;
-- ``assignment`` (C,): class -> target index, the Hungarian matching of centres to targets,
-  recomputed every ``rematch_every`` steps (the authors re-match every step; the exact
-  pure-Python matching takes ~2 s at C = 1000, so balfeat re-matches less often);
+- ``assignment`` (C,): class -> target index, the matching of centres to targets
+  (``scipy.optimize.linear_sum_assignment``, as the authors), recomputed every ``rematch_every``
+  steps; the default 1 is the authors' rate (cost: ``benchmarks/bench_tsc_matching.py``);
 - warm-up: the first ``target_warmup_steps`` steps train plain KCL (centres already tracked).
 
 Differences from the authors' ``moco/builder.py`` / ``main_moco_supcon_imba.py`` (the loss itself
@@ -38,6 +38,8 @@ import torch.nn.functional as F
 
 from balfeat import distributed
 from balfeat.errors import BalfeatError
+from balfeat.losses.contrastive import select_positives
+from balfeat.losses.shapes import check_label_range
 from balfeat.losses.supcon import class_sums
 from balfeat.losses.tsc import assign_targets, tsc_loss, uniform_targets
 from balfeat.methods.base import from_constructor, register
@@ -64,7 +66,7 @@ class TSCParams(PositivesParams):
     name: str = "tsc"
     mlp: bool = True
     target_weight: float = field(default=0.2, metadata=bounds(ge=0))
-    rematch_every: int = field(default=100, metadata=bounds(ge=1))
+    rematch_every: int = field(default=1, metadata=bounds(ge=1))  # authors: every step
     target_warmup_steps: int = field(default=0, metadata=bounds(ge=0))
     target_steps: int = field(default=2000, metadata=bounds(ge=1))
 
@@ -129,6 +131,8 @@ class TSC(KCL):
         self, images: Sequence[torch.Tensor], labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """KCL (warm-up) or TSC loss of ``[view_q, view_k]`` (each (B, C, H, W)), labels (B,)."""
+        self._check_views(images, labels)
+        check_label_range("TSC", "labels", labels, self.num_classes)  # also during warm-up
         step = int(self.step)
         if (
             self.training
@@ -147,18 +151,23 @@ class TSC(KCL):
             out = super().compute_loss(q, k, labels)
         else:
             gen = self._device_generator(q.device, 2 + distributed.rank())
+            positives = select_positives(  # TSC selects; the loss only computes
+                labels,
+                self.queue.labels,
+                self.posk,
+                self.selection,  # type: ignore[arg-type]
+                gen,
+                num_classes=self.num_classes,
+            )
             loss = tsc_loss(
                 q,
                 k,
                 self.queue.keys,
-                self.queue.labels,
+                positives,
                 labels,
                 class_targets,
-                self.T,
-                self.posk,
-                self.target_weight,
-                self.selection,
-                gen,
+                temperature=self.T,
+                target_weight=self.target_weight,
             )
             out = {"loss": loss}
         with torch.no_grad():
