@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from balfeat.distributed import all_gather_concat
+from balfeat.methods.base import MethodBase
 
 SIDE = 8
 
@@ -24,7 +25,7 @@ def _backbone() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(SIDE * SIDE, 16), nn.ReLU())
 
 
-class TinySL(nn.Module):
+class TinySL(MethodBase):
     """Supervised stand-in: linear backbone + linear head + cross-entropy."""
 
     views = 1
@@ -47,7 +48,7 @@ class TinySL(nn.Module):
         pass
 
 
-class TinyMoCo(nn.Module):
+class TinyMoCo(MethodBase):
     """MoCo stand-in with a momentum encoder, key queue, label queue and pointer (all buffers)."""
 
     views = 2

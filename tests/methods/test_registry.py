@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from balfeat.methods import from_constructor, register
+from balfeat.methods import MethodBase, from_constructor, register
 from balfeat.methods.params import MethodParams
 from balfeat.typed_config import bounds
 
@@ -36,7 +36,7 @@ class ToyParams(MethodParams):
     scale: float = field(default=1.0, metadata=bounds(gt=0))  # the loss is scale * |f|^2
 
 
-class Toy(nn.Module):
+class Toy(MethodBase):
     views = 1
     uses_labels = False
 

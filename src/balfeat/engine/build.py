@@ -30,6 +30,8 @@ from balfeat.data.recipes import host_only, view_set
 from balfeat.data.samplers import ClassBalancedSampler, ShardedSampler
 from balfeat.engine.config import Config
 from balfeat.errors import ConfigError, DataError
+from balfeat.methods import get_method
+from balfeat.methods.base import MethodBase
 
 if TYPE_CHECKING:
     from balfeat.models.backbones import Backbone
@@ -350,12 +352,16 @@ def backbone_of(cfg: Config) -> Backbone:
     return backbone
 
 
-def build_method(cfg: Config, num_classes: int) -> nn.Module:
+def build_method(cfg: Config, num_classes: int) -> MethodBase:
     """The registered method ``method.name`` around a fresh backbone (a registry lookup)."""
-    from balfeat.methods import get_method
-
     entry = get_method(cfg.method.name)
-    return entry.build(cfg.method, backbone_of(cfg), num_classes, cfg.run.seed)
+    method = entry.build(cfg.method, backbone_of(cfg), num_classes, cfg.run.seed)
+    if not isinstance(method, MethodBase):
+        raise ConfigError(
+            f"method {cfg.method.name!r} built a {type(method).__name__}, not a "
+            "balfeat.methods.MethodBase: derive the method's class from MethodBase"
+        )
+    return method
 
 
 # Deprecated names kept for callers outside engine/ (study/study.py uses build_transform); they
@@ -402,7 +408,7 @@ def warn_late_milestones(cfg: Config) -> None:
         )
 
 
-def method_for(cfg: Config, dataset: Dataset[Any], method: nn.Module | None = None) -> nn.Module:
+def method_for(cfg: Config, dataset: Dataset[Any], method: MethodBase | None = None) -> MethodBase:
     """The method to train on ``dataset``: ``method``, or the one ``cfg`` names, with the class
     prior of the logit-adjusted methods (PaCo, BCL: ``set_class_counts``) set from the data.
 
@@ -417,9 +423,7 @@ def method_for(cfg: Config, dataset: Dataset[Any], method: nn.Module | None = No
     targets = np.asarray(dataset.targets, dtype=np.int64)  # type: ignore[attr-defined]
     num_classes = int(getattr(dataset, "num_classes", 0)) or int(targets.max() + 1)
     method = method or build_method(cfg, num_classes)
-    set_counts = getattr(method, "set_class_counts", None)
-    if callable(set_counts):
-        set_counts(torch.from_numpy(np.bincount(targets, minlength=num_classes)))
+    method.set_class_counts(torch.from_numpy(np.bincount(targets, minlength=num_classes)))
     return method
 
 

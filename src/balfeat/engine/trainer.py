@@ -40,6 +40,7 @@ from balfeat.engine.metrics_log import MetricsLog
 from balfeat.engine.resume import load_for_resume, rank_rng, resume_path
 from balfeat.errors import TrainingError
 from balfeat.methods import get_method
+from balfeat.methods.base import MethodBase
 from balfeat.seeding import PREFILL_OFFSET, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("balfeat.engine")
@@ -67,7 +68,7 @@ class Trainer:
     def __init__(
         self,
         cfg: Config,
-        method: nn.Module | None = None,
+        method: MethodBase | None = None,
         train_dataset: Dataset[Any] | None = None,
         resume: bool | str | Path | None = None,
         epoch_callbacks: Sequence[EpochCallback] = (),
@@ -317,13 +318,12 @@ class Trainer:
         Uses a batch source of its own (its own seed streams, :data:`PREFILL_OFFSET`), so the
         training data order is the same with and without prefilling.
         """
-        prefill = getattr(self.method, "prefill", None)
         wanted = self.cfg.method.wants_prefill(get_method(self.cfg.method.name).prefill_by_default)
-        if prefill is None or not wanted:
+        if not wanted:
             return
         was_training = self.method.training
         self.method.train()
-        used = prefill(iter(self._batch_source(seed_offset=PREFILL_OFFSET)))
+        used = self.method.prefill(iter(self._batch_source(seed_offset=PREFILL_OFFSET)))
         self.method.train(was_training)
         log.info("queue prefilled with %d batch(es) of keys before the first step", used)
 
@@ -352,9 +352,7 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        after_step = getattr(self.method, "after_step", None)
-        if after_step is not None:
-            after_step()
+        self.method.after_step()
         return loss_mean, out
 
     def _train_epoch(self) -> tuple[float, float, bool]:

@@ -155,7 +155,7 @@ class TSC(KCL):
                 labels,
                 self.queue.labels,
                 self.posk,
-                self.selection,  # type: ignore[arg-type]
+                self.selection,
                 gen,
                 num_classes=self.num_classes,
             )
