@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from balfeat.cli.main import main
-from balfeat.errors import BalfeatError
+from balfeat.errors import BalfeatError, CheckpointError
 from balfeat.models.backbones import build_backbone
 
 # test_resnet: a 0.37 M-parameter ResNet that timm ships for its own tests (num_features 96)
@@ -147,3 +147,23 @@ def test_timm_backbone_in_a_momentum_method(tmp_path: Path) -> None:
     summary = trainer.fit()
     assert summary["steps"] == 1 and np.isfinite(summary["final_loss"])
     assert trainer.method.backbone.name == f"timm/{NAME}"
+
+
+def test_timm_checkpoint_keeps_head_norm_and_names_its_arch() -> None:
+    """ConvNeXt's ``head.norm`` belongs to timm's backbone (num_classes=0): never dropped."""
+    timm = pytest.importorskip("timm")
+    from balfeat.models.loading import load_backbone_state
+
+    bb = build_backbone("timm/test_convnext", small_images=False)
+    model = {f"backbone.{k}": v for k, v in bb.state_dict().items()}
+    model["head.weight"] = torch.zeros(4, bb.out_dim)  # the method's classifier: dropped
+    config = {
+        "model": {"backbone": "timm/test_convnext", "in_channels": 0},
+        "data": {"channels": 3},
+    }
+    state, info = load_backbone_state({"model": model, "config": config})
+    assert "head.norm.weight" in state and info["dropped"] == ["head.weight"]
+    assert (info["arch"], info["in_channels"]) == ("timm/test_convnext", 3)
+    timm.create_model("test_convnext", num_classes=0).load_state_dict(state, strict=True)
+    with pytest.raises(CheckpointError, match="expected a resnet18 backbone"):
+        load_backbone_state({"model": model, "config": config}, "resnet18")
