@@ -113,6 +113,9 @@ def test_prefill_and_class_counts(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="class_counts"):
         BalfeatModule(_cfg("paco", tmp_path), num_classes=4)
+    paco = BalfeatModule(_cfg("paco", tmp_path), num_classes=4, class_counts=[8, 4, 2, 1])
+    prior = paco.method.log_prior
+    assert bool((prior[:-1] > prior[1:]).all())  # the counts reached the method
     cfg = _cfg("kcl", tmp_path, "method.prefill=always")
     loader = train_loader(cfg)
     module = BalfeatModule(cfg, num_classes=4)

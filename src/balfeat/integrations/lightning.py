@@ -91,13 +91,14 @@ class BalfeatModule(_Base):
         super().__init__()
         self.cfg = cfg
         self.method = method if method is not None else build.build_method(cfg, num_classes)
+        # the logit-adjusted methods keep the prior in a ``log_prior`` buffer (uniform until set)
+        if class_counts is None and hasattr(self.method, "log_prior"):
+            raise ConfigError(
+                f"method {cfg.method.name!r} uses the class prior: pass class_counts (training "
+                "images per class) to BalfeatModule"
+            )
         set_counts = getattr(self.method, "set_class_counts", None)
-        if callable(set_counts):
-            if class_counts is None:
-                raise ConfigError(
-                    f"method {cfg.method.name!r} uses the class prior: pass class_counts (training "
-                    "images per class) to BalfeatModule"
-                )
+        if class_counts is not None and callable(set_counts):
             set_counts(torch.as_tensor(class_counts, dtype=torch.int64))
 
     def forward(self, images: Any, labels: torch.Tensor) -> dict[str, torch.Tensor]:
