@@ -2,7 +2,8 @@
 
 Floors, lowest first: shared helpers (errors, atomic, typed_config, schedules, distributed,
 device, provenance) < building blocks (data, models, losses, evaluation) < methods < engine <
-classify < study < cli < __main__. Only the shared helpers of floor 0 import each other.
+classify, integrations < study < cli < __main__. Only the shared helpers of floor 0 import each
+other.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ FLOOR = {
     "methods": 2,
     "engine": 3,
     "classify": 4,
+    "integrations": 4,
     "study": 5,
     "cli": 6,
     "__main__": 7,

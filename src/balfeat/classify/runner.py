@@ -263,7 +263,9 @@ def build_model(args: Any) -> tuple[Any, dict[str, Any]]:
     if small is None:
         small = args.dataset != "imagenet"
     channels = info.get("in_channels") or (1 if args.dataset == "fashion-mnist" else 3)
-    backbone = build_backbone(arch, small_images=bool(small), in_channels=int(channels))
+    backbone = build_backbone(
+        arch, bool(small), int(channels), image_size=info.get("image_size") or args.image_size
+    )
     if state is not None:
         load_into_backbone(backbone, state, source=str(ckpt))
     info.update(arch=arch, small_images=bool(small), in_channels=int(channels))

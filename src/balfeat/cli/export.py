@@ -17,7 +17,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "torchvision) and write only its backbone, without classifier or projection head."
         ),
     )
-    p.add_argument("checkpoint", type=path_of("file"), help="checkpoint file to export")
+    p.add_argument(
+        "checkpoint",
+        type=path_of("file_or_dir"),
+        help="checkpoint file to export, or a `balfeat pretrain` run folder (its last.pth, as "
+        "probe reads it)",
+    )
     p.add_argument(
         "--out",
         required=True,
@@ -50,6 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export; returns the exit code."""
+    from balfeat.classify.runner import resolve_checkpoint
     from balfeat.models.export import (
         check_export_target,
         export_backbone,
@@ -59,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from balfeat.models.loading import load_backbone_state
 
+    args.checkpoint = resolve_checkpoint(args.checkpoint)  # a run folder: its last.pth
     if args.format == "auto":
         check_export_target(args.out, args.checkpoint, args.force)
         _, found = load_backbone_state(args.checkpoint, args.backbone)
@@ -78,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         "backbone": f"a balfeat backbone state dict (build_backbone({info['arch']!r}, "
         f"small_images={info['small_images']}))",
     }[args.format]
+    if str(info["arch"]).startswith("timm/"):
+        name = str(info["arch"])[len("timm/") :]
+        label = f"a timm state dict (timm.create_model({name!r}, num_classes=0), strict load)"
     print(
         f"exported {info['num_tensors']} tensors of {info['description']} "
         f"({info['format']} checkpoint) to {info['out']} as {label}"

@@ -342,7 +342,10 @@ def backbone_of(cfg: Config) -> Backbone:
 
     in_ch = cfg.model.in_channels or cfg.data.channels
     backbone = build_backbone(
-        cfg.model.backbone, small_images=cfg.model.small_images, in_channels=in_ch
+        cfg.model.backbone,
+        small_images=cfg.model.small_images,
+        in_channels=in_ch,
+        image_size=cfg.data.image_size,
     )
     if cfg.model.init_checkpoint:
         from balfeat.models.loading import load_backbone_state

@@ -10,11 +10,20 @@
   blocks with 16/32/64 channels, ``6n + 2`` layers). Shortcuts use **option A** (parameter-free:
   stride-2 subsampling plus zero-padding of the new channels), as in the paper's CIFAR runs.
   Their stem is always the small-image one; ``small_images`` is ignored.
+- ``timm/<name>``: any model of the optional extra ``balfeat[timm]``, built with
+  ``timm.create_model(name, num_classes=0, pretrained=False, in_chans=in_channels)`` (never
+  downloads); ``out_dim`` is timm's ``num_features``. The module *is* the timm model (its class
+  gains :class:`Backbone` as a mix-in), so its ``state_dict()`` keys are exactly timm's and an
+  export loads with ``timm.create_model(name, num_classes=0).load_state_dict(sd, strict=True)``.
+  ``small_images=True`` sets the first convolution's stride to 1 and drops the max-pool where the
+  model has ResNet-style ``conv1``/``maxpool`` stems (no parameter changes shape); other families
+  ignore it. Models that timm marks ``fixed_input_size`` (ViTs) are built for ``image_size``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +41,8 @@ TORCHVISION_RESNETS: dict[str, Callable[..., tv_resnet.ResNet]] = {
 }
 CIFAR_RESNET_DEPTHS: dict[str, int] = {"resnet8": 8, "resnet20": 20, "resnet32": 32, "resnet56": 56}
 BACKBONE_NAMES: tuple[str, ...] = (*TORCHVISION_RESNETS, *CIFAR_RESNET_DEPTHS)
+#: ``model.backbone`` values ``timm/<name>`` build ``<name>`` with timm (extra ``balfeat[timm]``).
+TIMM_PREFIX = "timm/"
 
 
 class Backbone(nn.Module):
@@ -142,13 +153,72 @@ class CifarResNet(Backbone):
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 
 
-def build_backbone(name: str, small_images: bool = False, in_channels: int = 3) -> Backbone:
+def _small_image_stem(net: nn.Module) -> bool:
+    """Stride 1 in a ResNet-style stem (``conv1`` conv or sequence, ``maxpool``); no parameter
+    changes. Returns whether the model has such a stem."""
+    conv1 = getattr(net, "conv1", None)
+    if not isinstance(getattr(net, "maxpool", None), nn.Module) or conv1 is None:
+        return False
+    first = (
+        conv1
+        if isinstance(conv1, nn.Conv2d)
+        else next((m for m in conv1.modules() if isinstance(m, nn.Conv2d)), None)
+    )
+    if first is None:
+        return False
+    first.stride = (1, 1)
+    net.maxpool = nn.Identity()
+    return True
+
+
+def build_timm_backbone(
+    name: str, small_images: bool = False, in_channels: int = 3, image_size: int | None = None
+) -> Backbone:
+    """``timm.create_model(name, num_classes=0, pretrained=False, in_chans=in_channels)`` as a
+    :class:`Backbone` whose ``state_dict()`` keys are timm's (see the module docstring).
+
+    Raises:
+        BalfeatError: timm is not installed, or it has no model ``name``.
+    """
+    try:
+        import timm
+    except ImportError:
+        raise BalfeatError(
+            f"backbone {TIMM_PREFIX}{name} needs timm: pip install 'balfeat[timm]' "
+            "(or pip install timm)"
+        ) from None
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name[:4]}*")[:6]
+        raise BalfeatError(
+            f"timm has no model {name!r} (model.backbone: {TIMM_PREFIX}{name}); "
+            f"similar names: {', '.join(close) or 'none'} (timm.list_models() lists all)"
+        )
+    kwargs: dict[str, Any] = {}
+    cfg = timm.get_pretrained_cfg(name, allow_unregistered=True)
+    if image_size and getattr(cfg, "fixed_input_size", False):
+        kwargs["img_size"] = image_size
+    net = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_channels, **kwargs)
+    if small_images:
+        _small_image_stem(net)
+    cls = type(f"Timm{type(net).__name__}", (type(net), Backbone), {})
+    net.__class__ = cls
+    backbone = cast(Backbone, net)
+    backbone.name = TIMM_PREFIX + name
+    backbone.out_dim = int(cast(int, net.num_features))  # timm types it as a module attribute
+    return backbone
+
+
+def build_backbone(
+    name: str, small_images: bool = False, in_channels: int = 3, image_size: int | None = None
+) -> Backbone:
     """Build a randomly initialised backbone (never downloads weights).
 
     Args:
-        name: one of ``BACKBONE_NAMES``.
-        small_images: small-image stem for the torchvision ResNets (ignored for CIFAR ResNets).
+        name: one of ``BACKBONE_NAMES``, or ``timm/<name>`` (extra ``balfeat[timm]``).
+        small_images: small-image stem for the torchvision ResNets (ignored for CIFAR ResNets;
+            for timm, see the module docstring).
         in_channels: 1 or 3.
+        image_size: input size, used only by timm models of a fixed input size (ViTs).
 
     Returns:
         A ``Backbone`` with ``out_dim`` (512 for resnet18/34, 2048 for resnet50+, 64 for CIFAR).
@@ -160,11 +230,13 @@ def build_backbone(name: str, small_images: bool = False, in_channels: int = 3) 
         raise BalfeatError(
             f"backbone in_channels={in_channels} is not supported; use 1 (grayscale) or 3 (RGB)"
         )
+    if name.startswith(TIMM_PREFIX):
+        return build_timm_backbone(name[len(TIMM_PREFIX) :], small_images, in_channels, image_size)
     if name in TORCHVISION_RESNETS:
         return TorchvisionResNet(name, small_images=small_images, in_channels=in_channels)
     if name in CIFAR_RESNET_DEPTHS:
         return CifarResNet(name, in_channels=in_channels)
     raise BalfeatError(
         f"unknown backbone {name!r}; valid names: {', '.join(BACKBONE_NAMES)} "
-        "(resnet20/32/56 are the small CIFAR ResNets)"
+        f"(resnet20/32/56 are the small CIFAR ResNets; {TIMM_PREFIX}<name> builds a timm model)"
     )

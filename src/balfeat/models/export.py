@@ -9,7 +9,9 @@ Formats:
   the same compatibility is required, as detectron2's ResNet has the same stem.
 - ``backbone``: the backbone's state dict under balfeat's own names (torchvision's naming for
   every ResNet, incl. the small-image stem and the CIFAR ResNets): for any backbone, loadable with
-  ``balfeat.models.backbones.build_backbone(arch, small_images=...)``, labelled as such.
+  ``balfeat.models.backbones.build_backbone(arch, small_images=...)``, labelled as such. For a
+  timm backbone (``timm/<name>``) these are timm's own names: the file loads with
+  ``timm.create_model(name, num_classes=0).load_state_dict(sd, strict=True)``.
 
 An export never replaces a training checkpoint (a file holding an optimizer state) nor the file
 it reads; an existing output is replaced only with ``force=True``.

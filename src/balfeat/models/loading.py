@@ -240,7 +240,11 @@ def load_backbone_state(
             "expected a balfeat checkpoint ('model'), a MoCo/supervised checkpoint "
             "('state_dict') or a plain state dict"
         )
-    state, head = _split_head(raw)
+    timm_arch = _find_config_value(obj.get("config"), "backbone")
+    if not (isinstance(timm_arch, str) and timm_arch.startswith("timm/")):
+        timm_arch = arch if arch is not None and arch.startswith("timm/") else None
+    # a timm backbone's keys are timm's: its ``head.norm`` (ConvNeXt) is no classifier
+    state, head = (raw, []) if timm_arch else _split_head(raw)
     if not state:
         raise CheckpointError(f"{source}: no backbone weights found ({info['format']} layout)")
     info["dropped"] = sorted(set(dropped) | set(head))
@@ -252,6 +256,16 @@ def load_backbone_state(
         if isinstance(small, bool):
             info["small_images"] = small
     info["description"] = describe_architecture(state)
+    if timm_arch:
+        info.update(arch=timm_arch, description=f"{timm_arch} (a timm model)")
+        config: Mapping[str, Any] = obj["config"] if isinstance(obj.get("config"), Mapping) else {}
+        info["image_size"] = _find_config_value(config, "image_size")
+        channels = _find_config_value(config.get("model"), "in_channels") or (
+            _find_config_value(config.get("data"), "channels")
+        )
+        if isinstance(channels, int) and channels:
+            info["in_channels"] = channels
+        arch_info["arch"] = timm_arch
     if arch is not None and arch_info["arch"] is not None and arch_info["arch"] != arch:
         raise CheckpointError(
             f"{source}: expected a {arch} backbone but the weights look like "
