@@ -37,6 +37,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from balfeat import distributed
 from balfeat.engine import build
 from balfeat.engine.config import Config
 from balfeat.errors import ConfigError
@@ -151,8 +153,18 @@ def train_loader(cfg: Config, world_size: int = 1, seed_offset: int = 0) -> Data
     up) and Lightning calls their ``set_epoch``: give ``L.Trainer(use_distributed_sampler=False)``
     so Lightning does not shard them a second time.
     """
+    # Lightning moves host batches itself: the DataLoader path, never the on-device loader
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, loader="pil"))
     dataset = build.build_train_dataset(cfg)
-    sampler = build.build_sampler(cfg, dataset)
-    generator = torch.Generator().manual_seed(cfg.run.seed + seed_offset)
-    batch = build.local_batch_size(cfg, world_size)
-    return build.build_loader(cfg, dataset, sampler, batch, generator)
+    source = build.build_batch_source(
+        cfg,
+        dataset,
+        build.build_sampler(cfg, dataset),
+        batch_size=build.local_batch_size(cfg, world_size),
+        device=torch.device("cpu"),
+        rank=distributed.rank(),
+        seed_offset=seed_offset,
+    )
+    loader = source.host_loader()
+    assert isinstance(loader, DataLoader)  # data.loader=pil
+    return loader
