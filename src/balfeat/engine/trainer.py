@@ -43,6 +43,7 @@ from balfeat.engine.checkpoint import (
     atomic_save,
     find_last_checkpoint,
     load_checkpoint,
+    resolve_checkpoint,
     rng_state,
     save_checkpoint,
     seed_everything,
@@ -427,14 +428,7 @@ class Trainer:
                 log.warning("no checkpoint in %s; starting from scratch", self.output_dir)
                 return
         else:
-            path = Path(self.resume)
-            if path.is_dir():  # a run folder means its newest checkpoint
-                found = find_last_checkpoint(path)
-                if found is None:
-                    raise CheckpointError(
-                        f"--resume {str(path)!r}: the folder holds no checkpoint (last.pth)"
-                    )
-                path = found
+            path = resolve_checkpoint(self.resume, option="--resume")  # a folder: its newest
         state = load_checkpoint(
             path,
             map_location=self.device,
