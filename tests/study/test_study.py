@@ -126,14 +126,26 @@ def test_study_runs_seeds_reports_and_resumes_per_cell_and_seed(
         return real(spec_, data, method, set_name, *a, **k)
 
     monkeypatch.setattr(run_mod, "run_cell", spy)
+    built: list[str] = []
+    real_config = run_mod.cell_config
+
+    def count_configs(spec_: StudySpec, method: str, *a: Any) -> Any:
+        built.append(method)
+        return real_config(spec_, method, *a)
+
+    monkeypatch.setattr(run_mod, "cell_config", count_configs)
+    monkeypatch.setattr(cells_mod, "cell_config", count_configs)
     rows2, _ = run_study(spec, out_dir=out, progress=False, echo=lambda s: None)
     assert calls == []
+    assert sorted(built) == ["moco_v2", "sl"]  # each method's config is built once per run
     assert sorted(r["top1"] for r in rows2) == sorted(r["top1"] for r in rows)
 
     # One (cell, seed) without its results.json is run again, and only that one.
     (out / "cells" / "moco_v2__balanced" / "seed1" / "fast" / "results.json").unlink()
+    built.clear()
     rows3, _ = run_study(spec, out_dir=out, progress=False, echo=lambda s: None)
     assert calls == [("moco_v2", "balanced", 1)]
+    assert sorted(built) == ["moco_v2", "sl"]  # the cell that ran copied its method's config
     assert len(rows3) == 8
 
     # Extending the study with a seed runs only the new (cell, seed)s.
