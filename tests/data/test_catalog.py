@@ -121,3 +121,9 @@ def test_validation_split_numbering_classes_otherwise_is_refused(tmp_path: Path)
     write_split(tmp_path / "val.txt", [SplitEntry("val/a/4.png", 0), SplitEntry("val/b/3.png", 1)])
     ok = SplitImageDataset(tmp_path, str(tmp_path / "val.txt"), check_files=False)
     catalog.check_same_classes(tr, ok)
+
+
+def test_the_long_tailed_sets_name_their_balanced_source() -> None:
+    assert catalog.dataset_info("cifar10-lt").long_tailed_from == "cifar10"
+    assert catalog.dataset_info("cifar100-lt").long_tailed_from == "cifar100"
+    assert not catalog.dataset_info("cifar10").long_tailed_from

@@ -120,11 +120,11 @@ def group_counts(args: Any, info: dict[str, Any], probe_counts: Any) -> tuple[An
         return np.asarray(counts), f"--group-counts {args.group_counts}"
     data_cfg = (info.get("config") or {}).get("data", {})
     split = data_cfg.get("train_split")
-    if data_cfg.get("dataset") in ("cifar10-lt", "cifar100-lt"):  # the protocol's exact counts
+    pretrained_on = catalog.CATALOG.get(str(data_cfg.get("dataset")))
+    if pretrained_on is not None and pretrained_on.long_tailed_from:  # the protocol's counts
         ratio = float(data_cfg.get("imbalance_ratio", 1.0))
-        counts = exponential_counts(
-            n, int(max(probe_counts)), ratio
-        )  # n_max: images per class of the pool
+        # n_max: images per class of the (balanced) probe pool
+        counts = exponential_counts(n, int(max(probe_counts)), ratio)
         return np.asarray(counts), f"pre-training set {data_cfg['dataset']} ratio {ratio:g}"
     if split and Path(split).is_file():
         counts = read_class_counts(split, n, "the checkpoint's data.train_split")

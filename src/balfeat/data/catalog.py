@@ -47,6 +47,8 @@ class DatasetInfo:
         small_images: whether a backbone for it uses the small-image stem by default.
         root: what ``root`` must be, for the error when it is missing (empty: optional).
         num_classes: classes, when fixed by the dataset.
+        long_tailed_from: the balanced dataset a CIFAR-LT set is drawn from with
+            :func:`balfeat.data.imbalance.exponential_counts` (the LDAM-DRW protocol), else empty.
     """
 
     name: str
@@ -57,6 +59,7 @@ class DatasetInfo:
     small_images: bool = True
     root: str = ""
     num_classes: int | None = None
+    long_tailed_from: str = ""
 
 
 _CIFAR_ROOT = (
@@ -71,8 +74,8 @@ CATALOG: dict[str, DatasetInfo] = {
         DatasetInfo("fashion-mnist", "arrays", 1, 28, tuple(FASHION_MNIST_CLASSES), num_classes=10),
         DatasetInfo("cifar10", "arrays", 3, 32, root=_CIFAR_ROOT, num_classes=10),
         DatasetInfo("cifar100", "arrays", 3, 32, root=_CIFAR_ROOT, num_classes=100),
-        DatasetInfo("cifar10-lt", "arrays", 3, 32, num_classes=10),
-        DatasetInfo("cifar100-lt", "arrays", 3, 32, num_classes=100),
+        DatasetInfo("cifar10-lt", "arrays", 3, 32, num_classes=10, long_tailed_from="cifar10"),
+        DatasetInfo("cifar100-lt", "arrays", 3, 32, num_classes=100, long_tailed_from="cifar100"),
         DatasetInfo("synthetic", "arrays", None, None),
         DatasetInfo("array", "arrays", None, None, root="FILE.npz"),
         DatasetInfo("imagenet", "folder", 3, 224, small_images=False, root=_FOLDER_ROOT),
@@ -148,8 +151,8 @@ def load_arrays(
         return load_fashion_mnist(root or None)
     if name in ("cifar10", "cifar100"):
         return load_torchvision_layout(name, require_root(name, root, option=option, key=root_key))
-    if name in ("cifar10-lt", "cifar100-lt"):
-        return load_cifar_lt(name.removesuffix("-lt"), root or ".", imbalance_ratio)
+    if info.long_tailed_from:
+        return load_cifar_lt(info.long_tailed_from, root or ".", imbalance_ratio)
     path = require_root(name, root, option=option, key=root_key)
     a = load_npz_arrays(path, npz_pairs)
     (xk, yk), rest = npz_pairs[0], npz_pairs[1:]

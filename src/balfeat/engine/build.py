@@ -133,7 +133,7 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
         return _folder_train_dataset(cfg)
     transform = train_transform(cfg)
     option = f"data.dataset={d.dataset}"
-    if d.dataset in ("cifar10-lt", "cifar100-lt"):  # the LDAM-DRW protocol, ratio = n_max/n_min
+    if info.long_tailed_from:  # CIFAR-LT: the LDAM-DRW protocol, ratio = n_max/n_min
         cifar = catalog.load_arrays(d.dataset, d.root, imbalance_ratio=d.imbalance_ratio)
         num_classes = int(info.num_classes or 0)
         check_not_empty(cifar.train_y, num_classes, option)
