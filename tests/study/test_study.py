@@ -227,10 +227,10 @@ OWN_STUDY: dict[str, Any] = {
 
 
 def test_method_has_classifier_reads_the_registry() -> None:
-    assert cells_mod.method_has_classifier("bcl")
-    assert cells_mod.method_has_classifier("paco") and cells_mod.method_has_classifier("gpaco")
+    assert run_mod.method_has_classifier("bcl")
+    assert run_mod.method_has_classifier("paco") and run_mod.method_has_classifier("gpaco")
     for name in ("sl", "moco_v2", "kcl", "supcon", "tsc"):
-        assert not cells_mod.method_has_classifier(name)
+        assert not run_mod.method_has_classifier(name)
 
 
 def test_own_is_a_reserved_probe_name(tmp_path: Path) -> None:

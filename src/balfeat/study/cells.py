@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
-import typing
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +52,6 @@ from balfeat.errors import DataError
 from balfeat.evaluation.knn import KNNMonitor
 from balfeat.evaluation.metrics import evaluate, write_results
 from balfeat.evaluation.statistics import bootstrap_interval
-from balfeat.methods import get_method
 from balfeat.provenance import provenance
 from balfeat.study.report import row_from_results
 from balfeat.study.spec import StudySpec, cell_config
@@ -116,50 +112,12 @@ def cell_dir(out_dir: Path, method: str, set_name: str, seed: int) -> Path:
     return out_dir / "cells" / cell_name(method, set_name) / f"seed{seed}"
 
 
-def cell_done(
-    out_dir: Path, method: str, set_name: str, probes: Mapping[str, Any], seed: int = 0
-) -> bool:
-    """Whether every probe of the (cell, seed) has written its ``results.json``."""
-    cdir = cell_dir(out_dir, method, set_name, seed)
-    return all((cdir / p / "results.json").is_file() for p in probes)
-
-
 def read_row(out_dir: Path, method: str, set_name: str, seed: int, protocol: str) -> Row:
     """The results-table row of a finished evaluation of a (cell, seed), from its results."""
     path = cell_dir(out_dir, method, set_name, seed) / protocol / "results.json"
     results = json.loads(path.read_text())
     results.setdefault("protocol", protocol)
     return _row(results, method, set_name, seed)
-
-
-def method_has_classifier(name: str) -> bool:
-    """Whether the registered method ``name`` has its own classifier (``classify(images)``).
-
-    Read from the registry without building anything (building TSC, say, optimises its class
-    targets): the class a ``from_constructor`` builder records (``build.method_class``), else the
-    builder's return annotation. A builder with neither counts as not classifying here; its
-    ``own`` row is still written when its cell runs (the trained module is asked then), this only
-    decides whether a finished cell lacks one.
-    """
-    build = get_method(name).build
-    cls = getattr(build, "method_class", None)
-    if cls is None:
-        try:
-            cls = typing.get_type_hints(build).get("return")
-        except Exception:  # unresolvable annotations of a plugin: treat as "no classifier"
-            return False
-    return isinstance(cls, type) and callable(getattr(cls, "classify", None))
-
-
-def own_missing(out_dir: Path, method: str, set_name: str, seed: int, method_name: str) -> bool:
-    """Whether a (cell, seed) of a method with its own classifier lacks its ``own`` results
-    while its checkpoint is there to evaluate it from (a cell finished by an older balfeat)."""
-    cdir = cell_dir(out_dir, method, set_name, seed)
-    return (
-        method_has_classifier(method_name)
-        and not (cdir / OWN_CLASSIFIER / "results.json").is_file()
-        and find_last_checkpoint(cdir / "pretrain") is not None
-    )
 
 
 # ----------------------------------------------------------------------------- the cell's data
@@ -310,19 +268,6 @@ def _row(results: dict[str, Any], method: str, set_name: str, seed: int) -> Row:
         seconds=results.get("cell_seconds"),
         top1_bootstrap=results.get("top1_bootstrap"),
     )
-
-
-def result_line(r: Row) -> str:
-    """The status line of one row: its protocol, top-1 and many/medium/few."""
-    what = "own classifier" if r["protocol"] == OWN_CLASSIFIER else f"{r['protocol']} probe"
-    return (
-        f"    {what}: top1 {_f(r['top1'])}  many {_f(r['many'])}  medium {_f(r['medium'])}  "
-        f"few {_f(r['few'])}"
-    )
-
-
-def _f(v: Any) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.2f}"
 
 
 def _own_results(

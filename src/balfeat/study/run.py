@@ -18,33 +18,88 @@ seeded by the study's ``seed``, the same for every ratio and every run seed.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from balfeat.atomic import atomic_write_text
+from balfeat.engine.checkpoint import find_last_checkpoint
 from balfeat.engine.config import Config, config_from_dict, config_to_dict
 from balfeat.errors import BalfeatError, ConfigError
+from balfeat.methods import get_method
 from balfeat.study.cells import (
     OWN_CLASSIFIER,
     Row,
     StudyData,
     cell_dir,
-    cell_done,
     check_family,
     group_counts,
     load_study_data,
-    own_missing,
     read_row,
-    result_line,
     run_cell,
     run_own,
 )
 from balfeat.study.report import write_report
 from balfeat.study.spec import StudySpec, cell_config
+
+# ----------------------------------------------------------------------------- reuse
+
+
+def cell_done(
+    out_dir: Path, method: str, set_name: str, probes: Mapping[str, Any], seed: int = 0
+) -> bool:
+    """Whether every probe of the (cell, seed) has written its ``results.json``."""
+    cdir = cell_dir(out_dir, method, set_name, seed)
+    return all((cdir / p / "results.json").is_file() for p in probes)
+
+
+def method_has_classifier(name: str) -> bool:
+    """Whether the registered method ``name`` has its own classifier (``classify(images)``).
+
+    Read from the registry without building anything (building TSC, say, optimises its class
+    targets): the class a ``from_constructor`` builder records (``build.method_class``), else the
+    builder's return annotation. A builder with neither counts as not classifying here; its
+    ``own`` row is still written when its cell runs (the trained module is asked then), this only
+    decides whether a finished cell lacks one.
+    """
+    build = get_method(name).build
+    cls = getattr(build, "method_class", None)
+    if cls is None:
+        try:
+            cls = typing.get_type_hints(build).get("return")
+        except Exception:  # unresolvable annotations of a plugin: treat as "no classifier"
+            return False
+    return isinstance(cls, type) and callable(getattr(cls, "classify", None))
+
+
+def own_missing(out_dir: Path, method: str, set_name: str, seed: int, method_name: str) -> bool:
+    """Whether a (cell, seed) of a method with its own classifier lacks its ``own`` results
+    while its checkpoint is there to evaluate it from (a cell finished by an older balfeat)."""
+    cdir = cell_dir(out_dir, method, set_name, seed)
+    return (
+        method_has_classifier(method_name)
+        and not (cdir / OWN_CLASSIFIER / "results.json").is_file()
+        and find_last_checkpoint(cdir / "pretrain") is not None
+    )
+
+
+def result_line(r: Row) -> str:
+    """The status line of one row: its protocol, top-1 and many/medium/few."""
+    what = "own classifier" if r["protocol"] == OWN_CLASSIFIER else f"{r['protocol']} probe"
+    return (
+        f"    {what}: top1 {_f(r['top1'])}  many {_f(r['many'])}  medium {_f(r['medium'])}  "
+        f"few {_f(r['few'])}"
+    )
+
+
+def _f(v: Any) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.2f}"
+
 
 #: Study keys that define every cell's data: a directory of results is only reused when they match.
 _GLOBAL_KEYS = (
