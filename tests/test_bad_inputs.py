@@ -648,7 +648,7 @@ def test_folder_scan_refuses_a_class_folder_without_images(
 def test_folder_scan_skips_hidden_entries_and_warns_about_others(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from balfeat.data.splits import scan_image_folder
+    from balfeat.data.folder_scan import scan_image_folder
 
     root = tmp_path / "data"
     _images(root)
@@ -665,7 +665,7 @@ def test_folder_scan_skips_hidden_entries_and_warns_about_others(
 def test_folder_scan_warns_about_numbered_class_folders(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from balfeat.data.splits import scan_image_folder
+    from balfeat.data.folder_scan import scan_image_folder
 
     for name in ("1", "2", "10"):
         (tmp_path / name).mkdir()
@@ -677,7 +677,7 @@ def test_folder_scan_warns_about_numbered_class_folders(
 
 def test_unreadable_image_of_a_folder_scan_names_the_folder(tmp_path: Path) -> None:
     from balfeat.data.datasets import FOLDER_SCAN, SplitImageDataset
-    from balfeat.data.splits import scan_image_folder
+    from balfeat.data.folder_scan import scan_image_folder
 
     root = tmp_path / "data"
     _images(root)
@@ -791,7 +791,7 @@ def test_empty_class_set_file(
 def test_class_set_errors_give_the_file_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], data: tuple[Path, str]
 ) -> None:
-    from balfeat.classify.runner import read_class_set_labels
+    from balfeat.data.catalog import read_class_set_labels
 
     root, text = data
     cs = tmp_path / "clsset.txt"

@@ -1,6 +1,9 @@
-"""The one place that decides which device tensors live on. Nothing else calls ``.cuda()``."""
+"""The one place that decides which device tensors live on (nothing else calls ``.cuda()``) and
+how many CPU threads torch uses."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -45,3 +48,24 @@ def default_device(requested: str = "auto") -> torch.device:
                 f"device {requested!r}: this machine has {count} GPU(s) (cuda:0..cuda:{count - 1})"
             )
     return device
+
+
+def configure_threads(threads: int = 0) -> int:
+    """Set torch's intra-op CPU threads and return the number used.
+
+    Args:
+        threads: ``N > 0`` uses N threads; ``0`` (auto) uses every core, or 1 thread when the
+            machine is already busy (1-minute load average >= cores): on a contended CPU,
+            several OpenMP threads per process spin against each other and run 2-3x slower
+            than one. Studies record the number used in every results file (results on CPU
+            depend on it).
+    """
+    if threads <= 0:
+        cores = os.cpu_count() or 1
+        try:
+            busy = os.getloadavg()[0] >= cores
+        except OSError:  # pragma: no cover - platforms without getloadavg
+            busy = False
+        threads = 1 if busy else cores
+    torch.set_num_threads(threads)
+    return threads

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from balfeat.cli.main import build_parser, main
+from balfeat.study.cells import StudyData, load_study_data
 from balfeat.study.demo import demo_spec
-from balfeat.study.study import StudyData, load_study_data, run_study
+from balfeat.study.run import run_study
 
 
 def test_demo_and_study_are_commands(tmp_path: Path) -> None:

@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from balfeat.data.cifar_lt import STANDARD_TOTALS, load_cifar_lt, lt_counts, lt_indices
+from balfeat.data.cifar_lt import STANDARD_TOTALS, load_cifar_lt, lt_indices
+from balfeat.data.imbalance import exponential_counts
 from balfeat.errors import BalfeatError
 
 
 @pytest.mark.parametrize(("name", "ratio"), sorted(STANDARD_TOTALS))
 def test_standard_totals(name: str, ratio: int) -> None:
     c, n_max = (10, 5000) if name == "cifar10" else (100, 500)
-    counts = lt_counts(c, n_max, ratio)
+    counts = exponential_counts(c, n_max, ratio)
     assert sum(counts) == STANDARD_TOTALS[(name, ratio)]
     assert counts[0] == n_max and counts[-1] == n_max // ratio
     assert all(a >= b for a, b in itertools.pairwise(counts))
@@ -24,11 +25,11 @@ def test_standard_totals(name: str, ratio: int) -> None:
 
 def test_published_figures_literal() -> None:
     # literal numbers, independent of the table in the module
-    assert lt_counts(10, 5000, 100) == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
-    assert sum(lt_counts(10, 5000, 100)) == 12406
-    assert sum(lt_counts(100, 500, 100)) == 10847
-    assert sum(lt_counts(10, 5000, 10)) == 20431
-    assert sum(lt_counts(100, 500, 10)) == 19573
+    assert exponential_counts(10, 5000, 100) == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert sum(exponential_counts(10, 5000, 100)) == 12406
+    assert sum(exponential_counts(100, 500, 100)) == 10847
+    assert sum(exponential_counts(10, 5000, 10)) == 20431
+    assert sum(exponential_counts(100, 500, 10)) == 19573
 
 
 def test_selection_is_the_seeded_global_shuffle() -> None:
@@ -38,7 +39,7 @@ def test_selection_is_the_seeded_global_shuffle() -> None:
     # the protocol's own procedure, with the legacy global RNG
     np.random.seed(0)
     expect = []
-    for c, n in zip(range(10), lt_counts(10, 50, 10), strict=False):
+    for c, n in zip(range(10), exponential_counts(10, 50, 10), strict=False):
         idx = np.where(labels == c)[0]
         np.random.shuffle(idx)
         expect.append(idx[:n])
@@ -50,7 +51,7 @@ def test_unbalanced_input_and_bad_ratio_raise() -> None:
     with pytest.raises(BalfeatError):
         lt_indices(np.array([0, 0, 1]), 10)
     with pytest.raises(BalfeatError):
-        lt_counts(10, 5000, 0.5)
+        exponential_counts(10, 5000, 0.5)
 
 
 def test_load_from_torchvision_layout(tmp_path: Path) -> None:
@@ -68,7 +69,7 @@ def test_load_from_torchvision_layout(tmp_path: Path) -> None:
         pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
     d = load_cifar_lt("cifar10", tmp_path, 10)
     counts = np.bincount(d.train_y, minlength=10).tolist()
-    assert counts == lt_counts(10, 10, 10) and counts[-1] == 1
+    assert counts == exponential_counts(10, 10, 10) and counts[-1] == 1
     assert d.test_x.shape[0] == 10 and d.train_x.shape[1:] == (32, 32, 3)
 
 

@@ -217,3 +217,36 @@ def test_bad_profile_arguments_are_named(call: object, match: str) -> None:
     and tail, ratio=inf emptied every class but the first, 10.5 images were accepted."""
     with pytest.raises(DataError, match=match):
         call()  # type: ignore[operator]
+
+
+def test_family_counts_sum_to_the_total_on_one_profile() -> None:
+    from balfeat.data.imbalance import exponential_counts, family_counts
+
+    for ratio in (1.0, 10.0, 100.0):
+        counts = family_counts(10, 4000, ratio, seed=3)
+        assert sum(counts) == 4000
+        if ratio > 1:  # the profile is exponential_counts' (floor) plus the remainder at the head
+            profile = sorted(counts, reverse=True)
+            assert any(  # n_max is the head's count, or one less when the head got an extra image
+                all(
+                    0 <= p - b <= 1
+                    for p, b in zip(profile, exponential_counts(10, n, ratio), strict=True)
+                )
+                for n in (profile[0] - 1, profile[0])
+            )
+    assert family_counts(10, 4000, 10.0, seed=3) != family_counts(10, 4000, 10.0, seed=4)
+    assert sorted(family_counts(10, 4000, 10.0, seed=3)) == sorted(family_counts(10, 4000, 10.0))
+
+
+def test_check_family_refuses_a_class_short_of_images() -> None:
+    from balfeat.data.imbalance import check_family
+
+    labels = np.repeat(np.arange(4), [100, 100, 100, 5])
+    names = ["a", "b", "c", "d"]
+    check_family({"bal": 1.0}, 20, labels, names)
+    with pytest.raises(DataError, match=r"set 'bal' needs 25 images of class 3 \('d'\)"):
+        check_family({"bal": 1.0}, 100, labels, names)
+    with pytest.raises(DataError, match="probe_per_class=6 but class 3 has only 5"):
+        check_family({"bal": 1.0}, 20, labels, names, probe_per_class=6)
+    with pytest.raises(DataError, match="leaves 4 class"):
+        check_family({"bal": 1.0}, 3, labels, names)

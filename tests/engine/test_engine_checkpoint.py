@@ -88,3 +88,45 @@ def test_other_method_or_backbone_rejected(tmp_path: Path) -> None:
         load_checkpoint(path, expect_method="kcl")
     with pytest.raises(CheckpointError, match=r"backbone 'resnet18'.*'resnet50'"):
         load_checkpoint(path, expect_backbone="resnet50")
+
+
+def test_resolve_checkpoint_a_folder_means_its_newest(tmp_path: Path) -> None:
+    f = tmp_path / "any.pth"
+    assert ckpt.resolve_checkpoint(f) == f  # a file (even a missing one) is itself
+    save_checkpoint(tmp_path / "run", _state(1), keep_last=2)
+    save_checkpoint(tmp_path / "run", _state(2), keep_last=2)
+    assert ckpt.resolve_checkpoint(tmp_path / "run") == tmp_path / "run" / "last.pth"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"--resume '.*empty': the folder holds no .*; do X"):
+        ckpt.resolve_checkpoint(tmp_path / "empty", option="--resume", hint="do X")
+
+
+def test_load_method_rebuilds_the_run_folders_method(tmp_path: Path) -> None:
+    from balfeat.engine.build import build_method
+    from balfeat.engine.config import load_config
+
+    cfg = load_config(
+        None,
+        [
+            "method.name=sl",
+            "model.backbone=resnet8",
+            "data.dataset=synthetic",
+            "data.image_size=16",
+            f"run.output_dir={tmp_path / 'run'}",
+        ],
+    )
+    with pytest.raises(CheckpointError, match=r"run folder '.*run' does not exist; train first"):
+        ckpt.load_method(cfg, 4, hint="train first")
+    trained = build_method(cfg, 4)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.5)
+    state = {"model": trained.state_dict(), "method": "sl", "backbone": cfg.model.backbone}
+    save_checkpoint(tmp_path / "run", {**state, "epoch": 1}, keep_last=1)
+    method, path = ckpt.load_method(cfg, 4)
+    assert path == tmp_path / "run" / "last.pth" and not method.training
+    for k, v in trained.state_dict().items():
+        assert torch.equal(method.state_dict()[k], v), k
+    cfg.method.name = "moco_v2"
+    with pytest.raises(CheckpointError, match="trained with method 'sl'"):
+        ckpt.load_method(cfg, 4)

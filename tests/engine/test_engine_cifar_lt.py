@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from balfeat.data.cifar_lt import lt_counts
+from balfeat.data.imbalance import exponential_counts
 from balfeat.engine import build
 from balfeat.engine.config import load_config
 from balfeat.engine.trainer import Trainer
@@ -56,7 +56,7 @@ def test_cifar10_lt_dataset_and_one_paco_step(tmp_path: Path) -> None:
     )
     ds = build.build_train_dataset(cfg)
     counts = np.bincount(np.asarray(ds.targets), minlength=10).tolist()  # type: ignore[attr-defined]
-    assert counts == lt_counts(10, 10, 10) and ds.num_classes == 10  # type: ignore[attr-defined]
+    assert counts == exponential_counts(10, 10, 10) and ds.num_classes == 10  # type: ignore[attr-defined]
     trainer = Trainer(cfg)
     assert trainer.fit()["steps"] == 1
     assert float(trainer.method.log_prior[0]) > float(trainer.method.log_prior[9])
@@ -86,7 +86,7 @@ def test_probe_a_cifar_lt_checkpoint_on_balanced_cifar(tmp_path: Path) -> None:
     res = json.loads((out / "results.json").read_text())
     assert res["group_source"] == "pre-training set cifar10-lt ratio 10"
     assert res["probe_train_counts"] == [10] * 10  # the balanced pool
-    assert [r["train_count"] for r in res["per_class"]] == lt_counts(10, 10, 10)
+    assert [r["train_count"] for r in res["per_class"]] == exponential_counts(10, 10, 10)
 
 
 def test_probe_refuses_a_backbone_of_other_channels(

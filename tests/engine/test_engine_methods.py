@@ -142,7 +142,7 @@ def test_empty_train_split_scans_the_image_folder_and_keeps_the_class_set(tmp_pa
     # n001 holds 2 images, n003 holds 1; relabelled in the set's (sorted) order: n001 -> 0.
     assert len(ds) == 3  # type: ignore[arg-type]
     assert np.asarray(ds.targets).tolist() == [0, 0, 1]  # type: ignore[attr-defined]
-    from balfeat.data.splits import scan_image_folder
+    from balfeat.data.folder_scan import scan_image_folder
 
     entries = scan_image_folder(tmp_path)
     assert [e.label for e in entries] == [0, 0, 1, 1, 1, 2]  # sorted folders n001, n002, n003

@@ -15,8 +15,8 @@ from method_standins import TinyBackbone
 from balfeat.errors import BalfeatError
 from balfeat.methods import KCL, METHODS, MethodBase, MoCo, Supervised, get_method, method_names
 from balfeat.methods.params import KCLParams, MoCoV2Params
+from balfeat.study.cells import method_has_classifier
 from balfeat.study.plots import method_label
-from balfeat.study.study import method_has_classifier
 
 BUILTIN = {
     "sl", "moco_v1", "moco_v2", "kcl", "supcon", "supcon_inbatch", "paco", "gpaco", "bcl", "tsc",

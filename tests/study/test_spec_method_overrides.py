@@ -30,7 +30,7 @@ def test_a_cell_finished_by_an_earlier_version_is_not_a_changed_cell(tmp_path: P
     import yaml
 
     from balfeat.engine.config import config_to_dict
-    from balfeat.study.study import _check_cell
+    from balfeat.study.run import _check_cell
 
     cfg = config_to_dict(cell_config(demo_spec("unused"), "kcl"))
     old = {**cfg, "method": {**cfg["method"], "alpha": 0.05, "freeze_backbone": False}}

@@ -9,10 +9,13 @@ from typing import Any
 import pytest
 import yaml
 
+from balfeat.data.imbalance import family_counts
+from balfeat.data.prepare import subset_by_counts
 from balfeat.errors import ConfigError
-from balfeat.study import study as study_mod
+from balfeat.study import cells as cells_mod
+from balfeat.study import run as run_mod
+from balfeat.study.run import run_study
 from balfeat.study.spec import StudySpec, load_study, study_from_mapping
-from balfeat.study.study import family_counts, run_study, subset_by_counts
 
 TINY_STUDY: dict[str, Any] = {
     "name": "tiny study",
@@ -116,21 +119,33 @@ def test_study_runs_seeds_reports_and_resumes_per_cell_and_seed(
 
     # Second run: every (cell, seed) is done, nothing is trained again.
     calls: list[tuple[str, str, Any]] = []
-    real = study_mod.run_cell
+    real = run_mod.run_cell
 
     def spy(spec_: StudySpec, data: Any, method: str, set_name: str, *a: Any, **k: Any) -> Any:
         calls.append((method, set_name, k.get("seed")))
         return real(spec_, data, method, set_name, *a, **k)
 
-    monkeypatch.setattr(study_mod, "run_cell", spy)
+    monkeypatch.setattr(run_mod, "run_cell", spy)
+    built: list[str] = []
+    real_config = run_mod.cell_config
+
+    def count_configs(spec_: StudySpec, method: str, *a: Any) -> Any:
+        built.append(method)
+        return real_config(spec_, method, *a)
+
+    monkeypatch.setattr(run_mod, "cell_config", count_configs)
+    monkeypatch.setattr(cells_mod, "cell_config", count_configs)
     rows2, _ = run_study(spec, out_dir=out, progress=False, echo=lambda s: None)
     assert calls == []
+    assert sorted(built) == ["moco_v2", "sl"]  # each method's config is built once per run
     assert sorted(r["top1"] for r in rows2) == sorted(r["top1"] for r in rows)
 
     # One (cell, seed) without its results.json is run again, and only that one.
     (out / "cells" / "moco_v2__balanced" / "seed1" / "fast" / "results.json").unlink()
+    built.clear()
     rows3, _ = run_study(spec, out_dir=out, progress=False, echo=lambda s: None)
     assert calls == [("moco_v2", "balanced", 1)]
+    assert sorted(built) == ["moco_v2", "sl"]  # the cell that ran copied its method's config
     assert len(rows3) == 8
 
     # Extending the study with a seed runs only the new (cell, seed)s.
@@ -212,10 +227,10 @@ OWN_STUDY: dict[str, Any] = {
 
 
 def test_method_has_classifier_reads_the_registry() -> None:
-    assert study_mod.method_has_classifier("bcl")
-    assert study_mod.method_has_classifier("paco") and study_mod.method_has_classifier("gpaco")
+    assert cells_mod.method_has_classifier("bcl")
+    assert cells_mod.method_has_classifier("paco") and cells_mod.method_has_classifier("gpaco")
     for name in ("sl", "moco_v2", "kcl", "supcon", "tsc"):
-        assert not study_mod.method_has_classifier(name)
+        assert not cells_mod.method_has_classifier(name)
 
 
 def test_own_is_a_reserved_probe_name(tmp_path: Path) -> None:
@@ -234,8 +249,8 @@ def _direct_own_accuracy(spec: StudySpec, out: Path, set_name: str) -> tuple[flo
     from balfeat.engine.build import build_method
     from balfeat.study.spec import cell_config
 
-    data = study_mod.load_study_data(spec)
-    sel = study_mod.study_test_indices(spec, len(data.test_y))
+    data = cells_mod.load_study_data(spec)
+    sel = cells_mod.study_test_indices(spec, len(data.test_y))
     assert len(sel) == 40
     ds = ArrayDataset(data.test_x[sel], data.test_y[sel], transform=build_transform("eval", 12, 1))
     x = torch.stack([ds[i][0] for i in range(len(ds))])
@@ -295,7 +310,7 @@ def test_own_classifier_row_beside_the_probe_and_resumed(
 
     # A finished study re-run: nothing is computed again and the own rows are kept.
     calls: list[str] = []
-    real_cell, real_own = study_mod.run_cell, study_mod.run_own
+    real_cell, real_own = run_mod.run_cell, run_mod.run_own
 
     def spy_cell(*a: Any, **k: Any) -> Any:
         calls.append("cell")
@@ -305,8 +320,8 @@ def test_own_classifier_row_beside_the_probe_and_resumed(
         calls.append("own")
         return real_own(*a, **k)
 
-    monkeypatch.setattr(study_mod, "run_cell", spy_cell)
-    monkeypatch.setattr(study_mod, "run_own", spy_own)
+    monkeypatch.setattr(run_mod, "run_cell", spy_cell)
+    monkeypatch.setattr(run_mod, "run_own", spy_own)
     rows2, _ = run_study(spec, out_dir=out, progress=False, echo=lambda s: None)
     assert calls == []
     key = lambda r: (r["method"], r["set"], r["protocol"])  # noqa: E731

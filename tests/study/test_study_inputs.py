@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from balfeat.errors import ConfigError, DataError
+from balfeat.study.cells import StudyData, check_family
 from balfeat.study.demo import demo_spec
 from balfeat.study.spec import validate_study
-from balfeat.study.study import StudyData, check_family
 
 
 def _data(per_class: int = 6000) -> StudyData:

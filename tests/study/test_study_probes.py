@@ -11,8 +11,8 @@ from test_study import TINY_STUDY
 
 from balfeat.classify.job import ProbeSettings
 from balfeat.errors import ConfigError
+from balfeat.study.run import run_study
 from balfeat.study.spec import study_from_mapping
-from balfeat.study.study import run_study
 
 
 def _one_cell(probes: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,12 @@
-"""Extract features of a frozen backbone over a dataset, once or over augmented passes."""
+"""Run a frozen network over a dataset: a backbone's features (once or over augmented passes), or
+a method's own classifier's logits. The one loop of its kind in the package."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -20,6 +23,7 @@ def extract_features(
     num_workers: int = 0,
     keep_on_device: bool = False,
     progress: bool = False,
+    call: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run a frozen backbone (in eval mode) over every sample of a dataset.
 
@@ -37,6 +41,8 @@ def extract_features(
         num_workers: DataLoader workers.
         keep_on_device: return the features on ``device`` instead of the CPU.
         progress: a tqdm bar per pass on stderr (feature extraction of large sets takes long).
+        call: what runs on each batch of images (default ``backbone`` itself; e.g. a method's
+            ``classify``, run with the method in eval mode).
 
     Returns:
         ``(features, labels)``: features float32 of shape (N, D) when ``passes == 0``, else
@@ -50,6 +56,7 @@ def extract_features(
         except StopIteration:
             device = torch.device("cpu")
     device = torch.device(device)
+    forward = backbone if call is None else call
     was_training = backbone.training
     backbone.eval()
     out_device = device if keep_on_device else torch.device("cpu")
@@ -82,7 +89,7 @@ def extract_features(
                     )
                 for images, labels in batches:
                     images = images.to(device, non_blocking=True)
-                    f = backbone(images).float()
+                    f = forward(images).float()
                     feats.append(f.to(out_device))
                     labs.append(torch.as_tensor(labels, dtype=torch.int64))
             views.append(torch.cat(feats) if feats else torch.empty(0, 0))
@@ -93,3 +100,24 @@ def extract_features(
     assert labels_out is not None
     features = views[0] if passes == 0 else torch.stack(views)
     return features, labels_out.to(out_device)
+
+
+def classifier_logits(
+    method: nn.Module, dataset: Dataset, device: torch.device | str, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """A method's own classifier on every image of ``dataset``, in eval mode.
+
+    Args:
+        method: a module with ``classify(images (B, C, H, W)) -> logits (B, num_classes)``.
+        dataset: yields ``(image (C, H, W), label)``.
+        device: where the method lives.
+        batch_size: images per forward.
+
+    Returns:
+        ``(logits (N, num_classes) float32, labels (N,) int64)`` in dataset order.
+    """
+    classify: Callable[[torch.Tensor], torch.Tensor] = method.classify  # type: ignore[assignment]
+    logits, labels = extract_features(
+        method, dataset, batch_size=batch_size, device=device, call=classify
+    )
+    return logits.numpy(), labels.numpy().astype(np.int64)

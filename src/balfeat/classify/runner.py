@@ -15,12 +15,21 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from balfeat.atomic import atomic_write_text
+from balfeat.data import catalog
+from balfeat.data.catalog import read_class_set_labels
+from balfeat.data.datasets import FOLDER_SCAN, ArrayDataset, SplitImageDataset
+from balfeat.data.folder_scan import scan_image_folder
+from balfeat.data.imbalance import exponential_counts
 from balfeat.data.splits import read_class_counts
-from balfeat.engine.checkpoint import atomic_save
+from balfeat.engine.checkpoint import atomic_save, resolve_checkpoint
+from balfeat.errors import ConfigError
+from balfeat.models.backbones import build_backbone
+from balfeat.models.loading import load_backbone_state, load_into_backbone
 
 if TYPE_CHECKING:
-    import numpy as np
     from torch.utils.data import Dataset
 
 
@@ -41,24 +50,14 @@ def build_probe_transforms(image_size: int, channels: int) -> tuple[Any, Any]:
 def load_datasets(
     args: Any, channels: int
 ) -> tuple[Dataset, Dataset, Dataset, int, list[str], np.ndarray]:
-    """(train with augmentation, train without, validation, num_classes, class names, counts)."""
-    import numpy as np
-
-    from balfeat.errors import DataError
-
-    if args.dataset in ("fashion-mnist", "cifar10", "cifar100"):
-        from balfeat.data.datasets import ArrayDataset
-        from balfeat.data.sources import load_fashion_mnist, load_torchvision_layout
-
-        if args.dataset == "fashion-mnist":
-            data = load_fashion_mnist(args.data_root or None)
-        else:  # the whole (balanced) CIFAR training set and its test set
-            if not args.data_root:
-                raise DataError(
-                    f"--dataset {args.dataset} needs --data-root (the folder torchvision "
-                    "downloaded CIFAR into: it holds cifar-10-batches-py/ or cifar-100-python/)"
-                )
-            data = load_torchvision_layout(args.dataset, args.data_root)
+    """(train with augmentation, train without, validation, num_classes, class names, counts),
+    of the dataset ``args.dataset`` of :mod:`balfeat.data.catalog`."""
+    info = catalog.dataset_info(args.dataset)
+    option = f"--dataset {args.dataset}"
+    if info.layout == "arrays":  # fashion-mnist, or the whole (balanced) CIFAR train/test sets
+        data = catalog.load_arrays(
+            args.dataset, args.data_root, option=option, root_key="--data-root"
+        )
         size = args.image_size or int(data.train_x.shape[1])
         aug, ev = build_probe_transforms(size, channels)
         names = list(data.class_names)
@@ -67,111 +66,29 @@ def load_datasets(
         va = ArrayDataset(data.test_x, data.test_y, ev, names)
         counts = np.bincount(data.train_y, minlength=len(names))
         return tr_aug, tr, va, len(names), names, counts
-    if not args.data_root:
-        raise DataError(
-            "--dataset imagenet needs --data-root (the folder the training split is relative "
-            "to; without --train-split, every image under it in the ImageFolder layout)"
-        )
-    from balfeat.data.datasets import FOLDER_SCAN, SplitImageDataset
-    from balfeat.data.splits import scan_image_folder
-
-    val_root = args.val_root or args.data_root
-    train_split = args.train_split or scan_image_folder(args.data_root)
+    root = catalog.require_root(
+        args.dataset,
+        args.data_root,
+        option=option,
+        key="--data-root",
+        what="the folder the training split is relative to; without --train-split, every image "
+        "under it in the ImageFolder layout",
+    )
+    val_root = args.val_root or root
+    train_split = args.train_split or scan_image_folder(root)
     val_split = args.val_split or scan_image_folder(val_root)
-    train_src, val_src = FOLDER_SCAN.format(args.data_root), FOLDER_SCAN.format(val_root)
-    size = args.image_size or 224
+    train_src, val_src = FOLDER_SCAN.format(root), FOLDER_SCAN.format(val_root)
+    size = args.image_size or info.image_size or 224
     aug, ev = build_probe_transforms(size, channels)
-    s_aug = SplitImageDataset(args.data_root, train_split, aug, source=train_src)
+    s_aug = SplitImageDataset(root, train_split, aug, source=train_src)
     nc = s_aug.num_classes
-    counts = np.bincount(s_aug.targets, minlength=nc)
-    gaps = np.flatnonzero(counts == 0)
-    if len(gaps):  # as `balfeat pretrain`: labels must be 0..C-1 with images in every class
-        raise DataError(
-            f"{args.train_split or args.data_root}: label {nc - 1} makes {nc} classes, but "
-            "class(es) "
-            f"{', '.join(str(int(c)) for c in gaps[:10])}{' ...' if len(gaps) > 10 else ''} "
-            "have no images; labels must be 0..C-1 with images in every class - renumber the "
-            "labels or fix the wrong one"
-        )
-    s_tr = SplitImageDataset(args.data_root, train_split, ev, num_classes=nc, source=train_src)
+    # as `balfeat pretrain`: labels must be 0..C-1 with images in every class
+    counts = catalog.check_label_gaps(s_aug.targets, args.train_split or root)
+    s_tr = SplitImageDataset(root, train_split, ev, num_classes=nc, source=train_src)
     s_va = SplitImageDataset(val_root, val_split, ev, num_classes=nc, source=val_src)
-    check_same_classes(s_aug, s_va)
+    catalog.check_same_classes(s_aug, s_va)
     names = [str(n) for n in s_aug.class_names]
     return s_aug, s_tr, s_va, nc, names, counts
-
-
-def check_same_classes(train: Any, val: Any) -> None:
-    """Refuse a validation split that numbers the class folders differently from the training
-    split (a val folder scan missing one class, a split made with another class order): every
-    image would be scored against the wrong class.
-
-    Checked when the validation paths name their class folder the way the training paths do
-    (``val/n01440764/x.JPEG``); a flat validation folder has no class folders to compare.
-
-    Raises:
-        DataError: naming the validation line, its folder and the training split's folder.
-    """
-    from balfeat.data.splits import class_names_of
-    from balfeat.errors import BalfeatError, DataError
-
-    train_names = class_names_of(train.entries, train.source)
-    try:
-        val_names = class_names_of(val.entries, val.source)
-    except BalfeatError:  # one folder for several labels: a flat layout, nothing to compare
-        return
-    if not set(val_names.values()) <= set(train_names.values()):
-        return  # other folder names (another naming): nothing to compare
-    for i, e in enumerate(val.entries):  # the first line that disagrees, in file order
-        label, name = e.label, e.class_name
-        if train_names.get(label) != name:
-            train_label = next(k for k, n in train_names.items() if n == name)
-            raise DataError(
-                f"{val._where(val.lines[i])}: label {label} is class folder {name!r}, but the "
-                f"training data {train.source} labels {name!r} as {train_label} "
-                f"(label {label} is {train_names.get(label, '?')!r} there); the two splits number "
-                "the classes differently - make the validation split with the training split's "
-                "labels"
-            )
-
-
-def read_class_set_labels(path: str, class_names: list[str]) -> list[int]:
-    """Labels of a class-set file: each line a label, a class name, or ``/wnid``."""
-    from balfeat.data.splits import read_class_set_lines
-    from balfeat.errors import SplitFormatError
-
-    labels: list[int] = []
-    lookup = {n.lower(): i for i, n in enumerate(class_names)}
-    # read_class_set_lines skips a BOM, blank lines and # comments, as every split reader does
-    for lineno, item in read_class_set_lines(path):
-        key = item.lstrip("/")
-        if key.isdigit():
-            if int(key) >= len(class_names):
-                raise SplitFormatError(
-                    f"{path}:{lineno}: label {key} is not a class of the probe's training data "
-                    f"(labels 0..{len(class_names) - 1})"
-                )
-            labels.append(int(key))
-        elif key.lower() in lookup:
-            labels.append(lookup[key.lower()])
-        else:
-            raise SplitFormatError(
-                f"{path}:{lineno}: unknown class {item!r}; use a label 0..{len(class_names) - 1} "
-                f"or one of {class_names[:5]}..."
-            )
-    return labels
-
-
-def resolve_checkpoint(path: str | None) -> str | None:
-    """``--checkpoint``: a run folder means its newest checkpoint (``last.pth``)."""
-    if not path or not Path(path).is_dir():
-        return path
-    from balfeat.engine.checkpoint import find_last_checkpoint
-    from balfeat.errors import CheckpointError
-
-    found = find_last_checkpoint(Path(path))
-    if found is None:
-        raise CheckpointError(f"--checkpoint {path!r}: the folder holds no checkpoint (last.pth)")
-    return str(found)
 
 
 def check_writable(out: Path) -> None:
@@ -198,28 +115,22 @@ def check_writable(out: Path) -> None:
 
 def group_counts(args: Any, info: dict[str, Any], probe_counts: Any) -> tuple[Any, str]:
     """The counts that define many/medium/few, and where they come from (see --group-counts)."""
-    import numpy as np
-
     n = len(probe_counts)
     if args.group_counts:
         counts = read_class_counts(args.group_counts, n, "--group-counts")
         return np.asarray(counts), f"--group-counts {args.group_counts}"
     data_cfg = (info.get("config") or {}).get("data", {})
     split = data_cfg.get("train_split")
-    if data_cfg.get("dataset") in ("cifar10-lt", "cifar100-lt"):  # the protocol's exact counts
-        from balfeat.data.cifar_lt import lt_counts
-
+    pretrained_on = catalog.CATALOG.get(str(data_cfg.get("dataset")))
+    if pretrained_on is not None and pretrained_on.long_tailed_from:  # the protocol's counts
         ratio = float(data_cfg.get("imbalance_ratio", 1.0))
-        counts = lt_counts(n, int(max(probe_counts)), ratio)  # n_max: images per class of the pool
+        # n_max: images per class of the (balanced) probe pool
+        counts = exponential_counts(n, int(max(probe_counts)), ratio)
         return np.asarray(counts), f"pre-training set {data_cfg['dataset']} ratio {ratio:g}"
     if split and Path(split).is_file():
         counts = read_class_counts(split, n, "the checkpoint's data.train_split")
         return np.asarray(counts), f"pre-training split {split} (from checkpoint)"
     return np.asarray(probe_counts), "the probe's own training counts"
-
-
-#: Channels of each probe dataset's images.
-DATASET_CHANNELS = {"fashion-mnist": 1, "cifar10": 3, "cifar100": 3, "imagenet": 3}
 
 
 def check_channels(dataset: str, in_channels: int, checkpoint: str | None) -> None:
@@ -229,9 +140,7 @@ def check_channels(dataset: str, in_channels: int, checkpoint: str | None) -> No
     Raises:
         ConfigError: naming both channel counts and the checkpoint.
     """
-    from balfeat.errors import ConfigError
-
-    want = DATASET_CHANNELS.get(dataset)
+    want = catalog.dataset_info(dataset).channels
     if want is not None and want != in_channels:
         of = f" of {checkpoint!r}" if checkpoint else ""
         raise ConfigError(
@@ -242,11 +151,7 @@ def check_channels(dataset: str, in_channels: int, checkpoint: str | None) -> No
 
 def build_model(args: Any) -> tuple[Any, dict[str, Any]]:
     """The backbone (with the checkpoint's weights) and the loading info."""
-    from balfeat.errors import ConfigError
-    from balfeat.models.backbones import build_backbone
-    from balfeat.models.loading import load_backbone_state, load_into_backbone
-
-    ckpt = resolve_checkpoint(args.checkpoint)
+    ckpt = str(resolve_checkpoint(args.checkpoint)) if args.checkpoint else args.checkpoint
     info: dict[str, Any] = {"checkpoint": ckpt}
     state = None
     if ckpt:
@@ -257,14 +162,18 @@ def build_model(args: Any) -> tuple[Any, dict[str, Any]]:
         raise ConfigError(
             "cannot tell the architecture: pass --backbone (resnet18, resnet50, resnet20, ...)"
         )
+    data = catalog.dataset_info(args.dataset)
     small = args.small_images
     if small is None:
         small = info.get("small_images")
     if small is None:
-        small = args.dataset != "imagenet"
-    channels = info.get("in_channels") or (1 if args.dataset == "fashion-mnist" else 3)
+        small = data.small_images
+    channels = info.get("in_channels") or data.channels or 3
     backbone = build_backbone(
-        arch, bool(small), int(channels), image_size=info.get("image_size") or args.image_size
+        arch,
+        small_images=bool(small),
+        in_channels=int(channels),
+        image_size=info.get("image_size") or args.image_size,
     )
     if state is not None:
         load_into_backbone(backbone, state, source=str(ckpt))

@@ -64,10 +64,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``balfeat demo``; returns the exit code."""
+    from balfeat.device import configure_threads
     from balfeat.study.demo import demo_spec
     from balfeat.study.report import summary_text
+    from balfeat.study.run import run_study
     from balfeat.study.spec import split_overrides, validate_study
-    from balfeat.study.study import configure_threads, run_study
     from balfeat.typed_config import apply_overrides
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

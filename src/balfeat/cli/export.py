@@ -55,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export; returns the exit code."""
-    from balfeat.classify.runner import resolve_checkpoint
+    from balfeat.engine.checkpoint import resolve_checkpoint
     from balfeat.models.export import (
         check_export_target,
         export_backbone,
@@ -65,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
     )
     from balfeat.models.loading import load_backbone_state
 
-    args.checkpoint = resolve_checkpoint(args.checkpoint)  # a run folder: its last.pth
+    args.checkpoint = str(
+        resolve_checkpoint(args.checkpoint, option="CHECKPOINT")
+    )  # a run folder: its newest checkpoint
     if args.format == "auto":
         check_export_target(args.out, args.checkpoint, args.force)
         _, found = load_backbone_state(args.checkpoint, args.backbone)

@@ -74,9 +74,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``balfeat study``; returns the exit code."""
+    from balfeat.device import configure_threads
     from balfeat.study.report import summary_text
+    from balfeat.study.run import run_study
     from balfeat.study.spec import load_study
-    from balfeat.study.study import configure_threads, run_study
     from balfeat.typed_config import check_path, check_paths
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -11,9 +11,9 @@ This module reproduces that selection with a private ``np.random.RandomState(see
 draws the same stream as ``np.random.seed(seed)`` + ``np.random.shuffle``. The test set is
 unchanged (balanced).
 
-The exponential profile is written out here; it should switch to ``balfeat.data.imbalance``'s
-exponential-profile function once that module is consolidated (same formula, ``1/r`` as the
-base, ``int`` truncation — the base matters: ``r ** (-i/(C-1))`` can round differently).
+The counts are :func:`balfeat.data.imbalance.exponential_counts` (the one exponential profile:
+``1/r`` as the base, ``int`` truncation — the base matters: ``r ** (-i/(C-1))`` can round
+differently).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 
+from balfeat.data.imbalance import exponential_counts
 from balfeat.data.sources import ImageData, load_torchvision_layout
 from balfeat.errors import BalfeatError
 
@@ -37,26 +38,6 @@ STANDARD_TOTALS: dict[tuple[str, int], int] = {
     ("cifar100", 50): 12608,
     ("cifar100", 10): 19573,
 }
-
-
-def lt_counts(num_classes: int, n_max: int, ratio: float) -> list[int]:
-    """Images kept per class: ``int(n_max * (1/ratio) ** (i / (C - 1)))``.
-
-    Args:
-        num_classes: C (``>= 2``).
-        n_max: images of the head class.
-        ratio: imbalance ratio ``n_max / n_min`` (``>= 1``).
-
-    Returns:
-        C counts, non-increasing.
-    """
-    if num_classes < 2 or n_max < 1 or not ratio >= 1:
-        raise BalfeatError(
-            f"CIFAR-LT profile needs C >= 2, n_max >= 1, ratio >= 1 (got {num_classes}, "
-            f"{n_max}, {ratio}); the standard ratios are {STANDARD_RATIOS}"
-        )
-    factor = 1.0 / ratio
-    return [int(n_max * (factor ** (i / (num_classes - 1.0)))) for i in range(num_classes)]
 
 
 def lt_indices(labels: np.ndarray, ratio: float, seed: int = 0) -> np.ndarray:
@@ -81,7 +62,7 @@ def lt_indices(labels: np.ndarray, ratio: float, seed: int = 0) -> np.ndarray:
         raise BalfeatError(
             f"CIFAR-LT expects a balanced training set, got class sizes {sorted(set(per_class))}"
         )
-    counts = lt_counts(len(classes), len(labels) // len(classes), ratio)
+    counts = exponential_counts(len(classes), len(labels) // len(classes), ratio)
     rng = np.random.RandomState(seed)
     keep = []
     for c, n in zip(classes, counts, strict=False):

@@ -131,7 +131,7 @@ class ArrayDataset(Dataset):
 
 
 #: How :class:`SplitImageDataset` names entries found by
-#: :func:`balfeat.data.splits.scan_image_folder`: ``FOLDER_SCAN.format(root)``.
+#: :func:`balfeat.data.folder_scan.scan_image_folder`: ``FOLDER_SCAN.format(root)``.
 FOLDER_SCAN = "{} (folder scan)"
 
 

@@ -7,7 +7,7 @@ returns split entries sorted by (label, path), ready for :func:`balfeat.data.spl
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -306,3 +306,89 @@ def achieved_ratio(counts: Sequence[int] | np.ndarray) -> float:
     if c.size == 0 or int(c.min()) < 1:
         raise DataError(f"achieved_ratio: counts must all be >= 1, got {c.tolist()}")
     return float(c.max()) / float(c.min())
+
+
+def family_counts(num_classes: int, total: int, ratio: float, seed: int = 0) -> list[int]:
+    """Per-class counts of one set of an imbalance family of ``total`` images.
+
+    ``ratio == 1`` gives ``total // C`` per class; otherwise :func:`exponential_counts` (the one
+    profile and its floor rounding) with the largest ``n_max`` whose counts sum to at most
+    ``total``, the remainder added to the head classes one image each. Counts are assigned to
+    classes by a seeded permutation (the same for every ratio).
+
+    Returns:
+        ``counts[c]`` for class ``c``; sums to ``total`` (up to ``C - 1`` fewer when balanced).
+    """
+    if ratio <= 1.0:
+        profile = [total // num_classes] * num_classes
+    else:
+        lo, hi = 1, total
+        while lo < hi:  # largest n_max with sum(counts) <= total
+            mid = (lo + hi + 1) // 2
+            if sum(exponential_counts(num_classes, mid, ratio)) <= total:
+                lo = mid
+            else:
+                hi = mid - 1
+        profile = exponential_counts(num_classes, lo, ratio)
+        rest = total - sum(profile)
+        for i in range(min(rest, num_classes)):
+            profile[i] += 1
+        profile = [max(1, c) for c in profile]
+    order = np.random.default_rng(seed).permutation(num_classes)
+    counts = [0] * num_classes
+    for rank, cls in enumerate(order.tolist()):
+        counts[cls] = profile[rank]
+    return counts
+
+
+def check_family(
+    sets: Mapping[str, float],
+    total: int,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    seed: int = 0,
+    probe_per_class: int = 0,
+) -> None:
+    """Refuse, before any training, a family (``{set name: ratio}`` of ``total`` images each,
+    :func:`family_counts`) that leaves a class or a whole set without images, whose whole-image
+    counts cannot reach the imbalance ratio asked for (more than 2x off), or that asks for more
+    images of a class than the training pool ``labels`` holds (``probe_per_class`` included).
+
+    Raises:
+        DataError: naming the set, the class and what to change (the study's keys
+            ``family.total``, ``family.sets.NAME``, ``probe_per_class``).
+    """
+    num_classes = len(class_names)
+    pool = np.bincount(labels, minlength=num_classes)
+    for name, ratio in sets.items():
+        counts = family_counts(num_classes, total, ratio, seed=seed)
+        empty = [c for c, n in enumerate(counts) if n < 1]
+        if empty:
+            raise DataError(
+                f"family.total={total} leaves {len(empty)} class(es) of set {name!r} "
+                f"without images (e.g. class {empty[0]} {class_names[empty[0]]!r}); a set "
+                f"needs at least {num_classes} images (one per class) — raise family.total"
+            )
+        real = max(counts) / max(min(counts), 1)
+        if ratio > 1 and not 0.5 <= real / ratio <= 2.0:  # rounding to whole images aside
+            raise DataError(
+                f"family.sets.{name} asks for imbalance ratio {ratio:g}, but "
+                f"family.total={total} images over {num_classes} classes give "
+                f"{real:.4g} (the tail classes cannot go below 1 image); lower the ratio or "
+                "raise family.total"
+            )
+        short = [c for c, n in enumerate(counts) if n > pool[c]]
+        if short:
+            c = short[0]
+            raise DataError(
+                f"set {name!r} needs {counts[c]} images of class {c} "
+                f"({class_names[c]!r}) but the training pool holds {pool[c]}; lower "
+                "family.total"
+            )
+    short = [c for c in range(num_classes) if pool[c] < probe_per_class]
+    if short:
+        raise DataError(
+            f"probe_per_class={probe_per_class} but class {short[0]} has only "
+            f"{pool[short[0]]} training images; lower probe_per_class"
+        )

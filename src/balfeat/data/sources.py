@@ -79,6 +79,11 @@ class ImageData(NamedTuple):
     test_y: np.ndarray
     class_names: list[str]
 
+    @property
+    def num_classes(self) -> int:
+        """C, the number of class names."""
+        return len(self.class_names)
+
 
 def load_npz_arrays(
     path: str | os.PathLike[str], pairs: tuple[tuple[str, str], ...]

@@ -21,13 +21,22 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 
 from balfeat import distributed, schedules
+from balfeat.data import catalog
 from balfeat.data.batches import BatchSource
-from balfeat.data.datasets import ArrayDataset
+from balfeat.data.datasets import (
+    FOLDER_SCAN,
+    ArrayDataset,
+    SplitImageDataset,
+    class_counts,
+    subset_classes,
+)
 from balfeat.data.decode import EncodedBatchAugment, select_decode
 from balfeat.data.device_data import DeviceAugment
-from balfeat.data.prepare import check_not_empty, exponential_subset, synthetic_arrays
+from balfeat.data.folder_scan import scan_image_folder
+from balfeat.data.prepare import check_not_empty, exponential_subset
 from balfeat.data.recipes import host_only, view_set
 from balfeat.data.samplers import ClassBalancedSampler, ShardedSampler
+from balfeat.data.splits import class_names_of
 from balfeat.engine.config import Config
 from balfeat.errors import ConfigError, DataError
 from balfeat.methods import get_method
@@ -122,106 +131,86 @@ def resolve_decode(cfg: Config) -> str:
 
 
 def build_train_dataset(cfg: Config) -> Dataset[Any]:
-    """The training dataset with its transform; has ``.targets`` and ``.num_classes``.
+    """The training dataset of ``data.dataset`` (chosen from :mod:`balfeat.data.catalog`) with
+    its transform; has ``.targets`` and ``.num_classes``.
 
     Image folders decode as ``data.decode`` says (:func:`resolve_decode`): with ``gpu`` the
     dataset yields encoded files and :func:`build_batch_decoder` augments them on the device.
     """
-    from balfeat.data.datasets import ArrayDataset
-
     d = cfg.data
+    info = catalog.dataset_info(d.dataset)
+    if info.layout == "folder":
+        return _folder_train_dataset(cfg)
     transform = train_transform(cfg)
-    if d.dataset in ("cifar10-lt", "cifar100-lt"):  # the LDAM-DRW protocol, ratio = n_max/n_min
-        from balfeat.data.cifar_lt import load_cifar_lt
-
-        cifar = load_cifar_lt(d.dataset.removesuffix("-lt"), d.root or ".", d.imbalance_ratio)
-        num_classes = 10 if d.dataset == "cifar10-lt" else 100
-        check_not_empty(cifar.train_y, num_classes, f"data.dataset={d.dataset}")
+    option = f"data.dataset={d.dataset}"
+    if info.long_tailed_from:  # CIFAR-LT: the LDAM-DRW protocol, ratio = n_max/n_min
+        cifar = catalog.load_arrays(d.dataset, d.root, imbalance_ratio=d.imbalance_ratio)
+        num_classes = int(info.num_classes or 0)
+        check_not_empty(cifar.train_y, num_classes, option)
         return ArrayDataset(
             cifar.train_x, cifar.train_y, transform=transform, num_classes=num_classes
         )
-    if d.dataset in ("synthetic", "fashion-mnist", "array"):
-        if d.dataset == "synthetic":
-            images, labels = synthetic_arrays(
-                d.synthetic_size, d.num_classes, d.image_size, d.channels, cfg.run.seed
-            )
-        elif d.dataset == "fashion-mnist":
-            from balfeat.data.sources import load_fashion_mnist
-
-            fm = load_fashion_mnist(d.root or None)
-            images, labels = fm.train_x, fm.train_y
-        else:
-            if not d.root:
-                raise ConfigError("data.dataset=array needs data.root=FILE.npz")
-            from balfeat.data.sources import load_npz_arrays
-
-            arrays = load_npz_arrays(d.root, (("images", "labels"),))
-            images, labels = arrays["images"], arrays["labels"]
-        labels = np.asarray(labels, dtype=np.int64)
-        num_classes = int(labels.max()) + 1
-        if d.imbalance_ratio > 1.0 or d.per_class > 0:
-            keep = exponential_subset(
-                labels, num_classes, d.imbalance_ratio, d.per_class, cfg.run.seed
-            )
-            images, labels = images[keep], labels[keep]
-        if d.max_samples > 0 and len(labels) > d.max_samples:
-            pick = np.sort(
-                np.random.default_rng(cfg.run.seed).choice(
-                    len(labels), size=d.max_samples, replace=False
-                )
-            )
-            images, labels = images[pick], labels[pick]
-        check_not_empty(labels, num_classes, f"data.dataset={d.dataset}")
-        return ArrayDataset(images, labels, transform=transform, num_classes=num_classes)
-    from balfeat.data.datasets import FOLDER_SCAN, SplitImageDataset, class_counts, subset_classes
-    from balfeat.data.splits import class_names_of, read_class_set_lines, scan_image_folder
-
-    if not d.root:
-        raise ConfigError(
-            f"data.dataset={d.dataset} needs data.root=DIR (the folder the split paths are "
-            "relative to, e.g. ImageNet train/)"
+    if d.dataset == "synthetic":
+        data = catalog.synthetic_data(
+            d.num_classes,
+            d.image_size,
+            channels=d.channels,
+            train_size=d.synthetic_size,
+            test_size=0,
+            seed=cfg.run.seed,
         )
+    else:
+        data = catalog.load_arrays(
+            d.dataset,
+            d.root,
+            option=option,
+            root_key="data.root",
+            npz_pairs=(("images", "labels"),),
+        )
+    images, labels = data.train_x, np.asarray(data.train_y, dtype=np.int64)
+    num_classes = int(labels.max()) + 1
+    if d.imbalance_ratio > 1.0 or d.per_class > 0:
+        keep = exponential_subset(labels, num_classes, d.imbalance_ratio, d.per_class, cfg.run.seed)
+        images, labels = images[keep], labels[keep]
+    if d.max_samples > 0 and len(labels) > d.max_samples:
+        pick = np.sort(
+            np.random.default_rng(cfg.run.seed).choice(
+                len(labels), size=d.max_samples, replace=False
+            )
+        )
+        images, labels = images[pick], labels[pick]
+    check_not_empty(labels, num_classes, option)
+    return ArrayDataset(images, labels, transform=transform, num_classes=num_classes)
+
+
+def _folder_train_dataset(cfg: Config) -> Dataset[Any]:
+    """The training set of an image-folder dataset (split file or folder scan), class-set and
+    ``max_samples`` applied, its labels and files checked."""
+    d = cfg.data
+    root = catalog.require_root(
+        d.dataset, d.root, option=f"data.dataset={d.dataset}", key="data.root=DIR"
+    )
     # No split file: every image under data.root/<class>/ (the reference's folder scan), e.g.
     # the class-set recipes train on all ImageNet train images of the set's classes.
-    split: Any = d.train_split or scan_image_folder(d.root)
+    split: Any = d.train_split or scan_image_folder(root)
     decode = resolve_decode(cfg)
     ds = SplitImageDataset(
-        d.root,
+        root,
         split,
         transform=None if decode == "gpu" else train_transform(cfg, tensor=decode == "cpu"),
         skip_bad_images=d.skip_bad_images,
         check_files=False,
         decode=decode,
-        source=FOLDER_SCAN.format(d.root),
+        source=FOLDER_SCAN.format(root),
     )
     if d.class_set:  # e.g. the paper's clsset1: keep those classes, relabelled 0..C'-1
-        numbered = read_class_set_lines(d.class_set)
-        names = [n for _, n in numbered]
-        known = set(class_names_of(ds.entries, d.train_split or d.root).values())
-        unknown = [f"{n!r} ({d.class_set}:{i})" for i, n in numbered if n not in known]
-        if unknown:
-            raise DataError(
-                f"data.class_set: {len(unknown)} class(es) not in data.train_split "
-                f"{d.train_split!r} ({len(known)} classes): {', '.join(unknown[:5])}"
-                f"{' ...' if len(unknown) > 5 else ''}; fix the class-set file or use the split "
-                "it was made for"
-            )
-        ds = subset_classes(ds, names)
+        known = class_names_of(ds.entries, d.train_split or root).values()
+        ds = subset_classes(ds, catalog.check_class_set(d.class_set, list(known), d.train_split))
     if d.max_samples > 0:
         ds.entries, ds.lines = ds.entries[: d.max_samples], ds.lines[: d.max_samples]
         ds.targets = ds.targets[: d.max_samples]
-    before = class_counts(ds.targets)
-    gaps = np.flatnonzero(before == 0)
-    if len(gaps):  # labels must be 0..C-1 with images in every class
-        top = int(before.size - 1)
-        line = ds.lines[int(np.flatnonzero(ds.targets == top)[0])]
-        raise DataError(
-            f"{d.train_split or d.root}:{line}: label {top} makes {top + 1} classes, but class(es) "
-            f"{', '.join(str(int(c)) for c in gaps[:10])}{' ...' if len(gaps) > 10 else ''} "
-            "have no images; labels must be 0..C-1 with images in every class - renumber the "
-            "labels or fix the wrong one"
-        )
-    source = d.train_split or f"{d.root} (folder scan)"
+    before = catalog.check_label_gaps(ds.targets, d.train_split or root, ds.lines)
+    source = d.train_split or f"{root} (folder scan)"
     names_of = class_names_of(ds.entries, source)
     ds.check_files()  # missing images: an error naming split:line, or skipped and recorded
     after = class_counts(ds.targets, len(before))
@@ -229,7 +218,7 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
     if len(emptied):
         what = ", ".join(f"{int(c)} ({names_of.get(int(c), '?')!r})" for c in emptied[:10])
         raise DataError(
-            f"class(es) {what} of {(d.train_split or d.root)!r} have no images left after skipping "
+            f"class(es) {what} of {(d.train_split or root)!r} have no images left after skipping "
             f"{len(ds.bad_images)} missing image(s) (e.g. {ds.bad_images[0][0]}); restore the "
             "images or leave the class out with data.class_set"
         )

@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from balfeat.atomic import atomic_write_bytes
+from balfeat.engine.build import build_method
+from balfeat.engine.config import Config
 from balfeat.errors import CheckpointError
 
 CHECKPOINT_VERSION = 1
@@ -109,6 +112,33 @@ def find_last_checkpoint(directory: str | Path) -> Path | None:
     return numbered[-1] if numbered else None
 
 
+def resolve_checkpoint(path: str | Path, *, option: str = "--checkpoint", hint: str = "") -> Path:
+    """The checkpoint ``path`` names: a file as it is, a run folder its newest checkpoint
+    (:func:`find_last_checkpoint`: ``last.pth``, else the newest ``checkpoint_NNNN.pth``).
+
+    Every command that takes a checkpoint or a run folder (``balfeat probe --checkpoint``,
+    ``run.resume``, a study's own-classifier rows) resolves it here.
+
+    Args:
+        path: a checkpoint file or a run folder.
+        option: the option or place that gave ``path``, for the error.
+        hint: what to do instead, appended to the error.
+
+    Raises:
+        CheckpointError: a folder holding no checkpoint.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        return p
+    found = find_last_checkpoint(p)
+    if found is None:
+        raise CheckpointError(
+            f"{option} {str(path)!r}: the folder holds no checkpoint (last.pth)"
+            + (f"; {hint}" if hint else "")
+        )
+    return found
+
+
 def load_checkpoint(
     path: str | Path,
     map_location: str | torch.device = "cpu",
@@ -150,3 +180,38 @@ def load_checkpoint(
                 f"{expected!r}; use a checkpoint of the same {what} or another output_dir"
             )
     return state
+
+
+def load_method(
+    cfg: Config, num_classes: int, device: torch.device | str = "cpu", *, hint: str = ""
+) -> tuple[nn.Module, Path]:
+    """Rebuild the method of ``cfg`` with the weights of the newest checkpoint of its run folder
+    (``cfg.run.output_dir``, resolved by :func:`resolve_checkpoint`).
+
+    Args:
+        cfg: the run's config (method, backbone and output folder).
+        num_classes: classes the method was built for.
+        device: where the method goes.
+        hint: what to do when there is no checkpoint, appended to the error.
+
+    Returns:
+        ``(method in eval mode on device, checkpoint path)``.
+
+    Raises:
+        CheckpointError: no checkpoint there, or one of another method or backbone.
+    """
+    folder = Path(cfg.run.output_dir)
+    if not folder.is_dir():
+        raise CheckpointError(
+            f"run folder {str(folder)!r} does not exist" + (f"; {hint}" if hint else "")
+        )
+    path = resolve_checkpoint(folder, option="run folder", hint=hint)
+    state = load_checkpoint(
+        path,
+        map_location="cpu",
+        expect_method=cfg.method.name,
+        expect_backbone=cfg.model.backbone,
+    )
+    method = build_method(cfg, num_classes)
+    method.load_state_dict(state["model"])
+    return method.to(device).eval(), path

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from balfeat.engine.checkpoint import find_last_checkpoint, load_checkpoint
+from balfeat.engine.checkpoint import find_last_checkpoint, load_checkpoint, resolve_checkpoint
 from balfeat.engine.config import Config, config_to_dict
 from balfeat.errors import CheckpointError, ConfigError
 
@@ -120,15 +120,7 @@ def resume_path(resume: bool | str | Path | None, output_dir: Path) -> Path | No
         if found is None:
             log.warning("no checkpoint in %s; starting from scratch", output_dir)
         return found
-    path = Path(resume)
-    if path.is_dir():  # a run folder means its newest checkpoint
-        found = find_last_checkpoint(path)
-        if found is None:
-            raise CheckpointError(
-                f"--resume {str(path)!r}: the folder holds no checkpoint (last.pth)"
-            )
-        return found
-    return path
+    return resolve_checkpoint(resume, option="--resume")  # a run folder: its newest
 
 
 def load_for_resume(

@@ -1,6 +1,6 @@
 """The demo: the paper's headline experiment, shrunk to Fashion-MNIST on a laptop CPU.
 
-It is a study (:mod:`balfeat.study.study`) with a built-in grid:
+It is a study (:mod:`balfeat.study.run`) with a built-in grid:
 
 - **Imbalance family** from the Fashion-MNIST training set: a balanced set and two exponential
   long tails with imbalance ratios (n_max / n_min) 10 and 100, every set with the same number of
@@ -84,7 +84,7 @@ def demo_spec(
         tiny: a smoke-test setting (a few hundred images, one epoch; numbers meaningless).
 
     Returns:
-        The :class:`StudySpec` to pass to :func:`balfeat.study.study.run_study`.
+        The :class:`StudySpec` to pass to :func:`balfeat.study.run.run_study`.
     """
     base: dict[str, Any] = {
         "data": {"dataset": "fashion-mnist", "num_workers": 0},
