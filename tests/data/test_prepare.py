@@ -92,3 +92,19 @@ def test_subset_by_counts_refuses_bad_counts() -> None:
     with pytest.raises(DataError, match=r"counts\[0\]=2.5"):
         subset_by_counts(labels, [2.5, 1, 1], 0)  # type: ignore[list-item]
     assert len(subset_by_counts(labels, [5, 0, 2], 0)) == 7
+
+
+def test_subset_by_counts_is_nested_across_counts_for_one_seed() -> None:
+    """A family's sets share their images: smaller counts keep a subset of larger ones."""
+    labels = np.repeat(np.arange(4), 50)
+    big = set(subset_by_counts(labels, [50, 40, 30, 20], seed=3).tolist())
+    small = set(subset_by_counts(labels, [10, 20, 30, 40], seed=3).tolist())
+    mid = set(subset_by_counts(labels, [25, 25, 25, 25], seed=3).tolist())
+    for c in range(4):
+        in_c = {int(i) for i in np.flatnonzero(labels == c)}
+        a, b, m = big & in_c, small & in_c, mid & in_c
+        assert a <= b or b <= a  # the smaller of the two is a prefix of the same order
+        assert m <= a or a <= m
+    assert subset_by_counts(labels, [10] * 4, seed=3).tolist() != subset_by_counts(
+        labels, [10] * 4, seed=4
+    ).tolist()  # another seed, another draw

@@ -60,6 +60,12 @@ class ClassSubset(Dataset[Any]):
 def subset_by_counts(labels: np.ndarray, counts: Sequence[int], seed: int) -> np.ndarray:
     """Sorted indices keeping ``counts[c]`` random images of each class ``c``.
 
+    Nested: each class's images are drawn in one seeded order (its own stream of ``seed``), and
+    a class keeps the first ``counts[c]`` of that order. So for one seed the sets of an imbalance
+    family share their images, a smaller count taking a subset of a larger one's, as the
+    paper's nested sampling of the ImageNet-LT family: two sets differ only by the images the
+    profile adds or removes, not by a fresh draw (a variance reduction for paired comparisons).
+
     Raises:
         DataError: a class has fewer images than asked for; a count negative or fractional; a
             label without a count.
@@ -74,7 +80,6 @@ def subset_by_counts(labels: np.ndarray, counts: Sequence[int], seed: int) -> np
             f"subset_by_counts: {len(counts)} counts for labels up to {int(labels.max())}; the "
             "classes without a count would be dropped silently: give one count per class"
         )
-    rng = np.random.default_rng(seed)
     keep: list[np.ndarray] = []
     for c, k in enumerate(counts):
         idx = np.flatnonzero(labels == c)
@@ -83,7 +88,8 @@ def subset_by_counts(labels: np.ndarray, counts: Sequence[int], seed: int) -> np
                 f"class {c} has {len(idx)} images but the imbalance profile needs {k}; lower "
                 "the images per class or the imbalance ratio"
             )
-        keep.append(rng.choice(idx, size=int(k), replace=False))
+        order = np.random.default_rng([seed, c]).permutation(len(idx))  # class c's own stream
+        keep.append(idx[order[: int(k)]])
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
 
 
