@@ -105,6 +105,7 @@ def test_subset_by_counts_is_nested_across_counts_for_one_seed() -> None:
         a, b, m = big & in_c, small & in_c, mid & in_c
         assert a <= b or b <= a  # the smaller of the two is a prefix of the same order
         assert m <= a or a <= m
-    assert subset_by_counts(labels, [10] * 4, seed=3).tolist() != subset_by_counts(
-        labels, [10] * 4, seed=4
-    ).tolist()  # another seed, another draw
+    assert (
+        subset_by_counts(labels, [10] * 4, seed=3).tolist()
+        != subset_by_counts(labels, [10] * 4, seed=4).tolist()
+    )  # another seed, another draw
