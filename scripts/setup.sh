@@ -35,4 +35,8 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && apt_lists_empty; then
   echo "setup: apt package lists are empty; running apt-get update so Fashion-MNIST can be fetched" >&2
   as_root apt-get update -q >/dev/null || echo "setup: apt-get update failed; 'balfeat data fetch' may not find the package" >&2
 fi
+# Fetch it now (a few seconds; idempotent), so the demo and the tests that read the real data
+# (the README's library example among them) find it instead of skipping.
+.venv/bin/balfeat data fetch fashion-mnist >/dev/null \
+  || echo "setup: Fashion-MNIST not fetched; the demo will try again, tests that need it skip" >&2
 echo "setup: done. Activate with: source .venv/bin/activate" >&2
