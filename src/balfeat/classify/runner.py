@@ -204,6 +204,11 @@ def group_counts(args: Any, info: dict[str, Any], probe_counts: Any) -> tuple[An
     if args.group_counts:
         counts = read_class_counts(args.group_counts, n, "--group-counts")
         return np.asarray(counts), f"--group-counts {args.group_counts}"
+    from balfeat.engine.train_counts import checkpoint_counts
+
+    stored, said = checkpoint_counts(info, n)  # what the checkpoint trained on, exactly
+    if stored is not None:
+        return stored, said
     data_cfg = (info.get("config") or {}).get("data", {})
     split = data_cfg.get("train_split")
     if data_cfg.get("dataset") in ("cifar10-lt", "cifar100-lt"):  # the protocol's exact counts
@@ -215,7 +220,11 @@ def group_counts(args: Any, info: dict[str, Any], probe_counts: Any) -> tuple[An
     if split and Path(split).is_file():
         counts = read_class_counts(split, n, "the checkpoint's data.train_split")
         return np.asarray(counts), f"pre-training split {split} (from checkpoint)"
-    return np.asarray(probe_counts), "the probe's own training counts"
+    why_not = said if info.get("checkpoint") else "no checkpoint (random initialisation)"
+    return np.asarray(probe_counts), (
+        f"the probe's own training counts: {why_not}; pass --group-counts PRETRAIN_SPLIT (the "
+        "pre-training split or a counts file) to group by pre-training frequency"
+    )
 
 
 #: Channels of each probe dataset's images.
@@ -382,6 +391,7 @@ def _summary_lines(
     lines = [
         f"{args.protocol} probe of {args.checkpoint or 'random init'} ({info['arch']}), "
         f"best epoch {res.best_epoch}/{epochs}, {res.seconds:.1f}s",
+        f"groups from {results['group_source']}",
         format_summary(results),
     ]
     for k, v in results.get("decoupled", {}).items():
