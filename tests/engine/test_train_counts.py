@@ -40,7 +40,12 @@ def test_counts_in_class_order_with_empty_classes_and_a_given_dataset() -> None:
     cfg = load_config(None, ["data.dataset=synthetic"])
     ds = ArrayDataset(np.zeros((5, 4, 4), np.uint8), np.array([2, 0, 2, 2, 0]), num_classes=4)
     entry = training_counts(cfg, ds)
-    assert entry == {"counts": [2, 0, 3, 0], "source": "synthetic", "images": 5}
+    assert entry == {
+        "counts": [2, 0, 3, 0],
+        "source": "synthetic",
+        "images": 5,
+        "class_names": ["0", "1", "2", "3"],
+    }
     assert training_counts(cfg, ds, given=True)["source"] == (
         "a dataset given to the trainer (synthetic, 5 images)"
     )
@@ -57,3 +62,20 @@ def test_reading_back_checks_presence_and_length() -> None:
     assert counts is None and "cover 3 classes, the probe has 5" in said
     counts, said = checkpoint_counts({"model": {}}, 3)
     assert counts is None and "holds no training counts" in said
+
+
+def test_named_classes_are_matched_to_the_probe_by_name() -> None:
+    cfg = load_config(None, ["data.dataset=synthetic"])
+    ds = ArrayDataset(
+        np.zeros((6, 4, 4), np.uint8), np.array([0, 0, 0, 1, 1, 2]), class_names=["b", "c", "a"]
+    )
+    entry = training_counts(cfg, ds)
+    assert entry["class_names"] == ["b", "c", "a"] and entry["counts"] == [3, 2, 1]
+    info = {"train_counts": entry}
+    counts, said = checkpoint_counts(info, 3, ["a", "b", "c"])  # the probe's folder order
+    assert counts is not None and counts.tolist() == [1, 3, 2]
+    assert said.endswith("matched to the probe's classes by name)")
+    counts, said = checkpoint_counts(info, 3, ["b", "c", "a"])  # the same order: as stored
+    assert counts is not None and counts.tolist() == [3, 2, 1] and "by name" not in said
+    counts, _ = checkpoint_counts(info, 3, ["x", "y", "z"])  # other names: class-index order
+    assert counts is not None and counts.tolist() == [3, 2, 1]

@@ -196,7 +196,9 @@ def check_writable(out: Path) -> None:
         ) from None
 
 
-def group_counts(args: Any, info: dict[str, Any], probe_counts: Any) -> tuple[Any, str]:
+def group_counts(
+    args: Any, info: dict[str, Any], probe_counts: Any, names: list[str] | None = None
+) -> tuple[Any, str]:
     """The counts that define many/medium/few, and where they come from (see --group-counts)."""
     import numpy as np
 
@@ -206,7 +208,7 @@ def group_counts(args: Any, info: dict[str, Any], probe_counts: Any) -> tuple[An
         return np.asarray(counts), f"--group-counts {args.group_counts}"
     from balfeat.engine.train_counts import checkpoint_counts
 
-    stored, said = checkpoint_counts(info, n)  # what the checkpoint trained on, exactly
+    stored, said = checkpoint_counts(info, n, names)  # what the checkpoint trained on, exactly
     if stored is not None:
         return stored, said
     data_cfg = (info.get("config") or {}).get("data", {})
@@ -300,7 +302,7 @@ def run_probe_job(args: Any) -> list[str]:
     check_channels(args.dataset, int(info["in_channels"]), info.get("checkpoint"))
     backbone.to(device)
     tr_aug, tr, va, num_classes, names, probe_counts = load_datasets(args, info["in_channels"])
-    counts, group_source = group_counts(args, info, probe_counts)
+    counts, group_source = group_counts(args, info, probe_counts, names)
     train_ds = tr_aug if (args.protocol == "reference" or args.passes > 0) else tr
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     meta = {

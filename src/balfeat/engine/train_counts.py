@@ -4,7 +4,11 @@ The paper groups classes into many/medium/few by their PRE-TRAINING frequency. A
 therefore stores ``train_counts``: the images per class of the pre-training set, in class-index
 order, and where they came from (a split file, a folder scan, a generated profile)::
 
-    {"counts": [1280, 640, ..., 5], "source": "split ImageNet_LT_train.txt", "images": 115846}
+    {"counts": [1280, 640, ..., 5], "source": "split ImageNet_LT_train.txt", "images": 115846,
+     "class_names": ["n01440764", ...]}
+
+(``class_names`` when the dataset names its classes: a probe whose classes carry the same names
+in another order is matched by name.)
 
 :func:`training_counts` builds that entry from the config and the dataset the trainer built;
 :func:`checkpoint_counts` reads it back (``balfeat probe`` groups by it unless
@@ -13,12 +17,13 @@ order, and where they came from (a split file, a folder scan, a generated profil
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from balfeat.engine.config import Config
+from balfeat.errors import BalfeatError
 
 #: The checkpoint key (also copied into the loading info of ``models.loading``).
 KEY = "train_counts"
@@ -66,16 +71,31 @@ def training_counts(cfg: Config, dataset: Any, *, given: bool = False) -> dict[s
         named = getattr(dataset, "counts_source", "")
         default = f"a dataset given to the trainer ({cfg.data.dataset}, {len(targets)} images)"
         source = str(named or default)
-    return {"counts": [int(c) for c in counts], "source": source, "images": len(targets)}
+    entry: dict[str, Any] = {
+        "counts": [int(c) for c in counts],
+        "source": source,
+        "images": len(targets),
+    }
+    try:
+        names = getattr(dataset, "class_names", None)
+    except BalfeatError:  # a flat folder (one folder, several labels) names no classes
+        names = None
+    if names is not None and len(names) == num_classes:
+        entry["class_names"] = [str(n) for n in names]
+    return entry
 
 
-def checkpoint_counts(info: Mapping[str, Any], num_classes: int) -> tuple[np.ndarray | None, str]:
+def checkpoint_counts(
+    info: Mapping[str, Any], num_classes: int, class_names: Sequence[str] | None = None
+) -> tuple[np.ndarray | None, str]:
     """The training counts a checkpoint (or its loading info) carries, checked against the
     probe's classes.
 
     Args:
         info: a checkpoint dict or the info of ``models.loading.load_backbone_state``.
         num_classes: classes of the probe; counts of another length are not used.
+        class_names: the probe's class names; when the checkpoint names the same classes in
+            another order, the counts are put in the probe's order (else: class-index order).
 
     Returns:
         ``(counts, source)`` when usable, else ``(None, why not)``.
@@ -89,4 +109,11 @@ def checkpoint_counts(info: Mapping[str, Any], num_classes: int) -> tuple[np.nda
             f"the checkpoint's training counts cover {len(counts)} classes, the probe has "
             f"{num_classes} (another class set)"
         )
-    return counts, f"the checkpoint's training counts ({entry.get('source', 'source unknown')})"
+    source = str(entry.get("source", "source unknown"))
+    names = [str(n) for n in entry.get("class_names") or []]
+    probe = [str(n) for n in class_names or []]
+    if len(names) == len(counts) == len(set(names)) and names != probe and set(names) == set(probe):
+        at = {n: i for i, n in enumerate(names)}
+        counts = counts[[at[n] for n in probe]]
+        source += ", matched to the probe's classes by name"
+    return counts, f"the checkpoint's training counts ({source})"
