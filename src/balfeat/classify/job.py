@@ -104,8 +104,9 @@ class ProbeOptions(ProbeSettings):
         group_counts: many/medium/few by these per-class counts, as the paper groups by
             PRE-TRAINING frequency: the pre-training split file ('path label' lines) or a counts
             file (one integer per line, class order); "" = the training counts the checkpoint
-            carries (its pre-training set, in class order), else the training split named in
-            its config when it exists, else the probe's own training counts.
+            carries (its pre-training set; matched by class name, else in class order), else
+            the training split named in the
+            checkpoint's config when it exists, else the probe's own training counts.
         image_size: crop size; null = the dataset's own (28 for fashion-mnist, 32 for cifar)
             or 224 (imagenet).
         grouping: many/medium/few grouping: default (>100/20-100/<20), reference (20 is few),
