@@ -84,7 +84,9 @@ def test_probe_a_cifar_lt_checkpoint_on_balanced_cifar(tmp_path: Path) -> None:
         "--out", str(out),
     ]) == 0  # fmt: skip
     res = json.loads((out / "results.json").read_text())
-    assert res["group_source"] == "pre-training set cifar10-lt ratio 10"
+    assert res["group_source"] == (
+        "the checkpoint's training counts (cifar10-lt ratio 10 (LDAM-DRW profile))"
+    )
     assert res["probe_train_counts"] == [10] * 10  # the balanced pool
     assert [r["train_count"] for r in res["per_class"]] == exponential_counts(10, 10, 10)
 

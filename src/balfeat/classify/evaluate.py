@@ -27,7 +27,8 @@ def evaluate_saved_probe(
             refused so its results are never replaced).
         grouping: many/medium/few rule.
         group_counts_file: per-class counts (split or counts file) defining the groups
-            (default: those the probe used).
+            (default: those the probe used: the checkpoint's training counts when it carries
+            them).
         tau: add a tau-normalisation sweep.
 
     Returns:
@@ -80,6 +81,7 @@ def evaluate_saved_probe(
     if tau:
         results["tau"] = tau_sweep_from_logits(saved, grouping, counts.numpy())
     write_results(out, results)
+    lines.append(f"groups from {source}")
     lines.append(format_summary(results))
     if tau:
         for row in results["tau"]["sweep"]:

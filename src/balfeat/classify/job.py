@@ -103,7 +103,9 @@ class ProbeOptions(ProbeSettings):
             ImageNet root: give data_root IMAGENET/train and val_root IMAGENET.
         group_counts: many/medium/few by these per-class counts, as the paper groups by
             PRE-TRAINING frequency: the pre-training split file ('path label' lines) or a counts
-            file (one integer per line, class order); "" = the training split named in the
+            file (one integer per line, class order); "" = the training counts the checkpoint
+            carries (its pre-training set; matched by class name, else in class order), else
+            the training split named in the
             checkpoint's config when it exists, else the probe's own training counts.
         image_size: crop size; null = the dataset's own (28 for fashion-mnist, 32 for cifar)
             or 224 (imagenet).

@@ -113,12 +113,19 @@ def check_writable(out: Path) -> None:
         ) from None
 
 
-def group_counts(args: Any, info: dict[str, Any], probe_counts: Any) -> tuple[Any, str]:
+def group_counts(
+    args: Any, info: dict[str, Any], probe_counts: Any, names: list[str] | None = None
+) -> tuple[Any, str]:
     """The counts that define many/medium/few, and where they come from (see --group-counts)."""
     n = len(probe_counts)
     if args.group_counts:
         counts = read_class_counts(args.group_counts, n, "--group-counts")
         return np.asarray(counts), f"--group-counts {args.group_counts}"
+    from balfeat.engine.train_counts import checkpoint_counts
+
+    stored, said = checkpoint_counts(info, n, names)  # what the checkpoint trained on, exactly
+    if stored is not None:
+        return stored, said
     data_cfg = (info.get("config") or {}).get("data", {})
     split = data_cfg.get("train_split")
     pretrained_on = catalog.CATALOG.get(str(data_cfg.get("dataset")))
@@ -130,7 +137,11 @@ def group_counts(args: Any, info: dict[str, Any], probe_counts: Any) -> tuple[An
     if split and Path(split).is_file():
         counts = read_class_counts(split, n, "the checkpoint's data.train_split")
         return np.asarray(counts), f"pre-training split {split} (from checkpoint)"
-    return np.asarray(probe_counts), "the probe's own training counts"
+    why_not = said if info.get("checkpoint") else "no checkpoint (random initialisation)"
+    return np.asarray(probe_counts), (
+        f"the probe's own training counts: {why_not}; pass --group-counts PRETRAIN_SPLIT (the "
+        "pre-training split or a counts file) to group by pre-training frequency"
+    )
 
 
 def check_channels(dataset: str, in_channels: int, checkpoint: str | None) -> None:
@@ -202,7 +213,7 @@ def run_probe_job(args: Any) -> list[str]:
     check_channels(args.dataset, int(info["in_channels"]), info.get("checkpoint"))
     backbone.to(device)
     tr_aug, tr, va, num_classes, names, probe_counts = load_datasets(args, info["in_channels"])
-    counts, group_source = group_counts(args, info, probe_counts)
+    counts, group_source = group_counts(args, info, probe_counts, names)
     train_ds = tr_aug if (args.protocol == "reference" or args.passes > 0) else tr
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     meta = {
@@ -293,6 +304,7 @@ def _summary_lines(
     lines = [
         f"{args.protocol} probe of {args.checkpoint or 'random init'} ({info['arch']}), "
         f"best epoch {res.best_epoch}/{epochs}, {res.seconds:.1f}s",
+        f"groups from {results['group_source']}",
         format_summary(results),
     ]
     for k, v in results.get("decoupled", {}).items():

@@ -2,7 +2,8 @@
 
 A checkpoint is a dict (see ``docs/DESIGN.md``): ``model``, ``optimizer``, ``scheduler``,
 ``scaler``, ``epoch``, ``step``, ``sampler_epoch``, ``rng``, ``config``, ``method``, ``backbone``,
-``version``. :func:`save_checkpoint` writes it to a temporary file in the same directory, fsyncs
+``version``, ``train_counts`` (:mod:`balfeat.engine.train_counts`). :func:`save_checkpoint`
+writes it to a temporary file in the same directory, fsyncs
 it and renames it over the target with ``os.replace``, so a crash while writing never leaves a
 truncated file where a good checkpoint was. With ``keep_last`` it also maintains numbered files
 ``checkpoint_0003.pth`` (the newest ``keep_last`` are kept) and a ``last.pth`` copy of the newest.

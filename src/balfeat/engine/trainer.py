@@ -10,7 +10,8 @@ DDP (its momentum update runs identically on every rank after ``optimizer.step()
 Every epoch (and every ``run.save_every_steps`` steps) rank 0 writes an atomic checkpoint holding
 everything stateful: the method state (incl. momentum encoder, queue, label queue, pointer),
 optimizer, scheduler, grad scaler, epoch, step, the position within the epoch, the RNG states of
-python/numpy/torch/cuda of every rank and of its batch source, plus the resolved config. Resuming
+python/numpy/torch/cuda of every rank and of its batch source, plus the resolved config and the
+training set's class counts (:mod:`balfeat.engine.train_counts`). Resuming
 from it continues exactly (bit-identical on CPU with ``num_workers=0``).
 The run folder, its lock and stop signals are :mod:`balfeat.engine.run_dir`'s, the resume policy
 :mod:`balfeat.engine.resume`'s, the input paths :class:`balfeat.data.batches.BatchSource`'s.
@@ -38,6 +39,8 @@ from balfeat.engine.checkpoint import LAST_NAME, atomic_save, save_checkpoint
 from balfeat.engine.config import Config, config_to_dict, save_config
 from balfeat.engine.metrics_log import MetricsLog
 from balfeat.engine.resume import load_for_resume, rank_rng, resume_path
+from balfeat.engine.train_counts import KEY as TRAIN_COUNTS
+from balfeat.engine.train_counts import training_counts
 from balfeat.errors import TrainingError
 from balfeat.methods import get_method
 from balfeat.methods.base import MethodBase
@@ -113,6 +116,9 @@ class Trainer:
             self._dataset_arg if self._dataset_arg is not None else build.build_train_dataset(cfg)
         )
         self.method = build.method_for(cfg, self.dataset, self._method_arg)
+        self.train_counts = training_counts(
+            cfg, self.dataset, given=self._dataset_arg is not None
+        )  # in every checkpoint: probes group many/medium/few by them
         self.method.to(self.device)
         if cfg.run.channels_last:
             self.method.to(memory_format=torch.channels_last)
@@ -194,6 +200,7 @@ class Trainer:
             "method": self.cfg.method.name,
             "backbone": self.cfg.model.backbone,
             "world_size": self.world,
+            TRAIN_COUNTS: self.train_counts,
         }
 
     def _save(self) -> None:

@@ -193,6 +193,8 @@ def load_backbone_state(
             info["checkpoint_" + k if k == "arch" else k] = obj[k]
     if isinstance(obj.get("config"), Mapping):  # a balfeat checkpoint's resolved config
         info["config"] = dict(obj["config"])
+    if isinstance(obj.get("train_counts"), Mapping):  # images per class of the training set
+        info["train_counts"] = dict(obj["train_counts"])
     raw: StateDict
     if "model" in obj and _is_tensor_dict(obj["model"]):
         info["format"] = "balfeat"
