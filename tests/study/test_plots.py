@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from balfeat.study import plots, plots_groups, plots_knn, plots_per_class
+from balfeat.study import figures, plots, plots_groups, plots_knn, plots_per_class
 from balfeat.study.summary import findings, summarise
 
 METHODS = ("control", "sl", "moco_v2", "kcl", "supcon", "tsc", "bcl", "paco")
@@ -39,7 +39,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 def test_every_figure_is_written_as_png_and_pdf_at_the_asked_dpi(tmp_path: Path) -> None:
     rows = _rows()
     summary = summarise(rows)
-    out = plots.plot_all(summary, tmp_path / "a", findings=findings(rows), dpi=50)
+    out = figures.plot_all(summary, tmp_path / "a", findings=findings(rows), dpi=50)
     assert set(out) == {
         "paired_changes", "gain_over_control", "accuracy_vs_imbalance", "per_class_vs_count",
         "per_class_change_vs_count", "shot_accuracy", "balancedness", "balancedness_raw",

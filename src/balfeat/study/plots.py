@@ -1,8 +1,9 @@
 """Figures of a study (matplotlib, Agg backend): the shared look (method order, colours, display
 names, panel grid, saving as PNG + PDF at a chosen dpi), the accuracy-against-imbalance figure and
-:func:`plot_all`. The other figures live beside it: :mod:`balfeat.study.plots_paired` (paired
-changes, gains over the control), :mod:`balfeat.study.plots_groups` (many/medium/few,
-balancedness), :mod:`balfeat.study.plots_per_class` and :mod:`balfeat.study.plots_knn`.
+:mod:`balfeat.study.figures` draws them all. The other figures live beside it:
+:mod:`balfeat.study.plots_paired` (paired changes, gains over the control),
+:mod:`balfeat.study.plots_groups` (many/medium/few, balancedness),
+:mod:`balfeat.study.plots_per_class` and :mod:`balfeat.study.plots_knn`.
 
 Every function takes the *results table* of a study: a list of rows (dicts), one per
 (method, imbalance set, protocol) cell, with the keys
@@ -278,60 +279,3 @@ def plot_accuracy_vs_imbalance(
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
     return save_figure(fig, path, dpi)
-
-
-def plot_all(
-    rows: Sequence[Row],
-    out_dir: str | Path,
-    findings: dict[str, Any] | None = None,
-    dpi: int = DPI,
-) -> dict[str, Path]:
-    """Write every figure of a study into ``out_dir`` (PNG + PDF); returns ``{name: png path}``.
-
-    Args:
-        rows: the summary table (one row per protocol, method and set).
-        out_dir: figure folder.
-        findings: :func:`balfeat.study.summary.findings` of the per-seed rows: the paired
-            figures (changes, gains over the control, balancedness) need it; without it they
-            are left out.
-        dpi: PNG resolution.
-
-    With several probe protocols, each figure is drawn once per protocol (file name suffix
-    ``_<protocol>``); with one, the file names carry no suffix.
-    """
-    from balfeat.study import plots_groups, plots_paired, plots_per_class
-
-    out = Path(out_dir)
-    protocols = sorted({str(r.get("protocol", "")) for r in rows})
-    figures: dict[str, Path] = {}
-    for p in protocols:
-        sfx = f"_{p}" if len(protocols) > 1 else ""
-        drawn: dict[str, Path | None] = {}
-        if findings is not None:
-            drawn["paired_changes"] = plots_paired.plot_paired_changes(
-                findings, out / f"paired_changes{sfx}.png", protocol=p, dpi=dpi
-            )
-            drawn["gain_over_control"] = plots_paired.plot_control_gains(
-                findings, out / f"gain_over_control{sfx}.png", protocol=p, dpi=dpi
-            )
-        drawn["accuracy_vs_imbalance"] = plot_accuracy_vs_imbalance(
-            rows, out / f"accuracy_vs_imbalance{sfx}.png", protocol=p, dpi=dpi
-        )
-        drawn["per_class_vs_count"] = plots_per_class.plot_per_class_vs_count(
-            rows, out / f"per_class_vs_count{sfx}.png", protocol=p, dpi=dpi
-        )
-        drawn["per_class_change_vs_count"] = plots_per_class.plot_per_class_change_vs_count(
-            rows, out / f"per_class_change_vs_count{sfx}.png", protocol=p, dpi=dpi
-        )
-        drawn["shot_accuracy"] = plots_groups.plot_shot_bars(
-            rows, out / f"shot_accuracy{sfx}.png", protocol=p, dpi=dpi
-        )
-        if findings is not None:
-            drawn["balancedness"] = plots_groups.plot_paired_balancedness(
-                findings, out / f"balancedness{sfx}.png", protocol=p, dpi=dpi
-            )
-        drawn["balancedness_raw"] = plots_groups.plot_balancedness(
-            rows, out / f"balancedness_raw{sfx}.png", protocol=p, dpi=dpi
-        )
-        figures.update({f"{k}{sfx}": v for k, v in drawn.items() if v is not None})
-    return figures

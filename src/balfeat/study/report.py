@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from balfeat.study import plots
+from balfeat.study import figures, plots
 
 Row = dict[str, Any]
 
@@ -300,11 +300,11 @@ def write_report(
     atomic_write_text(paths["summary"], sum_md)
     paths["changes"] = out / "changes.json"
     atomic_write_text(paths["changes"], json.dumps(changes, indent=2) + "\n")
-    figures = plots.plot_all(summary, out / "figures", findings=changes, dpi=dpi) if summary else {}
+    drawn = figures.plot_all(summary, out / "figures", findings=changes, dpi=dpi) if summary else {}
     knn = plot_knn_curves(out, out / "figures" / "knn_monitor.png", dpi=dpi)
     if knn is not None:
-        figures["knn_monitor"] = knn
-    paths.update(figures)
+        drawn["knn_monitor"] = knn
+    paths.update(drawn)
 
     captions = {
         "paired_changes": "Each method's change of top-1 from the balanced pre-training set to "
@@ -366,7 +366,7 @@ def write_report(
         "",
     ]
     md += ["## Figures", ""]
-    for name, p in figures.items():
+    for name, p in drawn.items():
         base = _caption_key(name, captions)
         md += [f"### {name.replace('_', ' ')}", "", f"![{name}](figures/{p.name})", ""]
         md += [
@@ -410,7 +410,7 @@ def write_report(
     h.append("<h2>Every run</h2>")
     h.append(_md_table_html(md_table))
     h.append('<p>Also as CSV: <a href="results.csv">results.csv</a>.</p><h2>Figures</h2>')
-    for name, p in figures.items():
+    for name, p in drawn.items():
         base = _caption_key(name, captions)
         data = base64.b64encode(p.read_bytes()).decode("ascii")
         h.append(f"<h3>{html.escape(name.replace('_', ' '))}</h3>")
