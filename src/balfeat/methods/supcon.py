@@ -64,7 +64,7 @@ class SupConQueue(MoCo):
         return {"loss": loss, "positives": counts[labels].to(q.dtype).mean()}
 
 
-register("supcon", views=2, params=SupConParams, prefill_by_default=True, label="SupCon (queue)")(
+register("supcon", views=2, params=SupConParams, label="SupCon (queue)")(
     from_constructor(SupConQueue)
 )
 
