@@ -98,7 +98,7 @@ def test_keep_best_needs_a_classifier_and_warns_without_a_validation_set(
         _sl(root, tmp_path / "b", "optim.epochs=1", "run.keep_best=true", "method.name=moco_v2",
             f"data.val_split={root / 'val.txt'}"),
     )  # fmt: skip
-    with pytest.raises(TrainingError, match="keep_best.*has none"):
+    with pytest.raises(TrainingError, match=r"keep_best.*has none"):
         Trainer(cfg).fit()
 
 
@@ -116,15 +116,15 @@ def test_init_classifier_starts_from_the_pretrained_classifier(tmp_path: Path) -
     assert torch.equal(started.head.weight, pre["head.weight"])
     assert torch.equal(started.head.bias, pre["head.bias"])
     assert torch.equal(started.backbone.state_dict()["conv1.weight"], pre["backbone.conv1.weight"])
-    with pytest.raises(Exception, match="init_classifier.*shape"):
+    with pytest.raises(Exception, match=r"init_classifier.*shape"):
         build.build_method(cfg, 3)  # another class count
 
 
 def test_load_classifier_state_reads_the_reference_layout(tmp_path: Path) -> None:
     """main_sl.py checkpoints: state_dict with module.fc.weight / module.fc.bias."""
     w, b = torch.randn(5, 7), torch.randn(5)
-    torch.save({"state_dict": {"module.fc.weight": w, "module.fc.bias": b,
-                               "module.conv1.weight": torch.zeros(1)}}, tmp_path / "ref.pth.tar")  # fmt: skip
+    state = {"module.fc.weight": w, "module.fc.bias": b, "module.conv1.weight": torch.zeros(1)}
+    torch.save({"state_dict": state}, tmp_path / "ref.pth.tar")
     got_w, got_b = load_classifier_state(tmp_path / "ref.pth.tar")
     assert torch.equal(got_w, w) and got_b is not None and torch.equal(got_b, b)
     torch.save({"model": {"backbone.conv1.weight": torch.zeros(1)}}, tmp_path / "moco.pth")
