@@ -145,7 +145,7 @@ def load_targets(path: str | os.PathLike[str], num_classes: int, dim: int) -> to
             f"expected, got {getattr(t, 'shape', type(t))}; use a file made for this class "
             "count, or leave method.targets_file empty (balfeat computes them, uniform_targets)"
         )
-    return t.float()
+    return t
 
 
 def tsc_loss(
