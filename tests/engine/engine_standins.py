@@ -199,7 +199,9 @@ def make_method(kind: str | bool) -> nn.Module:
     if kind == "real_gpaco":
         from balfeat.methods.paco import GPaCo
 
-        return GPaCo(TinyBackbone(), 4, dim=8, T=0.2, mlp=False, K=32)  # queue as the others
+        # contrast=global: the option whose N processes compute what one does (the authors'
+        # per_rank contrasts each rank's half batch: tests/methods/test_methods_paco_ranks.py)
+        return GPaCo(TinyBackbone(), 4, dim=8, T=0.2, mlp=False, K=32, contrast="global")
     if kind == "real_paco_head_bn":  # the authors' BN head, shuffle BN across ranks (smoke)
         from balfeat.methods.paco import PaCo
 

@@ -102,8 +102,11 @@ def test_base_hooks_are_no_ops_and_classify_says_what_to_do() -> None:
     sl.after_step()
     sl.set_class_counts(torch.tensor([3, 2, 1, 1]))
     assert sl.prefill([]) == 0
-    with pytest.raises(BalfeatError, match=r"Supervised has no classifier of its own.*probe"):
-        sl.classify(torch.zeros(2, 1, 8, 8))
+    # SL's classify is its head (run.keep_best validates it); a method without one says so
+    assert sl.eval().classify(torch.zeros(2, 1, 4, 4)).shape == (2, 4)
+    moco = MoCo(TinyBackbone(), K=8)  # type: ignore[arg-type]
+    with pytest.raises(BalfeatError, match=r"MoCo has no classifier of its own.*probe"):
+        moco.classify(torch.zeros(2, 1, 8, 8))
 
 
 def test_registry_carries_label_and_own_classifier() -> None:

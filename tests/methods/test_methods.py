@@ -76,7 +76,9 @@ def test_supervised_loss_falls_and_keys() -> None:
 
 def test_supervised_frozen_backbone() -> None:
     torch.manual_seed(0)
-    method = Supervised(TinyBackbone(), num_classes=4, freeze_backbone=True, bias=False)
+    method = Supervised(
+        TinyBackbone(), num_classes=4, freeze_backbone=True, frozen_bn=True, bias=False
+    )
     before = copy.deepcopy(method.backbone.state_dict())
     method.train()
     assert not method.backbone.training and method.head.training
@@ -85,6 +87,25 @@ def test_supervised_frozen_backbone() -> None:
     for k, v in method.backbone.state_dict().items():
         assert torch.equal(v, before[k]), k  # weights and BN running stats untouched
     assert method.head.bias is None
+
+
+def test_supervised_frozen_backbone_keeps_bn_in_training_mode_as_the_authors() -> None:
+    """BalFeat main_sl.py:76-82 freezes only the parameters and 268-272 calls model.train(): the
+    backbone's BatchNorm statistics follow the re-training data (the default, frozen_bn=False)."""
+    torch.manual_seed(0)
+    method = Supervised(TinyBackbone(), num_classes=4, freeze_backbone=True)
+    before = copy.deepcopy(method.backbone.state_dict())
+    method.train()
+    assert method.backbone.training and method.head.training
+    assert not any(p.requires_grad for p in method.backbone.parameters())
+    _train(method)
+    after = method.backbone.state_dict()
+    for k in ("fc.weight", "fc.bias", "bn.weight", "bn.bias"):
+        assert torch.equal(after[k], before[k]), k  # no gradient reaches the backbone
+    assert not torch.equal(after["bn.running_mean"], before["bn.running_mean"])
+    assert int(after["bn.num_batches_tracked"]) > int(before["bn.num_batches_tracked"])
+    method.eval()  # evaluation still uses the running statistics
+    assert not method.backbone.training
 
 
 def _moco(cls: type[MoCo] = MoCo, **kw: object) -> Any:

@@ -71,7 +71,8 @@ def test_gpaco_trains_without_momentum_encoder() -> None:
     views, labels = next(batches(1))
     with torch.no_grad():
         out = m(views, labels)
-        feat = m.backbone(torch.cat(views))
+        # per_view_bn (the default, the authors'): two separate encoder passes
+        feat = torch.cat([m.backbone(v) for v in views])
         z = torch.nn.functional.normalize(m.head(feat), dim=1)
         ref = gpaco_loss(z[:16], z[16:], labels, m.fc(feat), m.log_prior, alpha=0.05)
     torch.testing.assert_close(out["loss"], ref, rtol=1e-5, atol=1e-6)
@@ -90,7 +91,7 @@ def test_gpaco_queue_holds_second_view_features_and_enters_the_loss() -> None:
     views, labels = next(it)
     m(views, labels)
     with torch.no_grad():  # train-mode BN: the same batch gives the same features
-        feat = m.backbone(torch.cat(views))
+        feat = torch.cat([m.backbone(v) for v in views])  # per_view_bn, the default
         z2 = torch.nn.functional.normalize(m.head(feat), dim=1)[16:]
     m.after_step()
     ptr = (int(m.queue.ptr) - 16) % 48
@@ -100,7 +101,7 @@ def test_gpaco_queue_holds_second_view_features_and_enters_the_loss() -> None:
     views, labels = next(it)
     with torch.no_grad():
         out = m(views, labels)
-        feat = m.backbone(torch.cat(views))
+        feat = torch.cat([m.backbone(v) for v in views])
         z = torch.nn.functional.normalize(m.head(feat), dim=1)
         kw = {"alpha": 0.05, "queue": m.queue.keys, "queue_labels": m.queue.labels}
         ref = gpaco_loss(z[:16], z[16:], labels, m.fc(feat), m.log_prior, **kw)  # type: ignore[arg-type]
@@ -255,3 +256,61 @@ def test_head_bn_defaults_false_and_is_shown(name: str, capsys: pytest.CaptureFi
     assert config_from_dict(saved).method.head_bn is False
     assert main(["pretrain", "--show-config", f"method.name={name}"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["method"]["head_bn"] is False
+
+
+# ---- issue 23: the authors' per-view BatchNorm, per-rank contrast and random queue labels ----
+
+
+def test_gpaco_per_view_bn_equals_two_separate_forwards_and_the_option_one_forward() -> None:
+    """The authors run the encoder once per view (GPaCo/LT/moco/builder.py:112-119): with
+    BatchNorm in training mode each view is normalised by its own batch statistics."""
+    views, labels = next(batches(1, seed=2))
+    losses = {}
+    for per_view in (True, False):
+        torch.manual_seed(0)
+        m = GPaCo(TinyBackbone(), 4, dim=8, K=0, per_view_bn=per_view)  # type: ignore[arg-type]
+        m.train()
+        twin = copy.deepcopy(m)
+        with torch.no_grad():
+            out = m(views, labels)
+            if per_view:
+                feat = torch.cat([twin.backbone(views[0]), twin.backbone(views[1])])
+            else:
+                feat = twin.backbone(torch.cat(views))
+            z = torch.nn.functional.normalize(twin.head(feat), dim=1)
+            ref = gpaco_loss(z[:16], z[16:], labels, twin.fc(feat), twin.log_prior, alpha=0.045)
+        torch.testing.assert_close(out["loss"], ref, rtol=1e-5, atol=1e-6)
+        losses[per_view] = float(out["loss"])
+        # BN running statistics: two updates per step per view pass, one with one forward
+        assert int(m.backbone.bn.num_batches_tracked) == (2 if per_view else 1)
+    assert abs(losses[True] - losses[False]) > 1e-4  # the two BN modes differ
+
+
+@pytest.mark.parametrize("cls", [PaCo, GPaCo])
+def test_queue_starts_with_random_labels_as_the_authors(cls: type) -> None:
+    """PaCo/LT/moco/builder.py:66 and GPaCo/LT/moco/builder.py:54: torch.randint(0, C, (K,));
+    queue_labels=empty keeps balfeat's earlier -1 (no class)."""
+    kw = dict(KW) if cls is PaCo else {"dim": 8, "K": 400}
+    m = cls(TinyBackbone(), 4, **kw)
+    labels = m.queue.labels
+    assert int(labels.min()) >= 0 and int(labels.max()) <= 3
+    assert len(set(labels.tolist())) == 4  # every class drawn (K >= 32 draws of 4 classes)
+    again = cls(TinyBackbone(), 4, **kw)
+    assert torch.equal(again.queue.labels, labels)  # seeded: a rebuilt method matches
+    empty = cls(TinyBackbone(), 4, queue_labels="empty", **kw)
+    assert bool((empty.queue.labels == -1).all())
+
+
+@pytest.mark.parametrize("cls", [PaCo, GPaCo])
+def test_contrast_and_queue_labels_are_checked(cls: type) -> None:
+    with pytest.raises(BalfeatError, match="contrast"):
+        cls(TinyBackbone(), 4, contrast="everyone")
+    with pytest.raises(BalfeatError, match="queue_labels"):
+        cls(TinyBackbone(), 4, queue_labels="zeros")
+
+
+@pytest.mark.parametrize("name", ["paco", "gpaco", "tsc", "supcon"])
+def test_methods_whose_authors_do_not_prefill_start_without_it(name: str) -> None:
+    """Only KCL's reference fills its queue before the first step (issue 23)."""
+    assert not get_method(name).prefill_by_default
+    assert get_method("kcl").prefill_by_default

@@ -60,9 +60,12 @@ def test_supcon_trains_and_uses_labels() -> None:
 
 def test_supcon_registry_and_one_trainer_step(tmp_path: Path) -> None:
     entry = get_method("supcon")
-    assert entry.views == 2 and entry.prefill_by_default
-    trainer = trainer_one_step("supcon", tmp_path)
+    # the TSC authors' SupCon baseline starts from random keys labelled -1 (moco/builder.py:225)
+    assert entry.views == 2 and not entry.prefill_by_default
+    trainer = trainer_one_step("supcon", tmp_path / "default")
     assert isinstance(trainer.method, SupConQueue)
+    assert bool((trainer.method.queue.labels == -1).any())  # not prefilled
+    trainer = trainer_one_step("supcon", tmp_path / "always", ("method.prefill=always",))
     assert bool((trainer.method.queue.labels >= 0).all())  # prefilled before the step
 
 

@@ -65,10 +65,33 @@ def test_rematch_every_n_steps_and_centres() -> None:
 
 def test_tsc_registry_and_one_trainer_step(tmp_path: Path) -> None:
     entry = get_method("tsc")
-    assert entry.views == 2 and entry.prefill_by_default
+    # the authors start from random keys labelled -1 (moco/builder.py:224-225), no prefill
+    assert entry.views == 2 and not entry.prefill_by_default
     trainer = trainer_one_step("tsc", tmp_path, ("method.target_weight=0.3",))
     m = trainer.method
     assert m.target_weight == 0.3 and m.targets.shape == (4, 8)
+    assert bool((m.queue.labels == -1).any())
+
+
+def test_tsc_targets_file_loads_the_authors_npy_layout(tmp_path: Path) -> None:
+    """method.targets_file: a (C, dim) .npy as the authors' optimal_1000_128_analytical.npy
+    (moco/builder.py:192 loads it with np.load), used as stored."""
+    import numpy as np
+
+    rows = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    np.save(tmp_path / "targets.npy", rows)
+    m = TSC(TinyBackbone(), 4, targets_file=str(tmp_path / "targets.npy"), **KW)  # type: ignore[arg-type]
+    assert torch.equal(m.targets, torch.from_numpy(rows))
+    np.save(tmp_path / "wrong.npy", rows[:3])
+    with pytest.raises(BalfeatError, match=r"\(4, 8\).*targets_file"):
+        TSC(TinyBackbone(), 4, targets_file=str(tmp_path / "wrong.npy"), **KW)  # type: ignore[arg-type]
+    with pytest.raises(BalfeatError, match="does not exist"):
+        TSC(TinyBackbone(), 4, targets_file=str(tmp_path / "none.npy"), **KW)  # type: ignore[arg-type]
+    trainer = trainer_one_step(
+        "tsc", tmp_path / "run", (f"method.targets_file={tmp_path / 'targets.npy'}",)
+    )
+    assert torch.equal(trainer.method.targets, torch.from_numpy(rows))
 
 
 def test_tsc_resume_is_exact() -> None:

@@ -353,6 +353,16 @@ def build_method(cfg: Config, num_classes: int) -> MethodBase:
             f"method {cfg.method.name!r} built a {type(method).__name__}, not a "
             "balfeat.methods.MethodBase: derive the method's class from MethodBase"
         )
+    if cfg.model.init_classifier and cfg.model.init_checkpoint:
+        from balfeat.models.loading import load_classifier_state
+
+        load = getattr(method, "load_classifier", None)
+        if load is None:
+            raise ConfigError(
+                f"model.init_classifier: method {cfg.method.name!r} has no classifier to start "
+                "from a checkpoint (only sl); set model.init_classifier=false"
+            )
+        load(*load_classifier_state(cfg.model.init_checkpoint))
     return method
 
 

@@ -53,7 +53,11 @@ class DataConfig:
             ``imbalance_ratio``: 100, 50 or 10 in the papers).
         root: data directory (or ``.npz`` file for ``array``); ``""`` = the default location.
         train_split: split file for training (imagenet/inat), ``""`` = none.
-        val_split: split file for validation, ``""`` = none.
+        val_split: split file for validation, ``""`` = none (read by ``run.keep_best``; an
+            image folder's split, relative to ``val_root``).
+        val_root: imagenet/inat: the folder ``val_split`` is relative to, ``""`` = ``root``; with
+            an empty ``val_split``, every image under it (e.g. the ImageNet ``val/`` folder, as
+            the reference without ``--valset``), restricted to ``class_set``.
         test_split: split file for testing, ``""`` = none.
         class_set: class-set file restricting the classes, ``""`` = all classes.
         image_size: side of the square crops fed to the network.
@@ -91,6 +95,7 @@ class DataConfig:
     root: str = field(default="", metadata=path_kind("file_or_dir"))
     train_split: str = field(default="", metadata=path_kind("file"))
     val_split: str = field(default="", metadata=path_kind("file"))
+    val_root: str = field(default="", metadata=path_kind("dir"))
     test_split: str = field(default="", metadata=path_kind("file"))
     class_set: str = field(default="", metadata=path_kind("file"))
     image_size: int = field(default=28, metadata=bounds(ge=1))
@@ -118,12 +123,16 @@ class ModelConfig:
         small_images: 3x3 stem without max-pool, for 28-32 px images.
         in_channels: input channels; 0 = take ``data.channels``.
         init_checkpoint: checkpoint to initialise the backbone from, ``""`` = random init.
+        init_classifier: with ``init_checkpoint``, also start SL's classifier from the
+            checkpoint's (``head.*``, or the reference's ``fc.*``), as BalFeat's ``main_sl.py
+            --pretrained`` (``main_sl.py:101-118``); False: a fresh classifier.
     """
 
     backbone: str = "resnet18"
     small_images: bool = True
     in_channels: int = field(default=0, metadata=bounds(ge=0, le=3))
     init_checkpoint: str = field(default="", metadata=path_kind("file_or_dir"))
+    init_classifier: bool = False
 
 
 def _method_section(name: str) -> MethodParams:
@@ -203,6 +212,11 @@ class RunConfig:
         tensorboard: TensorBoard event files in ``output_dir/tensorboard``: ``auto`` (when the
             ``tensorboard`` package is installed; ``pip install 'balfeat[tensorboard]'``),
             ``on`` (an error without the package) or ``off``.
+        keep_best: validate the method's classifier (SL, PaCo, GPaCo, BCL) on ``data.val_split``
+            / ``data.val_root`` after every epoch and copy the checkpoint of the best top-1 to
+            ``best.pth`` (``best.json`` holds its epoch and accuracy), as BalFeat's
+            ``main_sl.py:240-255`` (``helper.py:246-251`` writes ``NAME.pth.tar`` only when the
+            accuracy improved). Image-folder datasets (imagenet, inat) only; elsewhere a warning.
     """
 
     output_dir: str = field(default="runs/pretrain", metadata=path_kind("out_dir"))
@@ -220,6 +234,7 @@ class RunConfig:
     progress: bool = True
     overwrite: bool = False
     tensorboard: Literal["auto", "on", "off"] = "auto"
+    keep_best: bool = False
 
 
 @dataclass

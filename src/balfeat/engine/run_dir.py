@@ -25,7 +25,9 @@ from balfeat.errors import TrainingError
 log = logging.getLogger("balfeat.engine")
 
 #: Files that show a folder holds a run.
-RUN_FILES: tuple[str, ...] = ("last.pth", "config.yaml", "metrics.jsonl")
+RUN_FILES: tuple[str, ...] = (
+    "last.pth", "config.yaml", "metrics.jsonl", "best.pth", "best.json"
+)  # fmt: skip
 LOCK_NAME = ".balfeat.lock"
 
 

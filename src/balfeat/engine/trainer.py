@@ -41,6 +41,7 @@ from balfeat.engine.metrics_log import MetricsLog
 from balfeat.engine.resume import load_for_resume, rank_rng, resume_path
 from balfeat.engine.train_counts import KEY as TRAIN_COUNTS
 from balfeat.engine.train_counts import training_counts
+from balfeat.engine.validation import BestByValidation, build_val_dataset, has_own_classifier
 from balfeat.errors import TrainingError
 from balfeat.methods import get_method
 from balfeat.methods.base import MethodBase
@@ -140,7 +141,27 @@ class Trainer:
                 f"batch of {self.local_batch}; lower optim.batch_size or use more data"
             )
         self.model = build.training_model(cfg, self.method, self.device)
+        self.best = self._best_by_validation()
         self._maybe_resume()
+
+    def _best_by_validation(self) -> BestByValidation | None:
+        """``run.keep_best``: the validator, or None (off, or no validation set: a warning)."""
+        cfg = self.cfg
+        if not cfg.run.keep_best:
+            return None
+        if not has_own_classifier(self.method):
+            raise TrainingError(
+                f"run.keep_best validates the method's classifier, and {cfg.method.name!r} has "
+                "none (sl, paco, gpaco and bcl have one); set run.keep_best=false"
+            )
+        val = build_val_dataset(cfg)
+        if val is None:
+            log.warning(
+                "run.keep_best: no validation set (image-folder datasets with data.val_split or "
+                "data.val_root only); best.pth is not written"
+            )
+            return None
+        return BestByValidation(val, self.output_dir, self.local_batch, cfg.data.num_workers)
 
     def _batch_source(self, seed_offset: int = 0) -> Any:
         return build.build_batch_source(
@@ -421,7 +442,11 @@ class Trainer:
         self.scheduler.step()
         self.epoch += 1
         self._run_epoch_callbacks()
+        top1 = None if self.best is None else self.best.top1(self.method, self.device)
         self._save()
+        if self.best is not None and top1 is not None:
+            self._log({"epoch": self.epoch, "step": self.step, "val_top1": top1})
+            self.best.update(self.epoch, top1)
         if self.stop.requested:
             log.warning("interrupted after epoch %d: %s is current", self.epoch, self.output_dir)
             raise KeyboardInterrupt

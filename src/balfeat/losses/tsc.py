@@ -5,8 +5,12 @@ https://arxiv.org/abs/2111.13998. Three parts:
 
 1. ``uniform_targets``: ``C`` unit vectors spread on ``S^{d-1}``, computed once by Adam on the
    uniformity energy ``mean_a log sum_b exp(u_a·u_b / t)`` (``t = 0.07``, self term included, as in
-   the authors' ``target_generation.py``: C=1000, d=128, lr 1e-3, 10,000 steps, best iterate
-   kept), seeded, saved with ``save_targets`` / read with ``load_targets`` (a ``.pt`` tensor).
+   the authors' generator ``target_generation.py``: C=1000, d=128, lr 1e-3, 10,000 steps, best
+   iterate kept), seeded, saved with ``save_targets`` / read with ``load_targets`` (a ``.pt``
+   tensor, or a ``.npy`` array). The authors' *training* code does not run that generator: it
+   loads the committed ``optimal_1000_128_analytical.npy`` (``moco/builder.py:192``), which is
+   less spread than balfeat's targets (largest pairwise cosine 0.232 against 0.131 for
+   ``uniform_targets(1000, 128)``); ``method.targets_file`` loads such a file.
 2. ``assign_targets`` (``balfeat.losses.matching``): classes -> targets by the one-to-one
    matching that maximises the summed cosine similarity of class centres and targets
    (``scipy.optimize.linear_sum_assignment``, as the authors; exact). The authors' centres are
@@ -119,12 +123,27 @@ def save_targets(path: str | os.PathLike[str], targets: torch.Tensor) -> None:
 
 
 def load_targets(path: str | os.PathLike[str], num_classes: int, dim: int) -> torch.Tensor:
-    """Load targets saved by :func:`save_targets`, checking their shape (C, dim)."""
-    t = torch.load(path, map_location="cpu", weights_only=True)
+    """Load targets saved by :func:`save_targets`, or a NumPy ``.npy`` array such as the TSC
+    authors' committed ``optimal_1000_128_analytical.npy`` (which their training code loads,
+    ``moco/builder.py:192``), checking their shape (C, dim). Used as stored (not renormalised).
+
+    Raises:
+        BalfeatError: a missing or unreadable file, or another shape.
+    """
+    if not os.path.isfile(path):
+        raise BalfeatError(f"TSC targets file {str(path)!r} does not exist; check the path")
+    t: object
+    if str(path).endswith(".npy"):
+        import numpy as np
+
+        t = torch.from_numpy(np.load(path, allow_pickle=False))
+    else:
+        t = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(t, torch.Tensor) or tuple(t.shape) != (num_classes, dim):
         raise BalfeatError(
-            f"{path}: TSC targets of shape ({num_classes}, {dim}) expected, got "
-            f"{getattr(t, 'shape', type(t))}; regenerate them with uniform_targets"
+            f"{path}: TSC targets of shape ({num_classes}, {dim}) (classes x method.dim) "
+            f"expected, got {getattr(t, 'shape', type(t))}; use a file made for this class "
+            "count, or leave method.targets_file empty (balfeat computes them, uniform_targets)"
         )
     return t
 

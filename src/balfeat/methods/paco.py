@@ -21,8 +21,10 @@ enqueued after it; the centre logits are a linear layer on the backbone feature 
 on the pooled feature, not normalised by default), plus ``log π``, divided by ``supt = 1``; the
 loss is scaled by ``T / T_base = 1``; evaluation uses the raw ``fc`` logits. Differences: their
 prior is ``log(π + 1e-9)`` (here ``log π``, a class without images counted as one image: a
-difference ≤ 1e-9/π); their queue starts as random keys with random class labels (here, by default,
-the queue is prefilled with real keys, ``method.prefill=auto``). Their MLP head is
+difference ≤ 1e-9/π). Their queue starts as random keys with random class labels, as here
+(``queue_labels=random``; ``empty`` labels them -1, ``method.prefill=always`` fills it with real
+keys first). Their in-batch contrast set is each GPU's own batch (``contrast=per_rank``, the
+default; ``global`` contrasts every process's batch). Their MLP head is
 ``Linear(F, F)-BatchNorm1d(F)-ReLU-Linear(F, dim)`` (``PaCo/LT/moco/builder.py:48-51``, ``F`` the
 backbone feature size, query and key encoder alike): ``head_bn=True`` builds it (the recipes set
 it; the default False keeps the BN-free MoCo v2 head of earlier configs and checkpoints).
@@ -46,7 +48,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +66,23 @@ from balfeat.models.backbones import Backbone
 from balfeat.models.heads import make_head
 from balfeat.models.queue import KeyQueue
 from balfeat.typed_config import bounds
+
+#: Initial labels of a PaCo/GPaCo queue (``queue_labels``).
+QueueLabels = Literal["random", "empty"]
+#: Which batch rows an anchor is contrasted with (``contrast``).
+Contrast = Literal["per_rank", "global"]
+
+
+def random_queue_labels(queue: KeyQueue, num_classes: int, seed: int) -> None:
+    """Give the queue's initial keys uniform random class ids, as the PaCo/GPaCo authors
+    (``torch.randint(0, num_classes, (K,))``); from a generator of its own (``seed``)."""
+    gen = torch.Generator().manual_seed(seed)
+    queue.labels.copy_(torch.randint(0, num_classes, (queue.size,), generator=gen))
+
+
+def rows_of(x: torch.Tensor, contrast: Contrast) -> torch.Tensor:
+    """This rank's rows (``per_rank``) or the global batch's (``global``, ``gather_rows``)."""
+    return gather_rows(x) if contrast == "global" else x
 
 
 def log_prior_of(counts: torch.Tensor) -> torch.Tensor:
@@ -88,6 +107,12 @@ class PaCoParams(QueueParams):
         head_bn: a ``BatchNorm1d`` in the MLP head, ``Linear-BN-ReLU-Linear``, in the query and
             the key encoder, as the authors' head (``PaCo/LT/moco/builder.py:50-51``); needs
             ``mlp``. False: MoCo v2's ``Linear-ReLU-Linear``.
+        queue_labels: class of the queue's initial random keys: ``random`` (uniform class ids,
+            the authors' ``PaCo/LT/moco/builder.py:66``; each slot is a random positive until
+            overwritten) or ``empty`` (-1: a negative only; balfeat before issue 23).
+        contrast: the in-batch part of the contrast set: ``per_rank`` (the local batch of each
+            process, as the authors' DDP run, ``PaCo/LT/moco/builder.py:222``) or ``global``
+            (every process's batch: N processes compute what one does).
     """
 
     name: str = "paco"
@@ -98,6 +123,8 @@ class PaCoParams(QueueParams):
     beta: float = field(default=1.0, metadata=bounds(ge=0))
     gamma: float = field(default=1.0, metadata=bounds(gt=0))
     head_bn: bool = False
+    queue_labels: QueueLabels = "random"
+    contrast: Contrast = "per_rank"
 
 
 @dataclass
@@ -116,6 +143,12 @@ class GPaCoParams(HeadParams):
             ``Linear-ReLU-Linear-ReLU-Linear``), so the GPaCo recipes leave it False.
         head_layers: hidden layers of the MLP head (needs ``mlp`` when > 1); the authors' GPaCo
             head has 2 (set in the GPaCo recipes); 1 is balfeat's MoCo v2-style head.
+        queue_labels: as PaCo's (the authors': ``random``, ``GPaCo/LT/moco/builder.py:54``).
+        contrast: as PaCo's (the authors': ``per_rank``, ``GPaCo/LT/paco_lt.py:217`` and
+            ``GPaCo/LT/moco/builder.py:122``: 64 rows per GPU in their 4-GPU run).
+        per_view_bn: run the encoder once per view, so BatchNorm normalises each view's batch
+            alone (the authors', ``GPaCo/LT/moco/builder.py:112-119``); False: both views in one
+            forward (one BatchNorm batch of 2B rows, balfeat before issue 23).
     """
 
     name: str = "gpaco"
@@ -127,6 +160,9 @@ class GPaCoParams(HeadParams):
     gamma: float = field(default=1.0, metadata=bounds(gt=0))
     head_bn: bool = False
     head_layers: int = field(default=1, metadata=bounds(ge=1))
+    queue_labels: QueueLabels = "random"
+    contrast: Contrast = "per_rank"
+    per_view_bn: bool = True
 
 
 def check_head_bn(owner: str, head_bn: bool, mlp: bool) -> None:
@@ -276,6 +312,9 @@ class PaCo(_ClassPrior, MoCo):
         self.fc = nn.Linear(backbone.out_dim, num_classes)
         self.register_buffer("log_prior", log_prior_of(torch.ones(num_classes)))
         self.alpha, self.beta, self.gamma, self.in_batch = p.alpha, p.beta, p.gamma, in_batch
+        self.contrast = p.contrast
+        if p.queue_labels == "random":
+            random_queue_labels(self.queue, num_classes, seed + 1)
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """PaCo's own classifier. Shape: (B, C, H, W) -> logits (B, num_classes)."""
@@ -291,13 +330,14 @@ class PaCo(_ClassPrior, MoCo):
         q = F.normalize(self.head(feat), dim=1)
         logits = self.fc(feat)  # (B, C): the centre logits
         k = self.encode_keys(im_k)
+        global_batch = self.contrast == "global"
         loss = paco_loss(
-            q,
-            k,
-            labels,
+            rows_of(q, self.contrast),
+            rows_of(k, self.contrast),
+            distributed.all_gather_concat(labels) if global_batch else labels,
             self.queue.keys,
             self.queue.labels,
-            centre_logits=logits,
+            centre_logits=rows_of(logits, self.contrast),
             log_prior=self.log_prior,
             alpha=self.alpha,
             beta=self.beta,
@@ -320,9 +360,11 @@ class GPaCo(HeadClassifier):
     As the authors' ``GPaCo/LT/moco/builder.py``: both views pass through the one encoder (with
     gradient), every row of ``[z_1, z_2]`` is an anchor against the other rows and the queue,
     and the detached second-view features of the (global) batch are enqueued after the step.
-    ``K = 0`` drops the queue (in-batch contrast only). Empty slots hold random unit keys
-    labelled -1 (negatives until overwritten); the authors start from random keys with random
-    class labels instead. Their MLP head is ``Linear-ReLU-Linear-ReLU-Linear``
+    ``K = 0`` drops the queue (in-batch contrast only). The queue starts as random unit keys
+    with random class ids, as the authors' (``queue_labels=random``; ``empty``: labelled -1,
+    negatives until overwritten). As the authors', each view passes through the encoder alone
+    (``per_view_bn``: BatchNorm statistics per view) and each process contrasts its own batch
+    (``contrast=per_rank``). Their MLP head is ``Linear-ReLU-Linear-ReLU-Linear``
     (``GPaCo/LT/moco/builder.py:47``, no BatchNorm): ``mlp`` with ``head_layers=2`` (the
     recipes); ``head_layers=1`` is balfeat's one-hidden-layer ``MLPHead``, ``head_bn`` adds PaCo's
     BatchNorm after the first layer (not the authors' GPaCo).
@@ -331,8 +373,9 @@ class GPaCo(HeadClassifier):
     ``queue`` (``KeyQueue`` with labels, or None when ``K = 0``); buffers ``log_prior`` (C,) and
     ``step``.
 
-    With several processes the contrast set is the global batch (``balfeat.methods._gather``)
-    and every rank enqueues the same global keys, so N processes compute what one does.
+    With several processes every rank enqueues the same global keys; the contrast set is the
+    rank's own batch (``per_rank``, the authors') or the global batch (``global``,
+    ``balfeat.methods._gather``: N processes compute what one does).
 
     Args:
         backbone: the encoder trunk.
@@ -374,6 +417,9 @@ class GPaCo(HeadClassifier):
         # fixed generator: the initial random keys do not draw from the global random stream
         gen = torch.Generator().manual_seed(0)
         self.queue = KeyQueue(K, dim, with_labels=True, generator=gen) if K > 0 else None
+        if self.queue is not None and p.queue_labels == "random":
+            random_queue_labels(self.queue, num_classes, 1)
+        self.contrast, self.per_view_bn = p.contrast, p.per_view_bn
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(
@@ -382,13 +428,21 @@ class GPaCo(HeadClassifier):
         """GPaCo loss of ``[view_1, view_2]`` (each (B, C, H, W)) and labels (B,)."""
         self._check_two_views(images, labels)
         b = labels.shape[0]
-        feat = self.backbone(torch.cat(list(images)))  # (2B, F), one BN batch
-        z = F.normalize(self.head(feat), dim=1)
+        if self.per_view_bn:  # the authors': one encoder pass per view, BN statistics per view
+            feat = torch.cat([self.backbone(v) for v in images])  # (2B, F)
+            z = F.normalize(torch.cat([self.head(f) for f in feat.split(b)]), dim=1)
+        else:
+            feat = self.backbone(torch.cat(list(images)))  # (2B, F), one BN batch
+            z = F.normalize(self.head(feat), dim=1)
         logits = self.fc(feat)  # (2B, C)
-        # global batch: N processes compute what one does (balfeat.methods._gather)
-        z1, z2 = gather_rows(z[:b]), gather_rows(z[b:])
-        logits_all = torch.cat([gather_rows(logits[:b]), gather_rows(logits[b:])])
-        labels_all = distributed.all_gather_concat(labels)
+        # per_rank: this rank's rows (the authors'); global: N processes compute what one does
+        z1, z2 = rows_of(z[:b], self.contrast), rows_of(z[b:], self.contrast)
+        logits_all = torch.cat(
+            [rows_of(logits[:b], self.contrast), rows_of(logits[b:], self.contrast)]
+        )
+        labels_all = labels
+        if self.contrast == "global":
+            labels_all = distributed.all_gather_concat(labels)
         loss = gpaco_loss(
             z1,
             z2,
@@ -402,8 +456,11 @@ class GPaCo(HeadClassifier):
             beta=self.beta,
             gamma=self.gamma,
         )
-        if self.training and self.queue is not None:
-            self._pending = (z2.detach(), labels_all)
+        if self.training and self.queue is not None:  # every rank enqueues the global keys
+            self._pending = (
+                distributed.all_gather_concat(z[b:].detach()),
+                distributed.all_gather_concat(labels),
+            )
         acc = (logits.detach().argmax(1) == labels.repeat(2)).to(z.dtype).mean()
         return {"loss": loss, "acc": acc}
 
@@ -416,7 +473,5 @@ class GPaCo(HeadClassifier):
         self._pending = None
 
 
-register("paco", views=2, params=PaCoParams, prefill_by_default=True, label="PaCo")(
-    from_constructor(PaCo)
-)
+register("paco", views=2, params=PaCoParams, label="PaCo")(from_constructor(PaCo))
 register("gpaco", views=2, params=GPaCoParams, label="GPaCo")(from_constructor(GPaCo))

@@ -64,11 +64,19 @@ class SupervisedParams(MethodParams):
     """``sl``: supervised cross-entropy.
 
     Attributes:
-        freeze_backbone: train the classifier head alone (linear-probe style fine-tuning).
+        freeze_backbone: train the classifier head alone (the re-training of BalFeat's
+            ``main_sl.py --pretrained``: every parameter but ``fc`` gets ``requires_grad=False``).
+        frozen_bn: with ``freeze_backbone``, also keep the backbone's BatchNorm layers in eval
+            mode (running statistics frozen, a linear probe). False: they stay in training mode
+            and re-estimate their statistics on the re-training data, as the authors'
+            (``main_sl.py:76-82`` only sets ``requires_grad``; ``main_sl.py:268-272`` calls
+            ``model.train()``), which gives SL an adaptation the MoCo/KCL probes (eval mode,
+            ``main_lincls.py:242``) do not get.
     """
 
     name: str = "sl"
     freeze_backbone: bool = False
+    frozen_bn: bool = False
 
 
 @dataclass
@@ -98,8 +106,10 @@ class QueueParams(HeadParams):
         bn_splits: splits of SplitBatchNorm when not distributed.
         prefill: fill the queue with keys of the first batches before the first step, as the
             reference KCL does (so the label queue holds real classes from step 1): ``auto``
-            (what the registered method asks for: KCL, TSC, SupCon, PaCo), ``always`` or
-            ``never``.
+            (what the registered method's authors do: KCL only; TSC's and SupCon-queue's
+            authors start from random keys labelled -1, ``moco/builder.py:224-225`` of
+            github:LTH14/targeted-supcon, PaCo's and GPaCo's from random keys with random
+            labels), ``always`` or ``never``.
     """
 
     K: int = field(default=65536, metadata=bounds(ge=1))

@@ -6,7 +6,8 @@ variant that the TSC and PaCo papers use as their SupCon baseline (see
 ``balfeat.losses.supcon.supcon_queue_loss``). It is KCL (``loss_type="v1"``) with every same-class
 queue key chosen (``posk >= K``), which ``tests/methods/test_methods_supcon.py`` checks on
 training steps (loss and gradient).
-Step order, shuffle-BN, prefill and resume behaviour are MoCo's / KCL's.
+Step order, shuffle-BN, prefill and resume behaviour are MoCo's / KCL's; by default the queue is
+not prefilled: the TSC authors' starts as random keys labelled -1 (``moco/builder.py:224-225``).
 
 The in-batch form (the paper's own setting, registry name ``supcon_inbatch``) contrasts the two
 views of every image of the (global) batch with ``balfeat.losses.supcon.supcon_loss``, which
@@ -64,7 +65,7 @@ class SupConQueue(MoCo):
         return {"loss": loss, "positives": counts[labels].to(q.dtype).mean()}
 
 
-register("supcon", views=2, params=SupConParams, prefill_by_default=True, label="SupCon (queue)")(
+register("supcon", views=2, params=SupConParams, label="SupCon (queue)")(
     from_constructor(SupConQueue)
 )
 

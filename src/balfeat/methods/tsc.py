@@ -41,12 +41,12 @@ from balfeat.errors import BalfeatError
 from balfeat.losses.contrastive import select_positives
 from balfeat.losses.shapes import check_label_range
 from balfeat.losses.supcon import class_sums
-from balfeat.losses.tsc import assign_targets, tsc_loss, uniform_targets
+from balfeat.losses.tsc import assign_targets, load_targets, tsc_loss, uniform_targets
 from balfeat.methods.base import from_constructor, register
 from balfeat.methods.kcl import KCL
 from balfeat.methods.params import PositivesParams
 from balfeat.models.backbones import Backbone
-from balfeat.typed_config import bounds
+from balfeat.typed_config import bounds, path_kind
 
 
 @dataclass
@@ -61,6 +61,11 @@ class TSCParams(PositivesParams):
         rematch_every: steps between two Hungarian matchings of class centres to targets.
         target_warmup_steps: steps of plain KCL before the target term is switched on.
         target_steps: optimisation steps of the uniform targets (computed at build time).
+        targets_file: a ``.npy`` (or ``save_targets`` ``.pt``) file of (C, dim) targets to use
+            instead of computing them, e.g. the authors' ``optimal_1000_128_analytical.npy``
+            (github:LTH14/targeted-supcon; their training code loads it,
+            ``moco/builder.py:192``). You supply the file; balfeat never downloads it.
+            ``""``: balfeat's own (``uniform_targets``, ``target_steps``).
     """
 
     name: str = "tsc"
@@ -69,6 +74,7 @@ class TSCParams(PositivesParams):
     rematch_every: int = field(default=1, metadata=bounds(ge=1))  # authors: every step
     target_warmup_steps: int = field(default=0, metadata=bounds(ge=0))
     target_steps: int = field(default=2000, metadata=bounds(ge=1))
+    targets_file: str = field(default="", metadata=path_kind("file"))
 
 
 class TSC(KCL):
@@ -78,10 +84,10 @@ class TSC(KCL):
         backbone, backbone_k, seed: as ``KCL``.
         num_classes: C, the number of targets.
         params: the settings (:class:`TSCParams`: KCL's plus ``target_weight`` (``λ``, the
-            authors' ``--tw``), ``rematch_every``, ``target_warmup_steps``, ``target_steps``);
-            or pass them as keyword arguments.
-        targets: precomputed unit targets (C, dim) instead of computing them (e.g. loaded with
-            ``balfeat.losses.tsc.load_targets``).
+            authors' ``--tw``), ``rematch_every``, ``target_warmup_steps``, ``target_steps``,
+            ``targets_file``); or pass them as keyword arguments.
+        targets: precomputed unit targets (C, dim) instead of computing them or reading
+            ``targets_file`` (e.g. loaded with ``balfeat.losses.tsc.load_targets``).
 
     ``forward`` returns ``{"loss", "positives", "target_cos"}`` (``target_cos``: mean cosine of
     the queries to their class's assigned target).
@@ -107,6 +113,8 @@ class TSC(KCL):
     ) -> None:
         super().__init__(backbone, params=params, backbone_k=backbone_k, seed=seed, **overrides)
         p, dim = self.params, self.params.dim
+        if targets is None and p.targets_file:
+            targets = load_targets(p.targets_file, num_classes, dim)
         if targets is None:
             targets = uniform_targets(num_classes, dim, steps=p.target_steps, seed=seed)
         if tuple(targets.shape) != (num_classes, dim):
@@ -192,6 +200,4 @@ class TSC(KCL):
             self._pending_centres = None
 
 
-register("tsc", views=2, params=TSCParams, prefill_by_default=True, label="TSC")(
-    from_constructor(TSC)
-)
+register("tsc", views=2, params=TSCParams, label="TSC")(from_constructor(TSC))

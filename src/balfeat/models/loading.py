@@ -157,6 +157,34 @@ def _split_head(state: StateDict) -> tuple[StateDict, list[str]]:
     return kept, dropped
 
 
+def load_classifier_state(
+    path: str | os.PathLike[str],
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The linear classifier of a checkpoint: ``(weight (C, F), bias (C,) or None)``.
+
+    Reads a balfeat checkpoint (``model`` entry, keys ``head.weight`` / ``head.bias``, as SL
+    saves them) or the reference's (``state_dict`` with ``[module.]fc.weight`` / ``fc.bias``,
+    BalFeat ``main_sl.py``).
+
+    Raises:
+        CheckpointError: the file has no linear classifier.
+    """
+    obj = _read(path)
+    if isinstance(obj, Mapping) and _is_tensor_dict(obj.get("model")):
+        state, prefix = _strip_module(obj["model"]), "head."
+    elif isinstance(obj, Mapping) and _is_tensor_dict(obj.get("state_dict")):
+        state, prefix = _strip_module(obj["state_dict"]), "fc."
+    else:
+        state, prefix = {}, "head."
+    weight = state.get(prefix + "weight")
+    if weight is None or weight.dim() != 2:
+        raise CheckpointError(
+            f"{str(path)!r} has no linear classifier ({prefix}weight of shape (classes, "
+            "features)); model.init_classifier needs an SL checkpoint, or set it false"
+        )
+    return weight, state.get(prefix + "bias")
+
+
 def load_backbone_state(
     path_or_state: str | os.PathLike[str] | Mapping[str, Any], arch: str | None = None
 ) -> tuple[StateDict, dict[str, Any]]:
