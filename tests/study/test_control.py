@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from test_study import TINY_STUDY
 
 from balfeat.engine import build
 from balfeat.engine.trainer import Trainer
@@ -17,8 +18,6 @@ from balfeat.study import cells
 from balfeat.study.control import CONTROL, control_backbone
 from balfeat.study.run import run_study
 from balfeat.study.spec import cell_config, study_from_mapping
-
-from test_study import TINY_STUDY
 
 
 def _bn_buffers(state: dict[str, torch.Tensor]) -> set[str]:
@@ -122,5 +121,5 @@ def test_study_has_a_control_row_per_set_and_seed_and_gains(tmp_path: Path) -> N
 def test_control_off_and_reserved_name(tmp_path: Path) -> None:
     spec = study_from_mapping({**TINY_STUDY, "control": False})
     assert spec.control is False
-    with pytest.raises(ConfigError, match="methods.control"):
+    with pytest.raises(ConfigError, match=r"methods\.control"):
         study_from_mapping({**TINY_STUDY, "methods": {"control": {"method": {"name": "sl"}}}})
