@@ -62,8 +62,8 @@ def _tiny_data() -> StudyData:
 def test_tiny_demo_runs_end_to_end(tmp_path: Path) -> None:
     spec = demo_spec(tmp_path / "demo", tiny=True)
     rows, paths = run_study(spec, progress=False, echo=lambda s: None, data=_tiny_data())
-    assert len(rows) == 9 * len(spec.run_seeds)
-    assert {r["method"] for r in rows} == {"sl", "moco_v2", "kcl"}
+    assert len(rows) == (9 + 3) * len(spec.run_seeds)  # + the control of each set
+    assert {r["method"] for r in rows} == {"sl", "moco_v2", "kcl", "control"}
     assert all(r["top1"] is not None for r in rows)
     assert paths["report"].is_file() and paths["html"].is_file()
     assert (tmp_path / "demo" / "figures" / "accuracy_vs_imbalance.png").is_file()

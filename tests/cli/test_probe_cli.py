@@ -68,7 +68,13 @@ def test_probe_evaluate_export(
     assert rc == 0
     printed = capsys.readouterr().out
     assert "many" in printed and "balancedness" in printed
+    # every choice made on the list top-1 is measured on is labelled, printed and written
+    choices = [line for line in printed.splitlines() if "best epoch" in line or "tau" in line]
+    assert len(choices) == 4  # the probe's epoch, cRT's epoch, tau, LWS's epoch
+    assert all("selected on test (as the reference)" in line for line in choices)
     res = json.loads((out / "results.json").read_text())
+    assert res["selection"]["label"] == "selected on test (as the reference)"
+    assert "tau" in res["selection"]["chosen"] and "val_split" in res["selection"]["on"]
     assert res["protocol"] == "fast" and res["backbone"] == "resnet20"
     assert res["groups"]["many"]["classes"] == [0] and res["groups"]["few"]["classes"] == [2]
     assert set(res["decoupled"]) == {"crt", "tau", "lws"}

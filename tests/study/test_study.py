@@ -83,7 +83,7 @@ def test_study_runs_seeds_reports_and_resumes_per_cell_and_seed(
     spec = study_from_mapping({**TINY_STUDY, "seeds": [0, 1], "knn_every": 1})
     out = tmp_path / "study"
     rows, paths = run_study(spec, out_dir=out, progress=False, echo=lambda s: None)
-    assert len(rows) == 8  # 2 methods x 2 sets x 2 seeds x 1 probe
+    assert len(rows) == 8 + 4  # 2 methods x 2 sets x 2 seeds x 1 probe, + 2 sets x 2 seeds control
     assert sorted({r["seed"] for r in rows}) == [0, 1]
     for r in rows:
         assert r["top1"] is not None and 0.0 <= r["top1"] <= 100.0
@@ -106,7 +106,7 @@ def test_study_runs_seeds_reports_and_resumes_per_cell_and_seed(
     assert "## Finding" in report and "paired by seed" in report and "95%" in report
     assert "data:image/png;base64," in paths["html"].read_text()
     changes = json.loads(paths["changes"].read_text())
-    assert {c["method"] for c in changes["changes"]} == {"sl", "moco_v2"}
+    assert {c["method"] for c in changes["changes"]} == {"sl", "moco_v2", "control"}
     assert changes["differences"][0]["interval"]["n"] == 2
     cell = out / "cells" / "sl__exp10" / "seed1" / "fast"
     results = json.loads((cell / "results.json").read_text())
@@ -146,7 +146,7 @@ def test_study_runs_seeds_reports_and_resumes_per_cell_and_seed(
     rows3, _ = run_study(spec, out_dir=out, progress=False, echo=lambda s: None)
     assert calls == [("moco_v2", "balanced", 1)]
     assert sorted(built) == ["moco_v2", "sl"]  # the cell that ran copied its method's config
-    assert len(rows3) == 8
+    assert len(rows3) == 8 + 4
 
     # Extending the study with a seed runs only the new (cell, seed)s.
     calls.clear()
@@ -155,7 +155,7 @@ def test_study_runs_seeds_reports_and_resumes_per_cell_and_seed(
     assert sorted(calls) == sorted(
         (m, s, 2) for m in ("sl", "moco_v2") for s in ("balanced", "exp10")
     )
-    assert len(rows4) == 12
+    assert len(rows4) == 12 + 6  # the third seed's control rows too
 
     # A cell written by an earlier version (a key missing from its cell.yaml) is kept and said.
     cell_yaml = out / "cells" / "sl__balanced" / "seed0" / "cell.yaml"
@@ -278,7 +278,7 @@ def test_own_classifier_row_beside_the_probe_and_resumed(
     own = [r for r in rows if r["protocol"] == "own"]
     # BCL has its own classifier, SL does not: one own row per BCL cell, none for SL.
     assert sorted((r["method"], r["set"]) for r in own) == [("bcl", "balanced"), ("bcl", "exp10")]
-    assert len(rows) == 4 + 2
+    assert len(rows) == 4 + 2 + 2  # probes, own rows, the control of each set
     for r in own:
         top1, per_class = _direct_own_accuracy(spec, out, r["set"])
         assert r["top1"] == pytest.approx(top1, abs=1e-6)

@@ -245,6 +245,11 @@ def run_probe_job(args: Any) -> list[str]:
             backbone, tr, va, res, cfg, methods=args.decoupled, counts=counts, names=names,
             grouping=grouping, device=device, num_workers=args.workers,
         )  # fmt: skip
+    results["selection"] = {  # what was chosen, and on which images
+        "chosen": "best epoch (probe, cRT, LWS) and tau" if args.decoupled else "best epoch",
+        "on": f"val_split {args.val_split!r}, the list top-1 is measured on",
+        "label": SELECTED_ON_TEST,
+    }
     write_results(out, results)
     atomic_save(
         {
@@ -295,6 +300,12 @@ def _run_unseen(
     return lines
 
 
+#: How ``balfeat probe`` labels a choice (best epoch, tau, LWS/cRT epoch) made on the list it also
+#: reports top-1 on: that list is the test set (ImageNet-LT's test list is ImageNet's val), as in
+#: the reference's ``main_lincls.py``. A study selects nothing (it evaluates after the last epoch).
+SELECTED_ON_TEST = "selected on test (as the reference)"
+
+
 def _summary_lines(
     args: Any, info: dict[str, Any], res: Any, results: dict[str, Any], *, epochs: int
 ) -> list[str]:
@@ -303,14 +314,16 @@ def _summary_lines(
     out = Path(args.out)
     lines = [
         f"{args.protocol} probe of {args.checkpoint or 'random init'} ({info['arch']}), "
-        f"best epoch {res.best_epoch}/{epochs}, {res.seconds:.1f}s",
+        f"best epoch {res.best_epoch}/{epochs} ({SELECTED_ON_TEST}), {res.seconds:.1f}s",
         f"groups from {results['group_source']}",
         format_summary(results),
     ]
     for k, v in results.get("decoupled", {}).items():
         if k == "tau":
-            lines.append(f"tau-norm: best tau {v['best_tau']} top1 {v['best_top1']:.2f}")
+            lines.append(
+                f"tau-norm: tau {v['best_tau']} top1 {v['best_top1']:.2f} ({SELECTED_ON_TEST})"
+            )
         else:
-            lines.append(f"{k}: top1 {v['top1']:.2f}")
+            lines.append(f"{k}: top1 {v['top1']:.2f} (best epoch {SELECTED_ON_TEST})")
     lines.append(f"wrote {out / 'results.json'}, {out / 'per_class.csv'}, {out / 'probe.pth'}")
     return lines

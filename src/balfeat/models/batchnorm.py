@@ -11,6 +11,8 @@ one, so state-dict keys and module types stay torchvision's.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -155,3 +157,37 @@ def convert_split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
     for name, child in module.named_children():
         setattr(module, name, convert_split_batchnorm(child, num_splits))
     return module
+
+
+@torch.no_grad()
+def adapt_batchnorm(module: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Re-estimate every BatchNorm's running statistics of ``module`` from ``batches``, weights
+    untouched: the statistics are reset, then averaged cumulatively (``momentum=None``) over one
+    forward pass in train mode without gradient. The BN momenta and the module's mode are
+    restored afterwards. This is the control of a study: an untrained network whose BN
+    statistics fit the set it is probed after.
+
+    Args:
+        module: the network (its BN layers are ``nn.modules.batchnorm._BatchNorm``).
+        batches: image batches already on the module's device. Shape: (B, C, H, W) each.
+
+    Returns:
+        The number of images seen (0 leaves the statistics reset).
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    was_training = module.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    module.train()
+    seen = 0
+    try:
+        for x in batches:
+            module(x)
+            seen += int(x.shape[0])
+    finally:
+        for m, mom in zip(norms, momenta, strict=True):
+            m.momentum = mom
+        module.train(was_training)
+    return seen

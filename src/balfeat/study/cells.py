@@ -214,6 +214,12 @@ def cell_data(
     return CellData(cfg, seed, ratio, counts, list(gcounts), gsource, test_ds, probe_ds)
 
 
+def pretrain_indices(data: StudyData, cd: CellData) -> np.ndarray:
+    """Indices into the training pool of the (cell, seed)'s pre-training set (its counts, drawn
+    with the seed: the trained cells and the control of the same set and seed share it)."""
+    return subset_by_counts(data.train_y, cd.counts, seed=1000 * cd.seed + 1)
+
+
 # ----------------------------------------------------------------------------- results
 
 
@@ -315,6 +321,50 @@ def _own_results(
     return results
 
 
+def probe_rows(
+    cd: CellData,
+    data: StudyData,
+    spec: StudySpec,
+    method: str,
+    set_name: str,
+    backbone: nn.Module,
+    start: float,
+    **extra: Any,
+) -> list[Row]:
+    """Run every probe of the study on the frozen ``backbone`` of a (cell, seed), write each
+    probe's ``results.json`` (with ``extra``) and return their rows. A probe evaluates once,
+    after its last epoch: no epoch is selected on the test set."""
+    device = next(backbone.parameters()).device
+    cdir = Path(cd.cfg.run.output_dir).parent  # the (cell, seed) folder, beside pretrain/
+    rows: list[Row] = []
+    for protocol, probe in spec.probes.items():  # the name labels the results; fields decide
+        pcfg = replace(probe.linear_config(), seed=cd.seed)
+        pcfg.eval_every = pcfg.epochs  # evaluate once, after the last epoch: no test-set selection
+        res = run_probe(
+            backbone, cd.probe_ds, cd.test_ds, data.num_classes, pcfg,
+            protocol=probe.protocol, device=device,
+        )  # fmt: skip
+        results = _cell_results(
+            cd,
+            data,
+            spec,
+            method,
+            set_name,
+            protocol,
+            res.val_logits.numpy(),
+            res.val_labels.numpy(),
+            probe={**pcfg.as_dict(), "protocol": probe.protocol},
+            epochs=pcfg.epochs,
+            **extra,
+            probe_seconds=res.seconds,
+            cell_seconds=time.perf_counter() - start,
+            device=device,
+        )
+        write_results(cdir / protocol, results)
+        rows.append(_row(results, method, set_name, cd.seed))
+    return rows
+
+
 # ----------------------------------------------------------------------------- running a cell
 
 
@@ -398,7 +448,7 @@ def run_cell(
     )
     cfg = cd.cfg
 
-    idx = subset_by_counts(data.train_y, cd.counts, seed=1000 * s + 1)
+    idx = pretrain_indices(data, cd)
     if len(idx) == 0:  # check_family refuses this before any cell; never train on "all data"
         raise DataError(f"set {set_name!r} holds no images; raise family.total")
     train_ds = ArrayDataset(
@@ -427,33 +477,10 @@ def run_cell(
 
     device = next(backbone.parameters()).device
     knn_seconds = sum(getattr(cb, "seconds", 0.0) for cb in callbacks)
-    rows: list[Row] = []
-    for protocol, probe in spec.probes.items():  # the name labels the results; fields decide
-        pcfg = replace(probe.linear_config(), seed=s)
-        pcfg.eval_every = pcfg.epochs  # evaluate once, after the last epoch: no test-set selection
-        res = run_probe(
-            backbone, probe_ds, test_ds, data.num_classes, pcfg,
-            protocol=probe.protocol, device=device,
-        )  # fmt: skip
-        results = _cell_results(
-            cd,
-            data,
-            spec,
-            method,
-            set_name,
-            protocol,
-            res.val_logits.numpy(),
-            res.val_labels.numpy(),
-            probe={**pcfg.as_dict(), "protocol": probe.protocol},
-            epochs=pcfg.epochs,
-            pretrain_summary=summary,
-            knn_seconds=knn_seconds,
-            probe_seconds=res.seconds,
-            cell_seconds=time.perf_counter() - start,
-            device=device,
-        )
-        write_results(cdir / protocol, results)
-        rows.append(_row(results, method, set_name, s))
+    rows = probe_rows(
+        cd, data, spec, method, set_name, backbone, start,
+        pretrain_summary=summary, knn_seconds=knn_seconds,
+    )  # fmt: skip
     if method_has_classifier(cfg.method.name):
         results = _own_results(cd, data, spec, method, set_name, device)
         results["pretrain_summary"] = summary

@@ -43,6 +43,7 @@ from balfeat.study.cells import (
     run_cell,
     run_own,
 )
+from balfeat.study.control import CONTROL, run_control
 from balfeat.study.report import write_report
 from balfeat.study.spec import StudySpec, cell_config
 from balfeat.typed_config import to_dict
@@ -176,6 +177,36 @@ def _check_cell(cdir: Path, record: dict[str, Any], method: str, set_name: str) 
     return [f"{k}={v}" for k, v in _keys(now).items() if k not in written]
 
 
+def _control_rows(
+    spec: StudySpec,
+    out: Path,
+    set_name: str,
+    seed: int,
+    todo: bool,
+    record: dict[str, Any],
+    echo: Callable[[str], None],
+    *,
+    data: StudyData | None,
+    groups: tuple[list[int], str] | None,
+    config: Config,
+    source: str,
+) -> list[Row]:
+    """The control rows of one (set, seed): read when done before, else run
+    (:func:`balfeat.study.control.run_control`) with the architecture of method ``source``."""
+    cdir = cell_dir(out, CONTROL, set_name, seed)
+    _check_cell(cdir, record, CONTROL, set_name)
+    if not todo:
+        return [read_row(out, CONTROL, set_name, seed, p) for p in spec.probes]
+    echo(f"control on {set_name}, seed {seed}: untrained {source} network, BatchNorm adapted")
+    assert data is not None
+    cdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cdir / "cell.yaml", yaml.safe_dump(record, sort_keys=False))
+    rows = run_control(spec, data, set_name, out, seed, groups, config=config, source=source)
+    for r in rows:
+        echo(result_line(r))
+    return rows
+
+
 def run_study(
     spec: StudySpec,
     out_dir: str | Path | None = None,
@@ -218,7 +249,9 @@ def run_study(
         for c in cells
         if c not in todo and own_missing(out, c[0], c[1], c[2], configs[c[0]].method.name)
     ]
-    if (todo or own_todo) and data is None:
+    controls = [(s, seed) for s in spec.sets for seed in seeds] if spec.control else []
+    control_todo = [c for c in controls if not cell_done(out, CONTROL, c[0], spec.probes, c[1])]
+    if (todo or own_todo or control_todo) and data is None:
         data = load_study_data(spec)
     if data is not None:
         check_family(spec, data)
@@ -229,6 +262,15 @@ def run_study(
     probes = {p: to_dict(probe) for p, probe in spec.probes.items()}
     records = {m: {"config": config_to_dict(cfg), "probes": probes} for m, cfg in configs.items()}
     rows: list[Row] = []
+    if controls:  # the untrained network: cheap (no training), the baseline of every gain
+        first = next(iter(spec.methods))
+        control = {"config": records[first]["config"], "probes": probes}
+        for s, seed in controls:
+            rows += _control_rows(
+                spec, out, s, seed, (s, seed) in control_todo, control, echo,
+                data=data, groups=groups if data is not None else None,
+                config=configs[first], source=first,
+            )  # fmt: skip
     t0 = time.perf_counter()
     for i, (m, s, seed) in enumerate(cells, 1):
         cdir = cell_dir(out, m, s, seed)

@@ -112,6 +112,9 @@ class StudySpec:
         knn_every: epochs between online kNN evaluations during pre-training (0 = off).
         published: print the published numbers of the study's methods (their authors' datasets,
             from ``balfeat/study/published_results.yaml``) in the report, after its results.
+        control: add a control row per (set, seed): the untrained network (the first method's
+            architecture and initial weights), BatchNorm statistics adapted on the set, the same
+            probes (:mod:`balfeat.study.control`); the report gives each method's gain over it.
     """
 
     name: str = "balfeat study"
@@ -135,6 +138,7 @@ class StudySpec:
     image_size: int = field(default=28, metadata=bounds(ge=8))
     knn_every: int = field(default=0, metadata=bounds(ge=0))
     published: bool = False
+    control: bool = True
 
     @property
     def run_seeds(self) -> list[int]:
@@ -185,6 +189,10 @@ def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
         raise ConfigError("the study lists no probes; add e.g. probes: {fast: {}}")
     for mname in spec.methods:
         check_name("methods", mname)
+        if mname == "control":  # the rows of the untrained network (study.control)
+            raise ConfigError(
+                "methods.control: 'control' names the untrained-network rows; rename the method"
+            )
     for pname in spec.probes:
         check_name("probes", pname)
         if pname == "pretrain":  # the folder of the cell's pre-training run
