@@ -31,9 +31,11 @@ def test_demo_refuses_a_seed_override(capsys: pytest.CaptureFixture[str]) -> Non
 def test_demo_spec_has_the_grid() -> None:
     spec = demo_spec("out")
     assert list(spec.methods) == ["sl", "moco_v2", "kcl"]
-    assert spec.sets == {"balanced": 1.0, "exp10": 10.0, "exp100": 100.0}
+    assert spec.sets == {"balanced": 1.0, "exp100": 100.0}
+    assert spec.seeds == 5 and spec.control
     assert spec.grouping == "thirds"
     full = demo_spec("out", full=True)
+    assert full.sets == {"balanced": 1.0, "exp10": 10.0, "exp100": 100.0}
     assert full.total > spec.total and full.base["optim"]["epochs"] > spec.base["optim"]["epochs"]
 
 
@@ -62,7 +64,7 @@ def _tiny_data() -> StudyData:
 def test_tiny_demo_runs_end_to_end(tmp_path: Path) -> None:
     spec = demo_spec(tmp_path / "demo", tiny=True)
     rows, paths = run_study(spec, progress=False, echo=lambda s: None, data=_tiny_data())
-    assert len(rows) == (9 + 3) * len(spec.run_seeds)  # + the control of each set
+    assert len(rows) == (6 + 2) * len(spec.run_seeds)  # 3 methods x 2 sets + the controls
     assert {r["method"] for r in rows} == {"sl", "moco_v2", "kcl", "control"}
     assert all(r["top1"] is not None for r in rows)
     assert paths["report"].is_file() and paths["html"].is_file()
