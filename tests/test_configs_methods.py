@@ -30,7 +30,10 @@ PUBLISHED = {
     "tsc": {"posk": 6, "target_weight": 0.2, "dim": 128, "T": 0.07, "K": 65536},
     # head_bn: PaCo/LT/moco/builder.py:50 and BCL's models/resnext.py:291,301 have a BatchNorm1d
     # in the MLP head, GPaCo/LT/moco/builder.py:47 has none
-    "paco": {"K": 8192, "T": 0.2, "alpha": 0.05, "beta": 1.0, "gamma": 1.0, "head_bn": True},
+    # cosine_form: the shifted cosine of PaCo/LT/paco_lt.py:618-629, GPaCo/LT/paco_lt.py:595-606
+    # and BCL's main.py:398-409
+    "paco": {"K": 8192, "T": 0.2, "alpha": 0.05, "beta": 1.0, "gamma": 1.0, "head_bn": True,
+             "cosine_form": "shifted"},  # fmt: skip
     "gpaco": {
         "T": 0.2,
         "alpha": 0.045,
@@ -38,6 +41,7 @@ PUBLISHED = {
         "gamma": 1.0,
         "head_bn": False,
         "head_layers": 2,
+        "cosine_form": "shifted",
     },
     "bcl": {
         "T": 0.07,
@@ -46,6 +50,7 @@ PUBLISHED = {
         "dim": 1024,
         "head_bn": True,
         "cosine_classifier": True,
+        "cosine_form": "shifted",
     },
 }
 # CIFAR-LT recipes, by (method, dataset, imbalance ratio): only the values the authors publish
@@ -58,25 +63,37 @@ _PACO = {  # PaCo/LT/sh/CIFAR100_train_imb{0.01,0.02,0.1}.sh (newest; CIFAR-10-L
 _BCL = {  # FlamieZhu/Balanced-Contrastive-Learning main.py defaults (no CIFAR script)
     "T": 0.07, "ce_weight": 1.0, "bcl_weight": 0.35, "base_lr": 0.1, "weight_decay": 5e-4,
     "head_bn": True, "cosine_classifier": True,  # --use_norm True
+    "cosine_form": "shifted",
 }  # fmt: skip
-_TSC_SCRIPT = {  # LTH14/targeted-supcon cifar_dirty/main_supcon_imba.py + util.py
-    "T": 0.07, "dim": 128, "base_lr": 0.05, "weight_decay": 1e-4, "milestones": [160, 180],
-    "warmup_epochs": 5,
+_TSC_SCRIPT = {  # LTH14/targeted-supcon cifar_dirty/main_supcon_imba.py + util.py, with the
+    # supplement's published first stage (supp_release.pdf, Appendix A): 1000 epochs, batch 1024,
+    # lr 0.5 (base_lr 0.125 * 1024 / 256), cosine; 10 warm-up epochs (their script's large-batch
+    # warm-up, main_supcon_imba.py:164-175)
+    "T": 0.07, "dim": 128, "base_lr": 0.125, "weight_decay": 1e-4, "schedule": "cosine",
+    "warmup_epochs": 10, "epochs": 1000, "batch_size": 1024,
+}  # fmt: skip
+_PACO_CIFAR_SCHEDULE = {  # PaCo/LT/paco_cifar.py:586-597 (adjust_learning_rate ignores --cos)
+    "schedule": "step", "milestones": [321, 361], "warmup_epochs": 10,
+    "warmup_inclusive": True,
 }  # fmt: skip
 # iNaturalist 2018 scripts whose values differ from the method's ImageNet-LT ones.
 PUBLISHED_INAT = {  # GPaCo/LT/sh/LT/Inat_train_R50.sh
     "gpaco": {"T": 0.2, "alpha": 0.05, "beta": 1.0, "gamma": 1.0, "base_lr": 0.08,
-              "weight_decay": 1e-4, "head_bn": False, "head_layers": 2},
+              "weight_decay": 1e-4, "head_bn": False, "head_layers": 2,
+              "cosine_form": "shifted"},
 }  # fmt: skip
 AUGMENTATION_INAT = {"gpaco": "paco_randcls_sim"}  # --aug randcls_sim
 PUBLISHED_CIFAR: dict[tuple[str, str, int], dict[str, object]] = {}
 for _ds in ("cifar10-lt", "cifar100-lt"):
     for _r in (100, 50, 10):
-        PUBLISHED_CIFAR[("paco", _ds, _r)] = _PACO[_r]
+        PUBLISHED_CIFAR[("paco", _ds, _r)] = {**_PACO[_r], **_PACO_CIFAR_SCHEDULE}
         PUBLISHED_CIFAR[("bcl", _ds, _r)] = _BCL
         PUBLISHED_CIFAR[("tsc", _ds, _r)] = {**_TSC_SCRIPT, "target_warmup_steps": 0}
         PUBLISHED_CIFAR[("supcon_inbatch", _ds, _r)] = _TSC_SCRIPT
-OPTIM_KEYS = {"base_lr", "weight_decay", "milestones", "warmup_epochs"}
+OPTIM_KEYS = {
+    "base_lr", "weight_decay", "milestones", "warmup_epochs", "schedule",
+    "warmup_inclusive", "epochs", "batch_size", "cosine_form",
+}  # fmt: skip
 # The authors' views (data.augmentation; docs/methods-recipes.md), by method, for ImageNet-LT /
 # iNat and for CIFAR-LT (BCL publishes no CIFAR augmentation: moco_v2 is chosen there).
 AUGMENTATION = {
