@@ -21,6 +21,7 @@ RECIPES = recipes("pretrain", table=False)
 _PROBE_FILES = recipes("probe", table=False)
 PROBES = [p for p in _PROBE_FILES if p.name.endswith("_on-lt-test.yaml")]
 CIFAR_PROBES = [p for p in _PROBE_FILES if p.name.startswith("probe_cifar-lt_")]
+LDAM_PROBES = [p for p in _PROBE_FILES if p.name.startswith("probe-ldam_cifar-lt_")]
 INAT_PROBES = [p for p in _PROBE_FILES if p.name.endswith("_on-inat-val.yaml")]
 
 # docs/methods-recipes.md: the authors' values each recipe must hold (ImageNet-LT / iNat).
@@ -32,8 +33,15 @@ PUBLISHED = {
     # in the MLP head, GPaCo/LT/moco/builder.py:47 has none
     # cosine_form: the shifted cosine of PaCo/LT/paco_lt.py:618-629, GPaCo/LT/paco_lt.py:595-606
     # and BCL's main.py:398-409
-    "paco": {"K": 8192, "T": 0.2, "alpha": 0.05, "beta": 1.0, "gamma": 1.0, "head_bn": True,
-             "cosine_form": "shifted"},  # fmt: skip
+    "paco": {
+        "K": 8192,
+        "T": 0.2,
+        "alpha": 0.05,
+        "beta": 1.0,
+        "gamma": 1.0,
+        "head_bn": True,
+        "cosine_form": "shifted",
+    },
     "gpaco": {
         "T": 0.2,
         "alpha": 0.045,
@@ -287,8 +295,29 @@ def test_cifar_probe_recipe_is_the_reference_protocol_on_the_balanced_set(path: 
 
 
 def test_every_recipe_file_is_a_pretraining_or_a_probe_recipe() -> None:
-    assert set(_PROBE_FILES) == set(PROBES) | set(CIFAR_PROBES) | set(INAT_PROBES)
-    assert len(RECIPES) == 34 and len(_PROBE_FILES) == 12
+    assert set(_PROBE_FILES) == set(PROBES) | set(CIFAR_PROBES) | set(INAT_PROBES) | set(
+        LDAM_PROBES
+    )
+    assert len(RECIPES) == 34 and len(_PROBE_FILES) == 18 and len(LDAM_PROBES) == 6
+
+
+@pytest.mark.parametrize("path", LDAM_PROBES, ids=lambda p: p.stem)
+def test_ldam_probe_recipe_holds_the_tsc_supplement_second_stage(path: Path) -> None:
+    """TSC supp_release.pdf Appendix A: 200 epochs, LDAM + class re-weighting, batch 128,
+    lr 0.1 x0.1 at 140/180/190, on the long-tailed set of the pre-training's ratio."""
+    from balfeat.classify.job import load_probe_job
+
+    p = load_probe_job([str(path)]).probe
+    assert (p.epochs, p.lr, p.milestones, p.gamma, p.batch_size) == (
+        200, 0.1, [140, 180, 190], 0.1, 128,
+    )  # fmt: skip
+    assert (p.loss, p.reweight, p.protocol) == ("ldam", "class_balanced", "fast")
+    ds, ratio = path.stem.removeprefix("probe-ldam_cifar-lt_on-").split("-lt")
+    assert p.dataset == ds and p.train_imbalance_ratio == float(ratio)
+    assert "supp_release.pdf" in recipe_text(path) and "CHOSEN" in recipe_text(path)
+    assert p.out.endswith(path.stem)
+    for method in ("tsc", "supcon_inbatch"):
+        assert find_recipe("pretrain", f"{method}_resnet32_b1024-cos-1000e_{ds}-lt{ratio}")
 
 
 @pytest.mark.parametrize("path", INAT_PROBES, ids=lambda p: p.stem)

@@ -29,8 +29,10 @@ def paco_lt_lr(epoch: int, epochs: int, warmup_epochs: int, lr: float = 1.0) -> 
     """A copy of PaCo/LT/paco_lt.py:618-629 (= GPaCo/LT/paco_lt.py:595-606) with --cos."""
     if epoch < warmup_epochs:
         return lr / warmup_epochs * (epoch + 1)
-    return lr * 0.5 * (
-        1.0 + math.cos(math.pi * (epoch - warmup_epochs + 1) / (epochs - warmup_epochs + 1))
+    return (
+        lr
+        * 0.5
+        * (1.0 + math.cos(math.pi * (epoch - warmup_epochs + 1) / (epochs - warmup_epochs + 1)))
     )
 
 
@@ -73,7 +75,7 @@ def test_shifted_cosine_without_warmup_is_bcl_rule(epochs: int) -> None:
 
 
 def test_moco_cosine_differs_from_the_shifted_one_mid_run() -> None:
-    """The offset the option exists for: near 2% of the base rate mid-run (400 epochs, 10 warm-up)."""
+    """The offset the option exists for: near 2% of the base rate mid-run (400 epochs, 10 warm)."""
     moco = lr_factor(200, 400, "cosine", warmup_epochs=10)
     shifted = lr_factor(200, 400, "cosine", warmup_epochs=10, cosine_form="shifted")
     assert moco == pytest.approx(0.5)

@@ -74,6 +74,11 @@ class ProbeSettings(ProbeConfig):
             raise ConfigError(
                 f"{where}decoupled runs on cached features: use it with {where}protocol fast"
             )
+        if self.protocol != "fast" and (self.loss != "ce" or self.reweight != "none"):
+            raise ConfigError(
+                f"{where}loss {self.loss} / {where}reweight {self.reweight} train on cached "
+                f"features: use them with {where}protocol fast"
+            )
 
 
 @dataclass
@@ -91,6 +96,10 @@ class ProbeOptions(ProbeSettings):
         dataset: fashion-mnist (embedded arrays), cifar10 / cifar100 (torchvision's folder
             layout under data_root; the balanced train and test sets) or imagenet (split files +
             image folder).
+        train_imbalance_ratio: cifar10 / cifar100: train on the long-tailed subset of this
+            imbalance ratio (balfeat.data.cifar_lt, the LDAM-DRW protocol, as pre-training's
+            cifar10-lt / cifar100-lt) instead of the whole balanced set (TSC's CIFAR-LT second
+            stage); null = the balanced set.
         data_root: fashion-mnist: folder with the IDX files ("" = search the usual places);
             cifar10/cifar100: torchvision's root (required); imagenet: root the split paths are
             relative to (required).
@@ -121,6 +130,7 @@ class ProbeOptions(ProbeSettings):
     backbone: str = ""
     small_images: bool | None = None
     dataset: Literal["fashion-mnist", "cifar10", "cifar100", "imagenet"] = "fashion-mnist"
+    train_imbalance_ratio: float | None = field(default=None, metadata=bounds(ge=1))
     data_root: str = field(default="", metadata=path_kind("dir"))
     train_split: str = field(default="", metadata=path_kind("file"))
     val_split: str = field(default="", metadata=path_kind("file"))
@@ -151,6 +161,14 @@ def validate_probe_job(job: ProbeJob) -> None:
     from balfeat.evaluation.metrics import parse_grouping
 
     job.probe.check("probe.")
+    if job.probe.train_imbalance_ratio is not None and job.probe.dataset not in (
+        "cifar10",
+        "cifar100",
+    ):
+        raise ConfigError(
+            "probe.train_imbalance_ratio makes a CIFAR-LT training set: use it with probe.dataset "
+            f"cifar10 or cifar100, not {job.probe.dataset}"
+        )
     try:
         parse_grouping(job.probe.grouping)
     except ValueError as err:

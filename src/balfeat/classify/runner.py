@@ -58,7 +58,13 @@ def load_datasets(
                     f"--dataset {args.dataset} needs --data-root (the folder torchvision "
                     "downloaded CIFAR into: it holds cifar-10-batches-py/ or cifar-100-python/)"
                 )
-            data = load_torchvision_layout(args.dataset, args.data_root)
+            ratio = getattr(args, "train_imbalance_ratio", None)
+            if ratio is not None:  # the long-tailed training subset (TSC's CIFAR 2nd stage)
+                from balfeat.data.cifar_lt import load_cifar_lt
+
+                data = load_cifar_lt(args.dataset, args.data_root, ratio)
+            else:
+                data = load_torchvision_layout(args.dataset, args.data_root)
         size = args.image_size or int(data.train_x.shape[1])
         aug, ev = build_probe_transforms(size, channels)
         names = list(data.class_names)
