@@ -233,6 +233,8 @@ def test_probe_recipe_holds_tsc_protocol_and_trains_one_epoch(path: Path) -> Non
         40, 10.0, [20, 30], 2048, 0.0,
     )  # fmt: skip
     assert p.balanced and p.repeat == 4 and p.protocol == "reference"
+    # their ImageNet-LT transform has ColorJitter(0.4, 0.4, 0.4, 0): dataloader.py:28-34
+    assert p.train_augmentation == "longtail"
     assert p.val_split.endswith("imagenet_longtail_test.txt")
     pre = Path(p.checkpoint).parent.name
     assert find_recipe("pretrain", pre), "a probe recipe names an existing pretrain recipe"
@@ -330,6 +332,7 @@ def test_inat_probe_recipe_holds_the_published_second_stage(path: Path) -> None:
         40, 30.0, [20, 30], 2048, 0.0,
     )  # fmt: skip
     assert p.balanced and p.repeat == 4 and p.protocol == "reference"
+    assert p.train_augmentation == "supervised"  # their iNaturalist18 key: no jitter
     assert p.val_split.endswith("iNaturalist18_val.txt")
     pre = Path(p.checkpoint).parent.name
     assert find_recipe("pretrain", pre) and p.out.endswith(path.stem)

@@ -114,6 +114,9 @@ class ProbeOptions(ProbeSettings):
             PRE-TRAINING frequency: the pre-training split file ('path label' lines) or a counts
             file (one integer per line, class order); "" = the training split named in the
             checkpoint's config when it exists, else the probe's own training counts.
+        train_augmentation: the probe's training augmentation: supervised (RandomResizedCrop +
+            flip, MoCo's main_lincls.py) or longtail (the same + ColorJitter(0.4, 0.4, 0.4, 0):
+            the TSC authors' ImageNet-LT second stage, imagenet_inat/data/dataloader.py:28-34).
         image_size: crop size; null = the dataset's own (28 for fashion-mnist, 32 for cifar)
             or 224 (imagenet).
         grouping: many/medium/few grouping: default (>100/20-100/<20), reference (20 is few),
@@ -136,6 +139,7 @@ class ProbeOptions(ProbeSettings):
     val_split: str = field(default="", metadata=path_kind("file"))
     val_root: str = field(default="", metadata=path_kind("dir"))
     group_counts: str = field(default="", metadata=path_kind("file"))
+    train_augmentation: Literal["supervised", "longtail"] = "supervised"
     image_size: int | None = field(default=None, metadata=bounds(ge=8))
     grouping: str = "default"
     class_set: str = field(default="", metadata=path_kind("file"))

@@ -24,16 +24,20 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
 
-def build_probe_transforms(image_size: int, channels: int) -> tuple[Any, Any]:
+def build_probe_transforms(
+    image_size: int, channels: int, augmentation: str = "supervised"
+) -> tuple[Any, Any]:
     """(train, eval) transforms of the linear probe.
 
-    Training uses ``balfeat.data.transforms``' ``"supervised"`` transform (RandomResizedCrop +
-    horizontal flip, MoCo's linear protocol); evaluation its ``"eval"`` transform.
+    Training uses ``balfeat.data.transforms``' ``augmentation`` transform: ``"supervised"``
+    (RandomResizedCrop + horizontal flip, MoCo's linear protocol) or ``"longtail"`` (the same +
+    ColorJitter(0.4, 0.4, 0.4, 0), the TSC authors' ImageNet-LT second stage); evaluation its
+    ``"eval"`` transform.
     """
     from balfeat.data.transforms import build_transform
 
     return (
-        build_transform("supervised", image_size, channels),
+        build_transform(augmentation, image_size, channels),
         build_transform("eval", image_size, channels),
     )
 
@@ -66,7 +70,9 @@ def load_datasets(
             else:
                 data = load_torchvision_layout(args.dataset, args.data_root)
         size = args.image_size or int(data.train_x.shape[1])
-        aug, ev = build_probe_transforms(size, channels)
+        aug, ev = build_probe_transforms(
+            size, channels, getattr(args, "train_augmentation", "supervised")
+        )
         names = list(data.class_names)
         tr_aug = ArrayDataset(data.train_x, data.train_y, aug, names)
         tr = ArrayDataset(data.train_x, data.train_y, ev, names)
@@ -86,7 +92,9 @@ def load_datasets(
     val_split = args.val_split or scan_image_folder(val_root)
     train_src, val_src = FOLDER_SCAN.format(args.data_root), FOLDER_SCAN.format(val_root)
     size = args.image_size or 224
-    aug, ev = build_probe_transforms(size, channels)
+    aug, ev = build_probe_transforms(
+        size, channels, getattr(args, "train_augmentation", "supervised")
+    )
     s_aug = SplitImageDataset(args.data_root, train_split, aug, source=train_src)
     nc = s_aug.num_classes
     counts = np.bincount(s_aug.targets, minlength=nc)
