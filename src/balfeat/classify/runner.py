@@ -62,13 +62,7 @@ def load_datasets(
                     f"--dataset {args.dataset} needs --data-root (the folder torchvision "
                     "downloaded CIFAR into: it holds cifar-10-batches-py/ or cifar-100-python/)"
                 )
-            ratio = getattr(args, "train_imbalance_ratio", None)
-            if ratio is not None:  # the long-tailed training subset (TSC's CIFAR 2nd stage)
-                from balfeat.data.cifar_lt import load_cifar_lt
-
-                data = load_cifar_lt(args.dataset, args.data_root, ratio)
-            else:
-                data = load_torchvision_layout(args.dataset, args.data_root)
+            data = load_torchvision_layout(args.dataset, args.data_root)
         size = args.image_size or int(data.train_x.shape[1])
         aug, ev = build_probe_transforms(
             size, channels, getattr(args, "train_augmentation", "supervised")
@@ -305,6 +299,7 @@ def run_probe_job(args: Any) -> list[str]:
     check_channels(args.dataset, int(info["in_channels"]), info.get("checkpoint"))
     backbone.to(device)
     tr_aug, tr, va, num_classes, names, probe_counts = load_datasets(args, info["in_channels"])
+    tr_aug, tr, probe_counts = long_tailed_train(args, tr_aug, tr, probe_counts)
     counts, group_source = group_counts(args, info, probe_counts)
     train_ds = tr_aug if (args.protocol == "reference" or args.passes > 0) else tr
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
@@ -405,3 +400,29 @@ def _summary_lines(
             lines.append(f"{k}: top1 {v['top1']:.2f}")
     lines.append(f"wrote {out / 'results.json'}, {out / 'per_class.csv'}, {out / 'probe.pth'}")
     return lines
+
+
+def long_tailed_train(
+    args: Any, tr_aug: Dataset, tr: Dataset, counts: np.ndarray
+) -> tuple[Dataset, Dataset, np.ndarray]:
+    """The probe's training sets cut to the long-tailed subset of ``args.train_imbalance_ratio``
+    (:func:`balfeat.data.cifar_lt.lt_indices`, the LDAM-DRW protocol that makes pre-training's
+    cifar10-lt / cifar100-lt), as TSC's CIFAR-LT second stage trains; unchanged without one."""
+    ratio = getattr(args, "train_imbalance_ratio", None)
+    if ratio is None:
+        return tr_aug, tr, counts
+    import numpy as np
+
+    from balfeat.data.cifar_lt import lt_indices
+    from balfeat.data.datasets import ArrayDataset
+    from balfeat.errors import ConfigError
+
+    if not (isinstance(tr_aug, ArrayDataset) and isinstance(tr, ArrayDataset)):
+        raise ConfigError(
+            f"probe.train_imbalance_ratio cuts an in-memory CIFAR training set, not {args.dataset}"
+        )
+    keep = lt_indices(tr.targets, ratio)
+    names = list(tr.class_names)
+    cut_aug = ArrayDataset(tr_aug.images[keep], tr_aug.targets[keep], tr_aug.transform, names)
+    cut = ArrayDataset(tr.images[keep], tr.targets[keep], tr.transform, names)
+    return cut_aug, cut, np.bincount(cut.targets, minlength=len(counts))
