@@ -64,9 +64,7 @@ def load_datasets(
                 )
             data = load_torchvision_layout(args.dataset, args.data_root)
         size = args.image_size or int(data.train_x.shape[1])
-        aug, ev = build_probe_transforms(
-            size, channels, getattr(args, "train_augmentation", "supervised")
-        )
+        aug, ev = build_probe_transforms(size, channels, args.train_augmentation)
         names = list(data.class_names)
         tr_aug = ArrayDataset(data.train_x, data.train_y, aug, names)
         tr = ArrayDataset(data.train_x, data.train_y, ev, names)
@@ -86,9 +84,7 @@ def load_datasets(
     val_split = args.val_split or scan_image_folder(val_root)
     train_src, val_src = FOLDER_SCAN.format(args.data_root), FOLDER_SCAN.format(val_root)
     size = args.image_size or 224
-    aug, ev = build_probe_transforms(
-        size, channels, getattr(args, "train_augmentation", "supervised")
-    )
+    aug, ev = build_probe_transforms(size, channels, args.train_augmentation)
     s_aug = SplitImageDataset(args.data_root, train_split, aug, source=train_src)
     nc = s_aug.num_classes
     counts = np.bincount(s_aug.targets, minlength=nc)
