@@ -21,6 +21,7 @@ RECIPES = recipes("pretrain", table=False)
 _PROBE_FILES = recipes("probe", table=False)
 PROBES = [p for p in _PROBE_FILES if p.name.endswith("_on-lt-test.yaml")]
 CIFAR_PROBES = [p for p in _PROBE_FILES if p.name.startswith("probe_cifar-lt_")]
+LDAM_PROBES = [p for p in _PROBE_FILES if p.name.startswith("probe-ldam_cifar-lt_")]
 INAT_PROBES = [p for p in _PROBE_FILES if p.name.endswith("_on-inat-val.yaml")]
 
 # docs/methods-recipes.md: the authors' values each recipe must hold (ImageNet-LT / iNat).
@@ -30,7 +31,17 @@ PUBLISHED = {
     "tsc": {"posk": 6, "target_weight": 0.2, "dim": 128, "T": 0.07, "K": 65536},
     # head_bn: PaCo/LT/moco/builder.py:50 and BCL's models/resnext.py:291,301 have a BatchNorm1d
     # in the MLP head, GPaCo/LT/moco/builder.py:47 has none
-    "paco": {"K": 8192, "T": 0.2, "alpha": 0.05, "beta": 1.0, "gamma": 1.0, "head_bn": True},
+    # cosine_form: the shifted cosine of PaCo/LT/paco_lt.py:618-629, GPaCo/LT/paco_lt.py:595-606
+    # and BCL's main.py:398-409
+    "paco": {
+        "K": 8192,
+        "T": 0.2,
+        "alpha": 0.05,
+        "beta": 1.0,
+        "gamma": 1.0,
+        "head_bn": True,
+        "cosine_form": "shifted",
+    },
     "gpaco": {
         "T": 0.2,
         "alpha": 0.045,
@@ -38,6 +49,7 @@ PUBLISHED = {
         "gamma": 1.0,
         "head_bn": False,
         "head_layers": 2,
+        "cosine_form": "shifted",
     },
     "bcl": {
         "T": 0.07,
@@ -46,6 +58,7 @@ PUBLISHED = {
         "dim": 1024,
         "head_bn": True,
         "cosine_classifier": True,
+        "cosine_form": "shifted",
     },
 }
 # CIFAR-LT recipes, by (method, dataset, imbalance ratio): only the values the authors publish
@@ -58,25 +71,37 @@ _PACO = {  # PaCo/LT/sh/CIFAR100_train_imb{0.01,0.02,0.1}.sh (newest; CIFAR-10-L
 _BCL = {  # FlamieZhu/Balanced-Contrastive-Learning main.py defaults (no CIFAR script)
     "T": 0.07, "ce_weight": 1.0, "bcl_weight": 0.35, "base_lr": 0.1, "weight_decay": 5e-4,
     "head_bn": True, "cosine_classifier": True,  # --use_norm True
+    "cosine_form": "shifted",
 }  # fmt: skip
-_TSC_SCRIPT = {  # LTH14/targeted-supcon cifar_dirty/main_supcon_imba.py + util.py
-    "T": 0.07, "dim": 128, "base_lr": 0.05, "weight_decay": 1e-4, "milestones": [160, 180],
-    "warmup_epochs": 5,
+_TSC_SCRIPT = {  # LTH14/targeted-supcon cifar_dirty/main_supcon_imba.py + util.py, with the
+    # supplement's published first stage (supp_release.pdf, Appendix A): 1000 epochs, batch 1024,
+    # lr 0.5 (base_lr 0.125 * 1024 / 256), cosine; 10 warm-up epochs (their script's large-batch
+    # warm-up, main_supcon_imba.py:164-175)
+    "T": 0.07, "dim": 128, "base_lr": 0.125, "weight_decay": 1e-4, "schedule": "cosine",
+    "warmup_epochs": 10, "epochs": 1000, "batch_size": 1024,
+}  # fmt: skip
+_PACO_CIFAR_SCHEDULE = {  # PaCo/LT/paco_cifar.py:586-597 (adjust_learning_rate ignores --cos)
+    "schedule": "step", "milestones": [321, 361], "warmup_epochs": 10,
+    "warmup_inclusive": True,
 }  # fmt: skip
 # iNaturalist 2018 scripts whose values differ from the method's ImageNet-LT ones.
 PUBLISHED_INAT = {  # GPaCo/LT/sh/LT/Inat_train_R50.sh
     "gpaco": {"T": 0.2, "alpha": 0.05, "beta": 1.0, "gamma": 1.0, "base_lr": 0.08,
-              "weight_decay": 1e-4, "head_bn": False, "head_layers": 2},
+              "weight_decay": 1e-4, "head_bn": False, "head_layers": 2,
+              "cosine_form": "shifted"},
 }  # fmt: skip
 AUGMENTATION_INAT = {"gpaco": "paco_randcls_sim"}  # --aug randcls_sim
 PUBLISHED_CIFAR: dict[tuple[str, str, int], dict[str, object]] = {}
 for _ds in ("cifar10-lt", "cifar100-lt"):
     for _r in (100, 50, 10):
-        PUBLISHED_CIFAR[("paco", _ds, _r)] = _PACO[_r]
+        PUBLISHED_CIFAR[("paco", _ds, _r)] = {**_PACO[_r], **_PACO_CIFAR_SCHEDULE}
         PUBLISHED_CIFAR[("bcl", _ds, _r)] = _BCL
         PUBLISHED_CIFAR[("tsc", _ds, _r)] = {**_TSC_SCRIPT, "target_warmup_steps": 0}
         PUBLISHED_CIFAR[("supcon_inbatch", _ds, _r)] = _TSC_SCRIPT
-OPTIM_KEYS = {"base_lr", "weight_decay", "milestones", "warmup_epochs"}
+OPTIM_KEYS = {
+    "base_lr", "weight_decay", "milestones", "warmup_epochs", "schedule",
+    "warmup_inclusive", "epochs", "batch_size", "cosine_form",
+}  # fmt: skip
 # The authors' views (data.augmentation; docs/methods-recipes.md), by method, for ImageNet-LT /
 # iNat and for CIFAR-LT (BCL publishes no CIFAR augmentation: moco_v2 is chosen there).
 AUGMENTATION = {
@@ -144,6 +169,9 @@ def test_cifar_recipe_says_what_is_not_published(path: Path) -> None:
     if name == "paco" and "cifar100" in path.stem:
         return  # the authors' own CIFAR-100-LT scripts
     assert "NOT PUBLISHED" in text or "CHOSEN" in text
+    if name == "bcl":  # the reproduction report's values, checked and stated (issue 23)
+        assert "lambda 2.0, mu 0.6, tau 0.1" in text and "UNVERIFIED" in text
+        assert "method.ce_weight=2.0 method.bcl_weight=0.6" in text.replace("\n# ", " ")
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
@@ -208,6 +236,8 @@ def test_probe_recipe_holds_tsc_protocol_and_trains_one_epoch(path: Path) -> Non
         40, 10.0, [20, 30], 2048, 0.0,
     )  # fmt: skip
     assert p.balanced and p.repeat == 4 and p.protocol == "reference"
+    # their ImageNet-LT transform has ColorJitter(0.4, 0.4, 0.4, 0): dataloader.py:28-34
+    assert p.train_augmentation == "longtail"
     assert p.val_split.endswith("imagenet_longtail_test.txt")
     pre = Path(p.checkpoint).parent.name
     assert find_recipe("pretrain", pre), "a probe recipe names an existing pretrain recipe"
@@ -270,8 +300,29 @@ def test_cifar_probe_recipe_is_the_reference_protocol_on_the_balanced_set(path: 
 
 
 def test_every_recipe_file_is_a_pretraining_or_a_probe_recipe() -> None:
-    assert set(_PROBE_FILES) == set(PROBES) | set(CIFAR_PROBES) | set(INAT_PROBES)
-    assert len(RECIPES) == 34 and len(_PROBE_FILES) == 12
+    assert set(_PROBE_FILES) == set(PROBES) | set(CIFAR_PROBES) | set(INAT_PROBES) | set(
+        LDAM_PROBES
+    )
+    assert len(RECIPES) == 34 and len(_PROBE_FILES) == 18 and len(LDAM_PROBES) == 6
+
+
+@pytest.mark.parametrize("path", LDAM_PROBES, ids=lambda p: p.stem)
+def test_ldam_probe_recipe_holds_the_tsc_supplement_second_stage(path: Path) -> None:
+    """TSC supp_release.pdf Appendix A: 200 epochs, LDAM + class re-weighting, batch 128,
+    lr 0.1 x0.1 at 140/180/190, on the long-tailed set of the pre-training's ratio."""
+    from balfeat.classify.job import load_probe_job
+
+    p = load_probe_job([str(path)]).probe
+    assert (p.epochs, p.lr, p.milestones, p.gamma, p.batch_size) == (
+        200, 0.1, [140, 180, 190], 0.1, 128,
+    )  # fmt: skip
+    assert (p.loss, p.reweight, p.protocol) == ("ldam", "class_balanced", "fast")
+    ds, ratio = path.stem.removeprefix("probe-ldam_cifar-lt_on-").split("-lt")
+    assert p.dataset == ds and p.train_imbalance_ratio == float(ratio)
+    assert "supp_release.pdf" in recipe_text(path) and "CHOSEN" in recipe_text(path)
+    assert p.out.endswith(path.stem)
+    for method in ("tsc", "supcon_inbatch"):
+        assert find_recipe("pretrain", f"{method}_resnet32_b1024-cos-1000e_{ds}-lt{ratio}")
 
 
 @pytest.mark.parametrize("path", INAT_PROBES, ids=lambda p: p.stem)
@@ -284,6 +335,7 @@ def test_inat_probe_recipe_holds_the_published_second_stage(path: Path) -> None:
         40, 30.0, [20, 30], 2048, 0.0,
     )  # fmt: skip
     assert p.balanced and p.repeat == 4 and p.protocol == "reference"
+    assert p.train_augmentation == "supervised"  # their iNaturalist18 key: no jitter
     assert p.val_split.endswith("iNaturalist18_val.txt")
     pre = Path(p.checkpoint).parent.name
     assert find_recipe("pretrain", pre) and p.out.endswith(path.stem)

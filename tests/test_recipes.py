@@ -307,3 +307,23 @@ def _write_doc() -> None:
 if __name__ == "__main__":
     if sys.argv[1:] == ["--write"]:
         _write_doc()
+
+
+def test_bal_repeat_and_kcl_selection_choices_are_stated() -> None:
+    """Issue 23: ``--bal_repeat 4`` reaches the reference's sampler only on its KV reader
+    (helper.py:271-274; the folder/DDP path drops it, helper.py:290-293), and the reference KCL
+    picks positives with topk over a 0/1 mask (kcl_builder.py:168-171): both choices are stated
+    with their file:line, and the recipes hold them."""
+    by_name = {r.name: r for r in RECIPES}
+    value, source = by_name["sl-crt-bal4_resnet50_b256-cos-10e_imagenet-lt"].values["data.repeat"]
+    assert value == 4 and "helper.py:290-293" in source and "data.repeat=1" in source
+    path = CONFIGS / "pretrain/imagenet-lt/sl-crt-bal4_resnet50_b256-cos-10e_imagenet-lt.yaml"
+    assert "helper.py:290-293" in path.read_text()
+    for r in RECIPES:
+        if r.name.startswith("kcl_"):
+            value, source = r.values["method.selection"]
+            assert value == "queue_order" and "kcl_builder.py:168-171" in source
+            from balfeat.engine.config import load_config
+
+            cfg = load_config(CONFIGS / r.folder / f"{r.name}.yaml")
+            assert cfg.method.selection == value  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from balfeat.classify.linear import BestEpoch, ProbeConfig, check_finite, train_linear_on_features
 from balfeat.errors import BalfeatError, TrainingError
@@ -60,3 +61,24 @@ def test_bad_probe_inputs_are_named(args: tuple[torch.Tensor, ...], match: str) 
     out-of-range validation labels scored as wrong (0 %), inf validation features scored."""
     with pytest.raises(BalfeatError, match=match):
         _probe(*args)
+
+
+def test_probe_loss_ldam_and_deferred_reweighting() -> None:
+    """probe.loss ldam / probe.reweight class_balanced: the loss of the fast probe equals
+    ldam_loss with margins and weights from the training counts, the weights from
+    reweight_from_epoch on."""
+    from balfeat.classify.linear import probe_loss
+    from balfeat.losses.ldam import class_balanced_weights, ldam_loss, ldam_margins
+
+    labels = torch.tensor([0] * 6 + [1] * 3 + [2])
+    logits = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 2])
+    cfg = ProbeConfig(loss="ldam", reweight="class_balanced", reweight_from_epoch=2)
+    fn = probe_loss(cfg, labels, 3)
+    m = ldam_margins([6, 3, 1], 0.5)
+    w = class_balanced_weights([6, 3, 1], 0.9999)
+    assert float(fn(logits, y, 1)) == pytest.approx(float(ldam_loss(logits, y, m, 30.0)))
+    assert float(fn(logits, y, 2)) == pytest.approx(float(ldam_loss(logits, y, m, 30.0, w)))
+    ce = probe_loss(ProbeConfig(), labels, 3)
+    assert float(ce(logits, y, 5)) == pytest.approx(float(F.cross_entropy(logits, y)))
+    assert float(fn(logits, y, 1)) != pytest.approx(float(ce(logits, y, 1)))

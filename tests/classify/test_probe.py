@@ -207,3 +207,27 @@ def test_fast_balanced_order_is_the_reference_cycles() -> None:
     assert sorted(two.tolist()) == [36, 37, 38]
     assert not torch.equal(idx, balanced_order(labels, 40, 2, seed=0, epoch=1))
     assert torch.equal(idx, balanced_order(labels, 40, 2, seed=0, epoch=0))
+
+
+def test_probe_train_augmentation_longtail_adds_the_colour_jitter() -> None:
+    """probe.train_augmentation longtail: the TSC authors' ImageNet-LT probe transform
+    (RandomResizedCrop + flip + ColorJitter(0.4, 0.4, 0.4, 0)); supervised has no jitter."""
+    from torchvision import transforms as T
+
+    from balfeat.classify.runner import build_probe_transforms
+
+    def jitters(t: object) -> list[T.ColorJitter]:
+        found = []
+        for step in getattr(t, "transforms", [t]):
+            if isinstance(step, T.ColorJitter):
+                found.append(step)
+            elif hasattr(step, "transforms"):
+                found += jitters(step)
+        return found
+
+    plain, _ = build_probe_transforms(32, 3)
+    jit, _ = build_probe_transforms(32, 3, "longtail")
+    assert not jitters(plain)
+    (cj,) = jitters(jit)
+    assert cj.brightness == (0.6, 1.4) and cj.contrast == (0.6, 1.4)
+    assert cj.saturation == (0.6, 1.4) and cj.hue is None

@@ -111,3 +111,40 @@ def test_probe_refuses_a_backbone_of_other_channels(
     ]) == 2  # fmt: skip
     assert "takes 1-channel images but --dataset cifar10 has 3-channel" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_probe_on_the_long_tailed_cifar_set_with_ldam(tmp_path: Path) -> None:
+    """TSC's CIFAR-LT second stage: probe.train_imbalance_ratio trains on the LT subset (the
+    LDAM-DRW protocol's counts), with the LDAM loss and class-balanced weights."""
+    import json
+
+    from balfeat.cli.main import main
+
+    _fake_cifar10(tmp_path)
+    run = tmp_path / "run"
+    assert main([
+        "pretrain", "--quiet", "data.dataset=cifar10-lt", f"data.root={tmp_path}",
+        "data.imbalance_ratio=10", "data.image_size=32", "data.channels=3",
+        "model.backbone=resnet8", "method.name=sl", "optim.batch_size=8", "run.max_steps=1",
+        "run.device=cpu", f"run.output_dir={run}",
+    ]) == 0  # fmt: skip
+    out = tmp_path / "probe"
+    assert main([
+        "probe", "--quiet", "--checkpoint", str(run), "--dataset", "cifar10",
+        "--data-root", str(tmp_path), "--epochs", "2", "--lr", "0.1", "--passes", "0",
+        "--out", str(out), "--train-imbalance-ratio", "10", "--loss", "ldam",
+        "--reweight", "class_balanced",
+    ]) == 0  # fmt: skip
+    res = json.loads((out / "results.json").read_text())
+    # n_i = int(10 * 0.1 ** (i / 9)): the LDAM-DRW counts of 10 images per class at ratio 10
+    assert res["probe_train_counts"] == [10, 7, 5, 4, 3, 2, 2, 1, 1, 1]
+
+
+def test_probe_imbalance_ratio_needs_cifar() -> None:
+    from balfeat.classify.job import load_probe_job
+    from balfeat.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train_imbalance_ratio"):
+        load_probe_job([], ["probe.dataset=imagenet", "probe.train_imbalance_ratio=10"])
+    with pytest.raises(ConfigError, match="protocol fast"):
+        load_probe_job([], ["probe.protocol=reference", "probe.loss=ldam"])

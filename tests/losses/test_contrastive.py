@@ -274,3 +274,28 @@ def test_selection_sorts_once_and_v2_reuses_its_blocks(monkeypatch: pytest.Monke
     sel = select_positives(labels, ql, 2, "random", torch.Generator().manual_seed(0))
     kcl_loss(q, k, queue, sel, 0.1, "v2")
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("K", [1024, 4096, 65536])
+def test_queue_order_equals_the_reference_topk_on_a_0_1_mask_on_cpu(K: int) -> None:
+    """The reference KCL (BalFeat moco/kcl_builder.py:164-171) takes ``topk(posk)`` of the 0/1
+    same-class mask and multiplies by the mask (dropping picked zeros). On the CPU, at the
+    power-of-two queue sizes of the recipes, that keeps the same positions as
+    ``selection="queue_order"`` (the first posk same-class keys), classes with fewer than posk
+    keys included. topk's tie order is the kernel's: at K = 257 the CPU picks others, and the
+    CUDA kernel the authors ran is not checked here (no GPU in the tests)."""
+    gen = torch.Generator().manual_seed(K)
+    posk, batch, classes = 6, 128, 1000
+    weights = torch.tensor([0.01 ** (i / (classes - 1)) for i in range(classes)])
+    queue_labels = torch.multinomial(weights, K, True, generator=gen)
+    queue_labels[: K // 8] = -1  # empty slots
+    labels = torch.multinomial(weights, batch, True, generator=gen)
+    mask = (queue_labels.unsqueeze(0) == labels.unsqueeze(1)).float()
+    _, pred = mask.topk(posk, 1, True, True)
+    picked = torch.zeros(batch, K).scatter_(1, pred, 1.0) * mask
+    reference = [sorted(torch.nonzero(r).flatten().tolist()) for r in picked]
+    pos = select_positives(labels, queue_labels, posk, "queue_order").positions
+    assert [sorted(r) for r in _chosen_lists(pos)] == reference
+    assert any(len(r) < posk for r in reference)  # the few-keys case is covered
+    rand = select_positives(labels, queue_labels, posk, "random", torch.Generator().manual_seed(0))
+    assert [sorted(r) for r in _chosen_lists(rand.positions)] != reference

@@ -8,7 +8,7 @@ from balfeat.study.published import TABLE, load_published, published_markdown, p
 
 KEYS = {
     "method", "variant", "dataset", "backbone", "overall", "many", "medium", "few", "status",
-    "source", "secondary", "reruns_by_tsc_authors", "reruns_by_authors",
+    "source", "secondary", "reruns_by_tsc_authors", "reruns_by_authors", "tier",
 }  # fmt: skip
 
 
@@ -50,3 +50,41 @@ def test_a_study_report_prints_them_when_asked(tmp_path: Path) -> None:
     assert "<h2>Published numbers of these methods</h2>" in page and "<td>PaCo</td>" in page
     write_report([row], tmp_path / "b")
     assert "Published numbers" not in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_p1_and_p2_numbers_are_entered_with_their_address_and_printed() -> None:
+    """Issue 23 item 4: the cells ../shared/published-numbers.md gives a P1 / P2 value for, re-read
+    from the PDFs in the repositories named (TSC supplement, DSCL supplement)."""
+    rows = load_published()
+    for r in rows:
+        if r.get("tier"):
+            assert r["tier"] in ("P1", "P2") and r["status"] == "verified"
+            assert "github:" in r["source"] and "Table" in r["source"]
+
+    def find(method: str, dataset: str) -> dict[str, object]:
+        (hit,) = [r for r in rows if r["method"] == method and r["dataset"] == dataset]
+        return hit
+
+    tsc = find("TSC", "imagenet-lt")
+    assert [tsc[k] for k in ("overall", "many", "medium", "few")] == [52.4, 63.5, 49.7, 30.4]
+    assert tsc["tier"] == "P1" and "supp_release.pdf" in str(tsc["source"])
+    assert find("TSC", "cifar10-lt-r100")["overall"] == 79.7
+    assert find("TSC", "cifar100-lt-r100")["overall"] == 43.8
+    kcl = find("KCL", "imagenet-lt")
+    assert kcl["overall"] == 51.5 and kcl["tier"] == "P2"
+    base = find("SupCon (queue, the baseline of DSCL)", "imagenet-lt")
+    assert [base[k] for k in ("overall", "many", "medium", "few")] == [51.2, 61.6, 48.6, 30.3]
+    lines = published_markdown(["tsc", "kcl"])
+    assert any(
+        ln.startswith(
+            "| TSC (400 epochs, with KCL warm-up) | imagenet-lt | resnet50 | "
+            "52.4 | 63.5 | 49.7 | 30.4 | verified (P1) |"
+        )
+        for ln in lines
+    )
+    assert any(
+        "| KCL (run by the TSC authors, 200 epochs) |" in ln and "(P2)" in ln for ln in lines
+    )
+    # a todo row still carries no number; its aggregator value is printed as secondary
+    paco = published_markdown(["paco"])
+    assert any("cifar100-lt-r100" in ln and "secondary (not the paper): 52.0" in ln for ln in paco)

@@ -74,6 +74,11 @@ class ProbeSettings(ProbeConfig):
             raise ConfigError(
                 f"{where}decoupled runs on cached features: use it with {where}protocol fast"
             )
+        if self.protocol != "fast" and (self.loss != "ce" or self.reweight != "none"):
+            raise ConfigError(
+                f"{where}loss {self.loss} / {where}reweight {self.reweight} train on cached "
+                f"features: use them with {where}protocol fast"
+            )
 
 
 @dataclass
@@ -91,6 +96,10 @@ class ProbeOptions(ProbeSettings):
         dataset: fashion-mnist (embedded arrays), cifar10 / cifar100 (torchvision's folder
             layout under data_root; the balanced train and test sets) or imagenet (split files +
             image folder).
+        train_imbalance_ratio: cifar10 / cifar100: train on the long-tailed subset of this
+            imbalance ratio (balfeat.data.cifar_lt, the LDAM-DRW protocol, as pre-training's
+            cifar10-lt / cifar100-lt) instead of the whole balanced set (TSC's CIFAR-LT second
+            stage); null = the balanced set.
         data_root: fashion-mnist: folder with the IDX files ("" = search the usual places);
             cifar10/cifar100: torchvision's root (required); imagenet: root the split paths are
             relative to (required).
@@ -107,6 +116,9 @@ class ProbeOptions(ProbeSettings):
             carries (its pre-training set; matched by class name, else in class order), else
             the training split named in the
             checkpoint's config when it exists, else the probe's own training counts.
+        train_augmentation: the probe's training augmentation: supervised (RandomResizedCrop +
+            flip, MoCo's main_lincls.py) or longtail (the same + ColorJitter(0.4, 0.4, 0.4, 0):
+            the TSC authors' ImageNet-LT second stage, imagenet_inat/data/dataloader.py:28-34).
         image_size: crop size; null = the dataset's own (28 for fashion-mnist, 32 for cifar)
             or 224 (imagenet).
         grouping: many/medium/few grouping: default (>100/20-100/<20), reference (20 is few),
@@ -123,11 +135,13 @@ class ProbeOptions(ProbeSettings):
     backbone: str = ""
     small_images: bool | None = None
     dataset: Literal["fashion-mnist", "cifar10", "cifar100", "imagenet"] = "fashion-mnist"
+    train_imbalance_ratio: float | None = field(default=None, metadata=bounds(ge=1))
     data_root: str = field(default="", metadata=path_kind("dir"))
     train_split: str = field(default="", metadata=path_kind("file"))
     val_split: str = field(default="", metadata=path_kind("file"))
     val_root: str = field(default="", metadata=path_kind("dir"))
     group_counts: str = field(default="", metadata=path_kind("file"))
+    train_augmentation: Literal["supervised", "longtail"] = "supervised"
     image_size: int | None = field(default=None, metadata=bounds(ge=8))
     grouping: str = "default"
     class_set: str = field(default="", metadata=path_kind("file"))
@@ -153,6 +167,14 @@ def validate_probe_job(job: ProbeJob) -> None:
     from balfeat.evaluation.metrics import parse_grouping
 
     job.probe.check("probe.")
+    if job.probe.train_imbalance_ratio is not None and job.probe.dataset not in (
+        "cifar10",
+        "cifar100",
+    ):
+        raise ConfigError(
+            "probe.train_imbalance_ratio makes a CIFAR-LT training set: use it with probe.dataset "
+            f"cifar10 or cifar100, not {job.probe.dataset}"
+        )
     try:
         parse_grouping(job.probe.grouping)
     except ValueError as err:

@@ -56,6 +56,16 @@ class ProbeConfig:
         repeat: balanced sampling: samples of a picked class drawn together.
         seed: seed of the initialisation and the sampling order.
         eval_every: validate every this many epochs (and always after the last one).
+        loss: ``ce`` (cross-entropy, the reference's) or ``ldam`` (LDAM, Cao et al. 2019:
+            :func:`balfeat.losses.ldam.ldam_loss` with margins from the training counts; the TSC
+            authors' CIFAR-LT second stage). Fast protocol only.
+        ldam_max_margin: LDAM: the margin of the rarest class (their ``max_m`` 0.5).
+        ldam_scale: LDAM: the factor on the margin-adjusted logits (their ``s`` 30).
+        reweight: ``none`` or ``class_balanced`` (per-class loss weights ``(1 - b) / (1 - b^n)``,
+            Cui et al. 2019, as LDAM-DRW's re-weighting). Fast protocol only.
+        reweight_beta: class_balanced: the ``b`` above (0.9999 in LDAM-DRW).
+        reweight_from_epoch: class_balanced: first 0-based epoch with the weights, plain loss
+            before (LDAM-DRW's deferred re-weighting starts at 160 of 200; 0 = from the start).
     """
 
     epochs: int = field(default=100, metadata=bounds(ge=1))
@@ -72,6 +82,12 @@ class ProbeConfig:
     repeat: int = field(default=1, metadata=bounds(ge=1))
     seed: int = field(default=0, metadata=bounds(ge=0))
     eval_every: int = field(default=1, metadata=bounds(ge=1))
+    loss: Literal["ce", "ldam"] = "ce"
+    ldam_max_margin: float = field(default=0.5, metadata=bounds(gt=0))
+    ldam_scale: float = field(default=30.0, metadata=bounds(gt=0))
+    reweight: Literal["none", "class_balanced"] = "none"
+    reweight_beta: float = field(default=0.9999, metadata=bounds(ge=0, lt=1))
+    reweight_from_epoch: int = field(default=0, metadata=bounds(ge=0))
 
     def __post_init__(self) -> None:
         check_fields(self, "probe ")  # types, choices and ranges, as the loader checks them
@@ -346,11 +362,35 @@ def train_linear_on_features(
     if dev.type == "cpu" and cfg.batch_size * xs.shape[2] * num_classes < 20_000_000:
         torch.set_num_threads(1)
     try:
+        loss_fn = probe_loss(cfg, train_labels, num_classes)
         return _train_loop(
-            fc, xs, ys, xv, yv, n, cfg, dev, params, protocol, log, start, train_labels
+            fc, xs, ys, xv, yv, n, cfg, dev, params, protocol, log, start, train_labels, loss_fn
         )
     finally:
         torch.set_num_threads(threads)
+
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def probe_loss(cfg: ProbeConfig, train_labels: torch.Tensor, num_classes: int) -> LossFn:
+    """The probe's training loss ``(logits, labels, epoch) -> loss`` from ``cfg.loss`` and
+    ``cfg.reweight``, with LDAM margins and class-balanced weights from the training counts."""
+    from balfeat.losses.ldam import class_balanced_weights, ldam_loss, ldam_margins
+
+    counts = torch.bincount(train_labels.cpu().long(), minlength=num_classes)
+    weight = None
+    if cfg.reweight == "class_balanced":
+        weight = class_balanced_weights(counts, cfg.reweight_beta).float()
+    margins = ldam_margins(counts, cfg.ldam_max_margin) if cfg.loss == "ldam" else None
+
+    def loss_fn(logits: torch.Tensor, labels: torch.Tensor, epoch: int) -> torch.Tensor:
+        w = weight if weight is not None and epoch >= cfg.reweight_from_epoch else None
+        if margins is not None:
+            return ldam_loss(logits, labels, margins, cfg.ldam_scale, w)
+        return F.cross_entropy(logits, labels, weight=None if w is None else w.to(logits))
+
+    return loss_fn
 
 
 def _train_loop(
@@ -367,6 +407,7 @@ def _train_loop(
     log: Callable[[str], None] | None,
     start: float,
     train_labels: torch.Tensor,
+    loss_fn: LossFn,
 ) -> ProbeResult:
     train_params = list(params) if params is not None else list(fc.parameters())
     opt = torch.optim.SGD(
@@ -396,7 +437,7 @@ def _train_loop(
             xb = x.index_select(0, idx)
             yb = ys.index_select(0, idx)
             logits = fc(xb)
-            loss = F.cross_entropy(logits, yb)
+            loss = loss_fn(logits, yb, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -33,16 +33,20 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
 
-def build_probe_transforms(image_size: int, channels: int) -> tuple[Any, Any]:
+def build_probe_transforms(
+    image_size: int, channels: int, augmentation: str = "supervised"
+) -> tuple[Any, Any]:
     """(train, eval) transforms of the linear probe.
 
-    Training uses ``balfeat.data.transforms``' ``"supervised"`` transform (RandomResizedCrop +
-    horizontal flip, MoCo's linear protocol); evaluation its ``"eval"`` transform.
+    Training uses ``balfeat.data.transforms``' ``augmentation`` transform: ``"supervised"``
+    (RandomResizedCrop + horizontal flip, MoCo's linear protocol) or ``"longtail"`` (the same +
+    ColorJitter(0.4, 0.4, 0.4, 0), the TSC authors' ImageNet-LT second stage); evaluation its
+    ``"eval"`` transform.
     """
     from balfeat.data.transforms import build_transform
 
     return (
-        build_transform("supervised", image_size, channels),
+        build_transform(augmentation, image_size, channels),
         build_transform("eval", image_size, channels),
     )
 
@@ -59,7 +63,7 @@ def load_datasets(
             args.dataset, args.data_root, option=option, root_key="--data-root"
         )
         size = args.image_size or int(data.train_x.shape[1])
-        aug, ev = build_probe_transforms(size, channels)
+        aug, ev = build_probe_transforms(size, channels, args.train_augmentation)
         names = list(data.class_names)
         tr_aug = ArrayDataset(data.train_x, data.train_y, aug, names)
         tr = ArrayDataset(data.train_x, data.train_y, ev, names)
@@ -79,7 +83,7 @@ def load_datasets(
     val_split = args.val_split or scan_image_folder(val_root)
     train_src, val_src = FOLDER_SCAN.format(root), FOLDER_SCAN.format(val_root)
     size = args.image_size or info.image_size or 224
-    aug, ev = build_probe_transforms(size, channels)
+    aug, ev = build_probe_transforms(size, channels, args.train_augmentation)
     s_aug = SplitImageDataset(root, train_split, aug, source=train_src)
     nc = s_aug.num_classes
     # as `balfeat pretrain`: labels must be 0..C-1 with images in every class
@@ -213,6 +217,7 @@ def run_probe_job(args: Any) -> list[str]:
     check_channels(args.dataset, int(info["in_channels"]), info.get("checkpoint"))
     backbone.to(device)
     tr_aug, tr, va, num_classes, names, probe_counts = load_datasets(args, info["in_channels"])
+    tr_aug, tr, probe_counts = long_tailed_train(args, tr_aug, tr, probe_counts)
     counts, group_source = group_counts(args, info, probe_counts, names)
     train_ds = tr_aug if (args.protocol == "reference" or args.passes > 0) else tr
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
@@ -327,3 +332,29 @@ def _summary_lines(
             lines.append(f"{k}: top1 {v['top1']:.2f} (best epoch {SELECTED_ON_TEST})")
     lines.append(f"wrote {out / 'results.json'}, {out / 'per_class.csv'}, {out / 'probe.pth'}")
     return lines
+
+
+def long_tailed_train(
+    args: Any, tr_aug: Dataset, tr: Dataset, counts: np.ndarray
+) -> tuple[Dataset, Dataset, np.ndarray]:
+    """The probe's training sets cut to the long-tailed subset of ``args.train_imbalance_ratio``
+    (:func:`balfeat.data.cifar_lt.lt_indices`, the LDAM-DRW protocol that makes pre-training's
+    cifar10-lt / cifar100-lt), as TSC's CIFAR-LT second stage trains; unchanged without one."""
+    ratio = getattr(args, "train_imbalance_ratio", None)
+    if ratio is None:
+        return tr_aug, tr, counts
+    import numpy as np
+
+    from balfeat.data.cifar_lt import lt_indices
+    from balfeat.data.datasets import ArrayDataset
+    from balfeat.errors import ConfigError
+
+    if not (isinstance(tr_aug, ArrayDataset) and isinstance(tr, ArrayDataset)):
+        raise ConfigError(
+            f"probe.train_imbalance_ratio cuts an in-memory CIFAR training set, not {args.dataset}"
+        )
+    keep = lt_indices(tr.targets, ratio)
+    names = list(tr.class_names)
+    cut_aug = ArrayDataset(tr_aug.images[keep], tr_aug.targets[keep], tr_aug.transform, names)
+    cut = ArrayDataset(tr.images[keep], tr.targets[keep], tr.transform, names)
+    return cut_aug, cut, np.bincount(cut.targets, minlength=len(counts))

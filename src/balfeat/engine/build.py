@@ -57,6 +57,8 @@ def lr_factor(cfg: Config, epoch: int) -> float:
         milestones=o.milestones,
         gamma=o.gamma,
         warmup_epochs=o.warmup_epochs,
+        cosine_form=o.cosine_form,
+        warmup_inclusive=o.warmup_inclusive,
     )
 
 

@@ -167,6 +167,11 @@ class OptimConfig:
         milestones: epochs of the ``step`` schedule.
         gamma: factor of the ``step`` schedule at each milestone (reference: 0.1).
         warmup_epochs: linear warm-up epochs before the schedule (0 = none).
+        cosine_form: ``moco`` (``cos(pi * epoch / epochs)``, the reference's) or ``shifted``
+            (``cos(pi * (epoch - warmup + 1) / (epochs - warmup + 1))``, PaCo / GPaCo / BCL's
+            ``adjust_learning_rate``); see :mod:`balfeat.schedules`.
+        warmup_inclusive: the warm-up also sets epoch ``warmup_epochs`` (PaCo CIFAR's
+            ``epoch <= warmup_epochs``: that epoch runs at ``(warmup + 1) / warmup`` of the rate).
     """
 
     epochs: int = field(default=200, metadata=bounds(ge=1))
@@ -178,6 +183,8 @@ class OptimConfig:
     milestones: list[int] = field(default_factory=lambda: [120, 160], metadata=bounds(ge=1))
     gamma: float = field(default=0.1, metadata=bounds(gt=0, le=1))
     warmup_epochs: int = field(default=0, metadata=bounds(ge=0))
+    cosine_form: Literal["moco", "shifted"] = "moco"
+    warmup_inclusive: bool = False
 
     def scaled_lr(self) -> float:
         """The learning rate actually used: ``base_lr * batch_size / 256``."""

@@ -50,7 +50,9 @@ def published_markdown(methods: Sequence[str], path: str | Path = TABLE) -> list
         "",
         "For orientation: the authors' figures on their own datasets and backbones (not this "
         "study's), top-1 % (overall / many / medium / few); `todo` = the paper table is named "
-        "but was not read, so no number is given.",
+        "but was not read, so no number is given. P1 = the method's own authors, P2 = another "
+        "paper's authors reporting their own run; a secondary value is an aggregator's, not a "
+        "paper's.",
         "",
         "| method | dataset | backbone | overall | many | medium | few | status | source |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -58,9 +60,16 @@ def published_markdown(methods: Sequence[str], path: str | Path = TABLE) -> list
     for r in rows:
         cells = [num(r.get(k)) for k in ("overall", "many", "medium", "few")]
         name = str(r.get("method")) + (f" ({r['variant']})" if r.get("variant") else "")
+        status = str(r.get("status")) + (f" ({r['tier']})" if r.get("tier") else "")
+        source = str(r.get("source", ""))
+        second = r.get("secondary")
+        if second and r.get("status") == "todo":
+            source += (
+                f"; secondary (not the paper): {num(second.get('overall'))}, {second['source']}"
+            )
         out.append(
             f"| {name} | {r.get('dataset')} | {r.get('backbone')} | "
             + " | ".join(cells)
-            + f" | {r.get('status')} | {r.get('source', '')} |"
+            + f" | {status} | {source.replace('|', '/')} |"
         )
     return [*out, ""]
