@@ -75,7 +75,7 @@ def test_tau_chosen_on_val_differs_from_test() -> None:
     assert test_chosen["best_tau"] == pytest.approx(0.8) and test_chosen["best_top1"] == 100.0
     assert val_chosen["best_tau"] == 0.0 and val_chosen["best_top1"] == 0.0  # measured on test
     assert val_chosen["sweep"] == test_chosen["sweep"]  # the reported sweep is the test one
-    assert [r["top1"] for r in val_chosen["select_sweep"]][0] == 100.0
+    assert val_chosen["select_sweep"][0]["top1"] == 100.0  # tau 0 on the selection list
     last = tau_choice(fc, x, on_val, (x, on_test), counts, "thirds", "last")
     assert last["best_tau"] is None and len(last["sweep"]) == 11  # nothing picked
 

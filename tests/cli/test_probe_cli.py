@@ -89,6 +89,7 @@ def test_probe_evaluate_export(
     assert res2["top1"] == pytest.approx(res["top1"])
     assert res2["grouping"]["many_above"] == 2
     assert [r["tau"] for r in res2["tau"]["sweep"]][:2] == [0.0, 0.1]
+    assert res2["tau"]["best_tau_label"] == "selected on test (as the reference)"
 
     exp = tmp_path / "bb.pth"
     assert main(["export", str(tiny_imagenet["ckpt"]), "--out", str(exp)]) == 0
@@ -135,7 +136,8 @@ def test_probe_selects_on_carved_val_by_default(
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        assert main(["probe", *common(tiny_imagenet), "--decoupled", "tau,lws", "--out", str(out)]) == 0
+        args = [*common(tiny_imagenet), "--decoupled", "tau,lws"]
+        assert main(["probe", *args, "--out", str(out)]) == 0
         runs.append(json.loads((out / "results.json").read_text()))
     printed = capsys.readouterr().out
     assert "selected on test" not in printed and "selected on val" in printed
@@ -192,3 +194,21 @@ def test_select_split_missing_refused_before_work(
     opts.select_split = str(tmp_path / "gone.txt")
     with pytest.raises(ConfigError, match=r"^probe\.select_split: no such file"):
         prepare_selection(opts, None, None, None)
+
+
+@pytest.mark.slow
+def test_probe_selects_on_a_named_list(tiny_imagenet: dict[str, Path], tmp_path: Path) -> None:
+    lines = tiny_imagenet["train"].read_text().splitlines()
+    keep = [ln for ln in lines if not ln.split("/")[-1].startswith("0.")]  # 0.png of each class
+    held = [ln for ln in lines if ln.split("/")[-1].startswith("0.")]
+    (tmp_path / "fit.txt").write_text("\n".join(keep) + "\n")
+    (tmp_path / "sel.txt").write_text("\n".join(held) + "\n")
+    base = ["probe", *common(tiny_imagenet), "--train-split", str(tmp_path / "fit.txt")]
+    out = tmp_path / "named"
+    assert main([*base, "--select-split", str(tmp_path / "sel.txt"), "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["selection"]["select_on"] == "val" and "sel.txt" in res["selection"]["on"]
+    assert "carved" not in res["selection"] and "label" not in res["selection"]
+    # a named list that shares images with the training list is refused
+    overlap = [*base[:-1], str(tiny_imagenet["train"]), "--select-split", str(tmp_path / "sel.txt")]
+    assert main([*overlap, "--out", str(tmp_path / "bad")]) == 2

@@ -181,8 +181,8 @@ def lws(
     """Learnable weight scaling: learn one scale per class, class-balanced, classifier frozen.
 
     Returns:
-        The trained :class:`LWSClassifier` (the kept epoch: ``keep`` best or last) and the :class:`ProbeResult` whose
-        ``classifier`` is that module.
+        The trained :class:`LWSClassifier` (the kept epoch: ``keep`` best or last) and the
+        :class:`ProbeResult` whose ``classifier`` is that module.
     """
     cfg = replace(cfg or ProbeConfig(epochs=10, lr=0.2), balanced=True)
     model = LWSClassifier(classifier)

@@ -330,9 +330,7 @@ def probe_decoupled(
     xva, yva = extract_features(backbone, val_dataset, 256, device, 0, seed, num_workers, True)
     xte, yte = xva, yva
     if test_dataset is not None and test_dataset is not val_dataset:
-        xte, yte = extract_features(
-            backbone, test_dataset, 256, device, 0, seed, num_workers, True
-        )
+        xte, yte = extract_features(backbone, test_dataset, 256, device, 0, seed, num_workers, True)
     num_classes = int(result.val_logits.shape[1])
 
     def on_test(r: ProbeResult) -> dict[str, Any]:

@@ -198,7 +198,7 @@ def run_probe_job(args: Any) -> list[str]:
     import torch
 
     from balfeat.classify.probe import probe_decoupled, probe_summary, run_probe
-    from balfeat.classify.selection import evaluate_on_test, prepare_selection
+    from balfeat.classify.selection import evaluate_on_test, kept_epoch, prepare_selection
     from balfeat.device import default_device
     from balfeat.evaluation.metrics import parse_grouping, write_results
     from balfeat.provenance import provenance
@@ -240,7 +240,7 @@ def run_probe_job(args: Any) -> list[str]:
         return _run_unseen(args, backbone, sets, names, cfg, how, grouping, meta)
 
     sel = prepare_selection(args, train_ds, tr, va)  # where the choices are made (select_on)
-    keep = "last" if args.select_on == "last" else "best"
+    keep = kept_epoch(args.select_on)
     res = run_probe(backbone, sel.train, sel.select, num_classes, cfg, keep=keep, **how)
     if sel.separate:  # chosen on the selection split: measure on the evaluation list
         evaluate_on_test(res, backbone, va, device, args.workers)
@@ -284,7 +284,7 @@ def _run_unseen(
 ) -> list[str]:
     """The unseen-class protocol of ``--class-set``: set A and its complement B, each probed."""
     from balfeat.classify.probe import probe_unseen, short_summary
-    from balfeat.classify.selection import prepare_selection
+    from balfeat.classify.selection import kept_epoch, prepare_selection
     from balfeat.evaluation.metrics import format_summary, write_results
 
     out = Path(args.out)
@@ -294,7 +294,7 @@ def _run_unseen(
     both = probe_unseen(
         backbone, sel.train, va, a, cfg, grouping=grouping, class_names=names,
         select_dataset=sel.select if sel.separate else None,
-        keep="last" if args.select_on == "last" else "best", **how,
+        keep=kept_epoch(args.select_on), **how,
     )  # fmt: skip
     both.update(meta)
     both["selection"] = sel.record
@@ -308,8 +308,6 @@ def _run_unseen(
         lines.append(f"== class set {key} ({len(both['classes_' + key])} classes)")
         lines.append(format_summary(both[key]))
     return lines
-
-
 
 
 def _summary_lines(

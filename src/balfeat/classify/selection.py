@@ -26,6 +26,11 @@ SelectOn = Literal["val", "test", "last"]
 SELECTED_ON_TEST = "selected on test (as the reference)"
 
 
+def kept_epoch(select_on: str) -> Literal["best", "last"]:
+    """Which epoch a probe keeps: the ``last`` one where nothing is chosen, else the best."""
+    return "last" if select_on == "last" else "best"
+
+
 def choice_label(select_on: str) -> str:
     """How a choice is labelled in printed lines: the test label only where it was made there."""
     return {
@@ -60,8 +65,8 @@ class Carved:
             "seed": self.seed,
             "fraction": self.fraction,
             "per_class": self.per_class,
-            "images": int(len(self.select)),
-            "trained_on": int(len(self.train)),
+            "images": len(self.select),
+            "trained_on": len(self.train),
             "indices_sha256": digest,
         }
 
@@ -154,6 +159,13 @@ def prepare_selection(args: Any, train: Any, plain: Any, test: Any) -> Selection
             args.data_root, args.select_split, getattr(plain, "transform", None),
             num_classes=getattr(plain, "num_classes", None), source=args.select_split,
         )  # fmt: skip
+        trained = {e.path for e in getattr(plain, "entries", [])}
+        shared = sum(e.path in trained for e in getattr(named, "entries", []))
+        if shared:
+            raise ConfigError(
+                f"probe.select_split: {shared} of its images are in the training list; choices "
+                "made on trained images are optimistic: name a list disjoint from train_split"
+            )
         record = {"select_on": "val", "chosen": chosen, "on": f"select_split {args.select_split!r}"}
         return Selection(train, plain, named, True, record)
     carved = carve_selection(dataset_targets(plain), args.select_fraction, args.seed)
@@ -188,13 +200,9 @@ def logits_on(
     return logits.cpu(), y.cpu().long()
 
 
-def evaluate_on_test(
-    res: Any, backbone: Any, test: Any, device: Any, num_workers: int = 0
-) -> Any:
+def evaluate_on_test(res: Any, backbone: Any, test: Any, device: Any, num_workers: int = 0) -> Any:
     """Re-point a probe result chosen on a selection split at the evaluation list: its logits
     become the test logits; the selection split's top-1 is kept as ``extras["select_top1"]``."""
     res.extras["select_top1"] = res.best_top1
-    res.val_logits, res.val_labels = logits_on(
-        backbone, res.classifier, test, device, num_workers
-    )
+    res.val_logits, res.val_labels = logits_on(backbone, res.classifier, test, device, num_workers)
     return res
