@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ def crt(
     cfg: ProbeConfig | None = None,
     device: torch.device | str | None = None,
     log: Callable[[str], None] | None = None,
+    keep: Literal["best", "last"] = "best",
 ) -> ProbeResult:
     """Classifier re-training: a fresh linear classifier, class-balanced sampling, frozen features.
 
@@ -57,6 +58,7 @@ def crt(
         cfg: probe hyper-parameters; ``balanced`` is forced on.
         device: where to train.
         log: progress lines.
+        keep: the ``best`` epoch on the validation features or the ``last`` one.
     """
     cfg = replace(cfg or ProbeConfig(), balanced=True)
     return train_linear_on_features(
@@ -69,6 +71,7 @@ def crt(
         device,
         protocol="crt",
         log=log,
+        keep=keep,
     )
 
 
@@ -173,12 +176,13 @@ def lws(
     cfg: ProbeConfig | None = None,
     device: torch.device | str | None = None,
     log: Callable[[str], None] | None = None,
+    keep: Literal["best", "last"] = "best",
 ) -> tuple[LWSClassifier, ProbeResult]:
     """Learnable weight scaling: learn one scale per class, class-balanced, classifier frozen.
 
     Returns:
-        The trained :class:`LWSClassifier` (best epoch) and the :class:`ProbeResult` whose
-        ``classifier`` is that module.
+        The trained :class:`LWSClassifier` (the kept epoch: ``keep`` best or last) and the
+        :class:`ProbeResult` whose ``classifier`` is that module.
     """
     cfg = replace(cfg or ProbeConfig(epochs=10, lr=0.2), balanced=True)
     model = LWSClassifier(classifier)
@@ -194,6 +198,7 @@ def lws(
         params=[model.scales],
         protocol="lws",
         log=log,
+        keep=keep,
     )
     return model, res
 

@@ -37,6 +37,7 @@ def evaluate_saved_probe(
     import torch
 
     from balfeat.classify.decoupled import tau_sweep_from_logits
+    from balfeat.classify.selection import SELECTED_ON_TEST
     from balfeat.errors import CheckpointError, ConfigError
     from balfeat.evaluation.metrics import evaluate, format_summary, write_results
 
@@ -80,6 +81,8 @@ def evaluate_saved_probe(
     )
     if tau:
         results["tau"] = tau_sweep_from_logits(saved, grouping, counts.numpy())
+        # the saved logits are the evaluation list's: a best tau read off them is chosen on test
+        results["tau"]["best_tau_label"] = SELECTED_ON_TEST
     write_results(out, results)
     lines.append(f"groups from {source}")
     lines.append(format_summary(results))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -103,6 +103,7 @@ def train_on_images(
     num_workers: int = 0,
     drop_last: bool = False,
     log: Callable[[str], None] | None = None,
+    keep: Literal["best", "last"] = "best",
 ) -> ProbeResult:
     """Train ``classifier`` (and, with ``train_backbone``, the backbone) on augmented images.
 
@@ -126,9 +127,10 @@ def train_on_images(
         num_workers: DataLoader workers.
         drop_last: drop the last incomplete training batch.
         log: one line per validated epoch; also turns on a progress bar per epoch (stderr).
+        keep: ``best``: the epoch of the best validation top-1; ``last``: the last epoch.
 
     Returns:
-        The :class:`ProbeResult` of the best validation epoch.
+        The :class:`ProbeResult` of the kept epoch.
 
     Raises:
         TrainingError: a non-finite loss, or a frozen backbone that changed.
@@ -150,7 +152,7 @@ def train_on_images(
         val_dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=num_workers,
         pin_memory=pin,
     )  # fmt: skip
-    tracker = BestEpoch()
+    tracker = BestEpoch(keep)
     val_labels = torch.empty(0, dtype=torch.int64)
     cuda_devices = [dev.index or 0] if dev.type == "cuda" else []
     try:

@@ -129,6 +129,15 @@ class ProbeOptions(ProbeSettings):
         workers: data loading workers (~8 on imagenet).
         out: output directory (created; checked writable before any work).
         quiet: no progress bars and no per-epoch lines.
+        select_on: where the best epoch, tau and the LWS/cRT epochs are chosen: val (a
+            selection split carved from the training data, select_fraction per class, seeded
+            by seed, never trained on; or select_split), test (on val_split, the evaluation
+            list, as the reference does; labelled "selected on test (as the reference)") or
+            last (nothing chosen: the last epoch, the tau sweep without a pick).
+        select_split: select_on val: a split file of selection images (relative to data_root,
+            e.g. ImageNet_LT_val.txt) instead of a carved one; "" = carve.
+        select_fraction: select_on val: the fraction of each class's training images carved
+            off to choose on (at least one per class of two or more images).
     """
 
     checkpoint: str = field(default="", metadata=path_kind("file_or_dir"))
@@ -149,6 +158,27 @@ class ProbeOptions(ProbeSettings):
     workers: int = field(default=0, metadata=bounds(ge=0))
     out: str = field(default="", metadata=path_kind("out_dir"))
     quiet: bool = False
+    select_on: Literal["val", "test", "last"] = "val"
+    select_split: str = field(default="", metadata=path_kind("file"))
+    select_fraction: float = field(default=0.1, metadata=bounds(gt=0, lt=1))
+
+    def check(self, where: str) -> None:
+        """:meth:`ProbeSettings.check` and the selection keys' relations.
+
+        Raises:
+            ConfigError: naming the key.
+        """
+        super().check(where)
+        if self.select_split and self.select_on != "val":
+            raise ConfigError(
+                f"{where}select_split is where select_on val chooses; with {where}select_on "
+                f"{self.select_on} leave it empty"
+            )
+        if self.select_split and self.dataset != "imagenet":
+            raise ConfigError(
+                f"{where}select_split is a split file of --dataset imagenet; for "
+                f"{self.dataset} leave it empty (a selection split is carved from the training set)"
+            )
 
 
 @dataclass

@@ -197,10 +197,12 @@ class BestEpoch:
     """Keeps the epoch of the best validation top-1, as ``main_lincls.py``'s ``best_acc1``.
 
     The reference validates after every epoch and keeps ``is_best = acc1 > best_acc1``: the
-    *first* epoch reaching the maximum wins a tie.
+    *first* epoch reaching the maximum wins a tie. With ``keep="last"`` every validated epoch
+    replaces the previous one: nothing is chosen, the last epoch is kept.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep: Literal["best", "last"] = "best") -> None:
+        self.keep = keep
         self.epoch = 0
         self.top1 = -1.0
         self.logits = torch.empty(0)
@@ -214,8 +216,9 @@ class BestEpoch:
         logits: torch.Tensor,
         states: dict[str, dict[str, torch.Tensor]],
     ) -> bool:
-        """Record ``epoch`` (1-based) if strictly better than the best so far; returns whether."""
-        if top1 > self.top1:
+        """Record ``epoch`` (1-based) if strictly better than the best so far (or always, keeping
+        the last); returns whether."""
+        if top1 > self.top1 or self.keep == "last":
             self.epoch, self.top1, self.logits = epoch, top1, logits.detach()
             self.state = {
                 name: {k: v.detach().clone() for k, v in s.items()} for name, s in states.items()
@@ -312,6 +315,7 @@ def train_linear_on_features(
     params: Sequence[nn.Parameter] | None = None,
     protocol: str = "fast",
     log: Callable[[str], None] | None = None,
+    keep: Literal["best", "last"] = "best",
 ) -> ProbeResult:
     """Fast protocol: train a linear classifier on cached features, whole tensors on the device.
 
@@ -328,9 +332,10 @@ def train_linear_on_features(
         params: the parameters to optimise (default: all of ``classifier``).
         protocol: name recorded in the result.
         log: called with one line per validated epoch.
+        keep: ``best``: the epoch of the best validation top-1; ``last``: the last epoch.
 
     Returns:
-        The :class:`ProbeResult` of the best validation epoch.
+        The :class:`ProbeResult` of the kept epoch.
 
     Raises:
         BalfeatError: features/labels of other lengths or dims, labels that are not 1-D integer
@@ -364,7 +369,21 @@ def train_linear_on_features(
     try:
         loss_fn = probe_loss(cfg, train_labels, num_classes)
         return _train_loop(
-            fc, xs, ys, xv, yv, n, cfg, dev, params, protocol, log, start, train_labels, loss_fn
+            fc,
+            xs,
+            ys,
+            xv,
+            yv,
+            n,
+            cfg,
+            dev,
+            params,
+            protocol,
+            log,
+            start,
+            train_labels,
+            loss_fn,
+            keep,
         )
     finally:
         torch.set_num_threads(threads)
@@ -408,6 +427,7 @@ def _train_loop(
     start: float,
     train_labels: torch.Tensor,
     loss_fn: LossFn,
+    keep: Literal["best", "last"] = "best",
 ) -> ProbeResult:
     train_params = list(params) if params is not None else list(fc.parameters())
     opt = torch.optim.SGD(
@@ -415,7 +435,7 @@ def _train_loop(
     )
     gen = torch.Generator().manual_seed(cfg.seed)
     labels_cpu = train_labels.cpu().long()
-    tracker = BestEpoch()
+    tracker = BestEpoch(keep)
     epochs: Any = range(cfg.epochs)
     if log is not None:  # one bar over the epochs (each takes well under a second)
         from tqdm import tqdm

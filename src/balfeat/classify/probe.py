@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -88,6 +88,7 @@ def probe_fast(
     feature_batch_size: int = 256,
     num_workers: int = 0,
     log: Callable[[str], None] | None = None,
+    keep: Literal["best", "last"] = "best",
 ) -> ProbeResult:
     """Fast protocol end to end: extract features once, then :func:`train_linear_on_features`.
 
@@ -102,6 +103,7 @@ def probe_fast(
         feature_batch_size: batch size of the feature extraction.
         num_workers: DataLoader workers of the feature extraction.
         log: progress lines.
+        keep: ``best`` epoch on ``val_dataset`` or the ``last`` one.
     """
     cfg = cfg or ProbeConfig()
     start = time.perf_counter()
@@ -117,7 +119,7 @@ def probe_fast(
     )
     t_feat = time.perf_counter() - start
     check_backbone_unchanged(backbone, snap, "fast probe feature extraction")
-    res = train_linear_on_features(xtr, ytr, xva, yva, num_classes, cfg, dev, log=log)
+    res = train_linear_on_features(xtr, ytr, xva, yva, num_classes, cfg, dev, log=log, keep=keep)
     res.seconds = time.perf_counter() - start
     res.extras["feature_seconds"] = t_feat
     res.extras["passes"] = passes
@@ -134,6 +136,7 @@ def probe_reference(
     device: torch.device | str | None = None,
     num_workers: int = 0,
     log: Callable[[str], None] | None = None,
+    keep: Literal["best", "last"] = "best",
 ) -> ProbeResult:
     """Reference protocol: every step runs the frozen backbone on freshly augmented images.
 
@@ -150,6 +153,7 @@ def probe_reference(
         device: where to run; defaults to the backbone's device.
         num_workers: DataLoader workers.
         log: progress lines.
+        keep: ``best`` epoch on ``val_dataset`` or the ``last`` one.
 
     Raises:
         TrainingError: the backbone changed during training, or the loss became non-finite.
@@ -160,7 +164,7 @@ def probe_reference(
     fc = make_classifier(_backbone_out_dim(backbone, val_dataset, dev), num_classes, cfg)
     return train_on_images(
         backbone, fc, train_dataset, val_dataset, cfg, dev, train_backbone=False,
-        protocol="reference", num_workers=num_workers, log=log,
+        protocol="reference", num_workers=num_workers, log=log, keep=keep,
     )  # fmt: skip
 
 
@@ -176,17 +180,18 @@ def run_probe(
     passes: int = 0,
     num_workers: int = 0,
     log: Callable[[str], None] | None = None,
+    keep: Literal["best", "last"] = "best",
 ) -> ProbeResult:
     """Dispatch to :func:`probe_fast` or :func:`probe_reference` by ``protocol``."""
     if protocol == "fast":
         return probe_fast(
             backbone, train_dataset, val_dataset, num_classes, cfg,
-            device=device, passes=passes, num_workers=num_workers, log=log,
+            device=device, passes=passes, num_workers=num_workers, log=log, keep=keep,
         )  # fmt: skip
     if protocol == "reference":
         return probe_reference(
             backbone, train_dataset, val_dataset, num_classes, cfg,
-            device=device, num_workers=num_workers, log=log,
+            device=device, num_workers=num_workers, log=log, keep=keep,
         )  # fmt: skip
     raise BalfeatError(f"unknown probe protocol {protocol!r}; use 'fast' or 'reference'")
 
@@ -232,6 +237,8 @@ def probe_unseen(
     passes: int = 0,
     num_workers: int = 0,
     log: Callable[[str], None] | None = None,
+    select_dataset: Dataset | None = None,
+    keep: Literal["best", "last"] = "best",
 ) -> dict[str, Any]:
     """Unseen-class protocol: probe on class set A and, separately, on its complement B.
 
@@ -246,6 +253,9 @@ def probe_unseen(
         cfg, protocol, device, passes, num_workers, log: as in :func:`run_probe`.
         grouping: many/medium/few grouping.
         class_names: names of all classes.
+        select_dataset: where the best epoch is chosen (default ``val_dataset``, the
+            reference's practice); the numbers are measured on ``val_dataset`` either way.
+        keep: ``best`` epoch or the ``last`` one.
 
     Returns:
         ``{"A": results, "B": results, "classes_A": [...], "classes_B": [...]}`` with the results
@@ -266,10 +276,16 @@ def probe_unseen(
     out: dict[str, Any] = {"classes_A": a, "classes_B": b}
     for name, classes in (("A", a), ("B", b)):
         tr, va = ClassSubset(train_dataset, classes), ClassSubset(val_dataset, classes)
+        sv = va if select_dataset is None else ClassSubset(select_dataset, classes)
         res = run_probe(
-            backbone, tr, va, len(classes), cfg,
-            protocol=protocol, device=device, passes=passes, num_workers=num_workers, log=log,
+            backbone, tr, sv, len(classes), cfg, protocol=protocol, device=device,
+            passes=passes, num_workers=num_workers, log=log, keep=keep,
         )  # fmt: skip
+        if sv is not va:  # chosen on the selection split: measured on the evaluation list
+            from balfeat.classify.selection import evaluate_on_test
+
+            dev = device if device is not None else module_device(backbone)
+            evaluate_on_test(res, backbone, va, dev, num_workers)
         names = [class_names[c] for c in classes] if class_names is not None else None
         summary = probe_summary(res, counts[classes], class_names=names, grouping=grouping, cfg=cfg)
         for row in summary["per_class"]:
@@ -297,30 +313,72 @@ def probe_decoupled(
     grouping: Any,
     device: torch.device,
     num_workers: int = 0,
+    test_dataset: Dataset | None = None,
+    keep: Literal["best", "last"] = "best",
 ) -> dict[str, Any]:
     """Decoupled classifiers (``methods`` from crt, tau, lws) on the probe's un-augmented
-    features, beside the probe's own ``result``: ``{name: short results}`` (tau: its sweep)."""
-    from balfeat.classify.decoupled import crt, lws, tau_sweep
+    features, beside the probe's own ``result``: ``{name: short results}`` (tau: its sweep).
+
+    Their choices (cRT/LWS epoch, τ) are made on ``val_dataset``; their numbers are measured on
+    ``test_dataset`` (default: ``val_dataset``, the reference's practice). ``keep="last"``
+    chooses nothing: the last epochs, and the τ sweep without a pick.
+    """
+    from balfeat.classify.decoupled import crt, lws
 
     seed = cfg.seed
     xtr, ytr = extract_features(backbone, train_dataset, 256, device, 0, seed, num_workers, True)
     xva, yva = extract_features(backbone, val_dataset, 256, device, 0, seed, num_workers, True)
+    xte, yte = xva, yva
+    if test_dataset is not None and test_dataset is not val_dataset:
+        xte, yte = extract_features(backbone, test_dataset, 256, device, 0, seed, num_workers, True)
     num_classes = int(result.val_logits.shape[1])
+
+    def on_test(r: ProbeResult) -> dict[str, Any]:
+        if xte is not xva:
+            r.val_logits = r.classifier.to(xte.device)(xte.float()).detach().cpu()
+            r.val_labels = yte.cpu()
+        return short_summary(probe_summary(r, counts, class_names=names, grouping=grouping))
+
     out: dict[str, Any] = {}
     if "crt" in methods:
-        r = crt(xtr, ytr, xva, yva, num_classes, cfg, device)
-        out["crt"] = short_summary(probe_summary(r, counts, class_names=names, grouping=grouping))
+        out["crt"] = on_test(crt(xtr, ytr, xva, yva, num_classes, cfg, device, keep=keep))
     if "tau" in methods:
         base = result.classifier
         if cfg.balanced:  # tau-norm is applied to an instance-balanced classifier
             plain = replace(cfg, balanced=False)
             base = train_linear_on_features(
-                xtr, ytr, xva, yva, num_classes, plain, device
+                xtr, ytr, xva, yva, num_classes, plain, device, keep=keep
             ).classifier
-        out["tau"] = tau_sweep(base, xva, yva, counts, grouping=grouping)
+        test = (xte, yte) if xte is not xva else None
+        out["tau"] = tau_choice(base, xva, yva, test, counts, grouping, keep)
     if "lws" in methods:
-        _, r = lws(
-            result.classifier, xtr, ytr, xva, yva, replace(cfg, lr=0.2, milestones=None), device
-        )
-        out["lws"] = short_summary(probe_summary(r, counts, class_names=names, grouping=grouping))
+        lws_cfg = replace(cfg, lr=0.2, milestones=None)
+        _, r = lws(result.classifier, xtr, ytr, xva, yva, lws_cfg, device, keep=keep)
+        out["lws"] = on_test(r)
     return out
+
+
+def tau_choice(
+    base: nn.Linear,
+    xva: torch.Tensor,
+    yva: torch.Tensor,
+    test: tuple[torch.Tensor, torch.Tensor] | None,
+    counts: Sequence[int] | np.ndarray,
+    grouping: Any,
+    keep: Literal["best", "last"],
+) -> dict[str, Any]:
+    """The τ sweep measured on the ``test`` features (None: the selection features themselves,
+    the reference's practice), τ picked on the selection features ``xva``/``yva``;
+    ``keep="last"``: no pick (``best_tau`` None)."""
+    from balfeat.classify.decoupled import tau_sweep
+
+    xte, yte = test if test is not None else (xva, yva)
+    swept = tau_sweep(base, xte, yte, counts, grouping=grouping)
+    if keep == "last":
+        return {"sweep": swept["sweep"], "best_tau": None, "best_top1": None}
+    if test is not None:
+        picked = tau_sweep(base, xva, yva, counts, grouping=grouping)
+        tau = picked["best_tau"]
+        top1 = next(r["top1"] for r in swept["sweep"] if r["tau"] == tau)
+        return {**swept, "best_tau": tau, "best_top1": top1, "select_sweep": picked["sweep"]}
+    return swept

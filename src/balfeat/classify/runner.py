@@ -202,6 +202,7 @@ def run_probe_job(args: Any) -> list[str]:
     import torch
 
     from balfeat.classify.probe import probe_decoupled, probe_summary, run_probe
+    from balfeat.classify.selection import evaluate_on_test, kept_epoch, prepare_selection
     from balfeat.device import default_device
     from balfeat.evaluation.metrics import parse_grouping, write_results
     from balfeat.provenance import provenance
@@ -240,21 +241,23 @@ def run_probe_job(args: Any) -> list[str]:
         "log": log,
     }
     if args.class_set:
-        return _run_unseen(args, backbone, train_ds, va, names, cfg, how, grouping, meta)
+        sets = (train_ds, tr, va)
+        return _run_unseen(args, backbone, sets, names, cfg, how, grouping, meta)
 
-    res = run_probe(backbone, train_ds, va, num_classes, cfg, **how)
+    sel = prepare_selection(args, train_ds, tr, va)  # where the choices are made (select_on)
+    keep = kept_epoch(args.select_on)
+    res = run_probe(backbone, sel.train, sel.select, num_classes, cfg, keep=keep, **how)
+    if sel.separate:  # chosen on the selection split: measure on the evaluation list
+        evaluate_on_test(res, backbone, va, device, args.workers)
     results = probe_summary(res, counts, class_names=names, grouping=grouping, cfg=cfg)
     results.update(meta)
     if args.decoupled:
         results["decoupled"] = probe_decoupled(
-            backbone, tr, va, res, cfg, methods=args.decoupled, counts=counts, names=names,
-            grouping=grouping, device=device, num_workers=args.workers,
+            backbone, sel.plain, sel.select, res, cfg, methods=args.decoupled, counts=counts,
+            names=names, grouping=grouping, device=device, num_workers=args.workers,
+            test_dataset=va, keep=keep,
         )  # fmt: skip
-    results["selection"] = {  # what was chosen, and on which images
-        "chosen": "best epoch (probe, cRT, LWS) and tau" if args.decoupled else "best epoch",
-        "on": f"val_split {args.val_split!r}, the list top-1 is measured on",
-        "label": SELECTED_ON_TEST,
-    }
+    results["selection"] = sel.record  # what was chosen, on which images (label only on test)
     write_results(out, results)
     atomic_save(
         {
@@ -277,8 +280,7 @@ def run_probe_job(args: Any) -> list[str]:
 def _run_unseen(
     args: Any,
     backbone: Any,
-    train_ds: Any,
-    va: Any,
+    sets: tuple[Any, Any, Any],
     names: list[str],
     cfg: Any,
     how: dict[str, Any],
@@ -287,12 +289,20 @@ def _run_unseen(
 ) -> list[str]:
     """The unseen-class protocol of ``--class-set``: set A and its complement B, each probed."""
     from balfeat.classify.probe import probe_unseen, short_summary
+    from balfeat.classify.selection import kept_epoch, prepare_selection
     from balfeat.evaluation.metrics import format_summary, write_results
 
     out = Path(args.out)
     a = read_class_set_labels(args.class_set, names)
-    both = probe_unseen(backbone, train_ds, va, a, cfg, grouping=grouping, class_names=names, **how)
+    train_ds, tr, va = sets  # training (augmented where the protocol augments), plain, test
+    sel = prepare_selection(args, train_ds, tr, va)
+    both = probe_unseen(
+        backbone, sel.train, va, a, cfg, grouping=grouping, class_names=names,
+        select_dataset=sel.select if sel.separate else None,
+        keep=kept_epoch(args.select_on), **how,
+    )  # fmt: skip
     both.update(meta)
+    both["selection"] = sel.record
     write_results(out / "A", both["A"])
     write_results(out / "B", both["B"])
     headline = {k: v for k, v in both.items() if k not in ("A", "B")}
@@ -305,31 +315,29 @@ def _run_unseen(
     return lines
 
 
-#: How ``balfeat probe`` labels a choice (best epoch, tau, LWS/cRT epoch) made on the list it also
-#: reports top-1 on: that list is the test set (ImageNet-LT's test list is ImageNet's val), as in
-#: the reference's ``main_lincls.py``. A study selects nothing (it evaluates after the last epoch).
-SELECTED_ON_TEST = "selected on test (as the reference)"
-
-
 def _summary_lines(
     args: Any, info: dict[str, Any], res: Any, results: dict[str, Any], *, epochs: int
 ) -> list[str]:
+    from balfeat.classify.selection import choice_label
     from balfeat.evaluation.metrics import format_summary
 
     out = Path(args.out)
+    said = choice_label(args.select_on)  # the test label only where the choice was made on test
+    kept = "last epoch" if args.select_on == "last" else "best epoch"
     lines = [
         f"{args.protocol} probe of {args.checkpoint or 'random init'} ({info['arch']}), "
-        f"best epoch {res.best_epoch}/{epochs} ({SELECTED_ON_TEST}), {res.seconds:.1f}s",
+        f"{kept} {res.best_epoch}/{epochs} ({said}), {res.seconds:.1f}s",
         f"groups from {results['group_source']}",
         format_summary(results),
     ]
     for k, v in results.get("decoupled", {}).items():
-        if k == "tau":
-            lines.append(
-                f"tau-norm: tau {v['best_tau']} top1 {v['best_top1']:.2f} ({SELECTED_ON_TEST})"
-            )
+        if k == "tau" and v["best_tau"] is None:
+            tops = ", ".join(f"{r['tau']:g}: {r['top1']:.2f}" for r in v["sweep"])
+            lines.append(f"tau-norm sweep (no tau chosen), top1 by tau: {tops}")
+        elif k == "tau":
+            lines.append(f"tau-norm: tau {v['best_tau']} top1 {v['best_top1']:.2f} ({said})")
         else:
-            lines.append(f"{k}: top1 {v['top1']:.2f} (best epoch {SELECTED_ON_TEST})")
+            lines.append(f"{k}: top1 {v['top1']:.2f} ({kept} {said})")
     lines.append(f"wrote {out / 'results.json'}, {out / 'per_class.csv'}, {out / 'probe.pth'}")
     return lines
 
