@@ -78,13 +78,14 @@ def grouping_source(spec: StudySpec, out: Path) -> str:
     CIFAR-LT study the counts of its most imbalanced ratio (written into ``out``)."""
     if spec.groups:
         return spec.groups
-    if spec.dataset == "image-folder":
+    if spec.dataset == "image-folder":  # '' (a whole folder): the probe's own counts
         name = spec.folder.grouping_set or list(spec.folder.sets)[-1]
         return spec.folder.path(spec.folder.sets[name])
     info = dataset_info(spec.dataset)
     per_class = 5000 if info.long_tailed_from == "cifar10" else 500  # the protocol's n_max
     ratio = max(spec.family.sets.values())
     counts = exponential_counts(int(info.num_classes or 0), per_class, ratio)
+    out.mkdir(parents=True, exist_ok=True)
     path = out / GROUP_COUNTS_FILE
     atomic_write_text(path, "".join(f"{n}\n" for n in counts))
     return str(path)
@@ -207,17 +208,24 @@ def job_done(job: CellJob) -> bool:
     return all(p.is_file() for name in job.probes for p in _results_files(job, name).values())
 
 
-def _ratio(spec: StudySpec, job: CellJob) -> float:
-    if spec.dataset != "image-folder":
-        return float(spec.family.sets[job.set_name])
-    counts = [n for n in set_counts(job.config.data.train_split) if n > 0]
-    return max(counts) / min(counts)
+def pretrain_counts(spec: StudySpec, job: CellJob) -> list[int]:
+    """Images per class of the cell's pre-training set (its split file, or the CIFAR-LT
+    protocol's counts at its ratio)."""
+    if spec.dataset == "image-folder":
+        split = job.config.data.train_split
+        return set_counts(split) if split else []  # '' = the whole folder: counted by the probe
+    info = dataset_info(spec.dataset)
+    per_class = 5000 if info.long_tailed_from == "cifar10" else 500
+    ratio = float(spec.family.sets[job.set_name])
+    return exponential_counts(int(info.num_classes or 0), per_class, ratio)
 
 
 def job_rows(spec: StudySpec, job: CellJob) -> list[Row]:
     """The table rows of a finished cell, from the results its probes wrote."""
     rows: list[Row] = []
-    ratio = _ratio(spec, job)
+    counts = pretrain_counts(spec, job)
+    present = [n for n in counts if n > 0]
+    ratio = max(present) / min(present) if present else 1.0
     for name in job.probes:
         for label, path in _results_files(job, name).items():
             results = json.loads(path.read_text())
@@ -232,6 +240,10 @@ def job_rows(spec: StudySpec, job: CellJob) -> list[Row]:
                     seed=job.seed,
                 )
             )
+            per_class = results.get("per_class") or []
+            if len(per_class) == len(counts):  # the pre-training counts, as the study's rows
+                rows[-1]["train_counts"] = counts
+                rows[-1]["train_images"] = int(sum(counts))
     return rows
 
 
@@ -250,7 +262,9 @@ def collect_rows(spec: StudySpec, jobs: Sequence[CellJob]) -> tuple[list[Row], l
 # ----------------------------------------------------------------------------- running
 
 
-def run_job(spec: StudySpec, job: CellJob, echo: Callable[[str], None] = print) -> None:
+def run_job(
+    spec: StudySpec, job: CellJob, echo: Callable[[str], None] = print, progress: bool = True
+) -> None:
     """Pre-train the cell (resuming its checkpoint) and run its probes that have no results."""
     from balfeat.classify.runner import run_probe_job
 
@@ -260,6 +274,7 @@ def run_job(spec: StudySpec, job: CellJob, echo: Callable[[str], None] = print) 
     # a finished run resumed trains nothing (engine.run_dir.finished_summary)
     cmd = pretrain_command(spec, job)
     cmd += ["--resume"] if resume else ["run.overwrite=true"]
+    cmd += [] if progress else ["--quiet"]
     echo("    $ " + shlex.join(cmd))
     if spec.launcher == "torchrun":
         torchrun = [sys.executable, "-m", "torch.distributed.run", *cmd[1:]]
@@ -269,6 +284,7 @@ def run_job(spec: StudySpec, job: CellJob, echo: Callable[[str], None] = print) 
 
         cfg = copy.deepcopy(job.config)
         cfg.run.overwrite = not resume
+        cfg.run.progress = progress
         Trainer(cfg, resume=resume).fit()
     for name, opts in job.probes.items():
         if all(p.is_file() for p in _results_files(job, name).values()):
@@ -303,6 +319,7 @@ def run_job_study(
     out: Path,
     overrides: Sequence[str] = (),
     echo: Callable[[str], None] = print,
+    progress: bool = True,
 ) -> list[Row]:
     """Run every unfinished (cell, seed) of a job study; return the rows of all of them."""
     check_launcher(spec)
@@ -315,6 +332,6 @@ def run_job_study(
             echo(f"{what}: done before, skipped")
         else:
             echo(f"{what} ...")
-            run_job(spec, job, echo)
+            run_job(spec, job, echo, progress)
         rows += job_rows(spec, job)
     return rows

@@ -3,8 +3,8 @@
 The cost of a cell is ``steps x seconds per step``. Seconds per step are measured here, once per
 method, by a short run of the method's pre-training config on synthetic images of the cell's
 shape (its batch size, image size, channels and class count), so a study over ImageNet is planned
-on a machine without ImageNet. The measured time includes the first (warm-up) step, so it errs
-high. Steps are ``epochs x ceil(images / batch)``, the images counted in the set's split file
+on a machine without ImageNet. Two short runs (1 and 1 + N steps) are timed and their
+difference divided by N, which leaves out setup, queue prefill and the first step's warm-up. Steps are ``epochs x ceil(images / batch)``, the images counted in the set's split file
 (or ``folder.set_sizes`` when it is absent). Probes are not costed.
 """
 
@@ -63,17 +63,26 @@ def seconds_per_step(cfg: Config, classes: int, steps: int = 3) -> float:
     probe.data.train_split = probe.data.class_set = ""
     probe.data.num_classes = classes
     probe.data.channels = 3
-    probe.data.synthetic_size = probe.optim.batch_size * (steps + 1)
+    probe.data.synthetic_size = probe.optim.batch_size * (steps + 2)
     probe.data.num_workers = 0
+    probe.data.imbalance_ratio = 1.0
+    probe.data.per_class = probe.data.max_samples = 0
     probe.data.loader = "auto"
     probe.data.decode = "pil"
-    probe.run.max_steps = steps
     probe.run.progress = False
-    with tempfile.TemporaryDirectory(prefix="balfeat-plan-") as tmp:
-        probe.run.output_dir = str(Path(tmp) / "run")
+
+    def fit(n: int, tmp: str) -> float:
+        run = copy.deepcopy(probe)
+        run.run.max_steps = n
+        run.run.output_dir = str(Path(tmp) / f"run{n}")
         start = time.perf_counter()
-        Trainer(probe).fit()
-        return (time.perf_counter() - start) / steps
+        Trainer(run).fit()
+        return time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory(prefix="balfeat-plan-") as tmp:
+        # one step, then 1 + steps: the difference leaves out setup, queue prefill and warm-up
+        first = fit(1, tmp)
+        return max(fit(1 + steps, tmp) - first, 0.0) / steps
 
 
 def plan_lines(spec: StudySpec, jobs: Sequence[CellJob], measure_steps: int = 3) -> list[str]:

@@ -211,7 +211,7 @@ def run_study(
     if spec.is_job_study:  # cells as balfeat pretrain / probe jobs (study/jobs.py)
         from balfeat.study.jobs import run_job_study
 
-        job_rows = run_job_study(spec, out, overrides or [], echo)
+        job_rows = run_job_study(spec, out, overrides or [], echo, progress)
         paths = write_report(job_rows, out, title=spec.name, description=spec.description,
                              published=spec.published)  # fmt: skip
         return job_rows, paths

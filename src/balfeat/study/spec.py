@@ -149,7 +149,8 @@ class StudySpec:
         groups: a file of per-class counts (one integer per line, class order) that fixes the
             groups; ``""`` = the counts of the most imbalanced set of the family.
         base: pre-training config mapping for every cell.
-        methods: method id -> pre-training config mapping merged over ``base``.
+        methods: method id -> pre-training config mapping merged over ``base`` (its
+            ``defaults: [FILE]`` names pre-training config files read first, under ``base``).
         probes: probe label -> its :class:`~balfeat.classify.job.ProbeSettings` (see
             :func:`study_probe`); the label names the results, the fields decide the run.
         synthetic_size: images of the synthetic dataset.
@@ -262,7 +263,7 @@ def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
     spec.probes = typed_probes(spec.probes)
     for pname, probe in spec.probes.items():
         probe.check(f"probes.{pname}.")
-        if probe.passes:
+        if probe.passes and not spec.is_job_study:  # a job's probe reads augmented images
             raise ConfigError(
                 f"probes.{pname}.passes={probe.passes}: a study's probe images are not augmented, "
                 "so every pass would be the same; leave passes at 0"
@@ -379,12 +380,15 @@ def check_name(section: str, name: object) -> None:
 
 def cell_config(spec: StudySpec, method: str, overrides: Sequence[str] = ()) -> Any:
     """The pre-training :class:`~balfeat.engine.config.Config` of ``method`` in this study:
-    defaults, ``base``, the method's mapping, then the cell overrides (checked). A
+    defaults (or the pre-training config files the method's ``defaults:`` names, paths as
+    ``balfeat pretrain --config`` takes them), ``base``, the method's mapping, then the cell
+    overrides (checked). A
     ``method.KEY`` override applies to the methods whose section has KEY
     (:func:`~balfeat.engine.config.overrides_for`)."""
     from balfeat.engine.config import (
         Config,
         apply_overrides,
+        load_config,
         merge_mapping,
         overrides_for,
         validate,
@@ -395,7 +399,11 @@ def cell_config(spec: StudySpec, method: str, overrides: Sequence[str] = ()) -> 
     mcfg = spec.methods[method]
     if not isinstance(mcfg, Mapping):
         raise ConfigError(f"methods.{method} must be a mapping of pre-training config sections")
-    cfg = merge_mapping(Config(), spec.base, "study base")
+    files = mcfg.get("defaults", [])
+    files = [files] if isinstance(files, str) else list(files)
+    mcfg = {k: v for k, v in mcfg.items() if k != "defaults"}
+    cfg = load_config(files) if files else Config()  # the method's recipe file(s) first
+    merge_mapping(cfg, spec.base, "study base")
     merge_mapping(cfg, mcfg, f"study methods.{method}")
     apply_overrides(cfg, overrides_for(cfg.method.name, overrides))
     validate(cfg)
