@@ -4,8 +4,9 @@ The cost of a cell is ``steps x seconds per step``. Seconds per step are measure
 method, by a short run of the method's pre-training config on synthetic images of the cell's
 shape (its batch size, image size, channels and class count), so a study over ImageNet is planned
 on a machine without ImageNet. Two short runs (1 and 1 + N steps) are timed and their
-difference divided by N, which leaves out setup, queue prefill and the first step's warm-up. Steps are ``epochs x ceil(images / batch)``, the images counted in the set's split file
-(or ``folder.set_sizes`` when it is absent). Probes are not costed.
+difference divided by N, which leaves out setup, queue prefill and the first step's warm-up.
+Steps are ``epochs x ceil(images / batch)``, the images counted in the set's split file (or
+``folder.set_sizes`` when it is absent). Probes are not costed.
 """
 
 from __future__ import annotations
