@@ -113,3 +113,18 @@ def test_collect_names_missing_in_memory_cells(
     out = capsys.readouterr().out
     assert "missing: sl on balanced, seed 0" in out and "missing: sl on exp100" in out
     assert not (tmp_path / "o" / "cells").exists()  # nothing trained
+
+
+def test_changed_config_of_a_trained_cell_is_refused(tmp_path: Path) -> None:
+    from balfeat.study.jobs import write_job_files
+
+    spec, over = load_study(STUDIES / "cifar10_lt_successors.yaml")
+    job = cell_jobs(spec, tmp_path, over)[0]
+    write_job_files(job)
+    write_job_files(job)  # the same config again: fine
+    run = Path(job.config.run.output_dir)
+    run.mkdir(parents=True)
+    (run / "last.pth").write_bytes(b"")  # a checkpoint is there
+    job.config.optim.epochs += 1
+    with pytest.raises(ConfigError, match="another pre-training configuration"):
+        write_job_files(job)

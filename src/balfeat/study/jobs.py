@@ -180,9 +180,21 @@ def probe_command(job: CellJob, probe: str) -> list[str]:
 
 
 def write_job_files(job: CellJob) -> None:
-    """Write the cell's ``pretrain.yaml`` and ``<probe>.probe.yaml`` files."""
+    """Write the cell's ``pretrain.yaml`` and ``<probe>.probe.yaml`` files.
+
+    Raises:
+        ConfigError: the cell has a checkpoint made with another pre-training config (the
+            study's base or methods changed): resuming it would mix two configurations.
+    """
     job.cdir.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(config_to_dict(job.config), sort_keys=False)
+    before = job.config_file.read_text() if job.config_file.is_file() else text
+    if before != text and find_last_checkpoint(Path(job.config.run.output_dir)) is not None:
+        raise ConfigError(
+            f"cell {job.method} on {job.set_name} in {str(job.cdir)!r} was trained with another "
+            f"pre-training configuration ({job.config_file.name}); delete that folder to re-run "
+            "it, or give the changed method a new name"
+        )
     atomic_write_text(job.config_file, text)
     for name, opts in job.probes.items():
         probe_job = {"probe": dataclasses.asdict(ProbeJob(opts).probe)}
