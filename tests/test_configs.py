@@ -139,5 +139,10 @@ def test_study_file_parses(path: Path) -> None:
 
     spec, _ = load_study(path)
     assert spec.methods and spec.sets and spec.probes
-    assert min(spec.sets.values()) == 1.0, "an imbalance family starts from a balanced set"
+    if spec.dataset == "image-folder":  # the sets are split files; LT0 is the balanced one
+        assert spec.folder.grouping_set in spec.folder.sets
+    elif spec.is_job_study:  # CIFAR-LT: the protocol's standard ratios
+        assert sorted(spec.sets.values()) == [10.0, 50.0, 100.0]
+    else:
+        assert min(spec.sets.values()) == 1.0, "an imbalance family starts from a balanced set"
     assert copy.deepcopy(spec).total == spec.total

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 from balfeat.cli.argtypes import int_in, path_of
 
@@ -42,6 +43,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         type=path_of("out_dir"),
         help="output directory (default: the file's output_dir); change it to keep runs apart",
+    )
+    what = p.add_mutually_exclusive_group()
+    what.add_argument(
+        "--plan",
+        action="store_true",
+        help="print every cell's commands and estimated pre-training cost, write the cells' "
+        "config files, train nothing (default: off); use to submit cells as a SLURM array",
+    )
+    what.add_argument(
+        "--collect",
+        action="store_true",
+        help="build the table, figures and report from the results the cells' folders hold, "
+        "whoever ran them; name the missing cells; never trains (default: off)",
+    )
+    p.add_argument(
+        "--plan-steps",
+        type=int_in(ge=0),
+        default=3,
+        metavar="N",
+        help="--plan: pre-training steps timed per method on synthetic images of the cell's "
+        "shape (default: 3; 0 = commands only, no estimate)",
     )
     add_run_options(p)
     p.add_argument(
@@ -86,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         check_path("--out", args.out, "out_dir")
     configure_threads(args.threads)
+    if args.plan or args.collect:
+        return plan_or_collect(args, spec, cell_overrides)
     rows, paths = run_study(
         spec, out_dir=args.out, overrides=cell_overrides, progress=not args.quiet
     )
@@ -93,4 +117,43 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: {paths['report']}")
     print(f"html:   {paths['html']}")
     print(f"table:  {paths['csv']}")
+    return 0
+
+
+def plan_or_collect(args: argparse.Namespace, spec: Any, cell_overrides: list[str]) -> int:
+    """``--plan`` (commands and costs) or ``--collect`` (report from existing results)."""
+    from pathlib import Path
+
+    from balfeat.errors import ConfigError
+    from balfeat.study.report import summary_text, write_report
+
+    out = Path(args.out or spec.output_dir)
+    if args.plan:
+        from balfeat.study.jobs import cell_jobs, write_job_files
+        from balfeat.study.plan import plan_lines
+
+        if not spec.is_job_study:
+            raise ConfigError(
+                f"--plan needs cells that `balfeat pretrain` can run (dataset image-folder, "
+                f"cifar10-lt, cifar100-lt); {spec.dataset!r} sets are drawn in memory: run the "
+                "study itself"
+            )
+        jobs = cell_jobs(spec, out, cell_overrides)
+        for job in jobs:
+            write_job_files(job)
+        print("\n".join(plan_lines(spec, jobs, args.plan_steps)))
+        return 0
+    from balfeat.study.collect import collect_study
+
+    rows, missing = collect_study(spec, out, cell_overrides)
+    if not rows:
+        print(f"no finished cells under {out}", file=sys.stderr)
+        return 1
+    paths = write_report(rows, out, title=spec.name, description=spec.description,
+                         published=spec.published)  # fmt: skip
+    print(summary_text(rows))
+    print(
+        f"report: {paths['report']}"
+        + (f" ({len(missing)} lines on missing cells above)" if missing else "")
+    )
     return 0

@@ -80,6 +80,8 @@ CATALOG: dict[str, DatasetInfo] = {
         DatasetInfo("array", "arrays", None, None, root="FILE.npz"),
         DatasetInfo("imagenet", "folder", 3, 224, small_images=False, root=_FOLDER_ROOT),
         DatasetInfo("inat", "folder", 3, 224, small_images=False, root=_FOLDER_ROOT),
+        # a study's sets as split files of any image folder (read as pretrain's `imagenet`)
+        DatasetInfo("image-folder", "folder", 3, None, root=_FOLDER_ROOT),
     )
 }
 

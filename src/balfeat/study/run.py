@@ -239,6 +239,13 @@ def run_study(
             f"probe name {OWN_CLASSIFIER!r} is reserved for the rows of a method's own "
             "classifier (BCL, PaCo, GPaCo); rename probes.own"
         )
+    if spec.is_job_study:  # cells as balfeat pretrain / probe jobs (study/jobs.py)
+        from balfeat.study.jobs import run_job_study
+
+        job_rows = run_job_study(spec, out, overrides or [], echo, progress)
+        paths = write_report(job_rows, out, title=spec.name, description=spec.description,
+                             published=spec.published)  # fmt: skip
+        return job_rows, paths
     seeds = spec.run_seeds
     cells = [(m, s, seed) for s in spec.sets for m in spec.methods for seed in seeds]
     todo = [c for c in cells if not cell_done(out, c[0], c[1], spec.probes, c[2])]

@@ -56,7 +56,11 @@ from balfeat.classify.job import ProbeSettings
 from balfeat.errors import BalfeatError, ConfigError
 from balfeat.typed_config import bounds, entries, load_typed, parse_override, path_kind
 
-StudyDataset = Literal["fashion-mnist", "synthetic", "array"]
+StudyDataset = Literal[
+    "fashion-mnist", "synthetic", "array", "image-folder", "cifar10-lt", "cifar100-lt"
+]
+#: Datasets whose cells are ``balfeat pretrain`` / ``balfeat probe`` jobs (balfeat.study.jobs).
+JOB_DATASETS = ("image-folder", "cifar10-lt", "cifar100-lt")
 
 #: Pre-training config keys a study sets per cell and so refuses as overrides.
 CELL_KEYS = ("run.seed", "run.output_dir")
@@ -77,6 +81,47 @@ class FamilySpec:
     sets: dict[str, float] = field(
         default_factory=lambda: {"balanced": 1.0, "exp10": 10.0, "exp100": 100.0}
     )
+
+
+@dataclass
+class FolderSpec:
+    """The sets of an ``image-folder`` study: split files of one image folder, as in the paper.
+
+    Attributes:
+        root: the folder the set split files are relative to (ImageNet's ``train/``).
+        split_dir: where relative split-file names are looked up (``""`` = as given).
+        sets: set name -> split file of its pre-training images (``path label`` lines).
+        grouping_set: the set whose counts fix many/medium/few for every row (the paper: LT);
+            ``""`` = the last set.
+        probe_train: split file of the balanced probe training set; ``""`` = every image under
+            ``probe_root`` (ImageFolder layout).
+        probe_root: the folder ``probe_train`` is relative to (``""`` = ``root``).
+        test: split file of the test images (``""`` = every image under ``test_root``).
+        test_root: the folder ``test`` is relative to (``""`` = ``root``).
+        class_set: the class-split protocol: a class-set file (set A); every set is restricted to
+            A for pre-training, and each probe runs on A and on its complement B (``""`` = off).
+        set_sizes: set name -> images, used by ``--plan`` when the set's split file is absent
+            (planning on a machine without the data).
+        num_classes: classes, used by ``--plan`` when the split files are absent (0 = 1000).
+    """
+
+    root: str = ""
+    split_dir: str = ""
+    sets: dict[str, str] = field(default_factory=dict)
+    grouping_set: str = ""
+    probe_train: str = ""
+    probe_root: str = ""
+    test: str = ""
+    test_root: str = ""
+    class_set: str = ""
+    set_sizes: dict[str, int] = field(default_factory=dict)
+    num_classes: int = field(default=0, metadata=bounds(ge=0))
+
+    def path(self, name: str) -> str:
+        """A split file's path: ``name`` under ``split_dir`` unless absolute or empty."""
+        if not name or not self.split_dir or Path(name).is_absolute():
+            return name
+        return str(Path(self.split_dir) / name)
 
 
 def study_probe(**values: Any) -> ProbeSettings:
@@ -104,7 +149,8 @@ class StudySpec:
         groups: a file of per-class counts (one integer per line, class order) that fixes the
             groups; ``""`` = the counts of the most imbalanced set of the family.
         base: pre-training config mapping for every cell.
-        methods: method id -> pre-training config mapping merged over ``base``.
+        methods: method id -> pre-training config mapping merged over ``base`` (its
+            ``defaults: [FILE]`` names pre-training config files read first, under ``base``).
         probes: probe label -> its :class:`~balfeat.classify.job.ProbeSettings` (see
             :func:`study_probe`); the label names the results, the fields decide the run.
         synthetic_size: images of the synthetic dataset.
@@ -139,6 +185,14 @@ class StudySpec:
     knn_every: int = field(default=0, metadata=bounds(ge=0))
     published: bool = False
     control: bool = True
+    folder: FolderSpec = field(default_factory=FolderSpec)
+    launcher: Literal["local", "torchrun"] = "local"
+    nproc_per_node: int = field(default=1, metadata=bounds(ge=1))
+
+    @property
+    def is_job_study(self) -> bool:
+        """Whether its cells are ``balfeat pretrain``/``probe`` jobs (:mod:`balfeat.study.jobs`)."""
+        return self.dataset in JOB_DATASETS
 
     @property
     def run_seeds(self) -> list[int]:
@@ -154,7 +208,10 @@ class StudySpec:
 
     @property
     def sets(self) -> dict[str, float]:
-        """Set name -> imbalance ratio (``family.sets``)."""
+        """Set name -> imbalance ratio (``family.sets``); an image-folder study's sets (their
+        ratios are read from the split files when the cell runs, 0 here)."""
+        if self.dataset == "image-folder":
+            return {name: 0.0 for name in self.folder.sets}
         return self.family.sets
 
 
@@ -173,9 +230,17 @@ def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
     seeds = spec.run_seeds
     if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds must be distinct non-negative integers, got {seeds}")
-    if not spec.family.sets:
+    if spec.dataset == "image-folder":
+        check_folder(spec.folder)
+    elif not spec.family.sets:
         raise ConfigError("family.sets is empty; give e.g. {balanced: 1, exp100: 100}")
-    for name, ratio in spec.family.sets.items():
+    if spec.launcher == "torchrun" and not spec.is_job_study:
+        raise ConfigError(
+            f"launcher: torchrun runs `balfeat pretrain` jobs, which need a dataset they can "
+            f"read from a config (image-folder, cifar10-lt, cifar100-lt); {spec.dataset!r} "
+            "sets are drawn in memory by the study: use launcher: local"
+        )
+    for name, ratio in ({} if spec.dataset == "image-folder" else spec.family.sets).items():
         check_name("family.sets", name)
         if not math.isfinite(ratio) or ratio < 1:
             raise ConfigError(
@@ -206,7 +271,7 @@ def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
     spec.probes = typed_probes(spec.probes)
     for pname, probe in spec.probes.items():
         probe.check(f"probes.{pname}.")
-        if probe.passes:
+        if probe.passes and not spec.is_job_study:  # a job's probe reads augmented images
             raise ConfigError(
                 f"probes.{pname}.passes={probe.passes}: a study's probe images are not augmented, "
                 "so every pass would be the same; leave passes at 0"
@@ -240,6 +305,28 @@ def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
             f"override {unused[0]!r}: none of the study's methods ({', '.join(spec.methods)}) "
             f"has the parameter {key!r}"
         )
+
+
+def check_folder(folder: FolderSpec) -> None:
+    """Check an image-folder study's ``folder`` section: sets named, the grouping set one of them.
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    if not folder.sets:
+        raise ConfigError(
+            "folder.sets is empty; give e.g. "
+            "{lt0: imagenet_100k_train.txt, lt: ImageNet_LT_train.txt}"
+        )
+    for name in folder.sets:
+        check_name("folder.sets", name)
+    if folder.grouping_set and folder.grouping_set not in folder.sets:
+        raise ConfigError(
+            f"folder.grouping_set {folder.grouping_set!r} is not one of folder.sets "
+            f"({', '.join(folder.sets)})"
+        )
+    if not folder.root:
+        raise ConfigError("folder.root: give the folder the set split files are relative to")
 
 
 def typed_probes(probes: Mapping[str, Any]) -> dict[str, ProbeSettings]:
@@ -301,12 +388,15 @@ def check_name(section: str, name: object) -> None:
 
 def cell_config(spec: StudySpec, method: str, overrides: Sequence[str] = ()) -> Any:
     """The pre-training :class:`~balfeat.engine.config.Config` of ``method`` in this study:
-    defaults, ``base``, the method's mapping, then the cell overrides (checked). A
+    defaults (or the pre-training config files the method's ``defaults:`` names, paths as
+    ``balfeat pretrain --config`` takes them), ``base``, the method's mapping, then the cell
+    overrides (checked). A
     ``method.KEY`` override applies to the methods whose section has KEY
     (:func:`~balfeat.engine.config.overrides_for`)."""
     from balfeat.engine.config import (
         Config,
         apply_overrides,
+        load_config,
         merge_mapping,
         overrides_for,
         validate,
@@ -317,7 +407,11 @@ def cell_config(spec: StudySpec, method: str, overrides: Sequence[str] = ()) -> 
     mcfg = spec.methods[method]
     if not isinstance(mcfg, Mapping):
         raise ConfigError(f"methods.{method} must be a mapping of pre-training config sections")
-    cfg = merge_mapping(Config(), spec.base, "study base")
+    files = mcfg.get("defaults", [])
+    files = [files] if isinstance(files, str) else list(files)
+    mcfg = {k: v for k, v in mcfg.items() if k != "defaults"}
+    cfg = load_config(files) if files else Config()  # the method's recipe file(s) first
+    merge_mapping(cfg, spec.base, "study base")
     merge_mapping(cfg, mcfg, f"study methods.{method}")
     apply_overrides(cfg, overrides_for(cfg.method.name, overrides))
     validate(cfg)

@@ -1,0 +1,133 @@
+"""``balfeat study FILE --plan``: every cell's commands and its estimated pre-training cost.
+
+The cost of a cell is ``steps x seconds per step``. Seconds per step are measured here, once per
+method, by a short run of the method's pre-training config on synthetic images of the cell's
+shape (its batch size, image size, channels and class count), so a study over ImageNet is planned
+on a machine without ImageNet. Two short runs (1 and 1 + N steps) are timed and their
+difference divided by N, which leaves out setup, queue prefill and the first step's warm-up.
+Steps are ``epochs x ceil(images / batch)``, the images counted in the set's split file (or
+``folder.set_sizes`` when it is absent). Probes are not costed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import shlex
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from balfeat.data.catalog import dataset_info
+from balfeat.data.cifar_lt import STANDARD_TOTALS
+from balfeat.device import default_device
+from balfeat.engine.config import Config
+from balfeat.study.jobs import CellJob, pretrain_command, probe_command, set_counts
+from balfeat.study.spec import StudySpec
+
+
+def set_images(spec: StudySpec, job: CellJob) -> int:
+    """Images of the cell's pre-training set."""
+    if spec.dataset == "image-folder":
+        path = Path(job.config.data.train_split)
+        if path.is_file():
+            return int(sum(set_counts(str(path))))
+        return int(spec.folder.set_sizes.get(job.set_name, 0))
+    base = str(dataset_info(spec.dataset).long_tailed_from)
+    ratio = float(spec.family.sets[job.set_name])
+    return STANDARD_TOTALS.get((base, int(ratio)), 0)
+
+
+def num_classes(spec: StudySpec, job: CellJob) -> int:
+    """Classes of the cell's images (for the synthetic timing run)."""
+    if spec.dataset != "image-folder":
+        return int(dataset_info(spec.dataset).num_classes or 10)
+    path = Path(job.config.data.train_split)
+    if path.is_file():
+        return len(set_counts(str(path)))
+    return spec.folder.num_classes or 1000
+
+
+def cell_steps(cfg: Config, images: int) -> int:
+    """Optimiser steps of a pre-training over ``images``."""
+    steps = cfg.optim.epochs * math.ceil(images / cfg.optim.batch_size)
+    return min(steps, cfg.run.max_steps) if cfg.run.max_steps else steps
+
+
+def seconds_per_step(cfg: Config, classes: int, steps: int = 3) -> float:
+    """Measured seconds per step of ``cfg``'s method on synthetic images of its shape."""
+    from balfeat.engine.trainer import Trainer
+
+    probe = copy.deepcopy(cfg)
+    probe.data.dataset = "synthetic"
+    probe.data.train_split = probe.data.class_set = ""
+    probe.data.num_classes = classes
+    probe.data.channels = 3
+    probe.data.synthetic_size = probe.optim.batch_size * (steps + 2)
+    probe.data.num_workers = 0
+    probe.data.imbalance_ratio = 1.0
+    probe.data.per_class = probe.data.max_samples = 0
+    probe.data.loader = "auto"
+    probe.data.decode = "pil"
+    probe.run.progress = False
+
+    def fit(n: int, tmp: str) -> float:
+        run = copy.deepcopy(probe)
+        run.run.max_steps = n
+        run.run.output_dir = str(Path(tmp) / f"run{n}")
+        start = time.perf_counter()
+        Trainer(run).fit()
+        return time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory(prefix="balfeat-plan-") as tmp:
+        # one step, then 1 + steps: the difference leaves out setup, queue prefill and warm-up
+        first = fit(1, tmp)
+        return max(fit(1 + steps, tmp) - first, 0.0) / steps
+
+
+def plan_lines(spec: StudySpec, jobs: Sequence[CellJob], measure_steps: int = 3) -> list[str]:
+    """The plan: per cell its commands, steps and estimated hours; then the total."""
+    measured: dict[str, float] = {}
+    where = device_name(jobs[0].config.run.device if jobs else "auto")
+    lines = [f"plan of {spec.name!r}: {len(jobs)} cells (launcher {spec.launcher})"]
+    total = 0.0
+    for i, job in enumerate(jobs):
+        cfg = job.config
+        key = job.method
+        if measure_steps and key not in measured:
+            measured[key] = seconds_per_step(cfg, num_classes(spec, job), measure_steps)
+        images = set_images(spec, job)
+        steps = cell_steps(cfg, images)
+        hours = measured.get(key, float("nan")) * steps / 3600 * spec.nproc_per_node
+        total += hours if math.isfinite(hours) else 0.0
+        lines.append(
+            f"[{i}] {job.method} on {job.set_name}, seed {job.seed}: {images} images, "
+            f"{steps} steps of batch {cfg.optim.batch_size}, est. {_hours(hours)} device-hours"
+        )
+        lines.append("    " + shlex.join(pretrain_command(spec, job)))
+        lines += ["    " + shlex.join(probe_command(job, p)) for p in job.probes]
+    per = ", ".join(f"{m} {s:.3g} s/step" for m, s in measured.items())
+    lines.append(
+        f"total: est. {_hours(total)} device-hours of pre-training on {where} "
+        f"({per or 'not measured'}; probes not included)"
+    )
+    lines.append(
+        "the plan wrote every cell's config files: a SLURM array job runs cell "
+        "[$SLURM_ARRAY_TASK_ID]'s commands; `balfeat study FILE --collect` builds the table"
+    )
+    return lines
+
+
+def device_name(requested: str) -> str:
+    """The name of the device a cell would train on (the GPU's, or the CPU's thread count)."""
+    import torch
+
+    device = default_device(requested)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
+def _hours(h: float) -> str:
+    return "n/a" if not math.isfinite(h) else f"{h:.3g}"
