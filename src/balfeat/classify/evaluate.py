@@ -18,6 +18,7 @@ def evaluate_saved_probe(
     grouping: str = "default",
     group_counts_file: str | None = None,
     tau: bool = False,
+    force: bool = False,
 ) -> list[str]:
     """``balfeat evaluate``: the metrics of a saved probe's validation logits, again.
 
@@ -29,6 +30,8 @@ def evaluate_saved_probe(
         group_counts_file: per-class counts (split or counts file) defining the groups
             (default: those the probe used).
         tau: add a tau-normalisation sweep.
+        force: replace the results an earlier evaluate wrote into ``out_dir`` (refused
+            without it). The folder is locked while it is written.
 
     Returns:
         The summary lines to print.
@@ -79,7 +82,11 @@ def evaluate_saved_probe(
     )
     if tau:
         results["tau"] = tau_sweep_from_logits(saved, grouping, counts.numpy())
-    write_results(out, results)
+    from balfeat.engine.run_dir import claim_outputs, folder_lock
+
+    with folder_lock(out, "--out"):
+        claim_outputs(out, ("results.json", "per_class.csv"), force, "--out")
+        write_results(out, results)
     lines.append(format_summary(results))
     if tau:
         for row in results["tau"]["sweep"]:

@@ -181,9 +181,36 @@ def build_model(args: Any) -> tuple[Any, dict[str, Any]]:
     return backbone, info
 
 
+#: What a probe writes into its ``--out`` (and ``evaluate/``, made from its ``probe.pth``).
+PROBE_OUTPUTS = (
+    "results.json",
+    "per_class.csv",
+    "probe.pth",
+    "unseen.json",
+    "A",
+    "B",
+    "evaluate",
+)
+
+
 def run_probe_job(args: Any) -> list[str]:
     """Run a probe from :class:`~balfeat.classify.job.ProbeOptions` (``args``); write its results
-    into ``args.out`` and return the summary lines to print."""
+    into ``args.out`` and return the summary lines to print.
+
+    The folder is locked while the probe runs; an earlier probe's results in it are refused, or
+    deleted with ``args.force`` (:data:`PROBE_OUTPUTS`), so it never holds results of two runs.
+    """
+    from balfeat.engine.run_dir import claim_outputs, folder_lock
+
+    args.check("probe.")  # relations between values, as the job loader checks them
+    out = Path(args.out)
+    check_writable(out)  # before minutes of feature extraction, not after
+    with folder_lock(out, "--out"):
+        claim_outputs(out, PROBE_OUTPUTS, bool(args.force), "--out")
+        return _probe_into(args, out)
+
+
+def _probe_into(args: Any, out: Path) -> list[str]:
     import torch
 
     from balfeat.classify.probe import probe_decoupled, probe_summary, run_probe
@@ -192,9 +219,6 @@ def run_probe_job(args: Any) -> list[str]:
     from balfeat.provenance import provenance
 
     grouping = parse_grouping(args.grouping)
-    args.check("probe.")  # relations between values, as the job loader checks them
-    out = Path(args.out)
-    check_writable(out)  # before minutes of feature extraction, not after
     cfg = args.linear_config()
     device = default_device(args.device)
     torch.manual_seed(args.seed)
