@@ -261,9 +261,10 @@ def run_study(
             f"({elapsed:.0f} s so far)"
         )
         assert data is not None
-        # the cell's lock, held until its results are written: a second study into this folder
-        # (or a `pretrain` into the cell) is refused before anything of the cell is touched
-        with folder_lock(cdir, "study output folder"):
+        # the cell's locks (its folder and its pre-training run's), held until its results are
+        # written: a second study into this folder, or a `balfeat pretrain` into the cell, is
+        # refused before anything of the cell is touched (the trainer takes its lock again)
+        with folder_lock(cdir, "study output folder"), folder_lock(cdir / "pretrain", "cell"):
             atomic_write_text(cdir / "cell.yaml", yaml.safe_dump(records[m], sort_keys=False))
             cell_rows = run_cell(
                 spec, data, m, s, out, overrides, progress,
