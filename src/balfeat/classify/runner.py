@@ -25,7 +25,7 @@ from balfeat.data.folder_scan import scan_image_folder
 from balfeat.data.imbalance import exponential_counts
 from balfeat.data.splits import read_class_counts
 from balfeat.engine.checkpoint import atomic_save, resolve_checkpoint
-from balfeat.errors import ConfigError
+from balfeat.errors import ConfigError, DataError
 from balfeat.models.backbones import build_backbone
 from balfeat.models.loading import load_backbone_state, load_into_backbone
 
@@ -127,7 +127,13 @@ def group_counts(args: Any, info: dict[str, Any], probe_counts: Any) -> tuple[An
         # n_max: images per class of the (balanced) probe pool
         counts = exponential_counts(n, int(max(probe_counts)), ratio)
         return np.asarray(counts), f"pre-training set {data_cfg['dataset']} ratio {ratio:g}"
-    if split and Path(split).is_file():
+    if split:  # never a silent fallback to the probe's counts: many/medium/few would change
+        if not Path(split).is_file():
+            raise DataError(
+                f"the checkpoint's data.train_split {split!r} (the pre-training split that "
+                "defines many/medium/few) does not exist here; pass --group-counts with that "
+                "split file or a counts file"
+            )
         counts = read_class_counts(split, n, "the checkpoint's data.train_split")
         return np.asarray(counts), f"pre-training split {split} (from checkpoint)"
     return np.asarray(probe_counts), "the probe's own training counts"
