@@ -47,6 +47,13 @@ def build_probe_transforms(image_size: int, channels: int) -> tuple[Any, Any]:
     )
 
 
+#: A probe reads every listed image (it has no option to skip one): what its error advises.
+PROBE_BAD_IMAGE_HINT = (
+    "remove its line from the split file (a probe reads every image it lists; without "
+    "--train-split/--val-split, move the file out of the folder)"
+)
+
+
 def load_datasets(
     args: Any, channels: int
 ) -> tuple[Dataset, Dataset, Dataset, int, list[str], np.ndarray]:
@@ -80,12 +87,17 @@ def load_datasets(
     train_src, val_src = FOLDER_SCAN.format(root), FOLDER_SCAN.format(val_root)
     size = args.image_size or info.image_size or 224
     aug, ev = build_probe_transforms(size, channels)
-    s_aug = SplitImageDataset(root, train_split, aug, source=train_src)
+    hint = PROBE_BAD_IMAGE_HINT
+    s_aug = SplitImageDataset(root, train_split, aug, source=train_src, bad_image_hint=hint)
     nc = s_aug.num_classes
     # as `balfeat pretrain`: labels must be 0..C-1 with images in every class
     counts = catalog.check_label_gaps(s_aug.targets, args.train_split or root)
-    s_tr = SplitImageDataset(root, train_split, ev, num_classes=nc, source=train_src)
-    s_va = SplitImageDataset(val_root, val_split, ev, num_classes=nc, source=val_src)
+    s_tr = SplitImageDataset(
+        root, train_split, ev, num_classes=nc, source=train_src, bad_image_hint=hint
+    )
+    s_va = SplitImageDataset(
+        val_root, val_split, ev, num_classes=nc, source=val_src, bad_image_hint=hint
+    )
     catalog.check_same_classes(s_aug, s_va)
     names = [str(n) for n in s_aug.class_names]
     return s_aug, s_tr, s_va, nc, names, counts
