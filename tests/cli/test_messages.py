@@ -13,7 +13,7 @@ from balfeat.cli.main import main
 
 def _one_line(capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("probe: ")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
@@ -38,3 +38,19 @@ def test_channels_that_the_dataset_does_not_have_is_refused_at_the_door(
     line = _one_line(capsys)
     assert "data.channels=3" in line and "set data.channels=1" in line
     assert not out.exists()
+
+
+def test_a_quiet_probe_still_prints_one_line_per_stage(
+    tiny_imagenet: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*common(tiny_imagenet), "--decoupled", "crt", "--out", str(tmp_path / "p")]
+    assert "--quiet" in args
+    assert main(["probe", *args]) == 0
+    stages = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("probe: ")]
+    assert [s.split()[1] for s in stages] == [
+        "loading",
+        "reading",
+        "training",
+        "decoupled",
+        "writing",
+    ]

@@ -54,6 +54,12 @@ PROBE_BAD_IMAGE_HINT = (
 )
 
 
+def stage(what: str) -> None:
+    """One status line per stage on stderr, also with ``--quiet`` (which drops only progress
+    bars and per-epoch lines): a long probe is never silent."""
+    print(f"probe: {what}", file=sys.stderr, flush=True)
+
+
 def load_datasets(
     args: Any, channels: int
 ) -> tuple[Dataset, Dataset, Dataset, int, list[str], np.ndarray]:
@@ -240,9 +246,11 @@ def _probe_into(args: Any, out: Path) -> list[str]:
     cfg = args.linear_config()
     device = default_device(args.device)
     torch.manual_seed(args.seed)
+    stage("loading the backbone")
     backbone, info = build_model(args)
     check_channels(args.dataset, int(info["in_channels"]), info.get("checkpoint"))
     backbone.to(device)
+    stage(f"reading {args.dataset}")
     tr_aug, tr, va, num_classes, names, probe_counts = load_datasets(args, info["in_channels"])
     counts, group_source = group_counts(args, info, probe_counts)
     train_ds = tr_aug if (args.protocol == "reference" or args.passes > 0) else tr
@@ -268,14 +276,20 @@ def _probe_into(args: Any, out: Path) -> list[str]:
     if args.class_set:
         return _run_unseen(args, backbone, train_ds, va, names, cfg, how, grouping, meta)
 
+    stage(
+        f"training the classifier ({args.protocol} protocol, {cfg.epochs} epochs, "
+        f"{len(train_ds)} images)"
+    )
     res = run_probe(backbone, train_ds, va, num_classes, cfg, **how)
     results = probe_summary(res, counts, class_names=names, grouping=grouping, cfg=cfg)
     results.update(meta)
     if args.decoupled:
+        stage(f"decoupled classifiers: {', '.join(args.decoupled)}")
         results["decoupled"] = probe_decoupled(
             backbone, tr, va, res, cfg, methods=args.decoupled, counts=counts, names=names,
             grouping=grouping, device=device, num_workers=args.workers,
         )  # fmt: skip
+    stage(f"writing {out}")
     write_results(out, results)
     atomic_save(
         {
