@@ -45,7 +45,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 def _error(capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("probe: ")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
