@@ -281,5 +281,6 @@ def run_study(
         description=spec.description,
         class_names=names,
         published=spec.published,
+        method_names=[cfg.method.name for cfg in configs.values()],
     )
     return rows, paths
