@@ -278,7 +278,7 @@ def _probe_into(args: Any, out: Path) -> list[str]:
 
     stage(
         f"training the classifier ({args.protocol} protocol, {cfg.epochs} epochs, "
-        f"{len(train_ds)} images)"
+        f"{len(train_ds)} images)"  # type: ignore[arg-type]
     )
     res = run_probe(backbone, train_ds, va, num_classes, cfg, **how)
     results = probe_summary(res, counts, class_names=names, grouping=grouping, cfg=cfg)
