@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from balfeat.study.run import run_study
 
 def test_demo_and_study_are_commands(tmp_path: Path) -> None:
     ns = build_parser().parse_args(["demo", "--out", "x", "--full"])
-    assert ns.out == "x" and ns.full and not ns.tiny
+    assert ns.out == os.path.abspath("x") and ns.full and not ns.tiny  # path flags: absolute
     f = tmp_path / "f.yaml"
     f.write_text("methods: {sl: {method: {name: sl}}}\n")
     ns = build_parser().parse_args(["study", str(f), "optim.epochs=1"])

@@ -14,7 +14,8 @@ from balfeat.cli.main import main
 
 
 def _one_error_line(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    # the stage lines ("probe: reading ...", printed even with --quiet) are status, not errors
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("probe: ")]
     assert len(lines) == 1, err
     assert "Traceback" not in err
     return lines[0]

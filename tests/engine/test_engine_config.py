@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def test_yaml_then_overrides_in_order(tmp_path: Path) -> None:
     assert cfg.method.name == "kcl"
     assert cfg.optim.weight_decay == pytest.approx(1e-4)  # YAML 1.1 reads 1e-4 as text
     assert cfg.data.balanced is True
-    assert cfg.run.output_dir == "2024"
+    assert cfg.run.output_dir == os.path.abspath("2024")  # a path, resolved against the cwd
 
 
 def test_int_accepted_for_float_and_scaled_lr() -> None:

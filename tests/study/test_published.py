@@ -88,3 +88,19 @@ def test_p1_and_p2_numbers_are_entered_with_their_address_and_printed() -> None:
     # a todo row still carries no number; its aggregator value is printed as secondary
     paco = published_markdown(["paco"])
     assert any("cifar100-lt-r100" in ln and "secondary (not the paper): 52.0" in ln for ln in paco)
+
+
+def test_published_rows_follow_what_a_method_trains_not_its_id(tmp_path: Path) -> None:
+    from balfeat.study.report import write_report
+
+    row = {
+        "protocol": "fast", "method": "paco", "set": "balanced", "seed": 0,
+        "imbalance_ratio": 1.0, "top1": 50.0, "many": 40.0, "medium": 50.0, "few": 60.0,
+        "train_counts": [10, 10], "per_class_accuracy": [40.0, 60.0],
+    }  # fmt: skip
+    write_report([row], tmp_path / "a", published=True, method_names=["sl"])  # id paco, trains sl
+    assert "Published numbers" not in (tmp_path / "a" / "report.md").read_text()
+    mine = {**row, "method": "my_method"}
+    write_report([mine], tmp_path / "b", published=True, method_names=["paco"])
+    md = (tmp_path / "b" / "report.md").read_text()
+    assert "## Published numbers of these methods" in md and "| PaCo | imagenet-lt |" in md

@@ -18,6 +18,7 @@ def evaluate_saved_probe(
     grouping: str = "default",
     group_counts_file: str | None = None,
     tau: bool = False,
+    force: bool = False,
 ) -> list[str]:
     """``balfeat evaluate``: the metrics of a saved probe's validation logits, again.
 
@@ -30,6 +31,8 @@ def evaluate_saved_probe(
             (default: those the probe used: the checkpoint's training counts when it carries
             them).
         tau: add a tau-normalisation sweep.
+        force: replace the results an earlier evaluate wrote into ``out_dir`` (refused
+            without it). The folder is locked while it is written.
 
     Returns:
         The summary lines to print.
@@ -83,7 +86,11 @@ def evaluate_saved_probe(
         results["tau"] = tau_sweep_from_logits(saved, grouping, counts.numpy())
         # the saved logits are the evaluation list's: a best tau read off them is chosen on test
         results["tau"]["best_tau_label"] = SELECTED_ON_TEST
-    write_results(out, results)
+    from balfeat.engine.run_dir import claim_outputs, folder_lock
+
+    with folder_lock(out, "--out"):
+        claim_outputs(out, ("results.json", "per_class.csv"), force, "--out")
+        write_results(out, results)
     lines.append(f"groups from {source}")
     lines.append(format_summary(results))
     if tau:

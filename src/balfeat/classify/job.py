@@ -127,8 +127,12 @@ class ProbeOptions(ProbeSettings):
             a class name or /wnid); probes A and its complement B separately; "" = off.
         device: auto, cpu, cuda or cuda:N (auto = GPU if any).
         workers: data loading workers (~8 on imagenet).
-        out: output directory (created; checked writable before any work).
-        quiet: no progress bars and no per-epoch lines.
+        out: output directory (created; checked writable before any work). It is locked while
+            the probe runs; one that holds an earlier probe's results is refused unless force.
+        force: replace the results of an earlier probe in out (results.json, per_class.csv,
+            probe.pth, unseen.json, A/, B/ and the evaluate/ folder made from them); off: such
+            an out is refused.
+        quiet: no progress bars and no per-epoch lines (one line per stage is still printed).
         select_on: where the best epoch, tau and the LWS/cRT epochs are chosen: val (a
             selection split carved from the training data, select_fraction per class, seeded
             by seed, never trained on; or select_split), test (on val_split, the evaluation
@@ -157,6 +161,7 @@ class ProbeOptions(ProbeSettings):
     device: str = "auto"
     workers: int = field(default=0, metadata=bounds(ge=0))
     out: str = field(default="", metadata=path_kind("out_dir"))
+    force: bool = False
     quiet: bool = False
     select_on: Literal["val", "test", "last"] = "val"
     select_split: str = field(default="", metadata=path_kind("file"))

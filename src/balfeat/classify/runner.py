@@ -25,7 +25,7 @@ from balfeat.data.folder_scan import scan_image_folder
 from balfeat.data.imbalance import exponential_counts
 from balfeat.data.splits import read_class_counts
 from balfeat.engine.checkpoint import atomic_save, resolve_checkpoint
-from balfeat.errors import ConfigError
+from balfeat.errors import ConfigError, DataError
 from balfeat.models.backbones import build_backbone
 from balfeat.models.loading import load_backbone_state, load_into_backbone
 
@@ -49,6 +49,19 @@ def build_probe_transforms(
         build_transform(augmentation, image_size, channels),
         build_transform("eval", image_size, channels),
     )
+
+
+#: A probe reads every listed image (it has no option to skip one): what its error advises.
+PROBE_BAD_IMAGE_HINT = (
+    "remove its line from the split file (a probe reads every image it lists; without "
+    "--train-split/--val-split, move the file out of the folder)"
+)
+
+
+def stage(what: str) -> None:
+    """One status line per stage on stderr, also with ``--quiet`` (which drops only progress
+    bars and per-epoch lines): a long probe is never silent."""
+    print(f"probe: {what}", file=sys.stderr, flush=True)
 
 
 def load_datasets(
@@ -84,12 +97,17 @@ def load_datasets(
     train_src, val_src = FOLDER_SCAN.format(root), FOLDER_SCAN.format(val_root)
     size = args.image_size or info.image_size or 224
     aug, ev = build_probe_transforms(size, channels, args.train_augmentation)
-    s_aug = SplitImageDataset(root, train_split, aug, source=train_src)
+    hint = PROBE_BAD_IMAGE_HINT
+    s_aug = SplitImageDataset(root, train_split, aug, source=train_src, bad_image_hint=hint)
     nc = s_aug.num_classes
     # as `balfeat pretrain`: labels must be 0..C-1 with images in every class
     counts = catalog.check_label_gaps(s_aug.targets, args.train_split or root)
-    s_tr = SplitImageDataset(root, train_split, ev, num_classes=nc, source=train_src)
-    s_va = SplitImageDataset(val_root, val_split, ev, num_classes=nc, source=val_src)
+    s_tr = SplitImageDataset(
+        root, train_split, ev, num_classes=nc, source=train_src, bad_image_hint=hint
+    )
+    s_va = SplitImageDataset(
+        val_root, val_split, ev, num_classes=nc, source=val_src, bad_image_hint=hint
+    )
     catalog.check_same_classes(s_aug, s_va)
     names = [str(n) for n in s_aug.class_names]
     return s_aug, s_tr, s_va, nc, names, counts
@@ -138,7 +156,13 @@ def group_counts(
         # n_max: images per class of the (balanced) probe pool
         counts = exponential_counts(n, int(max(probe_counts)), ratio)
         return np.asarray(counts), f"pre-training set {data_cfg['dataset']} ratio {ratio:g}"
-    if split and Path(split).is_file():
+    if split:  # never a silent fallback to the probe's counts: many/medium/few would change
+        if not Path(split).is_file():
+            raise DataError(
+                f"the checkpoint's data.train_split {split!r} (the pre-training split that "
+                "defines many/medium/few) does not exist here; pass --group-counts with that "
+                "split file or a counts file"
+            )
         counts = read_class_counts(split, n, "the checkpoint's data.train_split")
         return np.asarray(counts), f"pre-training split {split} (from checkpoint)"
     why_not = said if info.get("checkpoint") else "no checkpoint (random initialisation)"
@@ -196,9 +220,36 @@ def build_model(args: Any) -> tuple[Any, dict[str, Any]]:
     return backbone, info
 
 
+#: What a probe writes into its ``--out`` (and ``evaluate/``, made from its ``probe.pth``).
+PROBE_OUTPUTS = (
+    "results.json",
+    "per_class.csv",
+    "probe.pth",
+    "unseen.json",
+    "A",
+    "B",
+    "evaluate",
+)
+
+
 def run_probe_job(args: Any) -> list[str]:
     """Run a probe from :class:`~balfeat.classify.job.ProbeOptions` (``args``); write its results
-    into ``args.out`` and return the summary lines to print."""
+    into ``args.out`` and return the summary lines to print.
+
+    The folder is locked while the probe runs; an earlier probe's results in it are refused, or
+    deleted with ``args.force`` (:data:`PROBE_OUTPUTS`), so it never holds results of two runs.
+    """
+    from balfeat.engine.run_dir import claim_outputs, folder_lock
+
+    args.check("probe.")  # relations between values, as the job loader checks them
+    out = Path(args.out)
+    check_writable(out)  # before minutes of feature extraction, not after
+    with folder_lock(out, "--out"):
+        claim_outputs(out, PROBE_OUTPUTS, bool(args.force), "--out")
+        return _probe_into(args, out)
+
+
+def _probe_into(args: Any, out: Path) -> list[str]:
     import torch
 
     from balfeat.classify.probe import probe_decoupled, probe_summary, run_probe
@@ -208,15 +259,14 @@ def run_probe_job(args: Any) -> list[str]:
     from balfeat.provenance import provenance
 
     grouping = parse_grouping(args.grouping)
-    args.check("probe.")  # relations between values, as the job loader checks them
-    out = Path(args.out)
-    check_writable(out)  # before minutes of feature extraction, not after
     cfg = args.linear_config()
     device = default_device(args.device)
     torch.manual_seed(args.seed)
+    stage("loading the backbone")
     backbone, info = build_model(args)
     check_channels(args.dataset, int(info["in_channels"]), info.get("checkpoint"))
     backbone.to(device)
+    stage(f"reading {args.dataset}")
     tr_aug, tr, va, num_classes, names, probe_counts = load_datasets(args, info["in_channels"])
     tr_aug, tr, probe_counts = long_tailed_train(args, tr_aug, tr, probe_counts)
     counts, group_source = group_counts(args, info, probe_counts, names)
@@ -246,18 +296,24 @@ def run_probe_job(args: Any) -> list[str]:
 
     sel = prepare_selection(args, train_ds, tr, va)  # where the choices are made (select_on)
     keep = kept_epoch(args.select_on)
+    stage(
+        f"training the classifier ({args.protocol} protocol, {cfg.epochs} epochs, "
+        f"{len(sel.train)} images)"
+    )
     res = run_probe(backbone, sel.train, sel.select, num_classes, cfg, keep=keep, **how)
     if sel.separate:  # chosen on the selection split: measure on the evaluation list
         evaluate_on_test(res, backbone, va, device, args.workers)
     results = probe_summary(res, counts, class_names=names, grouping=grouping, cfg=cfg)
     results.update(meta)
     if args.decoupled:
+        stage(f"decoupled classifiers: {', '.join(args.decoupled)}")
         results["decoupled"] = probe_decoupled(
             backbone, sel.plain, sel.select, res, cfg, methods=args.decoupled, counts=counts,
             names=names, grouping=grouping, device=device, num_workers=args.workers,
             test_dataset=va, keep=keep,
         )  # fmt: skip
     results["selection"] = sel.record  # what was chosen, on which images (label only on test)
+    stage(f"writing {out}")
     write_results(out, results)
     atomic_save(
         {

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from balfeat.errors import ConfigError
-from balfeat.typed_config import PathKind, bounds, check_path, check_range, range_text
+from balfeat.typed_config import PathKind, bounds, check_path, check_range, range_text, resolve_path
 
 
 def _ranged(conv: Callable[[str], Any], kind: str, **limits: float | None) -> Callable[[str], Any]:
@@ -70,7 +70,8 @@ def float_in(
 def path_of(kind: PathKind) -> Callable[[str], str]:
     """A path argument type that must be of ``kind`` (see ``balfeat.typed_config.path_kind``).
 
-    The value stays a ``str``; ``""`` is refused (an empty path is never meant).
+    The value is the absolute path, a ``str`` (:func:`~balfeat.typed_config.resolve_path`);
+    ``""`` is refused (an empty path is never meant).
     """
 
     def parse(text: str) -> str:
@@ -78,7 +79,8 @@ def path_of(kind: PathKind) -> Callable[[str], str]:
             raise argparse.ArgumentTypeError("empty path")
         if "\ufeff" in text or "\x00" in text:
             raise argparse.ArgumentTypeError(f"path {text!r} holds a BOM or NUL character")
-        try:
+        try:  # ~ and $VAR expanded, a relative path made absolute: it means the same anywhere
+            text = resolve_path("path", text)
             check_path("path", text, kind)
         except ConfigError as err:
             msg = str(err)

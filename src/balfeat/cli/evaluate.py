@@ -52,6 +52,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="output directory (default: PROBE_DIR/evaluate); the probe's own folder is refused, "
         "so its results.json (with the cRT/tau/LWS results) is never replaced",
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the results an earlier evaluate wrote into the output directory (default: "
+        "off: such a folder is refused)",
+    )
     p.set_defaults(func=run)
 
 
@@ -65,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         grouping=args.grouping,
         group_counts_file=args.group_counts,
         tau=args.tau_sweep,
+        force=args.force,
     )
     for line in lines:
         print(line)

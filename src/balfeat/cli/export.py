@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from pathlib import Path
 
 from balfeat.cli.argtypes import path_of
 
@@ -56,6 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export; returns the exit code."""
     from balfeat.engine.checkpoint import resolve_checkpoint
+    from balfeat.engine.run_dir import folder_lock
     from balfeat.models.export import (
         check_export_target,
         export_backbone,
@@ -80,7 +83,11 @@ def run(args: argparse.Namespace) -> int:
         "detectron2": export_detectron2,
         "backbone": export_backbone,
     }[args.format]
-    info = fn(args.checkpoint, args.out, args.backbone, force=args.force)
+    # replacing a file (--force) holds its folder's lock; a new file needs none
+    out = Path(args.out)
+    guard = folder_lock(out.parent, "--out") if out.exists() else contextlib.nullcontext()
+    with guard:
+        info = fn(args.checkpoint, args.out, args.backbone, force=args.force)
     label = {
         "torchvision": "a torchvision state dict",
         "detectron2": "a detectron2 pickle",

@@ -52,7 +52,7 @@ def job_from_args(args: argparse.Namespace) -> Any:
     files, key=value overrides, then the flags that were given (checked as config keys are)."""
     from balfeat.classify.job import load_probe_job, validate_probe_job
     from balfeat.errors import ConfigError
-    from balfeat.typed_config import check_paths, set_key
+    from balfeat.typed_config import check_paths, resolve_paths, set_key
 
     fields = set(ProbeOptions.__dataclass_fields__)
     given = {k: v for k, v in vars(args).items() if k in fields}
@@ -60,6 +60,7 @@ def job_from_args(args: argparse.Namespace) -> Any:
     for key, value in given.items():
         flag = flag_name(key) if key != "bias" else "--no-bias"
         set_key(job, f"probe.{key}", value, f"the command line ({flag})")
+    resolve_paths(job)  # the flags' paths, as the files' and overrides' were at load
     validate_probe_job(job)
     check_paths(job)
     if not job.probe.out:

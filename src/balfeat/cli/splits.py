@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from balfeat.cli.argtypes import float_in, int_in, path_of
 from balfeat.cli.groups import add_group
+from balfeat.engine.run_dir import refuse_existing_files, replacing_files
 from balfeat.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -185,6 +186,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="replace output files that exist "
+                   "(default: off: an existing output is refused before any work)")  # fmt: skip
     p.add_argument(
         "--seed",
         type=int_in(ge=0),
@@ -263,12 +266,13 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def _check_outputs(outs: dict[str, str], inputs: list[str | None]) -> None:
-    """Refuse, before any work, an output that is not writable or would replace an input.
+def _check_outputs(outs: dict[str, str], inputs: list[str | None], force: bool) -> None:
+    """Refuse, before any work, an output that is not writable, exists, or replaces an input.
 
     Args:
         outs: output path -> the option that names it.
         inputs: the input files of the command (``None`` for options not given).
+        force: ``--force``: outputs that exist may be replaced.
     """
     from balfeat.typed_config import check_path
 
@@ -285,6 +289,7 @@ def _check_outputs(outs: dict[str, str], inputs: list[str | None]) -> None:
                     f"{option}: {out!r} is also an input of this command; writing it would "
                     "replace the input - choose another output path"
                 )
+    refuse_existing_files(outs, force)
 
 
 def family_outputs(pattern: str, alphas: list[float]) -> dict[float, Path]:
@@ -343,6 +348,7 @@ def run_family(args: argparse.Namespace) -> int:
     _check_outputs(
         {str(p): "--out-pattern" for p in outs.values()},
         [args.long_tailed, args.pool, args.balanced, *args.exclude],
+        args.force,
     )
     family = imbalance_family(
         _read_entries(args.long_tailed, "--long-tailed"),
@@ -353,7 +359,8 @@ def run_family(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     for alpha, entries in family.items():
-        write_split(outs[alpha], entries)
+        with replacing_files([outs[alpha]], "--out-pattern"):
+            write_split(outs[alpha], entries)
         print(_describe(outs[alpha], split_stats(entries)))
     return 0
 
@@ -363,7 +370,7 @@ def run_balanced(args: argparse.Namespace) -> int:
     from balfeat.data.imbalance import balanced_split
     from balfeat.data.splits import split_stats, write_split
 
-    _check_outputs({args.out: "--out"}, [args.pool, *args.exclude])
+    _check_outputs({args.out: "--out"}, [args.pool, *args.exclude], args.force)
     pool = _read_entries(args.pool, "--pool")
     _check_balanced_fits(pool, _read_many(args.exclude), args.total, args.per_class)
     entries = balanced_split(
@@ -373,7 +380,8 @@ def run_balanced(args: argparse.Namespace) -> int:
         exclude=_read_many(args.exclude),
         seed=args.seed,
     )
-    write_split(args.out, entries)
+    with replacing_files([args.out], "--out"):
+        write_split(args.out, entries)
     s = split_stats(entries)
     print(f"{args.out}: {s.classes:,} classes x {s.max:,} images, total {s.total:,}")
     return 0
@@ -420,7 +428,7 @@ def run_profile(args: argparse.Namespace) -> int:
     )
     from balfeat.data.splits import split_stats, write_split
 
-    _check_outputs({args.out: "--out"}, [args.pool])
+    _check_outputs({args.out: "--out"}, [args.pool], args.force)
     pool = _read_entries(args.pool, "--pool")
     groups = group_by_label(pool)
     smallest = min(len(g) for g in groups.values())
@@ -455,7 +463,8 @@ def run_profile(args: argparse.Namespace) -> int:
         raise DataError(
             f"{args.out}: {len(groups) - s.classes} classes would have no images; nothing written"
         )
-    write_split(args.out, entries)
+    with replacing_files([args.out], "--out"):
+        write_split(args.out, entries)
     note = ""
     if abs(s.ratio - args.ratio) > 0.005 * args.ratio:
         note = f" (requested {args.ratio:g}; counts are rounded down to whole images)"
@@ -481,9 +490,10 @@ def run_classes(args: argparse.Namespace) -> int:
         key: Path(args.out_dir) / f"{args.prefix}{key}.txt"
         for key in ("clsset1", "clsset1_comp", "clsset2", "clsset2_comp")
     }
-    _check_outputs({str(p): "--out-dir" for p in outs.values()}, [args.split])
+    _check_outputs({str(p): "--out-dir" for p in outs.values()}, [args.split], args.force)
     for key, subset in class_splits(names, args.seed).items():
         out = outs.get(key, Path(args.out_dir) / f"{args.prefix}{key}.txt")
-        write_class_set(out, subset)
+        with replacing_files([out], "--out-dir"):
+            write_class_set(out, subset)
         print(f"{out}: {len(subset)} classes")
     return 0

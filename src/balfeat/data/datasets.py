@@ -135,6 +135,10 @@ class ArrayDataset(Dataset):
 FOLDER_SCAN = "{} (folder scan)"
 
 
+#: What the error of a missing or unreadable image advises by default.
+BAD_IMAGE_HINT = "skip bad images (data.skip_bad_images=true / skip_bad_images=True)"
+
+
 class SplitImageDataset(Dataset):
     """Image files listed by a split file (ImageNet and iNaturalist layouts).
 
@@ -166,6 +170,8 @@ class SplitImageDataset(Dataset):
         source: where entries given as a list come from, named in error messages: a split
             file (with the entry's line number), or ``"FOLDER (folder scan)"`` (see
             :data:`FOLDER_SCAN`; no line number, the image path says it all).
+        bad_image_hint: what the error of a missing or unreadable image advises (default: the
+            option that skips them; a caller without that option passes its own advice).
 
     Raises:
         DataError: naming the image and its split line, for a missing or unreadable image, or a
@@ -183,6 +189,7 @@ class SplitImageDataset(Dataset):
         check_files: bool = True,
         decode: str = "pil",
         source: str = "<entries>",
+        bad_image_hint: str = BAD_IMAGE_HINT,
     ) -> None:
         if decode not in ("pil", "cpu", "gpu"):
             raise ConfigError(f"SplitImageDataset decode={decode!r}: use 'pil', 'cpu' or 'gpu'")
@@ -206,6 +213,7 @@ class SplitImageDataset(Dataset):
             entries = list(split)
         self.lines = list(range(1, len(entries) + 1))
         self.skip_bad_images = skip_bad_images
+        self.bad_image_hint = bad_image_hint
         self.bad_images: list[tuple[str, str]] = []
         self.entries = entries
         if check_files:
@@ -236,8 +244,7 @@ class SplitImageDataset(Dataset):
             else:
                 raise DataError(
                     f"{self._where(line)}: image {e.resolve(self.root)} does not exist; "
-                    "check the data root / the split file, or skip bad images "
-                    "(data.skip_bad_images=true / skip_bad_images=True)"
+                    f"check the data root / the split file, or {self.bad_image_hint}"
                 )
         self.entries, self.lines = kept, lines
         self.targets = np.fromiter((e.label for e in kept), np.int64, count=len(kept))
@@ -270,8 +277,7 @@ class SplitImageDataset(Dataset):
     def _unreadable(self, index: int, path: Path, err: Exception) -> DataError:
         return DataError(
             f"{self._where(self.lines[index])}: cannot read image {path}: {err}; "
-            "replace the file or skip bad images (data.skip_bad_images=true / "
-            "skip_bad_images=True)"
+            f"replace the file, or {self.bad_image_hint}"
         )
 
     def load_tensor(self, index: int) -> torch.Tensor:

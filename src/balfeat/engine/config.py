@@ -304,9 +304,17 @@ def load_config(
 
 def validate(cfg: Config) -> None:
     """Check relations between values that types alone cannot express."""
+    from balfeat.data import catalog
     from balfeat.methods import get_method
 
     get_method(cfg.method.name)  # unknown name: ConfigError naming the closest one
+    d = cfg.data
+    fixed = catalog.CATALOG.get(d.dataset)
+    if fixed is not None and fixed.layout == "arrays" and fixed.channels not in (None, d.channels):
+        raise ConfigError(
+            f"data.channels={d.channels}, but {d.dataset} images have {fixed.channels} "
+            f"channel(s); set data.channels={fixed.channels} (the backbone follows it)"
+        )
     o = cfg.optim  # single values are range-checked by their declared bounds
     ms = o.milestones
     if any(b <= a for a, b in itertools.pairwise(ms)):

@@ -12,15 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from balfeat.atomic import atomic_write_bytes, atomic_write_text
-from balfeat.errors import TrainingError
+from balfeat.errors import ConfigError, TrainingError
 
 log = logging.getLogger("balfeat.engine")
 
@@ -84,10 +87,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def acquire_lock(output_dir: Path) -> Path:
+def acquire_lock(output_dir: Path, key: str = "run.output_dir") -> Path:
     """Take ``output_dir/.balfeat.lock`` (pid and host), so two runs cannot share a folder.
 
-    A lock left by a process that is gone (same host) is taken over with a warning.
+    A lock left by a process that is gone (same host) is taken over with a warning. ``key`` is
+    the setting or flag that named the folder (for the message).
 
     Raises:
         TrainingError: another live process holds the lock.
@@ -116,9 +120,9 @@ def acquire_lock(output_dir: Path) -> Path:
             if pid == os.getpid():
                 return lock
             raise TrainingError(
-                f"another balfeat process (pid {pid_s or '?'} on {host or '?'}) is training into "
+                f"another balfeat process (pid {pid_s or '?'} on {host or '?'}) is writing into "
                 f"{str(output_dir)!r} (lock file {str(lock)!r}); wait for it, use another "
-                "run.output_dir, or delete the lock file if that process is gone"
+                f"{key}, or delete the lock file if that process is gone"
             ) from None
         with os.fdopen(fd, "w") as fh:
             fh.write(me)
@@ -135,6 +139,83 @@ def release_lock(lock: Path | None) -> None:
             lock.unlink()
     except OSError:
         pass
+
+
+@contextmanager
+def folder_lock(folder: Path, key: str) -> Iterator[Path]:
+    """Hold ``folder/.balfeat.lock`` while the block runs. A folder this creates is removed again
+    when the block leaves it empty (a failed start leaves nothing behind).
+
+    Raises:
+        TrainingError: another live process holds the folder's lock (``key`` names the flag or
+            setting that chose the folder).
+    """
+    created = [d for d in (folder, *folder.parents) if not d.exists()]
+    lock = acquire_lock(folder, key)
+    try:
+        yield lock
+    finally:
+        release_lock(lock)
+        for d in created:  # deepest first
+            try:
+                d.rmdir()
+            except OSError:  # not empty: results were written
+                break
+
+
+def claim_outputs(folder: Path, names: Sequence[str], force: bool, flag: str) -> None:
+    """Refuse (or, with ``force``, delete) the outputs ``names`` a previous run left in
+    ``folder``: files and whole subfolders. Call it holding the folder's lock
+    (:func:`folder_lock`), so a live process's outputs are never touched.
+
+    Raises:
+        ConfigError: some of ``names`` exist and ``force`` is not set; the message names them
+            and ``--force``.
+    """
+    found = [folder / n for n in names if (folder / n).exists()]
+    if not found:
+        return
+    if not force:
+        shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in found[:4])
+        raise ConfigError(
+            f"{flag} {str(folder)!r} already holds results ({shown}); pass --force to replace "
+            f"them, or choose another {flag}"
+        )
+    log.warning("--force: deleting the previous results in %s", folder)
+    for p in found:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def refuse_existing_files(paths: Mapping[str, str], force: bool) -> None:
+    """Refuse output files that exist, unless ``force`` (``paths``: file -> the flag naming it).
+
+    Raises:
+        ConfigError: naming the file, its flag and ``--force``.
+    """
+    for path, flag in paths.items():
+        if Path(path).exists() and not force:
+            raise ConfigError(
+                f"{flag}: {path!r} already exists; pass --force to replace it, or choose "
+                "another path; nothing was written"
+            )
+
+
+@contextmanager
+def replacing_files(paths: Iterable[str | Path], flag: str) -> Iterator[None]:
+    """Hold the lock of the folder of every file in ``paths`` that exists (it is about to be
+    replaced) while the block runs, so a live process's files are never replaced.
+
+    Raises:
+        TrainingError: another live process holds one of those folders' locks.
+    """
+    folders = sorted({Path(p).absolute().parent for p in paths if Path(p).exists()})
+    with ExitStack() as stack:
+        for folder in folders:
+            stack.enter_context(folder_lock(folder, flag))
+        yield
 
 
 def truncate_metrics(path: Path, step: int) -> None:

@@ -248,6 +248,7 @@ def write_report(
     class_names: Sequence[str] | None = None,
     published: bool = False,
     dpi: int = plots.DPI,
+    method_names: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Write the tables, the figures and the report of a study into ``out_dir``.
 
@@ -268,6 +269,8 @@ def write_report(
         published: add the published numbers of the study's methods
             (:func:`balfeat.study.published.published_markdown`) after the results.
         dpi: resolution of the PNG figures (the PDF copies are vector graphics).
+        method_names: what the study's methods train (their ``method.name``), which the
+            published rows are matched by; default: the rows' method ids.
 
     Returns:
         ``{"csv", "markdown", "summary", "changes", "report", "html", <figure names>...}`` ->
@@ -356,7 +359,8 @@ def write_report(
     if published:
         from balfeat.study.published import published_markdown
 
-        pub = published_markdown(sorted({str(r["method"]) for r in rows}))
+        trained = method_names if method_names is not None else [str(r["method"]) for r in rows]
+        pub = published_markdown(sorted(set(trained)))  # what is trained, not its label
     md += pub
     md += [
         "## Every run",

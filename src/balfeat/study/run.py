@@ -29,6 +29,7 @@ import yaml
 from balfeat.atomic import atomic_write_text
 from balfeat.engine.checkpoint import find_last_checkpoint
 from balfeat.engine.config import Config, config_from_dict, config_to_dict
+from balfeat.engine.run_dir import folder_lock
 from balfeat.errors import BalfeatError, ConfigError
 from balfeat.study.cells import (
     OWN_CLASSIFIER,
@@ -294,7 +295,10 @@ def run_study(
             if (m, s, seed) in own_todo:  # finished before the own classifier was evaluated
                 assert data is not None
                 echo("    evaluating its own classifier from the cell's checkpoint")
-                own = run_own(spec, data, m, s, out, seed=seed, groups=groups, config=configs[m])
+                with folder_lock(cdir, "study output folder"):
+                    own = run_own(
+                        spec, data, m, s, out, seed=seed, groups=groups, config=configs[m]
+                    )
                 echo(result_line(own))
                 rows.append(own)
             elif (cdir / OWN_CLASSIFIER / "results.json").is_file():
@@ -306,20 +310,15 @@ def run_study(
             f"({elapsed:.0f} s so far)"
         )
         assert data is not None
-        cdir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cdir / "cell.yaml", yaml.safe_dump(records[m], sort_keys=False))
-        cell_rows = run_cell(
-            spec,
-            data,
-            m,
-            s,
-            out,
-            overrides,
-            progress,
-            seed=seed,
-            groups=groups,
-            config=configs[m],
-        )
+        # the cell's locks (its folder and its pre-training run's), held until its results are
+        # written: a second study into this folder, or a `balfeat pretrain` into the cell, is
+        # refused before anything of the cell is touched (the trainer takes its lock again)
+        with folder_lock(cdir, "study output folder"), folder_lock(cdir / "pretrain", "cell"):
+            atomic_write_text(cdir / "cell.yaml", yaml.safe_dump(records[m], sort_keys=False))
+            cell_rows = run_cell(
+                spec, data, m, s, out, overrides, progress,
+                seed=seed, groups=groups, config=configs[m],
+            )  # fmt: skip
         for r in cell_rows:
             echo(result_line(r))
         rows += cell_rows
@@ -331,5 +330,6 @@ def run_study(
         description=spec.description,
         class_names=names,
         published=spec.published,
+        method_names=[cfg.method.name for cfg in configs.values()],
     )
     return rows, paths

@@ -15,9 +15,12 @@ tree of dataclasses read by this one module:
 - Path fields declare their kind (``metadata=path_kind("file")``): ``file`` (an existing file),
   ``dir`` (an existing directory), ``file_or_dir``, ``new_file`` (a file to write: its folder must
   be creatable and writable, and it must not be a directory) or ``out_dir`` (a directory to create
-  or reuse: not a file, writable). :func:`check_paths` checks them all before any work starts; it is
-  separate from loading so that a config read back from a checkpoint is not checked against the
-  filesystem of another machine.
+  or reuse: not a file, writable). Each path given is resolved once, at load
+  (:func:`resolve_paths`: ``~`` and environment variables expanded, a relative path taken
+  against the working directory; the text as typed is kept beside it, :func:`typed_paths`), so a
+  stored path means the same from any folder. :func:`check_paths` checks them all before any
+  work starts; it is separate from loading so that a config read back from a checkpoint is not
+  checked against the filesystem of another machine.
 - A section may be a *variant* (``metadata=variant("name", section_of, sections)``): the value of
   its selector key picks the section's dataclass (``method.name: kcl`` makes ``method`` a
   ``KCLParams``, whose keys are the only ``method.*`` keys accepted). Setting the selector switches
@@ -35,7 +38,14 @@ from balfeat.typed_config.load import (
     set_key,
     to_dict,
 )
-from balfeat.typed_config.paths import check_path, check_paths, check_writable_dir
+from balfeat.typed_config.paths import (
+    check_path,
+    check_paths,
+    check_writable_dir,
+    resolve_path,
+    resolve_paths,
+    typed_paths,
+)
 from balfeat.typed_config.schema import (
     PathKind,
     all_keys,
@@ -73,8 +83,11 @@ __all__ = [
     "path_kind",
     "range_text",
     "read_layered_yaml",
+    "resolve_path",
+    "resolve_paths",
     "set_key",
     "to_dict",
     "type_name",
+    "typed_paths",
     "variant",
 ]

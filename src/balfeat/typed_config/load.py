@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from balfeat.errors import ConfigError
+from balfeat.typed_config.paths import resolve_paths
 from balfeat.typed_config.schema import (
     T,
     all_keys,
@@ -281,6 +282,7 @@ def load_typed(
         for source, data in read_layered_yaml(p):
             merge_mapping(cfg, data, source)
     apply_overrides(cfg, overrides)
+    resolve_paths(cfg)
     check_all_ranges(cfg)
     if validate is not None:
         validate(cfg)

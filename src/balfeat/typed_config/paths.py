@@ -4,10 +4,69 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from balfeat.errors import ConfigError
+
+_UNSET_VAR = re.compile(r"\$(\w+|\{[^}]*\})")
+
+
+def resolve_path(key: str, text: str, source: str = "") -> str:
+    """The absolute path ``text`` means here: ``~`` and environment variables expanded, a
+    relative path taken against the working directory (symbolic links are kept as typed).
+
+    So a path means the same from any folder once it is stored (in a checkpoint, a results
+    file). ``""`` (not given) stays ``""``.
+
+    Raises:
+        ConfigError: ``text`` names an environment variable that is not set.
+    """
+    if not text:
+        return text
+    expanded = os.path.expandvars(os.path.expanduser(text))
+    unset = _UNSET_VAR.search(expanded)
+    if unset:
+        where = f" in {source}" if source else ""
+        raise ConfigError(
+            f"{key}{where}: {text!r} names the environment variable {unset.group(0)}, which is "
+            "not set; set it, or write the path out"
+        )
+    return os.path.abspath(expanded)
+
+
+def typed_paths(cfg: Any) -> dict[str, str]:
+    """``{"section.key": text as typed}`` of the path values :func:`resolve_path` changed while
+    ``cfg`` was loaded (the config itself holds the absolute paths)."""
+    return dict(vars(cfg).get("_typed_paths", {}))
+
+
+def resolve_paths(cfg: Any, prefix: str = "", root: Any = None) -> None:
+    """Resolve every path field of a dataclass tree that was given (differs from its default)
+    with :func:`resolve_path`, keeping the text as typed (:func:`typed_paths` of ``cfg``).
+
+    :func:`~balfeat.typed_config.load_typed` calls it once, after the files and overrides; a
+    command that sets fields after loading (flags) calls it again. A config read back from a
+    checkpoint is not resolved: it holds what was resolved when it was written.
+
+    Raises:
+        ConfigError: a path names an environment variable that is not set.
+    """
+    root = cfg if root is None else root
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            resolve_paths(value, prefix + f.name + ".", root)
+        elif isinstance(value, dict):  # the entries of a dict[str, Dataclass]
+            for name, sub in value.items():
+                if dataclasses.is_dataclass(sub):
+                    resolve_paths(sub, f"{prefix}{f.name}.{name}.", root)
+        elif f.metadata.get("path") and isinstance(value, str) and value != f.default:
+            resolved = resolve_path(prefix + f.name, value)
+            if resolved != value:
+                vars(root).setdefault("_typed_paths", {})[prefix + f.name] = value
+                setattr(cfg, f.name, resolved)
 
 
 def check_paths(cfg: Any, prefix: str = "") -> None:
