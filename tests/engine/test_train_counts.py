@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -20,7 +22,7 @@ from balfeat.engine.train_counts import checkpoint_counts, describe_training_set
             "/i (folder scan), class_set A.txt",
         ),
         (
-            ["data.dataset=cifar100-lt", "data.imbalance_ratio=50"],
+            ["data.dataset=cifar100-lt", "data.imbalance_ratio=50", "data.channels=3"],
             "cifar100-lt ratio 50 (LDAM-DRW profile)",
         ),
         (["data.dataset=fashion-mnist"], "fashion-mnist"),
@@ -33,6 +35,9 @@ from balfeat.engine.train_counts import checkpoint_counts, describe_training_set
 )
 def test_the_source_names_split_scan_or_profile(overrides: list[str], source: str) -> None:
     cfg = load_config(None, overrides)
+    # path keys are stored absolute (resolved against the working directory at load)
+    for rel in ("LT.txt", "A.txt"):
+        source = source.replace(f" {rel}", f" {os.path.abspath(rel)}")
     assert describe_training_set(cfg) == source
 
 
