@@ -414,6 +414,8 @@ def cell_config(spec: StudySpec, method: str, overrides: Sequence[str] = ()) -> 
     merge_mapping(cfg, spec.base, "study base")
     merge_mapping(cfg, mcfg, f"study methods.{method}")
     apply_overrides(cfg, overrides_for(cfg.method.name, overrides))
+    if spec.is_job_study:  # checked as the cell's job will run it (study.jobs sets the same)
+        cfg.data.dataset = "imagenet" if spec.dataset == "image-folder" else spec.dataset
     validate(cfg)
     return cfg
 
