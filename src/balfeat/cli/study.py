@@ -194,13 +194,16 @@ def plan_or_collect(args: argparse.Namespace, spec: Any, cell_overrides: list[st
         print("\n".join(plan_lines(spec, jobs, args.plan_steps)))
         return 0
     from balfeat.study.collect import collect_study
+    from balfeat.study.published import study_trains
 
     rows, missing = collect_study(spec, out, cell_overrides)
     if not rows:
         print(f"no finished cells under {out}", file=sys.stderr)
         return 1
+    names, datasets = study_trains(spec, cell_overrides)
     paths = write_report(rows, out, title=spec.name, description=spec.description,
-                         published=spec.published)  # fmt: skip
+                         published=spec.published, method_names=names,
+                         published_datasets=datasets)  # fmt: skip
     print(summary_text(rows))
     print(
         f"report: {paths['report']}"
