@@ -245,9 +245,9 @@ def run_study(
         from balfeat.study.jobs import run_job_study
 
         job_rows = run_job_study(spec, out, overrides or [], echo, progress)
-        names, datasets = study_trains(spec, overrides or [])
+        trains, datasets = study_trains(spec, overrides or [])
         paths = write_report(job_rows, out, title=spec.name, description=spec.description,
-                             published=spec.published, method_names=names,
+                             published=spec.published, method_names=trains,
                              published_datasets=datasets)  # fmt: skip
         return job_rows, paths
     seeds = spec.run_seeds
