@@ -13,6 +13,13 @@ KEYS = {
     "source", "secondary", "reruns_by_tsc_authors", "reruns_by_authors", "tier",
 }  # fmt: skip
 
+#: One row of a study's table (method id ``paco``).
+ROW = {
+    "protocol": "fast", "method": "paco", "set": "balanced", "seed": 0,
+    "imbalance_ratio": 1.0, "top1": 50.0, "many": 40.0, "medium": 50.0, "few": 60.0,
+    "train_counts": [10, 10], "per_class_accuracy": [40.0, 60.0],
+}  # fmt: skip
+
 
 def test_the_table_ships_with_the_package_and_has_no_number_from_memory() -> None:
     rows = load_published()
@@ -41,11 +48,7 @@ def test_rows_are_matched_to_study_method_names() -> None:
 def test_a_study_report_prints_them_when_asked(tmp_path: Path) -> None:
     from balfeat.study.report import write_report
 
-    row = {
-        "protocol": "fast", "method": "paco", "set": "balanced", "seed": 0,
-        "imbalance_ratio": 1.0, "top1": 50.0, "many": 40.0, "medium": 50.0, "few": 60.0,
-        "train_counts": [10, 10], "per_class_accuracy": [40.0, 60.0],
-    }  # fmt: skip
+    row = dict(ROW)
     write_report([row], tmp_path / "a", published=True)
     assert "## Published numbers of these methods" in (tmp_path / "a" / "report.md").read_text()
     page = (tmp_path / "a" / "report.html").read_text()
@@ -95,11 +98,7 @@ def test_p1_and_p2_numbers_are_entered_with_their_address_and_printed() -> None:
 def test_published_rows_follow_what_a_method_trains_not_its_id(tmp_path: Path) -> None:
     from balfeat.study.report import write_report
 
-    row = {
-        "protocol": "fast", "method": "paco", "set": "balanced", "seed": 0,
-        "imbalance_ratio": 1.0, "top1": 50.0, "many": 40.0, "medium": 50.0, "few": 60.0,
-        "train_counts": [10, 10], "per_class_accuracy": [40.0, 60.0],
-    }  # fmt: skip
+    row = dict(ROW)
     write_report([row], tmp_path / "a", published=True, method_names=["sl"])  # id paco, trains sl
     assert "Published numbers" not in (tmp_path / "a" / "report.md").read_text()
     mine = {**row, "method": "my_method"}
@@ -164,11 +163,7 @@ def test_folder_published_names_a_set_of_the_study() -> None:
 def test_a_report_prints_only_the_rows_of_its_data(tmp_path: Path) -> None:
     from balfeat.study.report import write_report
 
-    row = {
-        "protocol": "fast", "method": "paco", "set": "r100", "seed": 0,
-        "imbalance_ratio": 100.0, "top1": 50.0, "many": 40.0, "medium": 50.0, "few": 60.0,
-        "train_counts": [10, 1], "per_class_accuracy": [40.0, 60.0],
-    }  # fmt: skip
+    row = {**ROW, "set": "r100", "imbalance_ratio": 100.0, "train_counts": [10, 1]}
     write_report([row], tmp_path / "a", published=True, method_names=["kcl"],
                  published_datasets=["cifar10-lt-r100"])  # fmt: skip
     md = (tmp_path / "a" / "report.md").read_text()
