@@ -303,7 +303,7 @@ def _probe_into(args: Any, out: Path) -> list[str]:
     )
     res = run_probe(backbone, sel.train, sel.select, num_classes, cfg, keep=keep, **how)
     if sel.separate:  # chosen on the selection split: measure on the evaluation list
-        stage(f"evaluating the chosen classifier on {len(va)} test images")
+        stage("evaluating the chosen classifier on the test list")
         evaluate_on_test(res, backbone, va, device, args.workers)
     results = probe_summary(res, counts, class_names=names, grouping=grouping, cfg=cfg)
     results.update(meta)
