@@ -51,6 +51,18 @@ def test_a_quiet_probe_still_prints_one_line_per_stage(
         "loading",
         "reading",
         "training",
+        "evaluating",  # chosen on the carved selection split (select_on val), then tested
         "decoupled",
         "writing",
     ]
+    assert "features extracted first" in stages[2]  # the fast protocol's long silent part
+
+
+def test_a_quiet_unseen_class_probe_prints_its_stages_too(
+    tiny_imagenet: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*common(tiny_imagenet), "--class-set", str(tiny_imagenet["set_a"])]
+    assert main(["probe", *args, "--out", str(tmp_path / "u")]) == 0
+    stages = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("probe: ")]
+    assert [s.split()[1] for s in stages] == ["loading", "reading", "training", "writing"]
+    assert "class set A (2 classes)" in stages[2]

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from balfeat.study.published import TABLE, load_published, published_markdown, published_rows
 
 KEYS = {
     "method", "variant", "dataset", "backbone", "overall", "many", "medium", "few", "status",
     "source", "secondary", "reruns_by_tsc_authors", "reruns_by_authors", "tier",
+}  # fmt: skip
+
+#: One row of a study's table (method id ``paco``).
+ROW = {
+    "protocol": "fast", "method": "paco", "set": "balanced", "seed": 0,
+    "imbalance_ratio": 1.0, "top1": 50.0, "many": 40.0, "medium": 50.0, "few": 60.0,
+    "train_counts": [10, 10], "per_class_accuracy": [40.0, 60.0],
 }  # fmt: skip
 
 
@@ -39,11 +48,7 @@ def test_rows_are_matched_to_study_method_names() -> None:
 def test_a_study_report_prints_them_when_asked(tmp_path: Path) -> None:
     from balfeat.study.report import write_report
 
-    row = {
-        "protocol": "fast", "method": "paco", "set": "balanced", "seed": 0,
-        "imbalance_ratio": 1.0, "top1": 50.0, "many": 40.0, "medium": 50.0, "few": 60.0,
-        "train_counts": [10, 10], "per_class_accuracy": [40.0, 60.0],
-    }  # fmt: skip
+    row = dict(ROW)
     write_report([row], tmp_path / "a", published=True)
     assert "## Published numbers of these methods" in (tmp_path / "a" / "report.md").read_text()
     page = (tmp_path / "a" / "report.html").read_text()
@@ -93,14 +98,81 @@ def test_p1_and_p2_numbers_are_entered_with_their_address_and_printed() -> None:
 def test_published_rows_follow_what_a_method_trains_not_its_id(tmp_path: Path) -> None:
     from balfeat.study.report import write_report
 
-    row = {
-        "protocol": "fast", "method": "paco", "set": "balanced", "seed": 0,
-        "imbalance_ratio": 1.0, "top1": 50.0, "many": 40.0, "medium": 50.0, "few": 60.0,
-        "train_counts": [10, 10], "per_class_accuracy": [40.0, 60.0],
-    }  # fmt: skip
+    row = dict(ROW)
     write_report([row], tmp_path / "a", published=True, method_names=["sl"])  # id paco, trains sl
     assert "Published numbers" not in (tmp_path / "a" / "report.md").read_text()
     mine = {**row, "method": "my_method"}
     write_report([mine], tmp_path / "b", published=True, method_names=["paco"])
     md = (tmp_path / "b" / "report.md").read_text()
     assert "## Published numbers of these methods" in md and "| PaCo | imagenet-lt |" in md
+
+
+def _spec(dataset: str, methods: dict[str, str], **more: object) -> object:
+    from balfeat.study.spec import study_from_mapping
+
+    return study_from_mapping(
+        {
+            "dataset": dataset,
+            "family": {"sets": {"balanced": 1, "r100": 100}},
+            "base": {"data": {"channels": 3}},
+            "methods": {m: {"method": {"name": n}} for m, n in methods.items()},
+            **more,
+        }
+    )
+
+
+def test_a_study_matches_rows_by_what_it_trains_and_on_which_data() -> None:
+    """Issue 24 item 4: the method's ``method.name`` and the data of each set, never the id."""
+    from balfeat.study.published import set_dataset, study_trains
+
+    def matched(spec: object) -> set[tuple[str, str]]:
+        names, datasets = study_trains(spec)  # type: ignore[arg-type]
+        return {(r["method"], r["dataset"]) for r in published_rows(names, datasets=datasets)}
+
+    # an id that says kcl while the cell trains moco_v2: no KCL row
+    assert matched(_spec("cifar10-lt", {"kcl": "moco_v2"})) == set()
+    # KCL on CIFAR-10-LT gets its CIFAR-10-LT ratio-100 row, not ImageNet-LT's or CIFAR-100-LT's
+    cifar10 = _spec("cifar10-lt", {"mine": "kcl"})
+    assert set_dataset(cifar10, "r100") == "cifar10-lt-r100"  # type: ignore[arg-type]
+    assert matched(cifar10) == {("KCL", "cifar10-lt-r100")}
+    assert matched(_spec("cifar100-lt", {"kcl": "kcl"})) == {("KCL", "cifar100-lt-r100")}
+    # a set of ratio 50 has only the rows published at ratio 50
+    r50 = _spec("cifar100-lt", {"bcl": "bcl"}, family={"sets": {"r50": 50}})
+    assert matched(r50) == {("BCL", "cifar100-lt-r50")}
+    # an image-folder study says which of its sets is ImageNet-LT; without that, nothing
+    folder = {"root": "/data/train", "sets": {"lt0": "a.txt", "lt": "b.txt"}}
+    named = _spec(
+        "image-folder", {"kcl": "kcl"}, folder={**folder, "published": {"lt": "imagenet-lt"}}
+    )
+    assert matched(named) == {("KCL", "imagenet-lt")}
+    assert matched(_spec("image-folder", {"kcl": "kcl"}, folder=folder)) == set()
+    # data the table does not hold (Fashion-MNIST): none
+    assert matched(_spec("fashion-mnist", {"kcl": "kcl"}, base={})) == set()
+
+
+def test_folder_published_names_a_set_of_the_study() -> None:
+    from balfeat.errors import ConfigError
+
+    folder = {"root": "/data/train", "sets": {"lt": "b.txt"}, "published": {"lt8": "imagenet-lt"}}
+    with pytest.raises(
+        ConfigError, match=r"folder.published 'lt8' is not one of folder.sets \(lt\)"
+    ):
+        _spec("image-folder", {"kcl": "kcl"}, folder=folder)
+
+
+def test_a_report_prints_only_the_rows_of_its_data(tmp_path: Path) -> None:
+    from balfeat.study.report import write_report
+
+    row = {**ROW, "set": "r100", "imbalance_ratio": 100.0, "train_counts": [10, 1]}
+    write_report([row], tmp_path / "a", published=True, method_names=["kcl"],
+                 published_datasets=["cifar10-lt-r100"])  # fmt: skip
+    md = (tmp_path / "a" / "report.md").read_text()
+    section = md.split("## Published numbers of these methods")[1].split("## Every run")[0]
+    assert "| KCL (run by the TSC authors, 1000 epochs) | cifar10-lt-r100 | resnet32 | 77.6 |" in (
+        section
+    )
+    assert "imagenet-lt" not in section and "PaCo" not in section  # the id paco is a label
+    write_report([row], tmp_path / "b", published=True, method_names=["kcl"],
+                 published_datasets=[])  # fmt: skip
+    md = (tmp_path / "b" / "report.md").read_text()
+    assert "None for kcl on this study's data" in md and "| KCL" not in md

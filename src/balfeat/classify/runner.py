@@ -296,12 +296,14 @@ def _probe_into(args: Any, out: Path) -> list[str]:
 
     sel = prepare_selection(args, train_ds, tr, va)  # where the choices are made (select_on)
     keep = kept_epoch(args.select_on)
+    first = ", features extracted first" if args.protocol == "fast" else ""
     stage(
-        f"training the classifier ({args.protocol} protocol, {cfg.epochs} epochs, "
+        f"training the classifier ({args.protocol} protocol{first}, {cfg.epochs} epochs, "
         f"{len(sel.train)} images)"
     )
     res = run_probe(backbone, sel.train, sel.select, num_classes, cfg, keep=keep, **how)
     if sel.separate:  # chosen on the selection split: measure on the evaluation list
+        stage("evaluating the chosen classifier on the test list")
         evaluate_on_test(res, backbone, va, device, args.workers)
     results = probe_summary(res, counts, class_names=names, grouping=grouping, cfg=cfg)
     results.update(meta)
@@ -352,6 +354,7 @@ def _run_unseen(
     a = read_class_set_labels(args.class_set, names)
     train_ds, tr, va = sets  # training (augmented where the protocol augments), plain, test
     sel = prepare_selection(args, train_ds, tr, va)
+    stage(f"training the classifiers of class set A ({len(a)} classes) and of its complement B")
     both = probe_unseen(
         backbone, sel.train, va, a, cfg, grouping=grouping, class_names=names,
         select_dataset=sel.select if sel.separate else None,
@@ -359,6 +362,7 @@ def _run_unseen(
     )  # fmt: skip
     both.update(meta)
     both["selection"] = sel.record
+    stage(f"writing {out}")
     write_results(out / "A", both["A"])
     write_results(out / "B", both["B"])
     headline = {k: v for k, v in both.items() if k not in ("A", "B")}

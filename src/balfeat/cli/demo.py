@@ -15,7 +15,7 @@ import sys
 import time
 
 from balfeat.cli.argtypes import path_of
-from balfeat.cli.study import add_run_options
+from balfeat.cli.study import add_run_options, confirm_estimate
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -77,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     apply_overrides(spec, study_over)
     validate_study(spec, cell_over)
     threads = configure_threads(args.threads)
+    code = confirm_estimate(spec, spec.output_dir, cell_over, args)
+    if code:
+        return code
     start = time.perf_counter()
     rows, paths = run_study(spec, overrides=cell_over, progress=not (args.quiet or args.tiny))
     print()

@@ -14,9 +14,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from balfeat.cli.argtypes import int_in, path_of
+
+#: A run estimated longer than this (hours) needs ``--yes``, or a "y" at an interactive prompt.
+CONFIRM_HOURS = 1.0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -57,13 +61,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="build the table, figures and report from the results the cells' folders hold, "
         "whoever ran them; name the missing cells; never trains (default: off)",
     )
-    p.add_argument(
+    _count_option(
+        p,
         "--plan-steps",
-        type=int_in(ge=0),
-        default=3,
-        metavar="N",
-        help="--plan: pre-training steps timed per method on synthetic images of the cell's "
-        "shape (default: 3; 0 = commands only, no estimate)",
+        3,
+        "--plan: pre-training steps timed per method on synthetic images of the cell's shape "
+        "(default: 3; 0 = commands only, no estimate)",
     )
     add_run_options(p)
     p.add_argument(
@@ -77,21 +80,65 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _count_option(p: argparse.ArgumentParser, flag: str, default: int, text: str) -> None:
+    """An option taking a whole number >= 0."""
+    p.add_argument(flag, type=int_in(ge=0), default=default, metavar="N", help=text)
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    """``--threads`` and ``--quiet``, shared by ``balfeat study`` and ``balfeat demo``."""
-    p.add_argument(
+    """``--threads``, ``--quiet`` and ``--yes`` of ``balfeat study`` and ``balfeat demo``."""
+    _count_option(
+        p,
         "--threads",
-        type=int_in(ge=0),
-        default=0,
-        metavar="N",
-        help="CPU threads of torch (default: 0 = auto: all cores, or 1 when the machine is "
-        "already busy, which is faster under contention); ignored on a GPU",
+        0,
+        "CPU threads of torch (default: 0 = auto: all cores, or 1 when the machine is already "
+        "busy, which is faster under contention); ignored on a GPU",
     )
     p.add_argument(
         "--quiet",
         action="store_true",
         help="no progress bars (default: off); use in batch jobs",
     )
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help=f"start even when the estimate printed first is over {CONFIRM_HOURS:g} h (default: "
+        "off: an interactive terminal asks, a batch job or --quiet is refused with exit 2); "
+        "use in batch jobs you have sized",
+    )
+
+
+def confirm_estimate(
+    spec: Any, out: str | Path, overrides: list[str], args: argparse.Namespace
+) -> int:
+    """Print the estimated pre-training time of the cells left to train, before any training
+    (:func:`balfeat.study.plan.study_estimate`).
+
+    Returns:
+        0 to go on; else the exit code: a run estimated over :data:`CONFIRM_HOURS` starts with
+        ``--yes`` or a "y" at the prompt of an interactive terminal, and is refused (2) without
+        ``--yes`` when stdin is not a terminal or with ``--quiet``.
+    """
+    from balfeat.study.plan import study_estimate
+
+    estimate = study_estimate(spec, Path(out), overrides)
+    if not estimate.cells:
+        return 0
+    print(estimate.line(), flush=True)
+    if estimate.hours <= CONFIRM_HOURS or args.yes:
+        return 0
+    if args.quiet or not sys.stdin.isatty():
+        print(
+            f"not started: the estimate is over {CONFIRM_HOURS:g} h; add --yes to run it "
+            "anyway, or reduce seeds/methods/epochs (--plan prints each cell's cost)",
+            file=sys.stderr,
+        )
+        return 2
+    answer = input(f"the estimate is over {CONFIRM_HOURS:g} h; start? [y/N] ")
+    if answer.strip().lower() in ("y", "yes"):
+        return 0
+    print("not started", file=sys.stderr)
+    return 1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
     configure_threads(args.threads)
     if args.plan or args.collect:
         return plan_or_collect(args, spec, cell_overrides)
+    code = confirm_estimate(spec, args.out or spec.output_dir, cell_overrides, args)
+    if code:
+        return code
     rows, paths = run_study(
         spec, out_dir=args.out, overrides=cell_overrides, progress=not args.quiet
     )
@@ -144,13 +194,16 @@ def plan_or_collect(args: argparse.Namespace, spec: Any, cell_overrides: list[st
         print("\n".join(plan_lines(spec, jobs, args.plan_steps)))
         return 0
     from balfeat.study.collect import collect_study
+    from balfeat.study.published import study_trains
 
     rows, missing = collect_study(spec, out, cell_overrides)
     if not rows:
         print(f"no finished cells under {out}", file=sys.stderr)
         return 1
+    names, datasets = study_trains(spec, cell_overrides)
     paths = write_report(rows, out, title=spec.name, description=spec.description,
-                         published=spec.published)  # fmt: skip
+                         published=spec.published, method_names=names,
+                         published_datasets=datasets)  # fmt: skip
     print(summary_text(rows))
     print(
         f"report: {paths['report']}"

@@ -223,6 +223,30 @@ def check_label_gaps(
     return counts
 
 
+def check_num_classes(given: int, found: int, where: str, *, unset: int | None = None) -> None:
+    """Refuse a ``data.num_classes`` that differs from the classes a dataset has.
+
+    ``data.num_classes`` sets the classes of the ``synthetic`` dataset; every other dataset
+    knows its own (Fashion-MNIST and CIFAR-10 10, CIFAR-100 100, an image folder or ``.npz``
+    file the classes found), so a different value would be silently ignored.
+
+    Args:
+        given: ``data.num_classes``.
+        found: the classes of the data.
+        where: the dataset, split file or folder, for the error.
+        unset: the config's default where it stands for "not given" (accepted whatever the
+            data; ``None``: ``given`` was given).
+
+    Raises:
+        ConfigError: naming both numbers and ``where``.
+    """
+    if given not in (unset, found):
+        raise ConfigError(
+            f"data.num_classes={given}, but {where} has {found} classes; data.num_classes sets "
+            f"the classes of the synthetic dataset only: remove it or set it to {found}"
+        )
+
+
 def check_class_set(path: str, known: Sequence[str], split: str) -> list[str]:
     """The class names of a class-set file, refusing names the training split does not have.
 

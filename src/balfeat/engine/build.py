@@ -37,7 +37,7 @@ from balfeat.data.prepare import check_not_empty, exponential_subset
 from balfeat.data.recipes import host_only, view_set
 from balfeat.data.samplers import ClassBalancedSampler, ShardedSampler
 from balfeat.data.splits import class_names_of
-from balfeat.engine.config import Config
+from balfeat.engine.config import Config, DataConfig
 from balfeat.errors import ConfigError, DataError
 from balfeat.methods import get_method
 from balfeat.methods.base import MethodBase
@@ -143,6 +143,8 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
     info = catalog.dataset_info(d.dataset)
     if info.layout == "folder":
         return _folder_train_dataset(cfg)
+    if info.num_classes:  # fashion-mnist, cifar10(-lt), cifar100(-lt): known before loading
+        _check_num_classes(cfg, info.num_classes, d.dataset)
     transform = train_transform(cfg)
     option = f"data.dataset={d.dataset}"
     if info.long_tailed_from:  # CIFAR-LT: the LDAM-DRW protocol, ratio = n_max/n_min
@@ -171,6 +173,8 @@ def build_train_dataset(cfg: Config) -> Dataset[Any]:
         )
     images, labels = data.train_x, np.asarray(data.train_y, dtype=np.int64)
     num_classes = int(labels.max()) + 1
+    if d.dataset == "array":  # the classes of the file (synthetic: data.num_classes)
+        _check_num_classes(cfg, len(data.class_names), f"array file {d.root!r}")
     if d.imbalance_ratio > 1.0 or d.per_class > 0:
         keep = exponential_subset(labels, num_classes, d.imbalance_ratio, d.per_class, cfg.run.seed)
         images, labels = images[keep], labels[keep]
@@ -213,6 +217,7 @@ def _folder_train_dataset(cfg: Config) -> Dataset[Any]:
         ds.targets = ds.targets[: d.max_samples]
     before = catalog.check_label_gaps(ds.targets, d.train_split or root, ds.lines)
     source = d.train_split or f"{root} (folder scan)"
+    _check_num_classes(cfg, len(before), repr(source))
     names_of = class_names_of(ds.entries, source)
     ds.check_files()  # missing images: an error naming split:line, or skipped and recorded
     after = class_counts(ds.targets, len(before))
@@ -226,6 +231,12 @@ def _folder_train_dataset(cfg: Config) -> Dataset[Any]:
         )
     ds.num_classes = len(before)
     return ds
+
+
+def _check_num_classes(cfg: Config, found: int, where: str) -> None:
+    """A ``data.num_classes`` other than its default must be the classes the data has."""
+    unset = DataConfig.num_classes  # the declared default: "not given"
+    catalog.check_num_classes(cfg.data.num_classes, found, where, unset=unset)
 
 
 def build_sampler(cfg: Config, dataset: Dataset[Any]) -> Sampler[int]:

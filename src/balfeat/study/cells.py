@@ -80,12 +80,17 @@ def load_study_data(spec: StudySpec) -> StudyData:
             test_size=max(n // 4, c),
             seed=spec.seed,
         )
-    return catalog.load_arrays(
+    data = catalog.load_arrays(
         spec.dataset,
         spec.root,
         option=f"study dataset {spec.dataset!r}",
         root_key="root: FILE.npz (train_x/train_y/test_x/test_y)",
     )
+    given = spec.base.get("data", {}).get("num_classes")  # base.data.num_classes, if given
+    if given is not None:
+        where = f"study dataset {spec.dataset!r} {spec.root}".strip()
+        catalog.check_num_classes(int(given), len(data.class_names), where)
+    return data
 
 
 def check_family(spec: StudySpec, data: StudyData) -> None:

@@ -7,6 +7,10 @@ on a machine without ImageNet. Two short runs (1 and 1 + N steps) are timed and 
 difference divided by N, which leaves out setup, queue prefill and the first step's warm-up.
 Steps are ``epochs x ceil(images / batch)``, the images counted in the set's split file (or
 ``folder.set_sizes`` when it is absent). Probes are not costed.
+
+A plain ``balfeat study`` prints :func:`study_estimate` first: the same cost summed over the
+cells not finished yet, measured cheaply (a proxy of at most :data:`PROXY_BATCH` images per step,
+scaled to the cell's batch, which on a CPU costs in proportion and on a GPU over-estimates).
 """
 
 from __future__ import annotations
@@ -17,18 +21,33 @@ import shlex
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from balfeat.data.catalog import dataset_info
 from balfeat.data.cifar_lt import STANDARD_TOTALS
 from balfeat.device import default_device
 from balfeat.engine.config import Config
-from balfeat.study.jobs import CellJob, pretrain_command, probe_command, set_counts
-from balfeat.study.spec import StudySpec
+from balfeat.study.cells import cell_dir
+from balfeat.study.jobs import (
+    CellJob,
+    cell_jobs,
+    job_done,
+    pretrain_command,
+    probe_command,
+    set_counts,
+)
+from balfeat.study.run import cell_done
+from balfeat.study.spec import StudySpec, cell_config
+
+#: Images per step of the timing run of :func:`study_estimate` (a larger batch is scaled).
+PROXY_BATCH = 16
 
 
 def set_images(spec: StudySpec, job: CellJob) -> int:
     """Images of the cell's pre-training set."""
+    if not spec.is_job_study:  # sets drawn in memory: family.total images each
+        return spec.total
     if spec.dataset == "image-folder":
         path = Path(job.config.data.train_split)
         if path.is_file():
@@ -41,6 +60,8 @@ def set_images(spec: StudySpec, job: CellJob) -> int:
 
 def num_classes(spec: StudySpec, job: CellJob) -> int:
     """Classes of the cell's images (for the synthetic timing run)."""
+    if spec.dataset == "synthetic":
+        return int(job.config.data.num_classes)
     if spec.dataset != "image-folder":
         return int(dataset_info(spec.dataset).num_classes or 10)
     path = Path(job.config.data.train_split)
@@ -55,11 +76,19 @@ def cell_steps(cfg: Config, images: int) -> int:
     return min(steps, cfg.run.max_steps) if cfg.run.max_steps else steps
 
 
-def seconds_per_step(cfg: Config, classes: int, steps: int = 3) -> float:
-    """Measured seconds per step of ``cfg``'s method on synthetic images of its shape."""
+def seconds_per_step(cfg: Config, classes: int, steps: int = 3, batch: int = 0) -> float:
+    """Measured seconds per step of ``cfg``'s method on synthetic images of its shape.
+
+    Args:
+        batch: time steps of at most this many images and scale the time to ``cfg``'s batch
+            (0 = time ``cfg``'s batch itself).
+    """
     from balfeat.engine.trainer import Trainer
 
     probe = copy.deepcopy(cfg)
+    full = probe.optim.batch_size
+    if 0 < batch < full:
+        probe.optim.batch_size = batch
     probe.data.dataset = "synthetic"
     probe.data.train_split = probe.data.class_set = ""
     probe.data.num_classes = classes
@@ -83,7 +112,71 @@ def seconds_per_step(cfg: Config, classes: int, steps: int = 3) -> float:
     with tempfile.TemporaryDirectory(prefix="balfeat-plan-") as tmp:
         # one step, then 1 + steps: the difference leaves out setup, queue prefill and warm-up
         first = fit(1, tmp)
-        return max(fit(1 + steps, tmp) - first, 0.0) / steps
+        per_step = max(fit(1 + steps, tmp) - first, 0.0) / steps
+    return per_step * full / probe.optim.batch_size
+
+
+@dataclass
+class Estimate:
+    """The estimated pre-training time of the cells a study has left to train.
+
+    Attributes:
+        cells: (cell, seed)s not finished yet.
+        hours: their estimated device-hours of pre-training (probes not included).
+        rates: method id -> measured seconds per step at the cell's batch.
+        device: where it was measured (:func:`device_name`).
+        seconds: what measuring took.
+    """
+
+    cells: int
+    hours: float
+    rates: dict[str, float] = field(default_factory=dict)
+    device: str = ""
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        """The one line ``balfeat study`` prints before it trains."""
+        per = ", ".join(f"{m} {s:.3g} s/step" for m, s in self.rates.items())
+        return (
+            f"estimate: {self.cells} cell(s) to pre-train, about {_duration(self.hours)} on "
+            f"{self.device} (measured in {self.seconds:.0f} s on synthetic images, steps of at "
+            f"most {PROXY_BATCH} images scaled to each batch: {per}; probes not included)"
+        )
+
+
+def pending_jobs(spec: StudySpec, out: Path, overrides: Sequence[str] = ()) -> list[CellJob]:
+    """The (cell, seed)s of a study that have not written all their results under ``out``."""
+    if spec.is_job_study:
+        return [job for job in cell_jobs(spec, out, overrides) if not job_done(job)]
+    configs = {m: cell_config(spec, m, overrides) for m in spec.methods}
+    return [
+        CellJob(m, s, seed, cell_dir(out, m, s, seed), configs[m], {})
+        for s in spec.sets
+        for m in spec.methods
+        for seed in spec.run_seeds
+        if not cell_done(out, m, s, spec.probes, seed)
+    ]
+
+
+def cell_hours(spec: StudySpec, job: CellJob, rate: float) -> float:
+    """Device-hours of one cell's pre-training at ``rate`` seconds per step."""
+    return rate * cell_steps(job.config, set_images(spec, job)) / 3600 * spec.nproc_per_node
+
+
+def study_estimate(spec: StudySpec, out: Path, overrides: Sequence[str] = ()) -> Estimate:
+    """The estimated pre-training time of the cells left to train (measured once per method,
+    by :func:`seconds_per_step` at a batch of at most :data:`PROXY_BATCH`)."""
+    start = time.perf_counter()
+    jobs = pending_jobs(spec, out, overrides)
+    rates: dict[str, float] = {}
+    for job in jobs:
+        if job.method not in rates:
+            rates[job.method] = seconds_per_step(
+                job.config, num_classes(spec, job), steps=2, batch=PROXY_BATCH
+            )
+    hours = sum(cell_hours(spec, job, rates[job.method]) for job in jobs)
+    where = device_name(jobs[0].config.run.device) if jobs else ""
+    return Estimate(len(jobs), hours, rates, where, time.perf_counter() - start)
 
 
 def plan_lines(spec: StudySpec, jobs: Sequence[CellJob], measure_steps: int = 3) -> list[str]:
@@ -99,7 +192,7 @@ def plan_lines(spec: StudySpec, jobs: Sequence[CellJob], measure_steps: int = 3)
             measured[key] = seconds_per_step(cfg, num_classes(spec, job), measure_steps)
         images = set_images(spec, job)
         steps = cell_steps(cfg, images)
-        hours = measured.get(key, float("nan")) * steps / 3600 * spec.nproc_per_node
+        hours = cell_hours(spec, job, measured.get(key, float("nan")))
         total += hours if math.isfinite(hours) else 0.0
         lines.append(
             f"[{i}] {job.method} on {job.set_name}, seed {job.seed}: {images} images, "
@@ -131,3 +224,10 @@ def device_name(requested: str) -> str:
 
 def _hours(h: float) -> str:
     return "n/a" if not math.isfinite(h) else f"{h:.3g}"
+
+
+def _duration(hours: float) -> str:
+    """``"2.5 h"``, ``"12 min"`` or ``"40 s"``."""
+    if hours >= 1:
+        return f"{hours:.3g} h"
+    return f"{hours * 60:.2g} min" if hours * 60 >= 1 else f"{hours * 3600:.0f} s"

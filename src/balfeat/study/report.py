@@ -249,6 +249,7 @@ def write_report(
     published: bool = False,
     dpi: int = plots.DPI,
     method_names: Sequence[str] | None = None,
+    published_datasets: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Write the tables, the figures and the report of a study into ``out_dir``.
 
@@ -271,6 +272,8 @@ def write_report(
         dpi: resolution of the PNG figures (the PDF copies are vector graphics).
         method_names: what the study's methods train (their ``method.name``), which the
             published rows are matched by; default: the rows' method ids.
+        published_datasets: the published table's names of the data the cells train on
+            (:func:`balfeat.study.published.study_trains`); ``None``: any dataset.
 
     Returns:
         ``{"csv", "markdown", "summary", "changes", "report", "html", <figure names>...}`` ->
@@ -360,7 +363,8 @@ def write_report(
         from balfeat.study.published import published_markdown
 
         trained = method_names if method_names is not None else [str(r["method"]) for r in rows]
-        pub = published_markdown(sorted(set(trained)))  # what is trained, not its label
+        # what is trained, not its label, and on which data
+        pub = published_markdown(sorted(set(trained)), datasets=published_datasets)
     md += pub
     md += [
         "## Every run",

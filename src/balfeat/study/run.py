@@ -45,6 +45,7 @@ from balfeat.study.cells import (
     run_own,
 )
 from balfeat.study.control import CONTROL, run_control
+from balfeat.study.published import study_trains
 from balfeat.study.report import write_report
 from balfeat.study.spec import StudySpec, cell_config
 from balfeat.typed_config import to_dict
@@ -244,8 +245,10 @@ def run_study(
         from balfeat.study.jobs import run_job_study
 
         job_rows = run_job_study(spec, out, overrides or [], echo, progress)
+        trains, datasets = study_trains(spec, overrides or [])
         paths = write_report(job_rows, out, title=spec.name, description=spec.description,
-                             published=spec.published)  # fmt: skip
+                             published=spec.published, method_names=trains,
+                             published_datasets=datasets)  # fmt: skip
         return job_rows, paths
     seeds = spec.run_seeds
     cells = [(m, s, seed) for s in spec.sets for m in spec.methods for seed in seeds]
@@ -331,5 +334,6 @@ def run_study(
         class_names=names,
         published=spec.published,
         method_names=[cfg.method.name for cfg in configs.values()],
+        published_datasets=study_trains(spec, overrides or [])[1],
     )
     return rows, paths

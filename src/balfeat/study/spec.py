@@ -103,6 +103,9 @@ class FolderSpec:
         set_sizes: set name -> images, used by ``--plan`` when the set's split file is absent
             (planning on a machine without the data).
         num_classes: classes, used by ``--plan`` when the split files are absent (0 = 1000).
+        published: set name -> the dataset its images are in the published table
+            (``lt: imagenet-lt``), which a report with ``published: true`` prints beside the
+            set's rows; a set not named has no published rows.
     """
 
     root: str = ""
@@ -116,6 +119,7 @@ class FolderSpec:
     class_set: str = ""
     set_sizes: dict[str, int] = field(default_factory=dict)
     num_classes: int = field(default=0, metadata=bounds(ge=0))
+    published: dict[str, str] = field(default_factory=dict)
 
     def path(self, name: str) -> str:
         """A split file's path: ``name`` under ``split_dir`` unless absolute or empty."""
@@ -320,11 +324,14 @@ def check_folder(folder: FolderSpec) -> None:
         )
     for name in folder.sets:
         check_name("folder.sets", name)
-    if folder.grouping_set and folder.grouping_set not in folder.sets:
-        raise ConfigError(
-            f"folder.grouping_set {folder.grouping_set!r} is not one of folder.sets "
-            f"({', '.join(folder.sets)})"
-        )
+    for key, name in [
+        ("grouping_set", folder.grouping_set),
+        *(("published", n) for n in folder.published),
+    ]:
+        if name and name not in folder.sets:
+            raise ConfigError(
+                f"folder.{key} {name!r} is not one of folder.sets ({', '.join(folder.sets)})"
+            )
     if not folder.root:
         raise ConfigError("folder.root: give the folder the set split files are relative to")
 
