@@ -109,11 +109,20 @@ def test_an_interactive_terminal_asks(
     assert len(slow_steps) == int(starts)
 
 
-def test_the_demo_asks_as_the_study_does(
+def test_a_resized_demo_asks_as_the_study_does(
     tmp_path: Path, slow_steps: list[Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["demo", "--tiny", "--out", str(tmp_path / "demo")]) == 2
+    assert main(["demo", "--tiny", "--out", str(tmp_path / "demo"), "seeds=3"]) == 2
     assert "--yes" in capsys.readouterr().err and not slow_steps
+
+
+def test_the_demo_presets_print_the_estimate_and_never_stop(
+    tmp_path: Path, slow_steps: list[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a busy machine inflates the estimate; the laptop-sized presets still start unattended
+    with pytest.raises(Started):
+        main(["demo", "--tiny", "--out", str(tmp_path / "demo")])
+    assert "estimate:" in capsys.readouterr().out and len(slow_steps) == 1
 
 
 def test_the_estimate_is_measured_and_counts_only_what_is_left(

@@ -77,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     apply_overrides(spec, study_over)
     validate_study(spec, cell_over)
     threads = configure_threads(args.threads)
-    code = confirm_estimate(spec, spec.output_dir, cell_over, args)
+    # The presets (default, --full, --tiny) are sized for a laptop and only print the estimate
+    # (a busy machine inflates it); a demo resized with KEY=VALUE asks as a study does.
+    code = confirm_estimate(spec, spec.output_dir, cell_over, args, gate=bool(args.overrides))
     if code:
         return code
     start = time.perf_counter()

@@ -109,7 +109,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def confirm_estimate(
-    spec: Any, out: str | Path, overrides: list[str], args: argparse.Namespace
+    spec: Any, out: str | Path, overrides: list[str], args: argparse.Namespace, gate: bool = True
 ) -> int:
     """Print the estimated pre-training time of the cells left to train, before any training
     (:func:`balfeat.study.plan.study_estimate`).
@@ -117,7 +117,8 @@ def confirm_estimate(
     Returns:
         0 to go on; else the exit code: a run estimated over :data:`CONFIRM_HOURS` starts with
         ``--yes`` or a "y" at the prompt of an interactive terminal, and is refused (2) without
-        ``--yes`` when stdin is not a terminal or with ``--quiet``.
+        ``--yes`` when stdin is not a terminal or with ``--quiet``. ``gate=False`` only prints
+        (the demo's own presets, sized for a laptop, never stop to ask).
     """
     from balfeat.study.plan import study_estimate
 
@@ -125,7 +126,7 @@ def confirm_estimate(
     if not estimate.cells:
         return 0
     print(estimate.line(), flush=True)
-    if estimate.hours <= CONFIRM_HOURS or args.yes:
+    if not gate or estimate.hours <= CONFIRM_HOURS or args.yes:
         return 0
     if args.quiet or not sys.stdin.isatty():
         print(
