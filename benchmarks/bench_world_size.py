@@ -1,6 +1,7 @@
-"""How far N ``torchrun`` processes end from one process: weights after a few steps of a real ResNet.
+"""How far N ``torchrun`` processes end from one: weights after a few steps of a real ResNet.
 
-For each method (``sl``, ``moco_v2``, ``kcl``) the same global batch trains ``--steps`` optimiser
+For each method (``sl``, ``moco_v2``, ``kcl`` and KCL with ``method.selection=queue_order``) the
+same global batch trains ``--steps`` optimiser
 steps of ``balfeat pretrain`` on tiny synthetic data (16-px RGB, the method's augmentation on the
 on-device path, resnet8 with BatchNorm, CPU, gloo, one thread per process):
 
@@ -10,9 +11,10 @@ on-device path, resnet8 with BatchNorm, CPU, gloo, one thread per process):
   reference's choice) and ``run.sync_bn=true`` (the trained encoder's BatchNorm over the global
   batch).
 
-The JSON gives, per method and ``sync_bn``, the largest absolute difference of the trained
-parameters (``params``), of the BatchNorm running statistics (``bn_stats``) and of the other
-buffers (queue and the like, ``buffers``) between the N-process and the one-process checkpoint.
+The JSON gives, per method and ``sync_bn``, the largest absolute difference between the
+N-process and the one-process checkpoint of the trained parameters (``params``), of the trained
+encoder's BatchNorm running statistics (``bn_stats``), of the momentum key encoder's
+(``bn_stats_k``: per rank under shuffle-BN by design) and of the queue (``queue``).
 
 Usage: ``.venv/bin/python benchmarks/bench_world_size.py [--steps 9 --nproc 2 --methods sl kcl]``
 """
@@ -31,7 +33,13 @@ from typing import Any
 
 import torch
 
-METHODS = ("sl", "moco_v2", "kcl")
+#: name -> (method.name, extra overrides); kcl_queue_order: KCL without random positive choice
+METHODS: dict[str, tuple[str, list[str]]] = {
+    "sl": ("sl", []),
+    "moco_v2": ("moco_v2", []),
+    "kcl": ("kcl", []),
+    "kcl_queue_order": ("kcl", ["method.selection=queue_order"]),
+}
 
 
 def overrides(method: str, steps: int, batch: int = 16) -> list[str]:
@@ -85,32 +93,33 @@ def pretrain(out: Path, args: list[str], nproc: int, timeout: float = 600.0) -> 
 
 
 def differences(one: dict[str, torch.Tensor], many: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Largest absolute differences: trained parameters (``params``: every floating tensor that
-    is not a buffer below), BatchNorm running statistics (``bn_stats``), other buffers."""
-    out = {"params": 0.0, "bn_stats": 0.0, "buffers": 0.0}
+    """Largest absolute differences by group (see the module docstring); the momentum key
+    encoder's parameters count as ``params``."""
+    out = {"params": 0.0, "bn_stats": 0.0, "bn_stats_k": 0.0, "queue": 0.0}
     for key, a in one.items():
         b = many[key]
         if not a.is_floating_point():
             continue
         gap = float((a - b).abs().max()) if a.numel() else 0.0
         if "running_" in key:
-            group = "bn_stats"
+            group = "bn_stats_k" if key.split(".")[0].endswith("_k") else "bn_stats"
         elif "queue" in key:
-            group = "buffers"
+            group = "queue"
         else:
             group = "params"
         out[group] = max(out[group], gap)
     return out
 
 
-def measure(method: str, steps: int, nproc: int, work: Path) -> dict[str, Any]:
+def measure(name: str, steps: int, nproc: int, work: Path) -> dict[str, Any]:
     """One method: the one-process run and the N-process runs without and with sync_bn."""
-    args = overrides(method, steps)
+    method, extra = METHODS[name]
+    args = [*overrides(method, steps), *extra]
     splits = [] if method == "sl" else [f"method.bn_splits={nproc}"]
-    one = pretrain(work / f"{method}-1", [*args, *splits], 1)
+    one = pretrain(work / f"{name}-1", [*args, *splits], 1)
     result: dict[str, Any] = {"steps": one["step"]}
     for sync in (False, True):
-        many = pretrain(work / f"{method}-{nproc}-{sync}", [*args, f"run.sync_bn={sync}"], nproc)
+        many = pretrain(work / f"{name}-{nproc}-{sync}", [*args, f"run.sync_bn={sync}"], nproc)
         assert many["world_size"] == nproc and many["step"] == one["step"]
         result[f"sync_bn={str(sync).lower()}"] = differences(one["model"], many["model"])
     return result
@@ -120,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=9, help="optimiser steps (default 9)")
     parser.add_argument("--nproc", type=int, default=2, help="torchrun processes (default 2)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     opts = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         report = {

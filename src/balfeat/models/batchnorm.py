@@ -17,9 +17,10 @@ those of the whole global batch, so N processes normalise as one process does (t
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
-import torch.distributed.nn.functional as dist_nn
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -199,6 +200,22 @@ def adapt_batchnorm(module: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     return seen
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """``all_reduce`` (sum) whose gradient is the sum of every rank's gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.contiguous().clone()
+        dist.all_reduce(out)
+        return out
+
+
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the global batch over all ranks.
 
@@ -231,7 +248,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         )
         centred = xf - shift.view(view)
         count = torch.full_like(shift, float(x.numel() // x.shape[1]))
-        total = dist_nn.all_reduce(
+        total = _SumOverRanks.apply(
             torch.stack([centred.sum(dims), centred.square().sum(dims), count])
         )  # (3, C): sums over every rank
         n = total[2].detach()
