@@ -7,8 +7,10 @@ so a rank, an epoch or a batch never shares random numbers with another by accid
 - the prefill loader (fills a queue before the first step): the same with ``PREFILL_OFFSET``
   added, so the training data order does not depend on whether the queue is prefilled;
 - the augmentation of batch ``b`` of ``epoch`` on the on-device paths:
-  :func:`derive_seed` of ``(seed, [rank,] epoch, b)``, so a resumed epoch draws what an
-  uninterrupted one draws.
+  :func:`derive_seed` of ``(seed, epoch, b)`` for the in-memory arrays (the draws of the global
+  batch, the same on every rank, each rank using its slice's rows, so N processes augment an
+  image as one does) and of ``(seed, rank, epoch, b)`` for encoded files decoded on the GPU; a
+  resumed epoch draws what an uninterrupted one draws.
 
 :func:`rng_state` / :func:`set_rng_state` save and restore the process-wide generators (python,
 numpy, torch CPU and CUDA) for exact resume.

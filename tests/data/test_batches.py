@@ -84,3 +84,38 @@ def test_skip_sampler_leaves_out_the_first_indices() -> None:
     base = ShardedSampler(10, seed=1)
     skipped = SkipSampler(base, 4)
     assert list(skipped) == list(base)[4:] and len(skipped) == 6
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_ranks_on_the_device_path_see_one_process_batches_and_draws(balanced: bool) -> None:
+    """2 ranks x 4 images: each rank's batch is its slice of one process's batch of 8, images
+    and both views' augmentation alike (the global batch's draws, each rank its rows)."""
+    ds = _dataset()
+    augment = DeviceAugment.from_recipe("moco_v2", 12, 3)
+
+    def source(world: int, rank: int) -> BatchSource:
+        batch = 8 // world
+        sampler: Any = (
+            ClassBalancedSampler(ds.targets, seed=3, num_replicas=world, rank=rank, block=batch)
+            if balanced
+            else ShardedSampler(40, seed=3, num_replicas=world, rank=rank, block=batch)
+        )
+        return BatchSource(ds, sampler, batch_size=batch, device=CPU, seed=5, rank=rank,
+                           world=world, device_augment=augment, views=2)  # fmt: skip
+
+    one = _epoch(source(1, 0), 1)
+    ranks = [_epoch(source(2, r), 1) for r in range(2)]
+    assert len(one) == len(ranks[0]) == len(ranks[1]) == 5
+    for b, (views, labels) in enumerate(one):
+        assert torch.equal(labels, torch.cat([ranks[0][b][1], ranks[1][b][1]]))
+        for v in range(2):
+            halves = torch.cat([ranks[0][b][0][v], ranks[1][b][0][v]])
+            assert torch.equal(views[v], halves), (b, v)
+
+
+def test_a_rank_outside_the_world_is_refused() -> None:
+    from balfeat.errors import DataError
+
+    with pytest.raises(DataError, match="rank 2"):
+        BatchSource(_dataset(), ShardedSampler(40), batch_size=4, device=CPU, seed=0, rank=2,
+                    world=2)  # fmt: skip

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
-from balfeat.data.samplers import ClassBalancedSampler, ShardedSampler
+from balfeat.data.samplers import ClassBalancedSampler, ShardedSampler, shard_positions
 from balfeat.errors import DataError
 
 # 99th percentile of chi-square with 9 degrees of freedom.
@@ -134,3 +136,39 @@ def test_balanced_sampler_visits_every_class_once_per_cycle_as_the_reference() -
         assert sorted(cls[start : start + 4].tolist()) == [0, 1, 2, 3]
     s.set_epoch(1)
     assert not np.array_equal(s.global_order(), order)  # reshuffled per epoch
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_ranks_with_block_hold_slices_of_one_process_global_batches(balanced: bool) -> None:
+    """With block = the per-rank batch, rank r's batch b is slice r of one process's batch b
+    (4 ranks x 3 images = one process's 12), so gathering in rank order gives its order."""
+    labels = np.arange(48) % 5
+
+    def sampler(world: int, rank: int, block: int) -> Any:
+        if balanced:
+            return ClassBalancedSampler(labels, repeat=3, seed=4, num_replicas=world, rank=rank,
+                                        block=block)  # fmt: skip
+        return ShardedSampler(48, seed=4, num_replicas=world, rank=rank, block=block)
+
+    one = sampler(1, 0, 12)
+    one.set_epoch(2)
+    order = np.fromiter(one, dtype=np.int64)
+    shards = []
+    for r in range(4):
+        s = sampler(4, r, 3)
+        s.set_epoch(2)
+        shards.append(np.fromiter(s, dtype=np.int64).reshape(-1, 3))  # (batches, 3)
+    gathered = np.concatenate(shards, axis=1).reshape(-1)  # batch b: rank 0's, rank 1's, ...
+    assert (gathered == order).all()
+
+
+def test_shard_positions_cover_the_sequence_once() -> None:
+    for total, world, block in [(12, 1, 5), (12, 3, 1), (24, 2, 5), (30, 3, 4)]:
+        parts = [shard_positions(total, world, r, block) for r in range(world)]
+        assert {len(p) for p in parts} == {total // world}
+        assert sorted(np.concatenate(parts).tolist()) == list(range(total))
+    assert shard_positions(8, 2, 1, 1).tolist() == [1, 3, 5, 7]  # block 1: r, r + R, ...
+    assert shard_positions(8, 2, 1, 4).tolist() == [4, 5, 6, 7]
+    assert shard_positions(10, 2, 0, 3).tolist() == [0, 1, 2, 6, 7]  # tail of 4: halves
+    with pytest.raises(DataError, match="block"):
+        ShardedSampler(8, block=0)

@@ -5,11 +5,18 @@ Three paths give a batch, each chosen when the source is built:
 - a ``DataLoader`` over a dataset whose transform returns tensors (PIL or uint8-tensor recipes,
   :mod:`balfeat.data.transforms`), copied to the device;
 - the on-device array loader (:class:`~balfeat.data.device_data.DeviceArrayLoader`), for small
-  uint8 arrays resident on the device and augmented there;
+  uint8 arrays resident on the device and augmented there with the draws of the *global* batch,
+  seeded by ``(seed, epoch, batch)`` on every rank, each rank using the rows of its slice: with
+  the trainer's samplers (rank ``r`` holds slice ``r`` of every global batch,
+  :func:`balfeat.data.samplers.shard_positions`) an image gets the same crop, flip and jitter in
+  N processes as in one;
 - encoded image files (``data.decode=gpu``): a ``DataLoader`` of
   :class:`~balfeat.data.decode.EncodedBatch` es, decoded and augmented on the device by an
   :class:`~balfeat.data.decode.EncodedBatchAugment` with draws seeded by
-  ``(seed, rank, epoch, batch)``.
+  ``(seed, rank, epoch, batch)`` (per rank: N processes draw other numbers than one).
+
+On the DataLoader path the dataset's transform draws from the process's (or worker's) global
+generators, image after image, so N processes draw other numbers than one there too.
 
 :class:`BatchSource` hides which: iterating it gives ``(images, labels)`` on the device (images
 one tensor (B, C, H, W), or a list of ``views`` of them), and its :meth:`~BatchSource.state_dict`
@@ -28,9 +35,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from balfeat import distributed
 from balfeat.data.decode import EncodedBatchAugment, collate_encoded
 from balfeat.data.device_data import DeviceArrayLoader, DeviceAugment
 from balfeat.data.samplers import SkipSampler
+from balfeat.errors import DataError
 from balfeat.seeding import derive_seed, rank_seed
 
 
@@ -62,6 +71,9 @@ class BatchSource:
         seed: the run's seed; this rank's streams are derived from it
             (:func:`balfeat.seeding.rank_seed` with ``seed_offset``).
         rank: this process's rank.
+        world: the number of ranks; default :func:`balfeat.distributed.world_size`. On the
+            on-device path the batches are slice ``rank`` of global batches of
+            ``world * batch_size`` (augmented with the global batch's draws).
         seed_offset: added to ``seed`` (the queue-prefill source uses its own streams).
         num_workers: DataLoader worker processes (host paths).
         device_augment: the on-device path's augmentation, one per view or one for all; ``None``
@@ -82,6 +94,7 @@ class BatchSource:
         device: torch.device,
         seed: int,
         rank: int = 0,
+        world: int | None = None,
         seed_offset: int = 0,
         num_workers: int = 0,
         device_augment: DeviceAugment | Sequence[DeviceAugment] | None = None,
@@ -95,6 +108,9 @@ class BatchSource:
         self.device = device
         self.seed = int(seed) + int(seed_offset)
         self.rank = int(rank)
+        self.world = distributed.world_size() if world is None else int(world)
+        if not 0 <= self.rank < self.world:
+            raise DataError(f"BatchSource: rank {self.rank} is not in [0, world={self.world})")
         self.num_workers = int(num_workers)
         self.device_augment = device_augment
         self.views = int(views)
@@ -153,9 +169,10 @@ class BatchSource:
                 transform=self.device_augment,
                 views=self.views,
                 device=self.device,
-                seed=rank_seed(self.seed, self.rank),
+                seed=self.seed,  # the global batch's draws; this rank's rows of them
                 drop_last=True,
                 start_batch=skip,
+                part=(self.rank, self.world),
             )
             loader.set_epoch(self.epoch)
             return loader

@@ -287,7 +287,10 @@ class DeviceAugment:
     # -- application --------------------------------------------------------------------------
 
     def __call__(
-        self, images: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+        part: tuple[int, int] = (0, 1),
     ) -> torch.Tensor:
         """Augment a batch.
 
@@ -295,6 +298,10 @@ class DeviceAugment:
             images: uint8 Shape: (B, H, W) or (B, H, W, C) (channels last, as stored), or float
                 in [0, 1] Shape: (B, C, H, W). On any device; the output is on the same one.
             generator: CPU generator the parameters are drawn from; default a fresh unseeded one.
+            part: ``(index, parts)``: ``images`` are rows ``[index * B, (index + 1) * B)`` of a
+                batch of ``parts * B`` (one rank's slice of the global batch). The parameters of
+                all ``parts * B`` rows are drawn and this slice's are used, so each image gets
+                the draws it gets when the whole batch is augmented at once.
 
         Returns:
             Normalised float32 images. Shape: (B, channels, image_size, image_size).
@@ -311,8 +318,10 @@ class DeviceAugment:
             if generator is not None
             else torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
         )
-        p = {k: v.to(x.device, non_blocking=True) for k, v in self.sample_params(
-            n, height, width, gen).items()}  # fmt: skip
+        index, parts = part
+        drawn = self.sample_params(n * parts, height, width, gen)
+        p = {k: v[index * n : (index + 1) * n].to(x.device, non_blocking=True)
+             for k, v in drawn.items()}  # fmt: skip
         size = self.image_size
         if self.crop_scale is not None or self.flip_p > 0.0:
             grid = F.affine_grid(p["theta"], [n, self.channels, size, size], align_corners=False)
@@ -372,6 +381,9 @@ class DeviceArrayLoader:
             ``non_blocking=True`` (for arrays bigger than the GPU can spare).
         start_batch: skip the first batches of the epoch (mid-epoch resume); batch ``b`` keeps
             the augmentation of ``(seed, epoch, b)``, so the rest of the epoch is unchanged.
+        part: ``(rank, ranks)``: the batches are this rank's slices of global batches of
+            ``ranks * batch_size``, and ``seed`` is the global batch's: each image is augmented
+            with the draws of its row in the global batch (:meth:`DeviceAugment.__call__`).
     """
 
     def __init__(
@@ -388,6 +400,7 @@ class DeviceArrayLoader:
         drop_last: bool = False,
         resident: bool = True,
         start_batch: int = 0,
+        part: tuple[int, int] = (0, 1),
     ) -> None:
         if isinstance(views, bool) or not isinstance(views, int) or views < 1:
             raise ConfigError(f"DeviceArrayLoader views={views!r} must be an integer >= 1")
@@ -437,6 +450,7 @@ class DeviceArrayLoader:
         self.seed = int(seed)
         self.drop_last = drop_last
         self.start_batch = int(start_batch)
+        self.part = part
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -481,4 +495,4 @@ class DeviceArrayLoader:
     ) -> torch.Tensor:
         if transform is None:
             return to_float_nchw(x)
-        return transform(x, gen)
+        return transform(x, gen, self.part)

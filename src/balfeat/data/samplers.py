@@ -4,6 +4,12 @@ Both samplers are pure functions of ``(seed, epoch, num_replicas, rank)``: the o
 fully determined by them, so resuming needs only ``set_epoch(saved_epoch)`` (the trainer stores
 ``sampler_epoch`` in its checkpoints). ``state_dict()`` / ``load_state_dict()`` are provided for
 convenience and hold just the epoch.
+
+Both draw one global sequence per epoch and give each rank its share of it
+(:func:`shard_positions`). With ``block`` = the per-rank batch (the trainer's choice), global batch
+``b`` of N ranks is positions ``[b * N * block, (b + 1) * N * block)`` of the sequence, rank ``r``
+holding its ``r``-th contiguous slice: the images one process sees in batch ``b`` of a global
+batch of ``N * block``, and gathering over ranks in rank order gives them in one process's order.
 """
 
 from __future__ import annotations
@@ -23,6 +29,30 @@ def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     if r < 1 or not 0 <= k < r:
         raise DataError(f"sampler: rank {k} is not in [0, num_replicas={r})")
     return r, k
+
+
+def shard_positions(total: int, replicas: int, rank: int, block: int) -> np.ndarray:
+    """Positions of rank ``rank``'s share of a sequence of ``total`` items.
+
+    The sequence is cut into rounds of ``replicas * block`` positions; rank ``r`` takes the
+    ``r``-th block of each round. A tail shorter than a round (``total`` is a multiple of
+    ``replicas``) is cut into ``replicas`` contiguous equal parts. Every rank gets
+    ``total // replicas`` positions; in one process the whole sequence, in order.
+
+    Args:
+        total: length of the global sequence, a multiple of ``replicas``.
+        replicas: number of ranks.
+        rank: this rank, in ``[0, replicas)``.
+        block: consecutive positions a rank takes per round (1: ``r, r + R, ...``).
+
+    Returns:
+        Increasing positions. Shape: (total // replicas,).
+    """
+    rounds = total // (replicas * block)
+    head = rounds * replicas * block
+    mine = np.arange(head, dtype=np.int64).reshape(rounds, replicas, block)[:, rank].reshape(-1)
+    share = (total - head) // replicas
+    return np.concatenate([mine, head + rank * share + np.arange(share, dtype=np.int64)])
 
 
 class _EpochState:
@@ -61,6 +91,7 @@ class ClassBalancedSampler(_EpochState, Sampler[int]):
         seed: base seed; the epoch's order is seeded by ``(seed, epoch)``.
         num_replicas: number of ranks; default from :mod:`balfeat.distributed`.
         rank: this rank; default from :mod:`balfeat.distributed`.
+        block: positions a rank takes in turn; default one contiguous chunk per rank.
     """
 
     def __init__(
@@ -71,6 +102,7 @@ class ClassBalancedSampler(_EpochState, Sampler[int]):
         seed: int = 0,
         num_replicas: int | None = None,
         rank: int | None = None,
+        block: int | None = None,
     ) -> None:
         t = np.asarray(labels, dtype=np.int64)
         if t.ndim != 1 or len(t) == 0:
@@ -91,6 +123,7 @@ class ClassBalancedSampler(_EpochState, Sampler[int]):
         groups = -(-total // unit)  # picks per rank
         self.num_samples = groups * self.repeat  # per rank
         self.total_size = self.num_samples * self.num_replicas
+        self.block = _check_block(block, self.num_samples)
 
     def global_order(self) -> np.ndarray:
         """The sequence of sample indices of this epoch over all ranks. Shape: (total_size,)."""
@@ -111,8 +144,8 @@ class ClassBalancedSampler(_EpochState, Sampler[int]):
         return out.reshape(-1)
 
     def __iter__(self) -> Iterator[int]:
-        start = self.rank * self.num_samples
-        return iter(self.global_order()[start : start + self.num_samples].tolist())
+        mine = shard_positions(self.total_size, self.num_replicas, self.rank, self.block)
+        return iter(self.global_order()[mine].tolist())
 
     def __len__(self) -> int:
         return self.num_samples
@@ -122,8 +155,10 @@ class ShardedSampler(_EpochState, Sampler[int]):
     """The plain distributed sampler (as ``torch.utils.data.DistributedSampler``), in 1 process too.
 
     Shuffles ``range(n)`` with a generator seeded by ``(seed, epoch)``; rank ``r`` takes positions
-    ``r, r + R, r + 2R, ...``. Without ``drop_last`` the sequence is padded with its own start so
-    every rank gets ``ceil(n / R)`` indices; with it, the tail is dropped (``floor(n / R)``).
+    ``r, r + R, r + 2R, ...`` (with ``block``: the ``r``-th ``block`` positions of every
+    ``R * block``, :func:`shard_positions`). Without ``drop_last`` the sequence is padded with
+    its own start so every rank gets ``ceil(n / R)`` indices; with it, the tail is dropped
+    (``floor(n / R)``).
 
     Args:
         n: dataset length.
@@ -132,6 +167,7 @@ class ShardedSampler(_EpochState, Sampler[int]):
         num_replicas: number of ranks; default from :mod:`balfeat.distributed`.
         rank: this rank; default from :mod:`balfeat.distributed`.
         drop_last: drop the tail instead of padding.
+        block: positions a rank takes in turn (default 1).
     """
 
     def __init__(
@@ -142,6 +178,7 @@ class ShardedSampler(_EpochState, Sampler[int]):
         num_replicas: int | None = None,
         rank: int | None = None,
         drop_last: bool = False,
+        block: int = 1,
     ) -> None:
         if n < 1:
             raise DataError(f"ShardedSampler needs a non-empty dataset, got n={n}")
@@ -161,6 +198,7 @@ class ShardedSampler(_EpochState, Sampler[int]):
         else:
             self.num_samples = -(-self.n // self.num_replicas)
         self.total_size = self.num_samples * self.num_replicas
+        self.block = _check_block(block, self.num_samples)
 
     def __iter__(self) -> Iterator[int]:
         if self.shuffle:
@@ -171,10 +209,19 @@ class ShardedSampler(_EpochState, Sampler[int]):
             reps = -(-self.total_size // self.n)
             order = np.tile(order, reps)
         order = order[: self.total_size]
-        return iter(order[self.rank : self.total_size : self.num_replicas].tolist())
+        mine = shard_positions(self.total_size, self.num_replicas, self.rank, self.block)
+        return iter(order[mine].tolist())
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+def _check_block(block: int | None, default: int) -> int:
+    if block is None:
+        return default
+    if isinstance(block, bool) or int(block) < 1:
+        raise DataError(f"sampler: block={block!r} must be a positive number of positions")
+    return int(block)
 
 
 class SkipSampler(Sampler[int]):

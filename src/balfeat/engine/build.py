@@ -240,14 +240,17 @@ def _check_num_classes(cfg: Config, found: int, where: str) -> None:
 
 
 def build_sampler(cfg: Config, dataset: Dataset[Any]) -> Sampler[int]:
-    """``ClassBalancedSampler`` if ``data.balanced`` else ``ShardedSampler``; sharded by rank."""
+    """``ClassBalancedSampler`` if ``data.balanced`` else ``ShardedSampler``; sharded by rank in
+    blocks of the per-rank batch, so rank ``r`` holds slice ``r`` of every global batch of one
+    process's order (:func:`balfeat.data.samplers.shard_positions`)."""
 
     labels = np.asarray(dataset.targets)  # type: ignore[attr-defined]
+    block = local_batch_size(cfg)
     if cfg.data.balanced:
         return ClassBalancedSampler(
-            labels, repeat=cfg.data.repeat, num_samples=len(labels), seed=cfg.run.seed
+            labels, repeat=cfg.data.repeat, num_samples=len(labels), seed=cfg.run.seed, block=block
         )
-    return ShardedSampler(len(labels), shuffle=True, seed=cfg.run.seed)
+    return ShardedSampler(len(labels), shuffle=True, seed=cfg.run.seed, block=block)
 
 
 def uses_device_loader(cfg: Config, dataset: Dataset[Any]) -> bool:
@@ -309,6 +312,7 @@ def build_batch_source(
         device=device,
         seed=cfg.run.seed,
         rank=rank,
+        world=distributed.world_size(),
         seed_offset=seed_offset,
         num_workers=cfg.data.num_workers,
         device_augment=augments,
@@ -444,7 +448,19 @@ def method_for(cfg: Config, dataset: Dataset[Any], method: MethodBase | None = N
 
 def training_model(cfg: Config, method: nn.Module, device: torch.device) -> nn.Module:
     """What the training step calls: ``method``, compiled with ``run.compile``, and wrapped in
-    ``DistributedDataParallel`` under torchrun."""
+    ``DistributedDataParallel`` under torchrun.
+
+    With ``run.sync_bn`` under torchrun, the BatchNorm layers of the method's trained submodules
+    (those with a parameter that takes gradients: backbone, heads) become
+    :class:`~balfeat.models.batchnorm.GlobalBatchNorm` in place (same parameters, so the
+    optimizer built before is unchanged); momentum encoders keep per-rank shuffle-BN.
+    """
+    if cfg.run.sync_bn and distributed.is_distributed():
+        from balfeat.models.batchnorm import convert_global_batchnorm
+
+        for name, child in method.named_children():
+            if any(p.requires_grad for p in child.parameters()):
+                setattr(method, name, convert_global_batchnorm(child))
     model: nn.Module = method
     if cfg.run.compile:
         model = torch.compile(model)  # type: ignore[assignment]
@@ -454,8 +470,8 @@ def training_model(cfg: Config, method: nn.Module, device: torch.device) -> nn.M
             device_ids=[device.index] if device.type == "cuda" else None,
             # Buffers are not broadcast from rank 0 before every forward: the MoCo/KCL queues
             # are updated identically on every rank (gathered keys), and re-sending a
-            # 65536-key queue each step is pure cost. BN running statistics stay per rank;
-            # checkpoints hold rank 0's.
+            # 65536-key queue each step is pure cost. BN running statistics stay per rank
+            # (without run.sync_bn); checkpoints hold rank 0's.
             broadcast_buffers=False,
         )
     return model

@@ -224,6 +224,13 @@ class RunConfig:
             ``best.pth`` (``best.json`` holds its epoch and accuracy), as BalFeat's
             ``main_sl.py:240-255`` (``helper.py:246-251`` writes ``NAME.pth.tar`` only when the
             accuracy improved). Image-folder datasets (imagenet, inat) only; elsewhere a warning.
+        sync_bn: under torchrun, the BatchNorm layers of the trained encoder normalise with the
+            statistics of the global batch (:class:`balfeat.models.batchnorm.GlobalBatchNorm2d`,
+            gloo and NCCL alike), so N processes compute what one process does with the same
+            global batch. Default ``false``: per-GPU statistics, as the reference code (MoCo,
+            KCL, PaCo) trains. The momentum key encoder of MoCo/KCL keeps its shuffle-BN
+            (per-rank statistics of a shuffled slice: that is its purpose). No effect in one
+            process.
     """
 
     output_dir: str = field(default="runs/pretrain", metadata=path_kind("out_dir"))
@@ -242,6 +249,7 @@ class RunConfig:
     overwrite: bool = False
     tensorboard: Literal["auto", "on", "off"] = "auto"
     keep_best: bool = False
+    sync_bn: bool = False
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Batch statistics for momentum keys: shuffle-BN across ranks and its one-process stand-in.
+"""Batch statistics across ranks: shuffle-BN for momentum keys, its one-process stand-in, and
+BatchNorm over the global batch (``run.sync_bn``).
 
 MoCo (He et al., CVPR 2020, https://arxiv.org/abs/1911.05722, section 3.3) computes the keys
 with BatchNorm over a random subset of the global batch, so that query and key statistics differ
@@ -7,13 +8,19 @@ shuffled across ranks (``batch_shuffle_ddp``/``batch_unshuffle_ddp``). In one pr
 demo instead splits the batch into groups with separate statistics (``SplitBatchNorm``);
 ``split_forward`` gives the same effect on an unmodified module by forwarding the groups one by
 one, so state-dict keys and module types stay torchvision's.
+
+:class:`GlobalBatchNorm` is the opposite choice for the trained encoder: its statistics are
+those of the whole global batch, so N processes normalise as one process does (torch's
+``SyncBatchNorm`` runs on GPUs only; this one on gloo too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -191,3 +198,104 @@ def adapt_batchnorm(module: nn.Module, batches: Iterable[torch.Tensor]) -> int:
             m.momentum = mom
         module.train(was_training)
     return seen
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """``all_reduce`` (sum) whose gradient is the sum of every rank's gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.contiguous().clone()
+        dist.all_reduce(out)
+        return out
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the global batch over all ranks.
+
+    In training under a process group the per-channel sums of ``x - c`` and ``(x - c)^2`` (``c``
+    the running mean, the same on every rank, which keeps the variance free of cancellation) and
+    the element count are summed over ranks in one differentiable ``all_reduce``, so the
+    gradient flows to every rank's inputs as in one process. Running statistics are updated
+    with the global mean and unbiased variance, identically on every rank. In one process and in
+    eval mode it is a plain BatchNorm; parameter and buffer names are BatchNorm's.
+
+    Shape: (N, C) or (N, C, *) -> the same.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise BalfeatError(f"GlobalBatchNorm expects (N, C, ...) input, got {input.dim()}-D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Shape: (N, C, *) -> (N, C, *)."""
+        if not (self.training and distributed.is_distributed()):
+            return super().forward(x)
+        self._check_input_dim(x)
+        view = (1, -1) + (1,) * (x.dim() - 2)
+        dims = [0, *range(2, x.dim())]
+        xf = x.float()
+        shift = (
+            self.running_mean.detach().float()
+            if self.running_mean is not None
+            else torch.zeros(x.shape[1], device=x.device)
+        )
+        centred = xf - shift.view(view)
+        count = torch.full_like(shift, float(x.numel() // x.shape[1]))
+        total = _SumOverRanks.apply(
+            torch.stack([centred.sum(dims), centred.square().sum(dims), count])
+        )  # (3, C): sums over every rank
+        n = total[2].detach()
+        offset = total[0] / n
+        mean = shift + offset
+        var = (total[1] / n - offset.square()).clamp(min=0.0)
+        y = (xf - mean.view(view)) * torch.rsqrt(var + self.eps).view(view)
+        if self.weight is not None and self.bias is not None:
+            y = y * self.weight.view(view) + self.bias.view(view)
+        if self.track_running_stats and self.running_mean is not None:
+            self._update_running_stats(mean.detach(), var.detach(), float(n[0]))
+        return y.to(x.dtype)
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, n: float) -> None:
+        """BatchNorm's update with the global batch's mean and unbiased variance."""
+        assert self.running_mean is not None and self.running_var is not None
+        assert self.num_batches_tracked is not None
+        self.num_batches_tracked.add_(1)
+        m = self.momentum
+        factor = 1.0 / float(self.num_batches_tracked) if m is None else m
+        unbiased = var * (n / max(n - 1.0, 1.0))
+        self.running_mean.mul_(1.0 - factor).add_(mean.to(self.running_mean.dtype), alpha=factor)
+        self.running_var.mul_(1.0 - factor).add_(unbiased.to(self.running_var.dtype), alpha=factor)
+
+
+def convert_global_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm of ``module`` by a :class:`GlobalBatchNorm` that shares its
+    parameters and buffers (an optimizer built before keeps working; state-dict keys are kept).
+
+    Returns the converted module (``module`` itself, changed in place, unless it is a BN layer).
+    """
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
+        module, (GlobalBatchNorm, SplitBatchNorm)
+    ):
+        new = GlobalBatchNorm(
+            module.num_features,
+            eps=module.eps,
+            momentum=module.momentum,
+            affine=module.affine,
+            track_running_stats=module.track_running_stats,
+        )
+        for name, value in [*module.named_parameters(recurse=False),
+                            *module.named_buffers(recurse=False)]:  # fmt: skip
+            setattr(new, name, value)
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        setattr(module, name, convert_global_batchnorm(child))
+    return module
