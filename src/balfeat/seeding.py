@@ -48,6 +48,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def separate_rank_streams(seed: int, rank: int) -> None:
+    """Give rank ``rank`` global RNG streams of its own, after the model is built.
+
+    Every rank seeds python, numpy and torch with the run's seed so the initial weights agree;
+    without this, the PIL/DataLoader input path with ``num_workers=0`` (whose torchvision
+    transforms draw from the global RNG) would augment every rank's images with the same
+    numbers. Rank 0 is left as it is, so one process draws exactly what it always drew.
+    """
+    if rank:
+        seed_everything(rank_seed(seed, rank))
+
+
 def rng_state() -> dict[str, Any]:
     """This process's RNG states (python, numpy, torch CPU and every CUDA device)."""
     state: dict[str, Any] = {

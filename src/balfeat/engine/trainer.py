@@ -45,7 +45,13 @@ from balfeat.engine.validation import BestByValidation, build_val_dataset, has_o
 from balfeat.errors import TrainingError
 from balfeat.methods import get_method
 from balfeat.methods.base import MethodBase
-from balfeat.seeding import PREFILL_OFFSET, rng_state, seed_everything, set_rng_state
+from balfeat.seeding import (
+    PREFILL_OFFSET,
+    rng_state,
+    seed_everything,
+    separate_rank_streams,
+    set_rng_state,
+)
 
 log = logging.getLogger("balfeat.engine")
 
@@ -121,6 +127,7 @@ class Trainer:
             cfg, self.dataset, given=self._dataset_arg is not None
         )  # in every checkpoint: probes group many/medium/few by them
         self.method.to(self.device)
+        separate_rank_streams(cfg.run.seed, self.rank)  # same weights, other augmentations
         if cfg.run.channels_last:
             self.method.to(memory_format=torch.channels_last)
         if distributed.is_main_process():
