@@ -36,14 +36,18 @@ def test_rows_are_matched_to_study_method_names() -> None:
     assert any("| SupCon (queue, as reported by TSC) |" in ln for ln in supcon)
 
 
+#: One study row of a method whose authors published numbers.
+PACO_ROW = {
+    "protocol": "fast", "method": "paco", "set": "balanced", "seed": 0,
+    "imbalance_ratio": 1.0, "top1": 50.0, "many": 40.0, "medium": 50.0, "few": 60.0,
+    "train_counts": [10, 10], "per_class_accuracy": [40.0, 60.0],
+}  # fmt: skip
+
+
 def test_a_study_report_prints_them_when_asked(tmp_path: Path) -> None:
     from balfeat.study.report import write_report
 
-    row = {
-        "protocol": "fast", "method": "paco", "set": "balanced", "seed": 0,
-        "imbalance_ratio": 1.0, "top1": 50.0, "many": 40.0, "medium": 50.0, "few": 60.0,
-        "train_counts": [10, 10], "per_class_accuracy": [40.0, 60.0],
-    }  # fmt: skip
+    row = dict(PACO_ROW)
     write_report([row], tmp_path / "a", published=True)
     assert "## Published numbers of these methods" in (tmp_path / "a" / "report.md").read_text()
     page = (tmp_path / "a" / "report.html").read_text()
@@ -93,11 +97,7 @@ def test_p1_and_p2_numbers_are_entered_with_their_address_and_printed() -> None:
 def test_published_rows_follow_what_a_method_trains_not_its_id(tmp_path: Path) -> None:
     from balfeat.study.report import write_report
 
-    row = {
-        "protocol": "fast", "method": "paco", "set": "balanced", "seed": 0,
-        "imbalance_ratio": 1.0, "top1": 50.0, "many": 40.0, "medium": 50.0, "few": 60.0,
-        "train_counts": [10, 10], "per_class_accuracy": [40.0, 60.0],
-    }  # fmt: skip
+    row = dict(PACO_ROW)
     write_report([row], tmp_path / "a", published=True, method_names=["sl"])  # id paco, trains sl
     assert "Published numbers" not in (tmp_path / "a" / "report.md").read_text()
     mine = {**row, "method": "my_method"}
