@@ -6,16 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cli_errors import one_error_line as _one_line
 from test_probe_cli import common, tiny_imagenet  # noqa: F401  (fixture)
 
 from balfeat.cli.main import main
-
-
-def _one_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("probe: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def test_probe_bad_image_advises_what_probe_can_do(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -59,20 +60,26 @@ def common(d: dict[str, Path]) -> list[str]:
     ]  # fmt: skip
 
 
+def _probe(
+    args: list[str], out: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[str, dict[str, Any]]:
+    """Run ``balfeat probe`` with ``args`` into ``out``: what it printed and its results."""
+    assert main(["probe", *args, "--out", str(out)]) == 0
+    return capsys.readouterr().out, json.loads((out / "results.json").read_text())
+
+
 @pytest.mark.slow
 def test_probe_evaluate_export(
     tiny_imagenet: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "probe"
     args = [*common(tiny_imagenet), "--select-on", "test", "--decoupled", "crt,tau,lws"]
-    assert main(["probe", *args, "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    printed, res = _probe(args, out, capsys)
     assert "many" in printed and "balancedness" in printed
     # every choice made on the list top-1 is measured on is labelled, printed and written
     choices = [line for line in printed.splitlines() if "best epoch" in line or "tau" in line]
     assert len(choices) == 4  # the probe's epoch, cRT's epoch, tau, LWS's epoch
     assert all("selected on test (as the reference)" in line for line in choices)
-    res = json.loads((out / "results.json").read_text())
     assert res["selection"]["label"] == "selected on test (as the reference)"
     assert "tau" in res["selection"]["chosen"] and "val_split" in res["selection"]["on"]
     assert res["selection"]["select_on"] == "test"
@@ -159,12 +166,9 @@ def test_probe_selects_on_carved_val_by_default(
 def test_probe_select_on_last_chooses_nothing(
     tiny_imagenet: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "last"
     args = [*common(tiny_imagenet), "--select-on", "last", "--decoupled", "tau,lws"]
-    assert main(["probe", *args, "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    printed, res = _probe(args, tmp_path / "last", capsys)
     assert "selected on" not in printed and "no tau chosen" in printed
-    res = json.loads((out / "results.json").read_text())
     assert res["best_epoch"] == 3 and res["selection"]["chosen"] == "nothing"
     assert res["decoupled"]["tau"]["best_tau"] is None
     assert len(res["decoupled"]["tau"]["sweep"]) == 11

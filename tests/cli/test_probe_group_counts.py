@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -35,6 +36,11 @@ def _probe_args(d: dict[str, Path], run: Path) -> list[str]:
     return [*args[:-2], "--grouping", "default"]  # the paper's 100/20 thresholds
 
 
+def _group_classes(res: dict[str, Any]) -> list[list[int]]:
+    """The classes of the many, medium and few groups of a results dict."""
+    return [res["groups"][g]["classes"] for g in ("many", "medium", "few")]
+
+
 def test_checkpoint_stores_its_training_counts(long_tailed_run: Path) -> None:
     state = torch.load(long_tailed_run / "last.pth", weights_only=False)
     entry = state["train_counts"]
@@ -61,14 +67,14 @@ def test_probe_groups_by_the_checkpoint_counts(
     assert f"groups from {source}\n" in printed
     res = json.loads((out / "results.json").read_text())
     assert res["group_source"] == source
-    assert [res["groups"][g]["classes"] for g in ("many", "medium", "few")] == [[0], [1], [2]]
+    assert _group_classes(res) == [[0], [1], [2]]
     assert res["probe_train_counts"] == [8, 4, 2]
     assert res["balancedness"] is not None
     # evaluate regroups the saved logits by the same counts and says where they come from
     assert main(["evaluate", str(out)]) == 0
     assert f"groups from {source}\n" in capsys.readouterr().out
     ev = json.loads((out / "evaluate" / "results.json").read_text())
-    assert [ev["groups"][g]["classes"] for g in ("many", "medium", "few")] == [[0], [1], [2]]
+    assert _group_classes(ev) == [[0], [1], [2]]
     # --group-counts still overrides the checkpoint's counts
     counts = tmp_path / "counts.txt"
     counts.write_text("5\n500\n50\n")
@@ -77,7 +83,7 @@ def test_probe_groups_by_the_checkpoint_counts(
     assert main(["probe", *args, "--out", str(over)]) == 0
     res = json.loads((over / "results.json").read_text())
     assert res["group_source"] == f"--group-counts {counts}"
-    assert [res["groups"][g]["classes"] for g in ("many", "medium", "few")] == [[1], [2], [0]]
+    assert _group_classes(res) == [[1], [2], [0]]
 
 
 def test_an_older_checkpoint_falls_back_with_a_hint(
@@ -96,7 +102,7 @@ def test_an_older_checkpoint_falls_back_with_a_hint(
     assert line.startswith("groups from the probe's own training counts: the checkpoint holds no")
     assert "pass --group-counts PRETRAIN_SPLIT" in line
     res = json.loads((out / "results.json").read_text())
-    assert [res["groups"][g]["classes"] for g in ("many", "medium", "few")] == [[], [], [0, 1, 2]]
+    assert _group_classes(res) == [[], [], [0, 1, 2]]
 
 
 def test_exports_leave_the_counts_out(long_tailed_run: Path, tmp_path: Path) -> None:

@@ -30,6 +30,21 @@ def _fake_cifar10(root: Path) -> None:
         pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
 
 
+def _pretrain_one_step_on_cifar10_lt(tmp_path: Path) -> Path:
+    """A fake CIFAR-10 under ``tmp_path`` and a one-step SL run on its ratio-10 LT subset."""
+    from balfeat.cli.main import main
+
+    _fake_cifar10(tmp_path)
+    run = tmp_path / "run"
+    assert main([
+        "pretrain", "--quiet", "data.dataset=cifar10-lt", f"data.root={tmp_path}",
+        "data.imbalance_ratio=10", "data.image_size=32", "data.channels=3",
+        "model.backbone=resnet8", "method.name=sl", "optim.batch_size=8", "run.max_steps=1",
+        "run.device=cpu", f"run.output_dir={run}",
+    ]) == 0  # fmt: skip
+    return run
+
+
 def test_cifar10_lt_dataset_and_one_paco_step(tmp_path: Path) -> None:
     _fake_cifar10(tmp_path)
     cfg = load_config(
@@ -69,14 +84,7 @@ def test_probe_a_cifar_lt_checkpoint_on_balanced_cifar(tmp_path: Path) -> None:
 
     from balfeat.cli.main import main
 
-    _fake_cifar10(tmp_path)
-    run = tmp_path / "run"
-    assert main([
-        "pretrain", "--quiet", "data.dataset=cifar10-lt", f"data.root={tmp_path}",
-        "data.imbalance_ratio=10", "data.image_size=32", "data.channels=3",
-        "model.backbone=resnet8", "method.name=sl", "optim.batch_size=8", "run.max_steps=1",
-        "run.device=cpu", f"run.output_dir={run}",
-    ]) == 0  # fmt: skip
+    run = _pretrain_one_step_on_cifar10_lt(tmp_path)
     out = tmp_path / "probe"
     assert main([
         "probe", "--quiet", "--checkpoint", str(run), "--dataset", "cifar10",
@@ -120,14 +128,7 @@ def test_probe_on_the_long_tailed_cifar_set_with_ldam(tmp_path: Path) -> None:
 
     from balfeat.cli.main import main
 
-    _fake_cifar10(tmp_path)
-    run = tmp_path / "run"
-    assert main([
-        "pretrain", "--quiet", "data.dataset=cifar10-lt", f"data.root={tmp_path}",
-        "data.imbalance_ratio=10", "data.image_size=32", "data.channels=3",
-        "model.backbone=resnet8", "method.name=sl", "optim.batch_size=8", "run.max_steps=1",
-        "run.device=cpu", f"run.output_dir={run}",
-    ]) == 0  # fmt: skip
+    run = _pretrain_one_step_on_cifar10_lt(tmp_path)
     out = tmp_path / "probe"
     assert main([
         "probe", "--quiet", "--checkpoint", str(run), "--dataset", "cifar10",

@@ -15,12 +15,10 @@ set, seed, probe), its pre-training counts and its many/medium/few groups, and n
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 from study_image_folder import build_image_folder, lt_counts
 
@@ -31,14 +29,6 @@ from balfeat.study.spec import load_study
 
 #: Row fields that name a run's own timing or paths, not its results.
 NOT_RESULTS = ("cell_seconds", "knn_seconds", "seconds", "own_seconds")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

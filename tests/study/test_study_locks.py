@@ -4,9 +4,6 @@ started while a ``pretrain`` writes into one of its cells, wipes nothing (issue 
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,16 +20,6 @@ ONE_CELL = {
     "family": {"total": 60, "sets": {"exp10": 10}},
     "methods": {"sl": TINY_STUDY["methods"]["sl"]},
 }
-
-
-@pytest.fixture()
-def live_pid() -> Iterator[int]:
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
-                            stdin=subprocess.PIPE)  # fmt: skip
-    try:
-        yield proc.pid
-    finally:
-        proc.communicate(b"")
 
 
 def _files(folder: Path) -> dict[str, bytes]:

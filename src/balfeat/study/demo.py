@@ -39,7 +39,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from balfeat.study.spec import FamilySpec, StudySpec, study_probe
+from balfeat.study.spec import FamilySpec, StudySpec, study_probe, typed_methods
 
 #: The queue methods' shared settings (MoCo v2 and KCL differ only in KCL's positives).
 _QUEUE = {"K": 4096, "m": 0.99, "T": 0.2, "mlp": True, "dim": 64, "bn_splits": 2}
@@ -112,7 +112,7 @@ def demo_spec(
         test_max=5000,
         grouping="thirds",
         base=base,
-        methods=copy.deepcopy(DEMO_METHODS),
+        methods=typed_methods(copy.deepcopy(DEMO_METHODS)),
         probes={"fast": study_probe(epochs=60, lr=5.0, schedule="cosine", batch_size=256)},
         description=DESCRIPTION,
         knn_every=1,
@@ -125,8 +125,8 @@ def demo_spec(
         base["optim"]["epochs"] = 5
         base["optim"]["batch_size"] = 256
         for m in spec.methods.values():
-            if "K" in m["method"]:
-                m["method"]["K"] = 8192
+            if "K" in m.method:
+                m.method["K"] = 8192
         spec.probes["fast"].epochs = 100
     if tiny:
         spec.family.total = 300
@@ -137,8 +137,8 @@ def demo_spec(
         base["optim"]["batch_size"] = 32
         base["run"]["progress"] = False
         for m in spec.methods.values():
-            if "K" in m["method"]:
-                m["method"]["K"] = 64
-                m["method"]["bn_splits"] = 2
+            if "K" in m.method:
+                m.method["K"] = 64
+                m.method["bn_splits"] = 2
         spec.probes["fast"].epochs = 5
     return spec

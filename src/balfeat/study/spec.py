@@ -54,6 +54,7 @@ from typing import Any, Literal
 
 from balfeat.classify.job import ProbeSettings
 from balfeat.errors import BalfeatError, ConfigError
+from balfeat.study.method_config import PRETRAIN_SECTIONS, StudyMethod, cell_config, typed_methods
 from balfeat.typed_config import bounds, entries, load_typed, parse_override, path_kind
 
 StudyDataset = Literal[
@@ -64,8 +65,6 @@ JOB_DATASETS = ("image-folder", "cifar10-lt", "cifar100-lt")
 
 #: Pre-training config keys a study sets per cell and so refuses as overrides.
 CELL_KEYS = ("run.seed", "run.output_dir")
-#: Sections of the pre-training config: an override starting with one goes to every cell.
-PRETRAIN_SECTIONS = ("data", "model", "method", "optim", "run")
 
 
 @dataclass
@@ -153,8 +152,9 @@ class StudySpec:
         groups: a file of per-class counts (one integer per line, class order) that fixes the
             groups; ``""`` = the counts of the most imbalanced set of the family.
         base: pre-training config mapping for every cell.
-        methods: method id -> pre-training config mapping merged over ``base`` (its
-            ``defaults: [FILE]`` names pre-training config files read first, under ``base``).
+        methods: method id -> its :class:`StudyMethod`: pre-training config sections merged
+            over ``base`` (its ``defaults: [FILE]`` names pre-training config files read first,
+            under ``base``).
         probes: probe label -> its :class:`~balfeat.classify.job.ProbeSettings` (see
             :func:`study_probe`); the label names the results, the fields decide the run.
         synthetic_size: images of the synthetic dataset.
@@ -180,7 +180,7 @@ class StudySpec:
     grouping: str = "thirds"
     groups: str = field(default="", metadata=path_kind("file"))
     base: dict[str, Any] = field(default_factory=dict)
-    methods: dict[str, Any] = field(default_factory=dict)
+    methods: dict[str, StudyMethod] = field(default_factory=dict)
     probes: dict[str, ProbeSettings] = field(
         default_factory=lambda: {"fast": study_probe()}, metadata=entries(study_probe)
     )
@@ -219,9 +219,13 @@ class StudySpec:
         return self.family.sets
 
 
-def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
+def validate_study(
+    spec: StudySpec, cell_overrides: Sequence[str] = (), source: str = "the study"
+) -> None:
     """Check what types and ranges cannot: a non-empty grid, valid seeds, ratios, every method's
     pre-training config and every probe's options (before hours of training).
+
+    ``source`` names the study (its file) in the errors of a method's pre-training config.
 
     Raises:
         ConfigError: naming the study key.
@@ -273,6 +277,7 @@ def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
     except BalfeatError as err:
         raise ConfigError(f"grouping: {err}") from None
     spec.probes = typed_probes(spec.probes)
+    spec.methods = typed_methods(spec.methods)
     for pname, probe in spec.probes.items():
         probe.check(f"probes.{pname}.")
         if probe.passes and not spec.is_job_study:  # a job's probe reads augmented images
@@ -286,10 +291,10 @@ def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
                 "`balfeat probe --decoupled` on a cell's checkpoint"
             )
     used: set[str] = set()
-    for where, mapping in [("base", spec.base)] + [
-        (f"methods.{m}", c) for m, c in spec.methods.items()
+    for where, run in [
+        ("base", spec.base.get("run") if isinstance(spec.base, Mapping) else None),
+        *((f"methods.{m}", c.run) for m, c in spec.methods.items()),
     ]:
-        run = mapping.get("run") if isinstance(mapping, Mapping) else None
         for key in CELL_KEYS:
             if isinstance(run, Mapping) and key.split(".")[1] in run:
                 what = "seeds: [...]" if key == "run.seed" else "output_dir (or --out)"
@@ -298,9 +303,7 @@ def validate_study(spec: StudySpec, cell_overrides: Sequence[str] = ()) -> None:
                     f"ignored; remove it and use {what}"
                 )
     for mname in spec.methods:
-        if spec.methods[mname] is None:
-            spec.methods[mname] = {}
-        cfg = cell_config(spec, mname, cell_overrides)
+        cfg = cell_config(spec, mname, cell_overrides, source=source)
         used.update(overrides_for(cfg.method.name, cell_overrides))
     unused = [o for o in cell_overrides if o not in used]
     if unused:  # a method.KEY that no method of the study has: a typo, not a no-op
@@ -393,40 +396,6 @@ def check_name(section: str, name: object) -> None:
         )
 
 
-def cell_config(spec: StudySpec, method: str, overrides: Sequence[str] = ()) -> Any:
-    """The pre-training :class:`~balfeat.engine.config.Config` of ``method`` in this study:
-    defaults (or the pre-training config files the method's ``defaults:`` names, paths as
-    ``balfeat pretrain --config`` takes them), ``base``, the method's mapping, then the cell
-    overrides (checked). A
-    ``method.KEY`` override applies to the methods whose section has KEY
-    (:func:`~balfeat.engine.config.overrides_for`)."""
-    from balfeat.engine.config import (
-        Config,
-        apply_overrides,
-        load_config,
-        merge_mapping,
-        overrides_for,
-        validate,
-    )
-
-    if not isinstance(spec.base, Mapping):
-        raise ConfigError("study key 'base' must be a mapping of pre-training config sections")
-    mcfg = spec.methods[method]
-    if not isinstance(mcfg, Mapping):
-        raise ConfigError(f"methods.{method} must be a mapping of pre-training config sections")
-    files = mcfg.get("defaults", [])
-    files = [files] if isinstance(files, str) else list(files)
-    mcfg = {k: v for k, v in mcfg.items() if k != "defaults"}
-    cfg = load_config(files) if files else Config()  # the method's recipe file(s) first
-    merge_mapping(cfg, spec.base, "study base")
-    merge_mapping(cfg, mcfg, f"study methods.{method}")
-    apply_overrides(cfg, overrides_for(cfg.method.name, overrides))
-    if spec.is_job_study:  # checked as the cell's job will run it (study.jobs sets the same)
-        cfg.data.dataset = "imagenet" if spec.dataset == "image-folder" else spec.dataset
-    validate(cfg)
-    return cfg
-
-
 def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
     """Split command-line ``key=value`` items into (study overrides, per-cell config overrides).
 
@@ -462,7 +431,9 @@ def load_study(
     """
     study_over, cell_over = split_overrides(overrides)
     spec = load_typed(StudySpec, path, study_over)
-    validate_study(spec, cell_over)
+    files = [path] if isinstance(path, (str, Path)) else list(path or [])
+    named = "study file " + ", ".join(str(f) for f in files) if files else "the study"
+    validate_study(spec, cell_over, source=named)
     return spec, cell_over
 
 
