@@ -61,3 +61,30 @@ def test_probe_wandb_without_the_package_is_one_line_before_any_work(
     assert "probe.wandb=proj but the wandb package is not installed" in err
     assert "pip install 'balfeat[wandb]'" in err
     assert not (out / "results.json").exists()
+
+
+def test_probe_scalars_take_each_decoupled_classifier_and_the_chosen_tau() -> None:
+    from balfeat.classify.probe_tracking import probe_scalars
+
+    sweep = [{"tau": 0.5, "top1": 40.0, "few": 10.0}, {"tau": 1.0, "top1": 45.0, "few": 20.0}]
+    results = {
+        "top1": 50.0,
+        "many": 70.0,
+        "few": None,
+        "balancedness": {"slope": 0.25},
+        "decoupled": {
+            "crt": {"top1": 52.0, "many": 60.0},
+            "tau": {"sweep": sweep, "best_tau": 1.0, "best_top1": 45.0},
+        },
+    }
+    assert probe_scalars(results, "A_") == {
+        "A_top1": 50.0,
+        "A_many": 70.0,
+        "A_balancedness_slope": 0.25,
+        "A_crt_top1": 52.0,
+        "A_crt_many": 60.0,
+        "A_tau_top1": 45.0,
+        "A_tau_few": 20.0,
+    }
+    unchosen = {"decoupled": {"tau": {"sweep": sweep, "best_tau": None, "best_top1": None}}}
+    assert probe_scalars(unchosen) == {}

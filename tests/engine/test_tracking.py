@@ -290,3 +290,46 @@ def test_wandb_offline_run_holds_config_and_metrics(
         if u.key == "config"
     ]
     assert texts and "base_lr: 0.8" in texts[0]
+
+
+# ------------------------------------------------------------------ image folders, restarts
+def test_pretrain_knn_monitor_on_an_image_folder_reads_its_validation_or_test_split(
+    tmp_path: Path,
+) -> None:
+    from test_sl_retraining import _image_folder, _sl
+
+    root = _image_folder(tmp_path / "images")  # val.txt: 2 images of each of 2 classes
+    for key in ("data.val_split", "data.test_split"):
+        cfg = load_config(
+            None, _sl(root, tmp_path / "run", "run.knn_every=1", f"{key}={root}/val.txt")
+        )
+        monitor = build_knn_monitor(cfg, num_classes=2)
+        assert monitor is not None
+        for side in (monitor.train_set, monitor.test_set):
+            labels = [int(side[i][1]) for i in range(len(side))]  # type: ignore[arg-type]
+            assert sorted(labels) == [0, 1]  # one image of each class on each side
+    with pytest.raises(ConfigError, match=r"run\.knn_every needs held-out images"):
+        build_knn_monitor(load_config(None, _sl(root, tmp_path / "run", "run.knn_every=1")), 2)
+
+
+def test_tensorboard_holds_validation_and_knn_top1_of_a_keep_best_run(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from test_sl_retraining import _image_folder, _sl
+
+    root = _image_folder(tmp_path / "images")
+    val = f"data.val_split={root}/val.txt"
+    extra = (val, "run.keep_best=true", "run.knn_every=1", "run.tensorboard=on", "optim.epochs=2")
+    Trainer(load_config(None, _sl(root, tmp_path / "run", *extra))).fit()
+    acc = _events(tmp_path / "run" / "tensorboard")
+    assert len(acc.Scalars("monitor/val_top1")) == len(acc.Scalars("monitor/knn_top1")) == 2
+    assert _hparams(acc)[1] == ["train/loss", "monitor/knn_top1", "monitor/val_top1"]
+
+
+def test_tensorboard_of_an_overwritten_run_shows_each_step_once(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    _trainer(tmp_path, ("run.tensorboard=on",), epochs=2).fit()
+    first = [e.step for e in _events(tmp_path / "tensorboard").Scalars("train/loss")]
+    _trainer(tmp_path, ("run.tensorboard=on", "run.overwrite=true"), epochs=2).fit()
+    assert len(list((tmp_path / "tensorboard").glob("events.*"))) == 2  # the old file is kept
+    again = [e.step for e in _events(tmp_path / "tensorboard").Scalars("train/loss")]
+    assert again == first == sorted(set(first))  # the earlier run's steps are hidden

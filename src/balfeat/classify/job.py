@@ -130,8 +130,8 @@ class ProbeOptions(ProbeSettings):
         out: output directory (created; checked writable before any work). It is locked while
             the probe runs; one that holds an earlier probe's results is refused unless force.
         force: replace the results of an earlier probe in out (results.json, per_class.csv,
-            probe.pth, unseen.json, A/, B/ and the evaluate/ folder made from them); off: such
-            an out is refused.
+            probe.pth, unseen.json, A/, B/, tensorboard/ and the evaluate/ folder made from
+            them; never wandb/); off: such an out is refused.
         quiet: no progress bars and no per-epoch lines (one line per stage is still printed).
         select_on: where the best epoch, tau and the LWS/cRT epochs are chosen: val (a
             selection split carved from the training data, select_fraction per class, seeded

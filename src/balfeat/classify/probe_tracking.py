@@ -23,14 +23,23 @@ BALANCEDNESS = ("group_std", "slope", "pearson")
 
 def probe_scalars(results: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """The finite :data:`PROBE_METRICS` and :data:`BALANCEDNESS` of a results dict, named
-    ``prefix + name``; a ``decoupled`` entry adds each classifier's as ``<name>_<metric>``."""
+    ``prefix + name``; a ``decoupled`` entry adds each classifier's as ``<name>_<metric>``
+    (tau-normalisation: those of the chosen tau)."""
     values = scalar_metrics(results, PROBE_METRICS)
     bal = scalar_metrics(results.get("balancedness") or {}, BALANCEDNESS)
     values.update({f"balancedness_{k}": v for k, v in bal.items()})
     for name, sub in (results.get("decoupled") or {}).items():
         if isinstance(sub, Mapping):
-            values.update(probe_scalars(sub, f"{name}_"))
+            values.update(probe_scalars(_chosen_row(sub), f"{name}_"))
     return {prefix + k: v for k, v in values.items()}
+
+
+def _chosen_row(sub: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A decoupled classifier's results; for the tau sweep, the row of the chosen tau (nothing
+    when none was chosen: ``select_on last``)."""
+    if "sweep" not in sub:
+        return sub
+    return next((r for r in sub["sweep"] if r.get("tau") == sub.get("best_tau")), {})
 
 
 def track_results(args: Any, values: Mapping[str, float]) -> None:

@@ -34,12 +34,10 @@ from torch.utils.data import Dataset
 
 from balfeat import distributed
 from balfeat.device import default_device
-from balfeat.engine import build, faults, run_dir
+from balfeat.engine import build, faults, monitor, run_dir, tracking
 from balfeat.engine.checkpoint import LAST_NAME, atomic_save, save_checkpoint
 from balfeat.engine.config import Config, config_to_dict, save_config
-from balfeat.engine.monitor import run_monitors
 from balfeat.engine.resume import load_for_resume, rank_rng, resume_path
-from balfeat.engine.tracking import RunTracker, method_scalars
 from balfeat.engine.train_counts import KEY as TRAIN_COUNTS
 from balfeat.engine.train_counts import training_counts
 from balfeat.engine.validation import best_by_validation
@@ -90,7 +88,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.stop = run_dir.StopSignals()
         self._lock: Path | None = None
-        self.tracker = RunTracker(cfg, self.output_dir)
+        self.tracker = tracking.RunTracker(cfg, self.output_dir)
         self._started_fresh = False
         self._made_dir = False
 
@@ -117,7 +115,7 @@ class Trainer:
         self.dataset = (
             self._dataset_arg if self._dataset_arg is not None else build.build_train_dataset(cfg)
         )
-        self.epoch_callbacks += run_monitors(cfg, self.dataset)
+        self.epoch_callbacks += monitor.run_monitors(cfg, self.dataset)
         self.method = build.method_for(cfg, self.dataset, self._method_arg)
         self.train_counts = training_counts(
             cfg, self.dataset, given=self._dataset_arg is not None
@@ -396,7 +394,7 @@ class Trainer:
                         "loss": loss_value,
                         "lr": lr,
                         "images_per_s": ips,
-                        **method_scalars(out),  # a method's loss terms beside its loss
+                        **tracking.method_scalars(out),  # a method's loss terms beside its loss
                     }
                     self._log(record)
                     t0, window_imgs = time.perf_counter(), 0
