@@ -55,7 +55,8 @@ def own_backbone(run: Path, arch: str) -> torch.nn.Module:
 
 def test_the_doc_has_the_sections_this_test_runs() -> None:
     names = set(sections())
-    for title in ("## A learned backbone in torchvision", "## timm backbones", "## Lightning"):
+    titles = ("## A learned backbone in torchvision", "## timm backbones", "## Lightning")
+    for title in (*titles, "## Experiment tracking"):
         assert title in names
 
 
@@ -83,3 +84,18 @@ def test_lightning_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     ns = run_section("## Lightning", tmp_path, monkeypatch)
     assert ns["trainer"].global_step == 2
     assert int(ns["module"].method.step) == 2  # after_step ran after each step
+
+
+@pytest.mark.slow
+def test_tracking_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    run_section("## Experiment tracking", tmp_path, monkeypatch)
+    records = [json.loads(line) for line in (tmp_path / "run-tracked" / "metrics.jsonl").open()]
+    assert [r["epoch"] for r in records if "knn_top1" in r] == [1, 2]
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "run-tracked" / "tensorboard"))
+    acc.Reload()
+    assert {"train/loss", "train/lr", "monitor/knn_top1"} <= set(acc.Tags()["scalars"])

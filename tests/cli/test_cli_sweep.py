@@ -53,6 +53,8 @@ FREE_TEXT = {
     ("balfeat study", "KEY=VALUE"): "key=value config overrides, checked by typed_config",
     ("balfeat demo", "KEY=VALUE"): "key=value config overrides, checked by typed_config",
     ("balfeat probe", "KEY=VALUE"): "key=value probe job overrides, checked by typed_config",
+    ("balfeat probe", "--wandb"): "a W&B project name, checked (characters, length, package) "
+    "before any work by balfeat.engine.tracking.check_trackers",
 }
 
 #: Options of other subcommands without a declared range or kind when this sweep was written

@@ -32,14 +32,20 @@ def _trainer(
 
 def test_overwrite_never_touches_a_live_run(tmp_path: Path) -> None:
     _trainer(tmp_path).fit()
-    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    files = {
+        str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()
+    }
     live = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
                             stdin=subprocess.PIPE)  # fmt: skip
     try:
         (tmp_path / LOCK_NAME).write_text(f"{live.pid} {socket.gethostname()}\n")
         with pytest.raises(TrainingError, match=rf"another balfeat process \(pid {live.pid}"):
             _trainer(tmp_path, ("run.overwrite=true",), epochs=1).fit()
-        after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != LOCK_NAME}
+        after = {
+            str(p.relative_to(tmp_path)): p.read_bytes()
+            for p in tmp_path.rglob("*")
+            if p.is_file() and p.name != LOCK_NAME
+        }
         assert after == files  # config, metrics and every checkpoint of the live run are intact
     finally:
         live.communicate(b"")
@@ -88,7 +94,8 @@ _TERM_SCRIPT = textwrap.dedent(
                 pass
             signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])  # delivered to the trainer now
     TinySL.after_step = after_step
-    cfg = load_config(None, tiny_overrides({out!r}, epochs=2))
+    # no TensorBoard: its writer thread would take the signal this thread waits for as pending
+    cfg = load_config(None, [*tiny_overrides({out!r}, epochs=2), "run.tensorboard=off"])
     torch.manual_seed(123)
     try:
         Trainer(cfg, method=TinySL(), train_dataset=TinyImages(views=1), resume=True).fit()

@@ -130,8 +130,8 @@ class ProbeOptions(ProbeSettings):
         out: output directory (created; checked writable before any work). It is locked while
             the probe runs; one that holds an earlier probe's results is refused unless force.
         force: replace the results of an earlier probe in out (results.json, per_class.csv,
-            probe.pth, unseen.json, A/, B/ and the evaluate/ folder made from them); off: such
-            an out is refused.
+            probe.pth, unseen.json, A/, B/, tensorboard/ and the evaluate/ folder made from
+            them; never wandb/); off: such an out is refused.
         quiet: no progress bars and no per-epoch lines (one line per stage is still printed).
         select_on: where the best epoch, tau and the LWS/cRT epochs are chosen: val (a
             selection split carved from the training data, select_fraction per class, seeded
@@ -142,6 +142,12 @@ class ProbeOptions(ProbeSettings):
             e.g. ImageNet_LT_val.txt) instead of a carved one; "" = carve.
         select_fraction: select_on val: the fraction of each class's training images carved
             off to choose on (at least one per class of two or more images).
+        tensorboard: the results (top1, many/medium/few, balancedness, each decoupled
+            classifier's) and this job as text and hyper-parameters in out/tensorboard: auto
+            (when tensorboard is installed; said once when it is not), on (an error without it)
+            or off.
+        wandb: a Weights & Biases project to log the same to ("" = off; pip install
+            'balfeat[wandb]'; WANDB_MODE=offline keeps the run on disk under out/wandb).
     """
 
     checkpoint: str = field(default="", metadata=path_kind("file_or_dir"))
@@ -166,6 +172,8 @@ class ProbeOptions(ProbeSettings):
     select_on: Literal["val", "test", "last"] = "val"
     select_split: str = field(default="", metadata=path_kind("file"))
     select_fraction: float = field(default=0.1, metadata=bounds(gt=0, lt=1))
+    tensorboard: Literal["auto", "on", "off"] = "auto"
+    wandb: str = ""
 
     def check(self, where: str) -> None:
         """:meth:`ProbeSettings.check` and the selection keys' relations.

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from balfeat.atomic import atomic_write_text
+from balfeat.classify.probe_tracking import probe_scalars, track_results
 from balfeat.data import catalog
 from balfeat.data.catalog import read_class_set_labels
 from balfeat.data.datasets import FOLDER_SCAN, ArrayDataset, SplitImageDataset
@@ -229,6 +230,7 @@ PROBE_OUTPUTS = (
     "A",
     "B",
     "evaluate",
+    "tensorboard",
 )
 
 
@@ -240,10 +242,12 @@ def run_probe_job(args: Any) -> list[str]:
     deleted with ``args.force`` (:data:`PROBE_OUTPUTS`), so it never holds results of two runs.
     """
     from balfeat.engine.run_dir import claim_outputs, folder_lock
+    from balfeat.engine.tracking import check_trackers
 
     args.check("probe.")  # relations between values, as the job loader checks them
     out = Path(args.out)
     check_writable(out)  # before minutes of feature extraction, not after
+    check_trackers(args.tensorboard, args.wandb, where="probe")
     with folder_lock(out, "--out"):
         claim_outputs(out, PROBE_OUTPUTS, bool(args.force), "--out")
         return _probe_into(args, out)
@@ -317,6 +321,7 @@ def _probe_into(args: Any, out: Path) -> list[str]:
     results["selection"] = sel.record  # what was chosen, on which images (label only on test)
     stage(f"writing {out}")
     write_results(out, results)
+    track_results(args, probe_scalars(results))
     atomic_save(
         {
             "classifier": res.classifier.state_dict(),
@@ -365,6 +370,7 @@ def _run_unseen(
     stage(f"writing {out}")
     write_results(out / "A", both["A"])
     write_results(out / "B", both["B"])
+    track_results(args, {**probe_scalars(both["A"], "A_"), **probe_scalars(both["B"], "B_")})
     headline = {k: v for k, v in both.items() if k not in ("A", "B")}
     headline.update(A=short_summary(both["A"]), B=short_summary(both["B"]))
     atomic_write_text(out / "unseen.json", json.dumps(headline, indent=2) + "\n")

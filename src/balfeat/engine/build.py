@@ -383,11 +383,6 @@ def build_method(cfg: Config, num_classes: int) -> MethodBase:
     return method
 
 
-# Deprecated names kept for callers outside engine/ (study/study.py uses build_transform); they
-# shadowed the building blocks' own function names.
-build_transform = train_transform
-
-
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``run.precision`` on ``device`` (``None``: float32); fp16 off a GPU
     warns and trains in float32."""
@@ -402,17 +397,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
             stacklevel=3,
         )
     return None
-
-
-def require_tensorboard() -> None:
-    """``run.tensorboard=on`` needs the tensorboard package."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError(
-            "run.tensorboard=on but the tensorboard package is not installed; "
-            "pip install 'balfeat[tensorboard]' or set run.tensorboard=auto"
-        )
 
 
 def warn_late_milestones(cfg: Config) -> None:

@@ -218,7 +218,18 @@ class RunConfig:
             the run is resumed (``--resume``).
         tensorboard: TensorBoard event files in ``output_dir/tensorboard``: ``auto`` (when the
             ``tensorboard`` package is installed; ``pip install 'balfeat[tensorboard]'``),
-            ``on`` (an error without the package) or ``off``.
+            ``on`` (an error without the package) or ``off``. It holds the losses, lr and
+            throughput, the kNN monitor and the resolved config (as text and hyper-parameters);
+            ``auto`` says once when it finds no package.
+        wandb: a Weights & Biases project to log the same to (``pip install 'balfeat[wandb]'``;
+            files under ``output_dir/wandb``; ``WANDB_MODE=offline`` keeps them on disk; a
+            resumed run is a new W&B run); ``""`` (default) = off.
+        knn_every: epochs between online kNN evaluations (k = 20, cosine, T = 0.07) on two
+            held-out class-balanced subsets (about 200 images each) of the dataset's test
+            images (image folders: ``data.val_split`` / ``data.val_root``, else
+            ``data.test_split``), as a study's ``knn_every``: logged as ``knn_top1`` in
+            ``metrics.jsonl`` and the trackers. 0 (default) = off; each evaluation costs two
+            feature passes over those images.
         keep_best: validate the method's classifier (SL, PaCo, GPaCo, BCL) on ``data.val_split``
             / ``data.val_root`` after every epoch and copy the checkpoint of the best top-1 to
             ``best.pth`` (``best.json`` holds its epoch and accuracy), as BalFeat's
@@ -248,6 +259,8 @@ class RunConfig:
     progress: bool = True
     overwrite: bool = False
     tensorboard: Literal["auto", "on", "off"] = "auto"
+    wandb: str = ""
+    knn_every: int = field(default=0, metadata=bounds(ge=0))
     keep_best: bool = False
     sync_bn: bool = False
 

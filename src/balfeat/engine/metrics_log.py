@@ -1,57 +1,45 @@
-"""Training metrics on rank 0: one JSON line per record in ``metrics.jsonl`` plus TensorBoard.
+"""``metrics.jsonl``: the run's metrics as one JSON line per record, the tracker always on.
 
-TensorBoard is optional: without the ``tensorboard`` package only the JSON lines are written.
+A :class:`balfeat.engine.tracking.Tracker`; TensorBoard and W&B sit beside it in
+:class:`balfeat.engine.tracking.Trackers`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from balfeat.errors import ConfigError
-
 
 class MetricsLog:
-    """Appends records ``{"epoch", "step", <scalar>...}`` to ``DIR/metrics.jsonl`` and, when
-    tensorboard is installed, to ``DIR/tensorboard`` as ``train/<name>`` scalars.
+    """Appends records ``{"epoch", "step", <scalar>...}`` to ``DIR/metrics.jsonl`` (the group of
+    a scalar is not part of its key: ``loss``, ``knn_top1``).
 
     Args:
         output_dir: the run directory (must exist).
-        tensorboard: ``auto`` (when the package is installed), ``on`` (an error without it) or
-            ``off`` (``run.tensorboard``).
-
-    Raises:
-        ConfigError: ``tensorboard="on"`` without the tensorboard package.
     """
 
-    def __init__(self, output_dir: str | Path, tensorboard: str = "auto") -> None:
+    def __init__(self, output_dir: str | Path) -> None:
         self.output_dir = Path(output_dir)
-        self._tb: Any = None
-        if tensorboard == "off":
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(self.output_dir / "tensorboard"))
-        except ImportError:  # optional dependency: pip install 'balfeat[tensorboard]'
-            if tensorboard == "on":
-                raise ConfigError(
-                    "run.tensorboard=on but the tensorboard package is not installed; "
-                    "pip install 'balfeat[tensorboard]' or set run.tensorboard=auto"
-                ) from None
-
-    def write(self, record: dict[str, Any]) -> None:
-        """Append one record (``step`` is the TensorBoard x-axis)."""
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Append one record as it is."""
         with open(self.output_dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        if self._tb is not None:
-            for k, v in record.items():
-                if k not in ("epoch", "step"):
-                    self._tb.add_scalar(f"train/{k}", v, record["step"])
+            fh.write(json.dumps(dict(record)) + "\n")
+
+    def log_scalars(
+        self, values: Mapping[str, float], step: int, epoch: int | None = None, group: str = "train"
+    ) -> None:
+        """Append ``{"epoch": epoch, "step": step, **values}`` (no ``epoch`` when None)."""
+        head: dict[str, Any] = {} if epoch is None else {"epoch": epoch}
+        self.write({**head, "step": step, **values})
+
+    def log_hparams(self, hparams: Mapping[str, Any], metrics: Sequence[str]) -> None:
+        """Nothing: the resolved config is the run folder's ``config.yaml``."""
+
+    def log_text(self, tag: str, text: str) -> None:
+        """Nothing: texts belong to the richer trackers."""
 
     def close(self) -> None:
-        """Flush and close TensorBoard."""
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        """Nothing to flush: every line is written and closed at once."""

@@ -35,6 +35,8 @@ RESUMABLE_CHANGES: tuple[str, ...] = (
     "run.detect_anomaly",
     "run.overwrite",
     "run.tensorboard",
+    "run.wandb",
+    "run.knn_every",
     "run.compile",
     "run.channels_last",
     "data.num_workers",

@@ -34,14 +34,13 @@ from torch.utils.data import Dataset
 
 from balfeat import distributed
 from balfeat.device import default_device
-from balfeat.engine import build, faults, run_dir
+from balfeat.engine import build, faults, monitor, run_dir, tracking
 from balfeat.engine.checkpoint import LAST_NAME, atomic_save, save_checkpoint
 from balfeat.engine.config import Config, config_to_dict, save_config
-from balfeat.engine.metrics_log import MetricsLog
 from balfeat.engine.resume import load_for_resume, rank_rng, resume_path
 from balfeat.engine.train_counts import KEY as TRAIN_COUNTS
 from balfeat.engine.train_counts import training_counts
-from balfeat.engine.validation import BestByValidation, build_val_dataset, has_own_classifier
+from balfeat.engine.validation import best_by_validation
 from balfeat.errors import TrainingError
 from balfeat.methods import get_method
 from balfeat.methods.base import MethodBase
@@ -70,7 +69,8 @@ class Trainer:
         train_dataset: the training dataset (with ``.targets``); default: built from ``cfg``.
         resume: ``None``/``False`` = start fresh; ``True`` = resume from ``output_dir``'s newest
             checkpoint when there is one; a path = resume from that checkpoint (or run folder).
-        epoch_callbacks: called after every epoch with the backbone (metrics are logged).
+        epoch_callbacks: called after every epoch with the backbone (metrics are logged);
+            ``run.knn_every`` adds the kNN monitor; they go to the trackers (``RunTracker``).
 
     After :meth:`fit`, ``self.method`` is the trained (unwrapped) method.
     """
@@ -94,7 +94,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.stop = run_dir.StopSignals()
         self._lock: Path | None = None
-        self._metrics: MetricsLog | None = None
+        self.tracker = tracking.RunTracker(cfg, self.output_dir)
         self._started_fresh = False
         self._made_dir = False
 
@@ -115,13 +115,13 @@ class Trainer:
         except ValueError as err:
             raise TrainingError(str(err)) from None
         seed_everything(cfg.run.seed)
-        if cfg.run.tensorboard == "on" and distributed.is_main_process():
-            build.require_tensorboard()  # fail now, not after the first epoch
+        self.tracker.check()  # a tracker asked for and not installed: now, not after an epoch
         # ``is None``, not ``or``: an empty dataset is falsy and must never fall back to the
         # dataset the config describes (that trained silently on the whole pool)
         self.dataset = (
             self._dataset_arg if self._dataset_arg is not None else build.build_train_dataset(cfg)
         )
+        self.epoch_callbacks += monitor.run_monitors(cfg, self.dataset)
         self.method = build.method_for(cfg, self.dataset, self._method_arg)
         self.train_counts = training_counts(
             cfg, self.dataset, given=self._dataset_arg is not None
@@ -148,27 +148,8 @@ class Trainer:
                 f"batch of {self.local_batch}; lower optim.batch_size or use more data"
             )
         self.model = build.training_model(cfg, self.method, self.device)
-        self.best = self._best_by_validation()
+        self.best = best_by_validation(cfg, self.method, self.output_dir, self.local_batch)
         self._maybe_resume()
-
-    def _best_by_validation(self) -> BestByValidation | None:
-        """``run.keep_best``: the validator, or None (off, or no validation set: a warning)."""
-        cfg = self.cfg
-        if not cfg.run.keep_best:
-            return None
-        if not has_own_classifier(self.method):
-            raise TrainingError(
-                f"run.keep_best validates the method's classifier, and {cfg.method.name!r} has "
-                "none (sl, paco, gpaco and bcl have one); set run.keep_best=false"
-            )
-        val = build_val_dataset(cfg)
-        if val is None:
-            log.warning(
-                "run.keep_best: no validation set (image-folder datasets with data.val_split or "
-                "data.val_root only); best.pth is not written"
-            )
-            return None
-        return BestByValidation(val, self.output_dir, self.local_batch, cfg.data.num_workers)
 
     def _batch_source(self, seed_offset: int = 0) -> Any:
         return build.build_batch_source(
@@ -252,12 +233,9 @@ class Trainer:
         distributed.barrier()
 
     # ------------------------------------------------------------------ train
-    def _log(self, record: dict[str, Any]) -> None:
+    def _log(self, record: dict[str, Any], group: str = "train") -> None:
         self.history.append(record)
-        if distributed.is_main_process():
-            if self._metrics is None:
-                self._metrics = MetricsLog(self.output_dir, self.cfg.run.tensorboard)
-            self._metrics.write(record)
+        self.tracker.log(record, group)  # rank 0's trackers, open once the run has started
 
     def fit(self) -> dict[str, Any]:
         """Train until ``optim.epochs`` (or ``run.max_steps``); returns a summary dict."""
@@ -268,6 +246,7 @@ class Trainer:
                 run_dir.forget_failed_start(self.output_dir)  # a retry is not blocked
             raise
         finally:
+            self.tracker.close()
             run_dir.release_lock(self._lock)
             if self._made_dir and self.output_dir.is_dir() and not any(self.output_dir.iterdir()):
                 self.output_dir.rmdir()  # a start that wrote nothing leaves no folder
@@ -282,6 +261,7 @@ class Trainer:
         if distributed.is_main_process():
             save_config(cfg, self.output_dir / "config.yaml")
             run_dir.prepare_metrics(self.output_dir, self.step)
+            self.tracker.open(self.step)
             log.info(
                 "lr = base_lr %g * global batch %d / 256 = %g; %d rank(s), %d images/rank/step",
                 cfg.optim.base_lr,
@@ -300,8 +280,6 @@ class Trainer:
         with anomaly, self.stop:
             while self.epoch < cfg.optim.epochs and not stop:
                 last_loss, ips, stop = self._train_epoch()
-        if self._metrics is not None:
-            self._metrics.close()
         summary = {
             "epochs": self.epoch,
             "steps": self.step,
@@ -317,7 +295,7 @@ class Trainer:
 
     def _run_epoch_callbacks(self) -> None:
         """Call each epoch callback (e.g. the online kNN monitor) with the backbone; their
-        metrics go into metrics.jsonl (and TensorBoard) at this epoch's last step."""
+        metrics go to the trackers (group ``monitor``) at this epoch's last step."""
         backbone = getattr(self.method, "backbone", None)
         if not self.epoch_callbacks or not isinstance(backbone, nn.Module):
             return
@@ -325,7 +303,7 @@ class Trainer:
         for cb in self.epoch_callbacks:
             record.update(cb(backbone, self.epoch, self.cfg.optim.epochs, self.device))
         if record:
-            self._log({"epoch": self.epoch, "step": self.step, **record})
+            self._log({"epoch": self.epoch, "step": self.step, **record}, group="monitor")
 
     def _stop_on_interrupt(self) -> None:
         """After a stop signal mid-epoch: checkpoint this step (one process; under torchrun the
@@ -423,10 +401,8 @@ class Trainer:
                         "loss": loss_value,
                         "lr": lr,
                         "images_per_s": ips,
+                        **tracking.method_scalars(out),  # a method's loss terms beside its loss
                     }
-                    for k, v in out.items():
-                        if k != "loss" and torch.is_tensor(v) and v.numel() == 1:
-                            record[k] = float(v.detach().float().item())
                     self._log(record)
                     t0, window_imgs = time.perf_counter(), 0
                 if bar is not None:
@@ -452,7 +428,7 @@ class Trainer:
         top1 = None if self.best is None else self.best.top1(self.method, self.device)
         self._save()
         if self.best is not None and top1 is not None:
-            self._log({"epoch": self.epoch, "step": self.step, "val_top1": top1})
+            self._log({"epoch": self.epoch, "step": self.step, "val_top1": top1}, "monitor")
             self.best.update(self.epoch, top1)
         if self.stop.requested:
             log.warning("interrupted after epoch %d: %s is current", self.epoch, self.output_dir)

@@ -118,6 +118,31 @@ class BestByValidation:
         return True
 
 
+def best_by_validation(
+    cfg: Config, method: MethodBase, output_dir: Path, batch_size: int
+) -> BestByValidation | None:
+    """``run.keep_best``: the validator of a run, or None (off, or no validation set: a warning).
+
+    Raises:
+        TrainingError: ``run.keep_best`` for a method without a classifier of its own.
+    """
+    if not cfg.run.keep_best:
+        return None
+    if not has_own_classifier(method):
+        raise TrainingError(
+            f"run.keep_best validates the method's classifier, and {cfg.method.name!r} has "
+            "none (sl, paco, gpaco and bcl have one); set run.keep_best=false"
+        )
+    val = build_val_dataset(cfg)
+    if val is None:
+        log.warning(
+            "run.keep_best: no validation set (image-folder datasets with data.val_split or "
+            "data.val_root only); best.pth is not written"
+        )
+        return None
+    return BestByValidation(val, output_dir, batch_size, cfg.data.num_workers)
+
+
 def has_own_classifier(method: MethodBase) -> bool:
     """Whether ``method`` overrides :meth:`MethodBase.classify` (SL, PaCo, GPaCo, BCL)."""
     return type(method).classify is not MethodBase.classify

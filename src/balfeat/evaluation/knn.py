@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from balfeat.errors import BalfeatError
+
+#: images in the monitor's memory, and again in its queries (a study's cells and pretrain)
+KNN_MONITOR_IMAGES = 200
 
 
 @torch.no_grad()
@@ -179,3 +183,31 @@ class KNNMonitor:
         acc = knn_accuracy(fx, fy, tx, ty, self.num_classes, self.k, self.T)
         self.seconds += time.perf_counter() - t0
         return {"knn_top1": acc}
+
+
+def knn_monitor(
+    memory_pool: torch.utils.data.Dataset,
+    query_pool: torch.utils.data.Dataset,
+    num_classes: int,
+    every: int,
+    seed: int,
+    size: int = KNN_MONITOR_IMAGES,
+) -> KNNMonitor:
+    """The monitor a study's cells and ``balfeat pretrain`` run: ``size`` random images of
+    ``memory_pool`` as its memory and ``size`` of ``query_pool`` as its queries (all of a smaller
+    pool), drawn with ``seed``.
+
+    Args:
+        memory_pool: labelled images (a cell's probe set; pretrain's held-out balanced subset).
+        query_pool: labelled images scored against the memory (a test set).
+        num_classes: C.
+        every: epochs between evaluations (>= 1).
+        seed: seed of the draw.
+        size: images drawn from each pool.
+    """
+    from torch.utils.data import Subset
+
+    rng = np.random.default_rng(seed)
+    mem = Subset(memory_pool, sorted(rng.permutation(len(memory_pool))[:size].tolist()))  # type: ignore[arg-type]
+    qry = Subset(query_pool, sorted(rng.permutation(len(query_pool))[:size].tolist()))  # type: ignore[arg-type]
+    return KNNMonitor(mem, qry, num_classes, every=every)

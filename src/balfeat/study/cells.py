@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Subset
 
 from balfeat.classify.features import classifier_logits
 from balfeat.classify.probe import run_probe
@@ -49,7 +48,7 @@ from balfeat.engine.checkpoint import find_last_checkpoint, load_method
 from balfeat.engine.config import Config, config_to_dict
 from balfeat.engine.trainer import Trainer
 from balfeat.errors import DataError
-from balfeat.evaluation.knn import KNNMonitor
+from balfeat.evaluation.knn import knn_monitor
 from balfeat.evaluation.metrics import evaluate, write_results
 from balfeat.evaluation.statistics import bootstrap_interval
 from balfeat.methods import get_method
@@ -466,10 +465,9 @@ def run_cell(
     probe_ds, test_ds = cd.probe_ds, cd.test_ds
     callbacks: list[Any] = []
     if spec.knn_every > 0:  # online kNN monitor: 200 probe (memory) and 200 test images
-        kx = np.random.default_rng(1000 * s + 4)
-        mem = Subset(probe_ds, sorted(kx.permutation(len(probe_ds))[:200].tolist()))
-        qry = Subset(test_ds, sorted(kx.permutation(len(test_ds))[:200].tolist()))
-        callbacks.append(KNNMonitor(mem, qry, data.num_classes, every=spec.knn_every))
+        callbacks.append(
+            knn_monitor(probe_ds, test_ds, data.num_classes, spec.knn_every, seed=1000 * s + 4)
+        )
     # The cell's own folder: resume its checkpoint when there is one, else start fresh there
     # (replacing what a run that died before its first checkpoint left).
     resume = find_last_checkpoint(Path(cfg.run.output_dir)) is not None
