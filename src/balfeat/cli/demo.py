@@ -64,7 +64,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``balfeat demo``; returns the exit code."""
-    from balfeat.device import configure_threads
     from balfeat.study.demo import demo_spec
     from balfeat.study.report import summary_text
     from balfeat.study.run import run_study
@@ -76,12 +75,17 @@ def run(args: argparse.Namespace) -> int:
     study_over, cell_over = split_overrides(list(args.overrides))
     apply_overrides(spec, study_over)
     validate_study(spec, cell_over)
-    threads = configure_threads(args.threads)
     start = time.perf_counter()
-    rows, paths = run_study(spec, overrides=cell_over, progress=not (args.quiet or args.tiny))
+    rows, paths = run_study(
+        spec,
+        overrides=cell_over,
+        progress=not (args.quiet or args.tiny),
+        threads=args.threads,
+    )
     print()
     print(summary_text(rows))
-    print(f"\ndone in {time.perf_counter() - start:.0f} s ({threads} torch thread(s))")
+    used = f"{args.threads} torch thread(s)" if args.threads else "torch threads chosen per cell"
+    print(f"\ndone in {time.perf_counter() - start:.0f} s ({used})")
     print(f"report: {paths['report']}")
     print(f"html:   {paths['html']}")
     print(f"table:  {paths['csv']}")

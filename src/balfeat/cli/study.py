@@ -84,8 +84,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         type=int_in(ge=0),
         default=0,
         metavar="N",
-        help="CPU threads of torch (default: 0 = auto: all cores, or 1 when the machine is "
-        "already busy, which is faster under contention); ignored on a GPU",
+        help="CPU threads of torch (default: 0 = auto: the cores that other processes leave "
+        "free, at least 1, chosen again before every cell; a busy core makes extra threads "
+        "wait, not work); N fixes N threads for every cell (results on CPU depend on the "
+        "number); ignored on a GPU",
     )
     p.add_argument(
         "--quiet",
@@ -111,7 +113,11 @@ def run(args: argparse.Namespace) -> int:
     if args.plan or args.collect:
         return plan_or_collect(args, spec, cell_overrides)
     rows, paths = run_study(
-        spec, out_dir=args.out, overrides=cell_overrides, progress=not args.quiet
+        spec,
+        out_dir=args.out,
+        overrides=cell_overrides,
+        progress=not args.quiet,
+        threads=args.threads,
     )
     print(summary_text(rows))
     print(f"report: {paths['report']}")
