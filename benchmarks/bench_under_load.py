@@ -17,8 +17,10 @@ Policies (``--policies``):
   (idle threads spin a while before they sleep);
 - ``passive``: every core's thread, ``OMP_WAIT_POLICY=PASSIVE`` (what the CLI now sets);
 - ``one``: one thread, ``PASSIVE``;
-- ``auto``: ``PASSIVE`` and ``configure_threads(0)``: the cores other processes leave free, as
-  ``balfeat demo`` / ``study`` choose before each cell.
+- ``auto``: ``PASSIVE`` and ``configure_threads(0)`` (what ``balfeat demo`` / ``study`` run,
+  chosen again before each cell): with sleeping threads, every usable core;
+- ``spin_auto``: OpenMP's default wait policy and ``configure_threads(0)`` (balfeat used as a
+  library without setting the variable): the cores that other processes leave free.
 
 Reported per policy and condition: the median images/s of the steps after ``--warmup`` (an image
 counts once) and the thread count used; per policy ``ratio_loaded_over_idle``; per condition the
@@ -26,7 +28,8 @@ ratio of each policy over ``old``. The goal: ``auto`` keeps >= 0.6 of its idle i
 On a machine that other work keeps busy, ``idle`` is not idle: compare within one run.
 
 Run: ``python benchmarks/bench_under_load.py [--cores 2] [--steps 10] [--warmup 3]
-[--policies old passive one auto]``. Prints one JSON object (about 2-4 minutes on 2 cores).
+[--policies old passive one auto spin_auto]``. Prints one JSON object (about 3-4 minutes
+on 2 idle cores).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ POLICIES: dict[str, tuple[str | None, int]] = {
     "passive": ("PASSIVE", -1),
     "one": ("PASSIVE", 1),
     "auto": ("PASSIVE", 0),
+    "spin_auto": (None, 0),
 }
 
 SPIN = "while True: pass"

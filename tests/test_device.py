@@ -64,20 +64,34 @@ def test_others_use_leaves_out_this_process_and_cpus_it_cannot_use(
     fake = FakeProc(before, after)
     others = others_cpu_use(0.3, read=fake.read, sleep=fake.sleep)
     assert others == pytest.approx(0.6) and fake.slept == 0.3
-    assert auto_threads(2, others) == 1
+    assert auto_threads(2, others, passive=False) == 1
     # the same ticks all this process's own: nothing else is busy, every core is free
     after["/proc/self/stat"] = self_stat(80, 15)
     fake = FakeProc(dict(before), after)
     assert others_cpu_use(0.3, read=fake.read, sleep=fake.sleep) == pytest.approx(0.0)
-    assert auto_threads(2, 0.0) == 2
+    assert auto_threads(2, 0.0, passive=False) == 2
 
 
-def test_auto_threads_leaves_the_others_cores() -> None:
-    assert auto_threads(2, 1.0) == 1  # one busy process on 2 cores
-    assert auto_threads(2, 0.4) == 2
-    assert auto_threads(2, 0.5) == 1
-    assert auto_threads(8, 2.9) == 5
-    assert auto_threads(2, 6.0) == 1  # never fewer than one
+def test_spinning_threads_leave_the_others_cores() -> None:
+    assert auto_threads(2, 1.0, passive=False) == 1  # one busy process on 2 cores
+    assert auto_threads(2, 0.4, passive=False) == 2
+    assert auto_threads(2, 0.5, passive=False) == 1
+    assert auto_threads(8, 2.9, passive=False) == 5
+    assert auto_threads(2, 6.0, passive=False) == 1  # never fewer than one
+
+
+def test_sleeping_threads_take_every_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    def never() -> float:
+        raise AssertionError("with PASSIVE waits nothing is measured")
+
+    monkeypatch.setattr(device, "others_cpu_use", never)
+    assert auto_threads(2, 1.0, passive=True) == 2
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert device.passive_waits() and auto_threads(4) == 4
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert not device.passive_waits()
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert not device.passive_waits()
 
 
 def test_unreadable_proc_falls_back_to_the_load_average(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,9 +101,9 @@ def test_unreadable_proc_falls_back_to_the_load_average(monkeypatch: pytest.Monk
     assert others_cpu_use(0.0, read=missing, sleep=lambda s: None) is None
     monkeypatch.setattr(device, "others_cpu_use", lambda: None)
     monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))
-    assert auto_threads(2) == 1  # a busy machine: one thread
+    assert auto_threads(2, passive=False) == 1  # a busy machine: one thread
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-    assert auto_threads(2) == 2  # idle: every core
+    assert auto_threads(2, passive=False) == 2  # idle: every core
 
 
 def test_configure_threads_sets_and_returns_the_number(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,9 +117,13 @@ def test_configure_threads_sets_and_returns_the_number(monkeypatch: pytest.Monke
         assert configure_threads(1) == 1 and torch.get_num_threads() == 1
         assert configure_threads(3) == 3 and torch.get_num_threads() == 3
         monkeypatch.setattr(device, "usable_cores", lambda: 2)
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # spinning threads
         monkeypatch.setattr(device, "others_cpu_use", lambda: 1.0)
         assert configure_threads(0) == 1 and torch.get_num_threads() == 1  # one core busy
         monkeypatch.setattr(device, "others_cpu_use", lambda: 0.1)
         assert configure_threads(0) == 2 and torch.get_num_threads() == 2  # idle: every core
+        monkeypatch.setattr(device, "others_cpu_use", lambda: 1.0)
+        monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+        assert configure_threads(0) == 2  # sleeping threads: every core, busy or not
     finally:
         torch.set_num_threads(before)

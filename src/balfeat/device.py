@@ -135,16 +135,33 @@ def others_cpu_use(
     return min(max(others, 0.0), float(n))
 
 
-def auto_threads(cores: int | None = None, others: float | None = None) -> int:
-    """The thread count of ``threads=0``: the cores other processes leave free.
+def passive_waits() -> bool:
+    """Whether idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``, which the ``balfeat``
+    command sets before torch loads) rather than spin a while first (OpenMP's default)."""
+    return os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+
+
+def auto_threads(
+    cores: int | None = None, others: float | None = None, passive: bool | None = None
+) -> int:
+    """The thread count of ``threads=0``.
+
+    With sleeping OpenMP threads, every usable core: measured beside other busy processes on 2
+    cores, 2 threads stayed faster than 1 (a thread that waits gives its core away, and each
+    thread gets its share of a contended CPU). With spinning threads, the cores that other
+    processes leave free, at least 1: a spinning thread burns the core another process needs
+    and makes every barrier wait (``benchmarks/bench_under_load.py`` measures both).
 
     Args:
         cores: usable cores (default: :func:`usable_cores`).
         others: cores in use by other processes (default: measured by :func:`others_cpu_use`).
             Where that cannot be measured, the 1-minute load average decides: 1 thread when it
             is at least the number of cores, else every core.
+        passive: whether OpenMP threads sleep when idle (default: :func:`passive_waits`).
     """
     cores = cores or usable_cores()
+    if passive_waits() if passive is None else passive:
+        return cores
     if others is None:
         others = others_cpu_use()
     if others is None:
@@ -159,12 +176,12 @@ def configure_threads(threads: int = 0) -> int:
     """Set torch's intra-op CPU threads and return the number used.
 
     Args:
-        threads: ``N > 0`` uses N threads; ``0`` (auto) uses the cores that other processes leave
-            free (:func:`auto_threads`, at least 1). On a contended CPU, OpenMP threads wait for
-            each other at every barrier while another process holds their core: with one other
-            busy process on 2 cores, 2 threads trained MoCo v2 3.3x slower than idle.
-            ``benchmarks/bench_under_load.py`` measures the policies. Studies call this before
-            every cell and record the number used in its results (results on CPU depend on it).
+        threads: ``N > 0`` uses N threads; ``0`` (auto): :func:`auto_threads`, every usable
+            core where OpenMP threads sleep when idle (the ``balfeat`` command), else the cores
+            other processes leave free: with one other busy process on 2 cores, 2 spinning
+            threads trained MoCo v2 3.3x slower than idle. ``benchmarks/bench_under_load.py``
+            measures the policies. Studies call this before every cell and record the number
+            used in its results (results on CPU depend on it).
     """
     if threads <= 0:
         threads = auto_threads()

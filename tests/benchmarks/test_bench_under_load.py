@@ -39,6 +39,7 @@ def test_the_policies() -> None:
         "passive": ("PASSIVE", -1),
         "one": ("PASSIVE", 1),
         "auto": ("PASSIVE", 0),
+        "spin_auto": (None, 0),
     }
     readme = (ROOT / "benchmarks" / "README.md").read_text()
     assert all(f"`{name}`" in readme for name in bench.POLICIES)

@@ -84,10 +84,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         type=int_in(ge=0),
         default=0,
         metavar="N",
-        help="CPU threads of torch (default: 0 = auto: the cores that other processes leave "
-        "free, at least 1, chosen again before every cell; a busy core makes extra threads "
-        "wait, not work); N fixes N threads for every cell (results on CPU depend on the "
-        "number); ignored on a GPU",
+        help="CPU threads of torch (default: 0 = auto, chosen again before every cell: every "
+        "core, as balfeat sets OMP_WAIT_POLICY=PASSIVE; if you set another wait policy, the "
+        "cores that other processes leave free, at least 1); N fixes N threads for every cell "
+        "(results on CPU depend on the number); ignored on a GPU",
     )
     p.add_argument(
         "--quiet",
