@@ -4,6 +4,8 @@ how many CPU threads torch uses."""
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 
 import torch
 
@@ -50,22 +52,138 @@ def default_device(requested: str = "auto") -> torch.device:
     return device
 
 
+#: How long :func:`others_cpu_use` watches the CPUs (seconds): long enough to see a busy process
+#: (25 clock ticks at 100 Hz), short enough to spend once per study cell.
+SAMPLE_SECONDS = 0.25
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask: ``taskset`` and cpusets count),
+    else every CPU of the machine."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
+        return os.cpu_count() or 1
+
+
+def cpu_jiffies(proc_stat: str, cpus: set[int] | None = None) -> tuple[int, int, int]:
+    """``(busy, total, n)`` clock ticks summed over the ``cpuN`` lines of ``/proc/stat``.
+
+    Args:
+        proc_stat: the text of ``/proc/stat``.
+        cpus: the CPU numbers to count (default: all).
+
+    Returns:
+        Busy ticks (all but idle and iowait; guest time is inside user time), all ticks, and the
+        number of CPUs counted.
+    """
+    busy = total = n = 0
+    for line in proc_stat.splitlines():
+        name, _, rest = line.partition(" ")
+        if not (name.startswith("cpu") and name[3:].isdigit()):
+            continue
+        if cpus is not None and int(name[3:]) not in cpus:
+            continue
+        ticks = [int(v) for v in rest.split()[:8]]  # user nice system idle iowait irq softirq steal
+        busy += sum(ticks) - ticks[3] - ticks[4]
+        total += sum(ticks)
+        n += 1
+    return busy, total, n
+
+
+def own_jiffies(self_stat: str) -> int:
+    """User + system clock ticks of this process (all its threads) from ``/proc/self/stat``."""
+    fields = self_stat.rpartition(")")[2].split()  # the command name may hold spaces
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5): utime, stime
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def others_cpu_use(
+    interval: float = SAMPLE_SECONDS,
+    read: Callable[[str], str] = _read,
+    sleep: Callable[[float], None] = time.sleep,
+) -> float | None:
+    """How many of this process's usable CPUs OTHER processes keep busy, watched for ``interval``.
+
+    The busy ticks of the CPUs this process may use, minus this process's own, over the ticks
+    that passed per CPU. This process's threads are left out, so a run re-checking between its
+    own cells does not count itself (the load average would).
+
+    Returns:
+        Cores in use by others (``0.0`` .. cores), or ``None`` where ``/proc`` cannot be read.
+    """
+    try:
+        cpus = set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
+        cpus = None
+    try:
+        busy0, total0, n = cpu_jiffies(read("/proc/stat"), cpus)
+        own0 = own_jiffies(read("/proc/self/stat"))
+        sleep(interval)
+        busy1, total1, _ = cpu_jiffies(read("/proc/stat"), cpus)
+        own1 = own_jiffies(read("/proc/self/stat"))
+    except (OSError, ValueError, IndexError):
+        return None
+    per_cpu = (total1 - total0) / n if n else 0.0
+    if per_cpu <= 0:
+        return None
+    others = ((busy1 - busy0) - (own1 - own0)) / per_cpu
+    return min(max(others, 0.0), float(n))
+
+
+def passive_waits() -> bool:
+    """Whether idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``, which the ``balfeat``
+    command sets before torch loads) rather than spin a while first (OpenMP's default)."""
+    return os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+
+
+def auto_threads(
+    cores: int | None = None, others: float | None = None, passive: bool | None = None
+) -> int:
+    """The thread count of ``threads=0``.
+
+    With sleeping OpenMP threads, every usable core: measured beside other busy processes on 2
+    cores, 2 threads stayed faster than 1 (a thread that waits gives its core away, and each
+    thread gets its share of a contended CPU). With spinning threads, the cores that other
+    processes leave free, at least 1: a spinning thread burns the core another process needs
+    and makes every barrier wait (``benchmarks/bench_under_load.py`` measures both).
+
+    Args:
+        cores: usable cores (default: :func:`usable_cores`).
+        others: cores in use by other processes (default: measured by :func:`others_cpu_use`).
+            Where that cannot be measured, the 1-minute load average decides: 1 thread when it
+            is at least the number of cores, else every core.
+        passive: whether OpenMP threads sleep when idle (default: :func:`passive_waits`).
+    """
+    cores = cores or usable_cores()
+    if passive_waits() if passive is None else passive:
+        return cores
+    if others is None:
+        others = others_cpu_use()
+    if others is None:
+        try:
+            return 1 if os.getloadavg()[0] >= cores else cores
+        except OSError:  # pragma: no cover - platforms without getloadavg
+            return cores
+    return max(1, cores - int(others + 0.5))
+
+
 def configure_threads(threads: int = 0) -> int:
     """Set torch's intra-op CPU threads and return the number used.
 
     Args:
-        threads: ``N > 0`` uses N threads; ``0`` (auto) uses every core, or 1 thread when the
-            machine is already busy (1-minute load average >= cores): on a contended CPU,
-            several OpenMP threads per process spin against each other and run 2-3x slower
-            than one. Studies record the number used in every results file (results on CPU
-            depend on it).
+        threads: ``N > 0`` uses N threads; ``0`` (auto): :func:`auto_threads`, every usable
+            core where OpenMP threads sleep when idle (the ``balfeat`` command), else the cores
+            other processes leave free: with one other busy process on 2 cores, 2 spinning
+            threads trained MoCo v2 3.3x slower than idle. ``benchmarks/bench_under_load.py``
+            measures the policies. Studies call this before every cell and record the number
+            used in its results (results on CPU depend on it).
     """
     if threads <= 0:
-        cores = os.cpu_count() or 1
-        try:
-            busy = os.getloadavg()[0] >= cores
-        except OSError:  # pragma: no cover - platforms without getloadavg
-            busy = False
-        threads = 1 if busy else cores
+        threads = auto_threads()
     torch.set_num_threads(threads)
     return threads

@@ -76,17 +76,23 @@ def run(args: argparse.Namespace) -> int:
     study_over, cell_over = split_overrides(list(args.overrides))
     apply_overrides(spec, study_over)
     validate_study(spec, cell_over)
-    threads = configure_threads(args.threads)
+    configure_threads(args.threads)  # for the estimate's measured steps; cells choose again
     # The presets (default, --full, --tiny) are sized for a laptop and only print the estimate
     # (a busy machine inflates it); a demo resized with KEY=VALUE asks as a study does.
     code = confirm_estimate(spec, spec.output_dir, cell_over, args, gate=bool(args.overrides))
     if code:
         return code
     start = time.perf_counter()
-    rows, paths = run_study(spec, overrides=cell_over, progress=not (args.quiet or args.tiny))
+    rows, paths = run_study(
+        spec,
+        overrides=cell_over,
+        progress=not (args.quiet or args.tiny),
+        threads=args.threads,
+    )
     print()
     print(summary_text(rows))
-    print(f"\ndone in {time.perf_counter() - start:.0f} s ({threads} torch thread(s))")
+    used = f"{args.threads} torch thread(s)" if args.threads else "torch threads chosen per cell"
+    print(f"\ndone in {time.perf_counter() - start:.0f} s ({used})")
     print(f"report: {paths['report']}")
     print(f"html:   {paths['html']}")
     print(f"table:  {paths['csv']}")

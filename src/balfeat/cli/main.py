@@ -7,7 +7,7 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import NoReturn
 
 from balfeat import __version__
@@ -154,8 +154,32 @@ def _reorder_hint(args: argparse.Namespace, extra: list[str]) -> str:
     return ""
 
 
+#: OpenMP's wait policy for the command: idle OpenMP threads sleep instead of spinning. With one
+#: other busy process on 2 cores, spinning threads took MoCo v2 training from 530 to 160 images/s;
+#: PASSIVE kept 382 (issue 24; ``benchmarks/bench_under_load.py`` measures it).
+WAIT_POLICY = "PASSIVE"
+
+
+def passive_openmp(environ: MutableMapping[str, str] = os.environ) -> bool:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` for this command unless the user set a policy.
+
+    OpenMP (libgomp) reads the variable once, when torch loads it, so this runs first in
+    :func:`main`, before any subcommand module imports torch; with torch already imported (the
+    command called from Python) it changes nothing. Only the command does this: importing
+    balfeat never changes the environment. Child processes (torchrun workers) inherit it.
+
+    Returns:
+        Whether the variable was set.
+    """
+    if "OMP_WAIT_POLICY" in environ or "torch" in sys.modules:
+        return False
+    environ["OMP_WAIT_POLICY"] = WAIT_POLICY
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; returns the process exit code."""
+    passive_openmp()
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)

@@ -91,8 +91,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         p,
         "--threads",
         0,
-        "CPU threads of torch (default: 0 = auto: all cores, or 1 when the machine is already "
-        "busy, which is faster under contention); ignored on a GPU",
+        "CPU threads of torch (default: 0 = auto, chosen again before every cell: every "
+        "core, as balfeat sets OMP_WAIT_POLICY=PASSIVE; if you set another wait policy, the "
+        "cores that other processes leave free, at least 1); N fixes N threads for every cell "
+        "(results on CPU depend on the number); ignored on a GPU",
     )
     p.add_argument(
         "--quiet",
@@ -162,7 +164,11 @@ def run(args: argparse.Namespace) -> int:
     if code:
         return code
     rows, paths = run_study(
-        spec, out_dir=args.out, overrides=cell_overrides, progress=not args.quiet
+        spec,
+        out_dir=args.out,
+        overrides=cell_overrides,
+        progress=not args.quiet,
+        threads=args.threads,
     )
     print(summary_text(rows))
     print(f"report: {paths['report']}")

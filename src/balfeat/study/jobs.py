@@ -332,8 +332,12 @@ def run_job_study(
     overrides: Sequence[str] = (),
     echo: Callable[[str], None] = print,
     progress: bool = True,
+    before_cell: Callable[[], str] = lambda: "",
 ) -> list[Row]:
-    """Run every unfinished (cell, seed) of a job study; return the rows of all of them."""
+    """Run every unfinished (cell, seed) of a job study; return the rows of all of them.
+
+    ``before_cell`` runs before each cell that runs (the study's thread re-check); what it
+    returns ends the cell's status line."""
     check_launcher(spec)
     out.mkdir(parents=True, exist_ok=True)
     jobs = cell_jobs(spec, out, overrides)
@@ -343,7 +347,8 @@ def run_job_study(
         if job_done(job):
             echo(f"{what}: done before, skipped")
         else:
-            echo(f"{what} ...")
+            used = before_cell()
+            echo(f"{what} ..." + (f" ({used})" if used else ""))
             run_job(spec, job, echo, progress)
         rows += job_rows(spec, job)
     return rows

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from balfeat.atomic import atomic_write_text
+from balfeat.device import configure_threads
 from balfeat.engine.checkpoint import find_last_checkpoint
 from balfeat.engine.config import Config, config_from_dict, config_to_dict
 from balfeat.engine.run_dir import folder_lock
@@ -216,6 +217,7 @@ def run_study(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     data: StudyData | None = None,
+    threads: int | None = None,
 ) -> tuple[list[Row], dict[str, Path]]:
     """Run every (cell, seed) of a study that is not finished yet, then write the report.
 
@@ -226,6 +228,10 @@ def run_study(
         progress: show progress bars.
         echo: where status lines go.
         data: the arrays (default: :func:`~balfeat.study.cells.load_study_data`).
+        threads: torch CPU threads, set again before every cell that runs
+            (:func:`balfeat.device.configure_threads`: ``0`` = what other processes leave free
+            at that moment, ``N`` = N); each cell's results record the number it used. Default
+            ``None``: torch's setting is left as it is.
 
     Returns:
         The results table (one row per cell, seed and probe, plus an ``own`` row per (cell,
@@ -233,6 +239,11 @@ def run_study(
         :func:`balfeat.study.report.write_report`).
     """
     out = Path(out_dir or spec.output_dir)
+
+    def set_threads() -> str:
+        """Re-choose the thread count before a cell (the load may have changed); says it."""
+        return "" if threads is None else f"{configure_threads(threads)} torch thread(s)"
+
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output folder {str(out)!r} is a file; choose a directory")
     _check_reuse(out, spec)
@@ -244,7 +255,7 @@ def run_study(
     if spec.is_job_study:  # cells as balfeat pretrain / probe jobs (study/jobs.py)
         from balfeat.study.jobs import run_job_study
 
-        job_rows = run_job_study(spec, out, overrides or [], echo, progress)
+        job_rows = run_job_study(spec, out, overrides or [], echo, progress, set_threads)
         trains, datasets = study_trains(spec, overrides or [])
         paths = write_report(job_rows, out, title=spec.name, description=spec.description,
                              published=spec.published, method_names=trains,
@@ -277,6 +288,8 @@ def run_study(
         first = next(iter(spec.methods))
         control = {"config": records[first]["config"], "probes": probes}
         for s, seed in controls:
+            if (s, seed) in control_todo:
+                set_threads()
             rows += _control_rows(
                 spec, out, s, seed, (s, seed) in control_todo, control, echo,
                 data=data, groups=groups if data is not None else None,
@@ -307,10 +320,10 @@ def run_study(
             elif (cdir / OWN_CLASSIFIER / "results.json").is_file():
                 rows.append(read_row(out, m, s, seed, OWN_CLASSIFIER))
             continue
-        elapsed = time.perf_counter() - t0
+        elapsed, used = time.perf_counter() - t0, set_threads()
         echo(
             f"[{i}/{len(cells)}] {m} on {s} (ratio {spec.sets[s]:g}), seed {seed} ... "
-            f"({elapsed:.0f} s so far)"
+            f"({elapsed:.0f} s so far{'; ' + used if used else ''})"
         )
         assert data is not None
         # the cell's locks (its folder and its pre-training run's), held until its results are
