@@ -110,6 +110,10 @@ def test_the_commands_pass_their_thread_setting_to_every_cell(
 
     monkeypatch.setattr(run_mod, "run_study", fake_run_study)
     monkeypatch.setattr("balfeat.device.configure_threads", lambda n: max(n, 1))
+    # the estimate before training is not under test (tests/cli/test_study_estimate.py)
+    monkeypatch.setattr(
+        "balfeat.study.plan.study_estimate", lambda *a, **k: SimpleNamespace(cells=0)
+    )
     file = tmp_path / "s.yaml"
     file.write_text("dataset: synthetic\nmethods: {sl: {method: {name: sl}}}\n")
     assert main(["study", *flag, "--out", str(tmp_path / "o"), str(file)]) == 130
