@@ -78,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
     validate_study(spec, cell_over)
     threads = configure_threads(args.threads)
     start = time.perf_counter()
-    rows, paths = run_study(spec, overrides=cell_over, progress=not (args.quiet or args.tiny))
+    rows, paths = run_study(
+        spec, overrides=cell_over, progress=not (args.quiet or args.tiny), dpi=args.dpi
+    )
     print()
     print(summary_text(rows))
     print(f"\ndone in {time.perf_counter() - start:.0f} s ({threads} torch thread(s))")

@@ -78,7 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    """``--threads`` and ``--quiet``, shared by ``balfeat study`` and ``balfeat demo``."""
+    """``--threads``, ``--quiet`` and ``--dpi``: shared by ``balfeat study`` and ``demo``."""
     p.add_argument(
         "--threads",
         type=int_in(ge=0),
@@ -91,6 +91,14 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "--quiet",
         action="store_true",
         help="no progress bars (default: off); use in batch jobs",
+    )
+    p.add_argument(
+        "--dpi",
+        type=int_in(ge=10, le=1200),
+        default=None,
+        metavar="N",
+        help="resolution of the report's PNG figures (default: 150, for a screen; 300 for "
+        "print); each figure is also written as PDF, which has no resolution",
     )
 
 
@@ -111,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plan or args.collect:
         return plan_or_collect(args, spec, cell_overrides)
     rows, paths = run_study(
-        spec, out_dir=args.out, overrides=cell_overrides, progress=not args.quiet
+        spec, out_dir=args.out, overrides=cell_overrides, progress=not args.quiet, dpi=args.dpi
     )
     print(summary_text(rows))
     print(f"report: {paths['report']}")
@@ -150,7 +158,7 @@ def plan_or_collect(args: argparse.Namespace, spec: Any, cell_overrides: list[st
         print(f"no finished cells under {out}", file=sys.stderr)
         return 1
     paths = write_report(rows, out, title=spec.name, description=spec.description,
-                         published=spec.published)  # fmt: skip
+                         published=spec.published, dpi=args.dpi)  # fmt: skip
     print(summary_text(rows))
     print(
         f"report: {paths['report']}"

@@ -32,24 +32,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+# the control row (drawn grey and dashed, listed first) and what a reader sees for a method
+from balfeat.study.summary import CONTROL, display_name
+from balfeat.study.summary import CONTROL_LABEL as CONTROL_LABEL
+from balfeat.study.summary import method_label as method_label
+
 Row = dict[str, Any]
 
 #: Display order and colours of the methods (others follow in first-seen order).
 METHOD_ORDER: tuple[str, ...] = (
     "sl", "moco_v1", "moco_v2", "kcl", "supcon", "supcon_inbatch", "tsc", "bcl", "paco", "gpaco",
 )  # fmt: skip
-METHOD_LABELS: dict[str, str] = {
-    "sl": "SL (supervised)",
-    "moco_v1": "MoCo v1",
-    "moco_v2": "MoCo v2",
-    "kcl": "KCL",
-    "supcon": "SupCon (queue)",
-    "supcon_inbatch": "SupCon (in-batch)",
-    "tsc": "TSC",
-    "bcl": "BCL",
-    "paco": "PaCo",
-    "gpaco": "GPaCo",
-}
 _COLORS = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
     "#bcbd22", "#17becf",
@@ -64,18 +57,6 @@ DPI = 150
 MAX_COLUMNS = 4
 #: Widest figure (inches) before its panels wrap onto another row (a page at 150 dpi: 2,100 px).
 MAX_WIDTH = 14.0
-#: The untrained-network row of a study (drawn grey and dashed, listed first).
-CONTROL = "control"
-CONTROL_LABEL = "untrained (control)"
-
-
-def method_label(method: str) -> str:
-    """Human-readable name of a method id (``moco_v2`` -> ``MoCo v2``): its registry label; an
-    id no method is registered under (an old results file) prints as it is."""
-    from balfeat.methods import METHODS
-
-    entry = METHODS.get(method)
-    return entry.label if entry is not None else method
 
 
 def ordered_methods(rows: Sequence[Row]) -> list[str]:
@@ -102,11 +83,6 @@ def ordered_sets(rows: Sequence[Row]) -> list[str]:
         if name not in first:
             first[name] = (float(r.get("imbalance_ratio") or 1.0), i)
     return sorted(first, key=lambda s: first[s])
-
-
-def display_name(method: str) -> str:
-    """What a figure or table calls a method: the control's label, else :func:`method_label`."""
-    return CONTROL_LABEL if method == CONTROL else method_label(method)
 
 
 def _style(i: int) -> dict[str, Any]:

@@ -215,6 +215,7 @@ def run_study(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     data: StudyData | None = None,
+    dpi: int | None = None,
 ) -> tuple[list[Row], dict[str, Path]]:
     """Run every (cell, seed) of a study that is not finished yet, then write the report.
 
@@ -225,6 +226,8 @@ def run_study(
         progress: show progress bars.
         echo: where status lines go.
         data: the arrays (default: :func:`~balfeat.study.cells.load_study_data`).
+        dpi: resolution of the report's PNG figures (default :data:`balfeat.study.plots.DPI`;
+            PDF copies are written beside them).
 
     Returns:
         The results table (one row per cell, seed and probe, plus an ``own`` row per (cell,
@@ -245,7 +248,7 @@ def run_study(
 
         job_rows = run_job_study(spec, out, overrides or [], echo, progress)
         paths = write_report(job_rows, out, title=spec.name, description=spec.description,
-                             published=spec.published)  # fmt: skip
+                             published=spec.published, dpi=dpi)  # fmt: skip
         return job_rows, paths
     seeds = spec.run_seeds
     cells = [(m, s, seed) for s in spec.sets for m in spec.methods for seed in seeds]
@@ -331,5 +334,6 @@ def run_study(
         class_names=names,
         published=spec.published,
         method_names=[cfg.method.name for cfg in configs.values()],
+        dpi=dpi,
     )
     return rows, paths
