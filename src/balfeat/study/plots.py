@@ -135,6 +135,7 @@ def panel_grid(
     n = max(n, 1)
     cols = min(n, columns, max(1, int(MAX_WIDTH // width)))
     rows = math.ceil(n / cols)
+    cols = math.ceil(n / rows)  # rows as even as the count allows: 4 panels 2 + 2, not 3 + 1
     fig, axes = plt.subplots(
         rows,
         cols,
@@ -176,6 +177,14 @@ def save_figure(fig: Any, path: str | Path, dpi: int = DPI) -> Path:
     fig.savefig(png.with_suffix(".pdf"))
     plt.close(fig)
     return png
+
+
+def accuracy_source(rows: Sequence[Row]) -> str:
+    """What measured the accuracies of ``rows`` (one protocol), for axis labels: the methods'
+    own classifiers for protocol ``own`` (:data:`balfeat.study.cells.OWN_CLASSIFIER`), else a
+    linear probe."""
+    own = bool(rows) and all(str(r.get("protocol", "")) == "own" for r in rows)
+    return "own-classifier" if own else "linear-probe"
 
 
 def _protocol_subset(rows: Sequence[Row], protocol: str | None) -> list[Row]:
@@ -233,7 +242,7 @@ def plot_accuracy_vs_imbalance(
             match = [r for r in rows if r["method"] == m and r["set"] == s]
             ys.append(_num(match[0].get("top1")) if match else math.nan)
         lo, hi = _err(rows, m, sets, "top1", ys)
-        dodge = (i - (len(methods) - 1) / 2) * (0.04 if crowded else 0.03)
+        dodge = (i - (len(methods) - 1) / 2) * (0.05 if crowded else 0.03)
         ax.errorbar(
             [x + dodge for x in range(len(sets))],
             ys,
@@ -247,7 +256,7 @@ def plot_accuracy_vs_imbalance(
     ax.set_xticks(range(len(sets)))
     ax.set_xticklabels([_set_label(rows, s) for s in sets])
     ax.set_xlabel("pre-training set (more imbalanced to the right)")
-    ax.set_ylabel("linear-probe top-1 accuracy (%)")
+    ax.set_ylabel(f"{accuracy_source(rows)} top-1 accuracy (%)")
     proto = str(rows[0].get("protocol", "")) if rows else ""
     ax.set_title(
         title or f"Probe accuracy vs. imbalance (protocol {proto}; bars: 95% CI, unpaired)"

@@ -13,6 +13,7 @@ from balfeat.study.plots import (
     _num,
     _protocol_subset,
     _style,
+    accuracy_source,
     display_name,
     legend_below,
     ordered_methods,
@@ -112,8 +113,8 @@ def plot_per_class_vs_count(
         ordered_methods(rows),
         ordered_sets(rows),
         points,
-        "per-class probe accuracy (%)",
-        "Per-class probe accuracy vs. pre-training count of the class",
+        f"per-class {accuracy_source(rows)} accuracy (%)",
+        "Per-class accuracy vs. pre-training count of the class (mean over seeds)",
         path,
         dpi,
     )
