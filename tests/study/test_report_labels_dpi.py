@@ -20,8 +20,11 @@ from balfeat.study.report import write_report
 
 
 def test_report_names_methods_by_their_labels_and_keeps_ids_where_typed(tmp_path: Path) -> None:
-    paths = write_report(_seeded_rows(), tmp_path, title="T", dpi=40)
+    rows = _seeded_rows()
+    rows += [dict(r, method="control") for r in rows if r["method"] == "kcl"]
+    paths = write_report(rows, tmp_path, title="T", dpi=40)
     md = paths["report"].read_text()
+    assert "| control |" not in md and "| untrained (control) | exp100 |" in md  # gains table
     finding = md.split("## Finding")[1].split("## Results")[0]
     assert "- SL (supervised), balanced → exp10:" not in finding  # the largest ratio only
     assert "- SL (supervised), balanced → exp100:" in finding
@@ -33,9 +36,9 @@ def test_report_names_methods_by_their_labels_and_keeps_ids_where_typed(tmp_path
     every_run = md.split("## Every run")[1]
     assert "| SL (supervised) | balanced |" in every_run
     with paths["csv"].open() as fh:  # the CSV keeps the ids a user filters and types
-        assert {r["method"] for r in csv.DictReader(fh)} == {"sl", "moco_v2", "kcl"}
+        assert {r["method"] for r in csv.DictReader(fh)} == {"sl", "moco_v2", "kcl", "control"}
     changes = json.loads(paths["changes"].read_text())
-    assert {c["method"] for c in changes["changes"]} == {"sl", "moco_v2", "kcl"}
+    assert {c["method"] for c in changes["changes"]} == {"sl", "moco_v2", "kcl", "control"}
 
 
 def test_each_figure_has_the_caption_of_its_own_kind(tmp_path: Path) -> None:
