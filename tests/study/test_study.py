@@ -308,7 +308,7 @@ def test_own_classifier_row_beside_the_probe_and_resumed(
     table = paths["csv"].read_text().splitlines()
     assert sum(",own," in line for line in table) == 2
     report = paths["report"].read_text()
-    assert "Protocol `own` (bcl)" in report
+    assert "Protocol `own` (BCL)" in report  # the display name
     # figures per protocol: the own classifier's are drawn apart and captioned as such
     assert (out / "figures" / "accuracy_vs_imbalance_own.png").is_file()
     assert (out / "figures" / "accuracy_vs_imbalance_fast.png").is_file()
