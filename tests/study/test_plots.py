@@ -119,3 +119,36 @@ def test_knn_curves_are_small_multiples_with_display_names(
     assert [ax.get_title() for ax in axes] == ["SL (supervised)", "MoCo v2"]
     assert all(len(ax.get_lines()) == 2 for ax in axes)  # one mean line per set, not per seed
     assert plots_knn.plot_knn_curves(tmp_path / "none", tmp_path / "x.png") is None
+
+
+def test_panels_wrap_into_even_rows() -> None:
+    fig, axes = plots.panel_grid(4)  # 3 fit in a row: 2 + 2, not 3 + 1
+    assert [ax.get_subplotspec().colspan.start for ax in axes] == [0, 1, 0, 1]
+    assert len(fig.axes) == 4
+    fig, axes = plots.panel_grid(8)
+    assert len(fig.axes) == 9 and sum(ax.get_visible() for ax in fig.axes) == 8
+    plots.plt.close("all")
+
+
+def test_own_classifier_rows_are_not_labelled_as_a_probe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: list[Any] = []
+
+    def keep(fig: Any, path: Any, dpi: int = plots.DPI) -> Path:
+        drawn.append(fig)
+        return Path(path)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    monkeypatch.setattr(plots_groups, "save_figure", keep)
+    rows = summarise(_rows())
+    own = [dict(r, protocol="own") for r in rows]
+    plots.plot_accuracy_vs_imbalance(own, tmp_path / "a.png")
+    plots.plot_accuracy_vs_imbalance(rows, tmp_path / "b.png")
+    plots_groups.plot_shot_bars(own, tmp_path / "c.png")
+    ylabels = [fig.axes[0].get_ylabel() for fig in drawn]
+    assert ylabels == [
+        "own-classifier top-1 accuracy (%)",
+        "linear-probe top-1 accuracy (%)",
+        "own-classifier accuracy (%)",
+    ]

@@ -80,7 +80,7 @@ def test_row_from_results_reads_evaluate_output() -> None:
     assert row["train_counts"] == [100, 10, 1]
     assert row["per_class_accuracy"] == [100.0, 100.0, 50.0]
     assert row["few"] == 50.0 and row["many"] == 100.0
-    assert "kcl" in summary_text([row])
+    assert "KCL" in summary_text([row])  # the display name, not the id
 
 
 def _seeded_rows() -> list[dict[str, Any]]:

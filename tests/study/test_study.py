@@ -11,6 +11,7 @@ import yaml
 
 from balfeat.data.imbalance import family_counts
 from balfeat.data.prepare import subset_by_counts
+from balfeat.engine.checkpoint import find_last_checkpoint, load_checkpoint
 from balfeat.errors import ConfigError
 from balfeat.study import cells as cells_mod
 from balfeat.study import run as run_mod
@@ -116,6 +117,11 @@ def test_study_runs_seeds_reports_and_resumes_per_cell_and_seed(
     assert prov["torch"] and prov["torch_threads"] >= 1 and prov["seed"] == 1
     assert "low" in results["top1_bootstrap"]
     assert (cell / "per_class.csv").is_file()
+    # the checkpoint's training counts name the study's set, not "a dataset given to the trainer"
+    ckpt = load_checkpoint(find_last_checkpoint(out / "cells" / "sl__exp10" / "seed0" / "pretrain"))
+    assert ckpt["train_counts"]["source"] == "set 'exp10' of the study"
+    sl0 = next(r for r in rows if (r["method"], r["set"], r["seed"]) == ("sl", "exp10", 0))
+    assert ckpt["train_counts"]["counts"] == sl0["train_counts"]
 
     # Second run: every (cell, seed) is done, nothing is trained again.
     calls: list[tuple[str, str, Any]] = []
@@ -302,7 +308,7 @@ def test_own_classifier_row_beside_the_probe_and_resumed(
     table = paths["csv"].read_text().splitlines()
     assert sum(",own," in line for line in table) == 2
     report = paths["report"].read_text()
-    assert "Protocol `own` (bcl)" in report
+    assert "Protocol `own` (BCL)" in report  # the display name
     # figures per protocol: the own classifier's are drawn apart and captioned as such
     assert (out / "figures" / "accuracy_vs_imbalance_own.png").is_file()
     assert (out / "figures" / "accuracy_vs_imbalance_fast.png").is_file()

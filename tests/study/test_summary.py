@@ -40,18 +40,20 @@ def test_changes_are_paired_by_seed_with_a_t_interval() -> None:
     dd = d - (np.array(TOP1[("moco", "exp100")]) - np.array(TOP1[("moco", "balanced")]))
     assert (diff["a"], diff["b"]) == ("sl", "moco")
     assert diff["interval"]["mean"] == pytest.approx(dd.mean())
-    assert "sl's change minus moco's change (balanced → exp100)" in diff["text"]
+    assert "SL (supervised)'s change minus moco's change (balanced → exp100)" in diff["text"]
 
 
 def test_rows_of_several_protocols_are_labelled_by_protocol() -> None:
     out = paired_changes(_rows(("fast", "own")))
     texts = [c["text"] for c in out["changes"]]
-    assert any(t.startswith("sl [fast], balanced → exp100") for t in texts)
-    assert any(t.startswith("sl [own], balanced → exp100") for t in texts)
+    assert any(t.startswith("SL (supervised) [fast], balanced → exp100") for t in texts)
+    assert any(t.startswith("SL (supervised) [own], balanced → exp100") for t in texts)
     lines = [ln for ln in headline(out) if ln]
     assert len(set(lines)) == len(lines), "no two lines of the finding read the same"
     one = paired_changes(_rows())
-    assert one["changes"][0]["text"].startswith("sl, balanced")  # one protocol: no label
+    assert one["changes"][0]["text"].startswith(
+        "SL (supervised), balanced"
+    )  # one protocol: no label
 
 
 def _pc_row(m: str, s: str, seed: int, acc: list[float], counts: list[int]) -> dict[str, object]:
@@ -127,7 +129,7 @@ def test_control_row_is_the_baseline_of_gains_and_not_a_compared_method() -> Non
     assert [(d["a"], d["b"]) for d in out["differences"]] == [("sl", "moco")]
     lines = headline(out)
     assert lines[0].startswith("Gain over the untrained control")
-    assert any("sl's gain over the untrained control on exp100" in ln for ln in lines)
+    assert any("SL (supervised)'s gain over the untrained control on exp100" in ln for ln in lines)
 
 
 def test_headline_states_the_minimum_detectable_effect_and_seeds_needed() -> None:
@@ -139,7 +141,7 @@ def test_headline_states_the_minimum_detectable_effect_and_seeds_needed() -> Non
     sd = sl["interval"]["std"]
     assert sl["sizing"]["mde"] == pytest.approx(minimum_detectable_effect(sd, 3))
     assert sl["sizing"]["seeds_for_1pt"] == seeds_for_half_width(sd, 1.0)
-    text = next(ln for ln in lines if ln.startswith("- sl, balanced → exp100: sd"))
+    text = next(ln for ln in lines if ln.startswith("- SL (supervised), balanced → exp100: sd"))
     assert f"MDE {sl['sizing']['mde']:.2f} points" in text
     assert f"{sl['sizing']['seeds_for_1pt']} seeds for ±1 point" in text
     # with 3 seeds neither change (-2.83 [-5.96, +0.29]; -0.57) nor their difference is a finding
@@ -154,9 +156,9 @@ def test_a_difference_is_called_a_finding_only_when_its_interval_excludes_zero()
         if (r["method"], r["set"]) == ("sl", "exp100"):
             r["top1"] = TOP1[("sl", "balanced")][int(r["seed"])] - 3.0 + 0.1 * int(r["seed"])
     lines = headline(paired_changes(rows))
-    sl = next(ln for ln in lines if ln.startswith("- sl, balanced → exp100: -2.90"))
+    sl = next(ln for ln in lines if ln.startswith("- SL (supervised), balanced → exp100: -2.90"))
     assert "lower, distinguishable from zero at 95%" in sl
     moco = next(ln for ln in lines if ln.startswith("- moco, balanced → exp100"))
     assert "not distinguishable from zero" in moco
     finding = next(ln for ln in lines if "(findings)" in ln)
-    assert "sl vs moco" in finding and "not a finding" in finding
+    assert "SL (supervised) vs moco" in finding and "not a finding" in finding

@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         overrides=cell_over,
         progress=not (args.quiet or args.tiny),
         threads=args.threads,
+        dpi=args.dpi,
     )
     print()
     print(summary_text(rows))

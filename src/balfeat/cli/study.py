@@ -86,7 +86,7 @@ def _count_option(p: argparse.ArgumentParser, flag: str, default: int, text: str
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    """``--threads``, ``--quiet`` and ``--yes`` of ``balfeat study`` and ``balfeat demo``."""
+    """``--threads``, ``--quiet``, ``--yes`` and ``--dpi`` of ``balfeat study`` and ``demo``."""
     _count_option(
         p,
         "--threads",
@@ -107,6 +107,14 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         help=f"start even when the estimate printed first is over {CONFIRM_HOURS:g} h (default: "
         "off: an interactive terminal asks, a batch job or --quiet is refused with exit 2); "
         "use in batch jobs you have sized",
+    )
+    p.add_argument(
+        "--dpi",
+        type=int_in(ge=10, le=1200),
+        default=None,
+        metavar="N",
+        help="resolution of the report's PNG figures (default: 150, for a screen; 300 for "
+        "print); each figure is also written as PDF, which has no resolution",
     )
 
 
@@ -169,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         overrides=cell_overrides,
         progress=not args.quiet,
         threads=args.threads,
+        dpi=args.dpi,
     )
     print(summary_text(rows))
     print(f"report: {paths['report']}")
@@ -210,7 +219,7 @@ def plan_or_collect(args: argparse.Namespace, spec: Any, cell_overrides: list[st
     names, datasets = study_trains(spec, cell_overrides)
     paths = write_report(rows, out, title=spec.name, description=spec.description,
                          published=spec.published, method_names=names,
-                         published_datasets=datasets)  # fmt: skip
+                         published_datasets=datasets, dpi=args.dpi)  # fmt: skip
     print(summary_text(rows))
     print(
         f"report: {paths['report']}"

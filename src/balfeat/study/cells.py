@@ -462,6 +462,8 @@ def run_cell(
         class_names=data.class_names,
         num_classes=data.num_classes,
     )
+    # the checkpoint's train_counts (and every message from them) name the set
+    train_ds.counts_source = f"set {set_name!r} of the study"  # type: ignore[attr-defined]
     probe_ds, test_ds = cd.probe_ds, cd.test_ds
     callbacks: list[Any] = []
     if spec.knn_every > 0:  # online kNN monitor: 200 probe (memory) and 200 test images

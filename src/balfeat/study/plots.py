@@ -32,24 +32,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+# the control row (drawn grey and dashed, listed first) and what a reader sees for a method
+from balfeat.study.summary import CONTROL, display_name
+from balfeat.study.summary import CONTROL_LABEL as CONTROL_LABEL
+from balfeat.study.summary import method_label as method_label
+
 Row = dict[str, Any]
 
 #: Display order and colours of the methods (others follow in first-seen order).
 METHOD_ORDER: tuple[str, ...] = (
     "sl", "moco_v1", "moco_v2", "kcl", "supcon", "supcon_inbatch", "tsc", "bcl", "paco", "gpaco",
 )  # fmt: skip
-METHOD_LABELS: dict[str, str] = {
-    "sl": "SL (supervised)",
-    "moco_v1": "MoCo v1",
-    "moco_v2": "MoCo v2",
-    "kcl": "KCL",
-    "supcon": "SupCon (queue)",
-    "supcon_inbatch": "SupCon (in-batch)",
-    "tsc": "TSC",
-    "bcl": "BCL",
-    "paco": "PaCo",
-    "gpaco": "GPaCo",
-}
 _COLORS = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
     "#bcbd22", "#17becf",
@@ -64,18 +57,6 @@ DPI = 150
 MAX_COLUMNS = 4
 #: Widest figure (inches) before its panels wrap onto another row (a page at 150 dpi: 2,100 px).
 MAX_WIDTH = 14.0
-#: The untrained-network row of a study (drawn grey and dashed, listed first).
-CONTROL = "control"
-CONTROL_LABEL = "untrained (control)"
-
-
-def method_label(method: str) -> str:
-    """Human-readable name of a method id (``moco_v2`` -> ``MoCo v2``): its registry label; an
-    id no method is registered under (an old results file) prints as it is."""
-    from balfeat.methods import METHODS
-
-    entry = METHODS.get(method)
-    return entry.label if entry is not None else method
 
 
 def ordered_methods(rows: Sequence[Row]) -> list[str]:
@@ -102,11 +83,6 @@ def ordered_sets(rows: Sequence[Row]) -> list[str]:
         if name not in first:
             first[name] = (float(r.get("imbalance_ratio") or 1.0), i)
     return sorted(first, key=lambda s: first[s])
-
-
-def display_name(method: str) -> str:
-    """What a figure or table calls a method: the control's label, else :func:`method_label`."""
-    return CONTROL_LABEL if method == CONTROL else method_label(method)
 
 
 def _style(i: int) -> dict[str, Any]:
@@ -159,6 +135,7 @@ def panel_grid(
     n = max(n, 1)
     cols = min(n, columns, max(1, int(MAX_WIDTH // width)))
     rows = math.ceil(n / cols)
+    cols = math.ceil(n / rows)  # rows as even as the count allows: 4 panels 2 + 2, not 3 + 1
     fig, axes = plt.subplots(
         rows,
         cols,
@@ -200,6 +177,14 @@ def save_figure(fig: Any, path: str | Path, dpi: int = DPI) -> Path:
     fig.savefig(png.with_suffix(".pdf"))
     plt.close(fig)
     return png
+
+
+def accuracy_source(rows: Sequence[Row]) -> str:
+    """What measured the accuracies of ``rows`` (one protocol), for axis labels: the methods'
+    own classifiers for protocol ``own`` (:data:`balfeat.study.cells.OWN_CLASSIFIER`), else a
+    linear probe."""
+    own = bool(rows) and all(str(r.get("protocol", "")) == "own" for r in rows)
+    return "own-classifier" if own else "linear-probe"
 
 
 def _protocol_subset(rows: Sequence[Row], protocol: str | None) -> list[Row]:
@@ -257,7 +242,7 @@ def plot_accuracy_vs_imbalance(
             match = [r for r in rows if r["method"] == m and r["set"] == s]
             ys.append(_num(match[0].get("top1")) if match else math.nan)
         lo, hi = _err(rows, m, sets, "top1", ys)
-        dodge = (i - (len(methods) - 1) / 2) * (0.04 if crowded else 0.03)
+        dodge = (i - (len(methods) - 1) / 2) * (0.05 if crowded else 0.03)
         ax.errorbar(
             [x + dodge for x in range(len(sets))],
             ys,
@@ -271,7 +256,7 @@ def plot_accuracy_vs_imbalance(
     ax.set_xticks(range(len(sets)))
     ax.set_xticklabels([_set_label(rows, s) for s in sets])
     ax.set_xlabel("pre-training set (more imbalanced to the right)")
-    ax.set_ylabel("linear-probe top-1 accuracy (%)")
+    ax.set_ylabel(f"{accuracy_source(rows)} top-1 accuracy (%)")
     proto = str(rows[0].get("protocol", "")) if rows else ""
     ax.set_title(
         title or f"Probe accuracy vs. imbalance (protocol {proto}; bars: 95% CI, unpaired)"

@@ -17,6 +17,7 @@ from balfeat.study.plots import (
     _num,
     _protocol_subset,
     _set_label,
+    accuracy_source,
     display_name,
     legend_below,
     method_style,
@@ -79,7 +80,7 @@ def plot_shot_bars(
         ax.set_xticklabels([display_name(m) for m in methods], fontsize=8, rotation=35, ha="right")
         ax.set_title(_set_label(rows, s).replace("\n", " "), fontsize=10)
         if ax.get_subplotspec().is_first_col():
-            ax.set_ylabel("probe accuracy (%)")
+            ax.set_ylabel(f"{accuracy_source(rows)} accuracy (%)")
         ax.set_ylim(0, 100)
         ax.grid(True, axis="y", alpha=0.3)
     legend_below(fig, axes[:1], title="class group (fixed for the study)")

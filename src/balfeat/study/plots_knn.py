@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from balfeat.study.plots import (
     DPI,
@@ -75,6 +76,7 @@ def plot_knn_curves(study_dir: str | Path, path: str | Path, dpi: int = DPI) -> 
                 ax.fill_between(epochs, mean - sd, mean + sd, color=color, alpha=0.2, linewidth=0)
         ax.set_title(display_name(m), fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 1.5
         if ax.get_subplotspec().is_first_col():
             ax.set_ylabel("kNN top-1 (%)")
         ax.grid(True, alpha=0.3)

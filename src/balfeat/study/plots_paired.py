@@ -88,7 +88,8 @@ def _save_panels(
     )
     for ax, (name, items) in zip(axes, panels, strict=True):
         interval_panel(ax, items, name, xlabel)
-    fig.suptitle(title)
+    single = any(iv and iv.get("low") is None for _, its in panels for _, iv, _ in its)
+    fig.suptitle(title + ("\n(×: one seed, no interval)" if single else ""))
     return save_figure(fig, path, dpi)
 
 

@@ -141,11 +141,13 @@ def table_csv(rows: Sequence[Row]) -> str:
 
 
 def table_markdown(rows: Sequence[Row]) -> str:
-    """The scalar columns of the results table as a Markdown table (``n/a`` for ``None``)."""
+    """The scalar columns of the results table as a Markdown table (``n/a`` for ``None``), each
+    method by its display name (the CSV keeps the ids a user types)."""
     cols = _columns(rows)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+        cells = [plots.display_name(str(r[c])) if c == "method" else _fmt(r.get(c)) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -155,14 +157,16 @@ def summary_text(rows: Sequence[Row]) -> str:
     from balfeat.study.summary import findings, headline, summarise
 
     summary = _sort_rows(summarise(rows))
+    names = {str(r["method"]): plots.display_name(str(r["method"])) for r in summary}
+    w = max([6, *(len(n) for n in names.values())])
     header = (
-        f"{'method':<10} {'set':<10} {'ratio':>6} {'seeds':>5} {'top1':>13} {'many':>13} "
+        f"{'method':<{w}} {'set':<10} {'ratio':>6} {'seeds':>5} {'top1':>13} {'many':>13} "
         f"{'medium':>13} {'few':>13}"
     )
     lines = [header, "-" * len(header)]
     for r in summary:
         lines.append(
-            f"{r['method']!s:<10.10} {r['set']!s:<10.10} "
+            f"{names[str(r['method'])]:<{w}} {r['set']!s:<10.10} "
             f"{_fmt(r.get('imbalance_ratio')):>6} {r.get('n_seeds', 1):>5} "
             + " ".join(f"{_ci_text(r, m):>13}" for m in ("top1", "many", "medium", "few"))
         )
@@ -247,7 +251,7 @@ def write_report(
     description: str = "",
     class_names: Sequence[str] | None = None,
     published: bool = False,
-    dpi: int = plots.DPI,
+    dpi: int | None = None,
     method_names: Sequence[str] | None = None,
     published_datasets: Sequence[str] | None = None,
 ) -> dict[str, Path]:
@@ -269,7 +273,8 @@ def write_report(
         class_names: names of the classes (for the group definitions).
         published: add the published numbers of the study's methods
             (:func:`balfeat.study.published.published_markdown`) after the results.
-        dpi: resolution of the PNG figures (the PDF copies are vector graphics).
+        dpi: resolution of the PNG figures (default :data:`balfeat.study.plots.DPI`; the PDF
+            copies are vector graphics).
         method_names: what the study's methods train (their ``method.name``), which the
             published rows are matched by; default: the rows' method ids.
         published_datasets: the published table's names of the data the cells train on
@@ -289,6 +294,7 @@ def write_report(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    dpi = dpi or plots.DPI
     rows = _sort_rows(rows)
     summary = _sort_rows(summarise(rows)) if rows else []
     changes = findings(rows) if rows else {"changes": [], "differences": []}
@@ -444,7 +450,8 @@ def _own_note(rows: Sequence[Row]) -> str:
     if not own:
         return ""
     return (
-        f"Protocol `own` ({', '.join(own)}): the method's own classifier, trained jointly with "
+        f"Protocol `own` ({', '.join(plots.display_name(m) for m in own)}): the method's own "
+        "classifier, trained jointly with "
         "the representation and read from the cell's last checkpoint, on the same test images "
         "and groups as the probes' rows of the same cells."
     )
@@ -454,7 +461,9 @@ def _caption_key(figure: str, captions: Mapping[str, str]) -> str:
     """The caption of a figure drawn per protocol (``shot_accuracy_own`` -> ``shot_accuracy``)."""
     if figure in captions:
         return figure
-    return next((c for c in captions if figure.startswith(c + "_")), figure)
+    # the longest match: balancedness_raw_own is balancedness_raw's, not balancedness's
+    found = [c for c in captions if figure.startswith(c + "_")]
+    return max(found, key=len) if found else figure
 
 
 def _md_table_html(md: str) -> str:

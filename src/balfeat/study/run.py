@@ -218,6 +218,7 @@ def run_study(
     echo: Callable[[str], None] = print,
     data: StudyData | None = None,
     threads: int | None = None,
+    dpi: int | None = None,
 ) -> tuple[list[Row], dict[str, Path]]:
     """Run every (cell, seed) of a study that is not finished yet, then write the report.
 
@@ -232,6 +233,8 @@ def run_study(
             (:func:`balfeat.device.configure_threads`: ``0`` = what other processes leave free
             at that moment, ``N`` = N); each cell's results record the number it used. Default
             ``None``: torch's setting is left as it is.
+        dpi: resolution of the report's PNG figures (default :data:`balfeat.study.plots.DPI`;
+            PDF copies are written beside them).
 
     Returns:
         The results table (one row per cell, seed and probe, plus an ``own`` row per (cell,
@@ -259,7 +262,7 @@ def run_study(
         trains, datasets = study_trains(spec, overrides or [])
         paths = write_report(job_rows, out, title=spec.name, description=spec.description,
                              published=spec.published, method_names=trains,
-                             published_datasets=datasets)  # fmt: skip
+                             published_datasets=datasets, dpi=dpi)  # fmt: skip
         return job_rows, paths
     seeds = spec.run_seeds
     cells = [(m, s, seed) for s in spec.sets for m in spec.methods for seed in seeds]
@@ -348,5 +351,6 @@ def run_study(
         published=spec.published,
         method_names=[cfg.method.name for cfg in configs.values()],
         published_datasets=study_trains(spec, overrides or [])[1],
+        dpi=dpi,
     )
     return rows, paths

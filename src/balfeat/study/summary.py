@@ -43,6 +43,8 @@ METRICS: tuple[str, ...] = ("top1", "many", "medium", "few", "group_std", "slope
 #: Method name of the untrained-network row (same architecture, BatchNorm statistics adapted on
 #: the set, same probe): the baseline each method's gain is measured from.
 CONTROL = "control"
+#: What a reader sees for the control row.
+CONTROL_LABEL = "untrained (control)"
 
 #: Where each paired balancedness measure comes from (printed beside it).
 SOURCES: dict[str, str] = {
@@ -53,6 +55,21 @@ SOURCES: dict[str, str] = {
     "many": "the paper's many/medium/few groups (Kang et al. 2021), change from the balanced "
     "set paired by seed",
 }
+
+
+def method_label(method: str) -> str:
+    """Human-readable name of a method id (``moco_v2`` -> ``MoCo v2``): its registry label; an
+    id no method is registered under (an old results file) prints as it is."""
+    from balfeat.methods import METHODS
+
+    entry = METHODS.get(method)
+    return entry.label if entry is not None else method
+
+
+def display_name(method: str) -> str:
+    """What a report, table or figure calls a method: the control's label, else
+    :func:`method_label`. Ids stay where a user types them (commands, CSV, JSON keys)."""
+    return CONTROL_LABEL if method == CONTROL else method_label(method)
 
 
 def _by_seed(rows: Sequence[Row], metric: str) -> dict[int, float]:
@@ -145,7 +162,7 @@ def paired_changes(
         )
 
     def name(m: str, p: str) -> str:  # several protocols (probe rows and 'own' rows): say which
-        return m if len(protocols) == 1 else f"{m} [{p}]"
+        return display_name(m) if len(protocols) == 1 else f"{display_name(m)} [{p}]"
 
     for p in protocols:
         for m in methods:
@@ -217,7 +234,7 @@ def control_gains(rows: Sequence[Row], metric: str = "top1", level: float = 0.95
                 if not (set(a) & set(b)):
                     continue
                 iv = paired_differences(a, b, level)
-                who = m if len(protocols) == 1 else f"{m} [{p}]"
+                who = display_name(m) if len(protocols) == 1 else f"{display_name(m)} [{p}]"
                 out.append(
                     {
                         "protocol": p,
@@ -357,7 +374,9 @@ def headline(changes: dict[str, Any]) -> list[str]:
             lines.append(
                 "Distinguishable from zero at 95% (findings): "
                 + "; ".join(
-                    f"{d['a']} vs {d['b']} ({d['interval']['mean']:+.2f} points)" for d in found
+                    f"{display_name(d['a'])} vs {display_name(d['b'])} "
+                    f"({d['interval']['mean']:+.2f} points)"
+                    for d in found
                 )
                 + ". Every other difference above is not a finding at this size."
             )

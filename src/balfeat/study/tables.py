@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from balfeat.study.plots import method_label
+from balfeat.study.plots import display_name
 from balfeat.study.summary import SOURCES
 
 Row = dict[str, Any]
@@ -31,7 +31,7 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 
 def _who(entry: Mapping[str, Any], several: bool) -> list[str]:
     cells = [str(entry.get("protocol", ""))] if several else []
-    return [*cells, method_label(str(entry["method"])), str(entry["set"])]
+    return [*cells, display_name(str(entry["method"])), str(entry["set"])]
 
 
 def _several(entries: Sequence[Mapping[str, Any]]) -> bool:
