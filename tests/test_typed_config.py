@@ -179,6 +179,14 @@ def test_path_kinds(tmp_path: Path) -> None:
     check_paths(Job())  # "" is "not given"
 
 
+def test_a_nul_character_in_a_path_key_is_a_config_error(tmp_path: Path) -> None:
+    """It reached os.mkdir/open and failed there as a raw ValueError (embedded null byte)."""
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text('out: "/tmp/a\\0b"\n')
+    with pytest.raises(ConfigError, match=r"out: .* holds a NUL character"):
+        load_typed(Job, [str(cfg)], [])
+
+
 def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
     with pytest.raises(Exception, match=r"key 'epochs' is given twice.*line 1 and line 2"):
         load_yaml_text("epochs: 1\nepochs: 2\n")

@@ -24,10 +24,14 @@ def resolve_path(key: str, text: str, source: str = "") -> str:
     file). ``""`` (not given) stays ``""``.
 
     Raises:
-        ConfigError: ``text`` names an environment variable that is not set.
+        ConfigError: ``text`` names an environment variable that is not set, or holds a NUL
+            character (no file name can; the OS call would fail with a raw ``ValueError``).
     """
     if not text:
         return text
+    if "\x00" in text:
+        where = f" in {source}" if source else ""
+        raise ConfigError(f"{key}{where}: {text!r} holds a NUL character, which no path can hold")
     expanded = os.path.expandvars(os.path.expanduser(text))
     unset = _UNSET_VAR.search(expanded)
     if unset:
