@@ -223,6 +223,12 @@ def run_stats(args: argparse.Namespace) -> int:
 
     files = list(dict.fromkeys(args.files))  # a file named twice is one row
     rows_stats = [(name, split_stats(f)) for name, f in zip(row_names(files), files, strict=True)]
+    for f, (_, stats) in zip(files, rows_stats, strict=True):
+        if stats.total == 0:  # no ratio to show (it was NaN, and --json then wrote invalid JSON)
+            raise DataError(
+                f"{f}: the split holds no entries (it is empty or only blank lines and # "
+                "comments); pass a split with one 'path label' per line"
+            )
     if args.json:
         print(json.dumps({k: v.to_dict() for k, v in rows_stats}, indent=2))
         return 0
