@@ -72,3 +72,40 @@ def test_every_file_balfeat_writes_goes_through_the_atomic_writer() -> None:
         if plain.search(line) and "os.fdopen(fd" not in line  # the O_EXCL lock file
     ]
     assert found == []
+
+
+def test_a_fifo_or_device_is_never_replaced(tmp_path: Path) -> None:
+    """A rename over ``/dev/null`` run as root replaces the device with a regular file."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="is not a regular file"):
+        atomic_write_text(fifo, "x")
+    assert fifo.is_fifo() and os.listdir(tmp_path) == ["fifo"]
+    with pytest.raises(IsADirectoryError):
+        atomic_write_text(tmp_path, "x")
+
+
+def test_disk_full_inside_torch_save_is_the_os_error_naming_the_file(tmp_path: Path) -> None:
+    """torch.save's zip writer reports a failed write as RuntimeError('unexpected pos ...')."""
+    import errno
+
+    import torch
+
+    class FullAfter:
+        def __init__(self, fh: object, room: int) -> None:
+            self.fh, self.room = fh, room
+
+        def write(self, data: bytes) -> int:
+            if len(data) > self.room:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.room -= len(data)
+            return len(data)
+
+        def flush(self) -> None:
+            pass
+
+    target = tmp_path / "x.pth"
+    with pytest.raises(OSError) as info:
+        atomic_write_bytes(target, lambda fh: torch.save(torch.zeros(5000), FullAfter(fh, 1000)))
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert os.listdir(tmp_path) == []

@@ -146,6 +146,17 @@ def test_bounds_and_literal_choices() -> None:
         apply_overrides(Job(), ["optim.epochs=many"])
 
 
+def test_integers_beyond_64_bits_are_refused_at_the_door() -> None:
+    """torch.manual_seed and numpy arrays hold 64-bit integers; a larger seed or count failed
+    deep inside them (a raw OverflowError) or silently meant nothing."""
+    big = "9" * 25
+    with pytest.raises(ConfigError, match=rf"'optim\.epochs'.*{big} does not fit in a 64-bit"):
+        apply_overrides(Job(), [f"optim.epochs={big}"])
+    with pytest.raises(ConfigError, match=r"'optim\.milestones\[0\]'.*does not fit in a 64-bit"):
+        apply_overrides(Job(), [f"optim.milestones=[{big}]"])
+    assert apply_overrides(Job(), [f"optim.epochs={2**63 - 1}"]).optim.epochs == 2**63 - 1
+
+
 def test_check_fields_checks_a_directly_built_instance() -> None:
     opt = Optim(epochs=2, base_lr=1)  # type: ignore[arg-type]
     check_fields(opt)
@@ -166,6 +177,14 @@ def test_path_kinds(tmp_path: Path) -> None:
         check_paths(job)
     check_paths(Job(out=str(tmp_path / "new" / "dir")))  # creatable: fine
     check_paths(Job())  # "" is "not given"
+
+
+def test_a_nul_character_in_a_path_key_is_a_config_error(tmp_path: Path) -> None:
+    """It reached os.mkdir/open and failed there as a raw ValueError (embedded null byte)."""
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text('out: "/tmp/a\\0b"\n')
+    with pytest.raises(ConfigError, match=r"out: .* holds a NUL character"):
+        load_typed(Job, [str(cfg)], [])
 
 
 def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:

@@ -7,7 +7,9 @@ hand, so a new option is swept as soon as it exists:
   ``int_in``/``float_in``, ``balfeat_path`` on ``path_of``); the sweep builds the values just
   outside it: below/above the range, not a number, NaN; a missing path, a directory where a file
   is expected, a file where a directory is expected, a destination under a regular file (the
-  "unwritable" case that holds even for root, for whom chmod does not stop writes);
+  "unwritable" case that holds even for root, for whom chmod does not stop writes); a FIFO where
+  a file is read or written (as root, a rename over it would replace ``/dev/null`` itself);
+- every integer option gets a value beyond 64 bits (a seed torch cannot take);
 - an option with ``choices`` gets a value outside them; a builtin ``int``/``float`` gets text.
 
 Each case runs in-process through ``balfeat.cli.main.main`` (a few through ``python -m balfeat``)
@@ -104,8 +106,10 @@ def _needs_declaration(action: argparse.Action, prog: str) -> str | None:
 def _fixtures(root: Path) -> dict[str, str]:
     (root / "a_dir").mkdir()
     (root / "a_file.txt").write_text("/c0/x.jpg 0\n")
+    os.mkfifo(root / "a_fifo")  # neither a file nor a folder: never read, never replaced
     return {
         "file": str(root / "a_file.txt"),
+        "fifo": str(root / "a_fifo"),
         "dir": str(root / "a_dir"),
         "missing": str(root / "missing" / "nothing.txt"),
         "under_file": str(root / "a_file.txt" / "out.txt"),
@@ -117,6 +121,8 @@ def _number_cases(action: argparse.Action) -> Iterator[tuple[str, str]]:
     rng = getattr(t, "balfeat_range", None)
     is_int = getattr(t, "balfeat_number", None) == "int" or t is int
     yield "not-a-number", "abc"
+    if is_int:  # a seed or count torch/numpy cannot hold fails deep inside them
+        yield "beyond-64-bit", "9" * 25
     if rng is None:
         return
     step = 1 if is_int else 0.5
@@ -137,10 +143,15 @@ def _number_cases(action: argparse.Action) -> Iterator[tuple[str, str]]:
 def _path_cases(kind: str) -> Iterator[tuple[str, str]]:
     """(case, fixture key) pairs: values a path option of ``kind`` must refuse."""
     yield from {
-        "file": [("missing", "missing"), ("dir-for-file", "dir"), ("under-a-file", "under_file")],
+        "file": [
+            ("missing", "missing"),
+            ("dir-for-file", "dir"),
+            ("under-a-file", "under_file"),
+            ("fifo-for-file", "fifo"),
+        ],
         "dir": [("missing", "missing"), ("file-for-dir", "file")],
         "file_or_dir": [("missing", "missing")],
-        "new_file": [("dir-for-file", "dir"), ("unwritable", "under_file")],
+        "new_file": [("dir-for-file", "dir"), ("unwritable", "under_file"), ("fifo", "fifo")],
         "out_dir": [("file-for-dir", "file"), ("unwritable", "under_file")],
     }[kind]
 
@@ -215,6 +226,10 @@ def test_bad_value_is_one_line_error_and_nothing_written(
     out, err = capsys.readouterr()
     _assert_one_line_error(code, out, err, _name(action))
     assert _snapshot(tmp_path) == before
+    if bad == ("path", "fifo"):  # it exists: "does not exist" would send the user astray
+        assert "is not a regular file" in err, err
+    if bad[1] == "9" * 25:
+        assert "64-bit" in err, err
 
 
 def _declaration_params() -> Iterator[object]:

@@ -75,6 +75,18 @@ def test_stats_bad_file_is_one_line_error(
     assert f"{f}:2" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("text", ["", "# only a comment\n\n"])
+def test_stats_of_an_empty_split_is_one_line_error(
+    tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed a row with ratio nan (exit 0), and --json wrote NaN, which is not JSON."""
+    f = tmp_path / "empty.txt"
+    f.write_text(text)
+    assert main(["splits", "stats", "--json", str(f)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and "holds no entries" in err, err
+
+
 def _pool(tmp_path: Path, per_class: int = 30, classes: int = 4) -> Path:
     f = tmp_path / "pool.txt"
     write_split(

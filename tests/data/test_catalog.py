@@ -105,6 +105,9 @@ def test_class_set_labels_by_number_name_or_wnid(tmp_path: Path) -> None:
     cs.write_text("7\n")
     with pytest.raises(SplitFormatError, match=r"set.txt:1: label 7"):
         catalog.read_class_set_labels(str(cs), ["n01", "n02", "n03"])
+    cs.write_text("\u00b2\n")  # a digit to str.isdigit, not to int(): was a raw ValueError
+    with pytest.raises(SplitFormatError, match=r"set.txt:1: unknown class"):
+        catalog.read_class_set_labels(str(cs), ["n01", "n02", "n03"])
 
 
 def test_validation_split_numbering_classes_otherwise_is_refused(tmp_path: Path) -> None:

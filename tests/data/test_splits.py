@@ -219,3 +219,11 @@ def test_write_class_set_refuses_names_that_would_not_read_back(
     """Before: written as is (an empty line, two lines, or a TypeError for a non-string)."""
     with pytest.raises(SplitFormatError, match="would not read back"):
         write_class_set(tmp_path / "c.txt", ["ok", name])  # type: ignore[list-item]
+
+
+def test_a_label_beyond_64_bits_is_a_format_error(tmp_path: Path) -> None:
+    """It used to pass the reader and fail as a raw OverflowError in the label array."""
+    f = tmp_path / "s.txt"
+    f.write_text("/a/x.jpg 0\n/a/y.jpg " + "9" * 25 + "\n")
+    with pytest.raises(SplitFormatError, match=r"s\.txt:2: label 9+ is too large for a class id"):
+        read_split(f)

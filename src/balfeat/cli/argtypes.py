@@ -18,7 +18,15 @@ from collections.abc import Callable
 from typing import Any
 
 from balfeat.errors import ConfigError
-from balfeat.typed_config import PathKind, bounds, check_path, check_range, range_text, resolve_path
+from balfeat.typed_config import (
+    PathKind,
+    bounds,
+    check_path,
+    check_range,
+    fits_int64,
+    range_text,
+    resolve_path,
+)
 
 
 def _ranged(conv: Callable[[str], Any], kind: str, **limits: float | None) -> Callable[[str], Any]:
@@ -33,6 +41,8 @@ def _ranged(conv: Callable[[str], Any], kind: str, **limits: float | None) -> Ca
                 + (f" {range_text(meta)}" if meta else "")
                 + f", got {text!r}"
             ) from None
+        if kind == "int" and not fits_int64(value):
+            raise argparse.ArgumentTypeError(f"{text!r} does not fit in a 64-bit integer")
         try:
             check_range("value", value, meta)
         except ConfigError:
@@ -109,6 +119,8 @@ def int_list(ge: float | None = None, increasing: bool = False) -> Callable[[str
             ) from None
         if not values:
             raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
+        if not all(fits_int64(v) for v in values):
+            raise argparse.ArgumentTypeError(f"{text!r} holds a value beyond 64-bit integers")
         try:
             check_range("value", values, meta)
         except ConfigError:

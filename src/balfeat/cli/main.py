@@ -6,9 +6,13 @@ import argparse
 import importlib
 import os
 import re
+import select
+import signal
 import sys
-from collections.abc import Callable, MutableMapping, Sequence
-from typing import NoReturn
+import threading
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 from balfeat import __version__
 from balfeat.errors import BalfeatError
@@ -129,6 +133,79 @@ def _one_line(err: BaseException) -> str:
     return " ".join(text.split())
 
 
+#: Signals that stop a command as Ctrl-C does (``kill``/``timeout``/``docker stop``, a closed
+#: terminal, SLURM's ``--signal=USR1``). Training checkpoints at the step on them
+#: (``balfeat.engine.run_dir.StopSignals``); elsewhere they unwind like Ctrl-C, so locks are
+#: released and temporary files removed instead of the process dying where it stands.
+STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGUSR1") if hasattr(signal, name)
+)
+
+#: Exit status when stdout is a pipe whose reader has gone (``balfeat ... | head -1``): what a
+#: process killed by SIGPIPE reports, printed nothing.
+BROKEN_PIPE_STATUS = 128 + 13
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal other than Ctrl-C, raised where the program stands (exit status 130)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+
+
+@contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    """While entered, :data:`STOP_SIGNALS` raise :class:`Interrupted` (a ``KeyboardInterrupt``)
+    in the main thread; the previous handlers come back on exit. A signal the process was started
+    ignoring (``nohup`` ignores SIGHUP) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    previous = {}
+    for s in STOP_SIGNALS:
+        if signal.getsignal(s) is not signal.SIG_IGN:
+            previous[s] = signal.signal(s, stop)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe (or socket) whose reading end is closed (poll reports an error on
+    it), as opposed to a broken pipe elsewhere (a data-loader worker's)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no poll, or stdout is not a real file
+        return False
+
+
+def _stdout_gone() -> int:
+    """Point stdout at /dev/null once its reader has gone (so the interpreter's last flush does
+    not print a BrokenPipeError), and return :data:`BROKEN_PIPE_STATUS`."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (tests)
+        pass
+    return BROKEN_PIPE_STATUS
+
+
+def _out_of_memory() -> tuple[type[BaseException], ...]:
+    # torch from sys.modules, never imported here: the wait policy must be set before it loads
+    torch = sys.modules.get("torch")
+    cuda_oom = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    return (MemoryError, cuda_oom) if isinstance(cuda_oom, type) else (MemoryError,)
+
+
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.-]*=")
 
 
@@ -194,18 +271,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    prog = getattr(args, "_balfeat_prog", None) or f"balfeat {args.command}"
     try:
-        return int(args.func(args) or 0)
+        with signals_as_interrupts():
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # a reader that has gone shows here, not at interpreter exit
+            return code
+    except BrokenPipeError as err:
+        if _stdout_reader_gone():
+            return _stdout_gone()
+        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
     except (BalfeatError, OSError) as err:
         # Errors from bad input or the file system (missing file, permission, disk full): one
         # clear line, no traceback. Set BALFEAT_DEBUG=1 for the trace.
         if os.environ.get("BALFEAT_DEBUG"):
             raise
-        prog = getattr(args, "_balfeat_prog", None) or f"balfeat {args.command}"
         print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except _out_of_memory() as err:
+        if os.environ.get("BALFEAT_DEBUG"):
+            raise
+        print(
+            f"{prog}: error: out of memory ({_one_line(err) or type(err).__name__}); ask for "
+            "less: a smaller batch size, data size or image size",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt as stop:
+        how = f" by {stop.args[0]}" if isinstance(stop, Interrupted) else ""
+        print(f"{prog}: interrupted{how}", file=sys.stderr)
         return 130
 
 

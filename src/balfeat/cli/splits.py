@@ -223,6 +223,9 @@ def run_stats(args: argparse.Namespace) -> int:
 
     files = list(dict.fromkeys(args.files))  # a file named twice is one row
     rows_stats = [(name, split_stats(f)) for name, f in zip(row_names(files), files, strict=True)]
+    for f, (_, stats) in zip(files, rows_stats, strict=True):
+        if stats.total == 0:  # no ratio (NaN, which --json wrote and JSON does not have)
+            raise DataError(f"{f}: the split holds no entries; give one 'path label' per line")
     if args.json:
         print(json.dumps({k: v.to_dict() for k, v in rows_stats}, indent=2))
         return 0
@@ -253,10 +256,7 @@ def _read_entries(path: str, option: str) -> list[SplitEntry]:
 def _read_many(files: list[str]) -> list[SplitEntry]:
     from balfeat.data.splits import read_split
 
-    out: list[SplitEntry] = []
-    for f in files:
-        out.extend(read_split(f))
-    return out
+    return [e for f in files for e in read_split(f)]
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -282,7 +282,7 @@ def read_class_set_labels(path: str, class_names: list[str]) -> list[int]:
     # read_class_set_lines skips a BOM, blank lines and # comments, as every split reader does
     for lineno, item in read_class_set_lines(path):
         key = item.lstrip("/")
-        if key.isdigit():
+        if key.isascii() and key.isdigit():  # '²' is a digit to isdigit, not to int
             if int(key) >= len(class_names):
                 raise SplitFormatError(
                     f"{path}:{lineno}: label {key} is not a class of the probe's training data "

@@ -144,6 +144,11 @@ def parse_split_lines(
             ) from None
         if label < 0:
             raise SplitFormatError(f"{where}: negative label {label} (line {line!r})")
+        if label >= 2**63:  # no array of labels (int64) holds it
+            raise SplitFormatError(
+                f"{where}: label {label_text} is too large for a class id (line {line!r}); "
+                "labels are class ids 0..C-1"
+            )
         if num_classes is not None and label >= num_classes:
             raise SplitFormatError(
                 f"{where}: label {label} >= num_classes={num_classes} (line {line!r}); "

@@ -10,6 +10,9 @@ from typing import Any
 
 from balfeat.errors import ConfigError
 
+#: What a path that exists but is neither a regular file nor a folder is (``/dev/null``, a FIFO).
+_NOT_REGULAR = "is not a regular file (a device, pipe or socket)"
+
 _UNSET_VAR = re.compile(r"\$(\w+|\{[^}]*\})")
 
 
@@ -21,10 +24,14 @@ def resolve_path(key: str, text: str, source: str = "") -> str:
     file). ``""`` (not given) stays ``""``.
 
     Raises:
-        ConfigError: ``text`` names an environment variable that is not set.
+        ConfigError: ``text`` names an environment variable that is not set, or holds a NUL
+            character (no file name can; the OS call would fail with a raw ``ValueError``).
     """
     if not text:
         return text
+    if "\x00" in text:
+        where = f" in {source}" if source else ""
+        raise ConfigError(f"{key}{where}: {text!r} holds a NUL character, which no path can hold")
     expanded = os.path.expandvars(os.path.expanduser(text))
     unset = _UNSET_VAR.search(expanded)
     if unset:
@@ -96,6 +103,8 @@ def check_path(key: str, value: str, kind: str) -> None:
     if kind == "file":
         if p.is_dir():
             raise ConfigError(f"{key}: {value!r} is a directory, expected a file")
+        if p.exists() and not p.is_file():
+            raise ConfigError(f"{key}: {value!r} {_NOT_REGULAR}, expected a file")
         if not p.is_file():
             raise ConfigError(f"{key}: file {value!r} does not exist; check the path")
         if not os.access(p, os.R_OK):
@@ -111,6 +120,8 @@ def check_path(key: str, value: str, kind: str) -> None:
     elif kind == "new_file":
         if p.is_dir():
             raise ConfigError(f"{key}: {value!r} is a directory, expected a file path to write")
+        if p.exists() and not p.is_file():  # a rename over it would replace the device itself
+            raise ConfigError(f"{key}: {value!r} {_NOT_REGULAR}; give a file path to write")
         check_writable_dir(key, p.parent if str(p.parent) else Path("."))
     elif kind == "out_dir":
         if p.exists() and not p.is_dir():

@@ -75,6 +75,12 @@ def range_text(meta: Mapping[str, Any]) -> str:
     return " and ".join(parts)
 
 
+def fits_int64(value: int) -> bool:
+    """Whether ``value`` fits a signed 64-bit integer, as torch, numpy and checkpoints hold it (a
+    larger seed or count fails deep inside them, or silently means nothing)."""
+    return -(2**63) <= value < 2**63
+
+
 def check_range(key: str, value: Any, meta: Mapping[str, Any], source: str = "") -> None:
     """Raise ConfigError when a numeric ``value`` is outside the range declared in ``meta``."""
     if isinstance(value, list):
@@ -211,6 +217,11 @@ def check_value(
         raise bad()
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not fits_int64(value):
+                raise ConfigError(
+                    f"config key {key!r} from {source}: {value} does not fit in a 64-bit "
+                    "integer; give a smaller value"
+                )
             return value
         raise bad()
     if tp is float:
