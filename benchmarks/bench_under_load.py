@@ -18,7 +18,8 @@ Policies (``--policies``):
 - ``passive``: every core's thread, ``OMP_WAIT_POLICY=PASSIVE`` (what the CLI now sets);
 - ``one``: one thread, ``PASSIVE``;
 - ``auto``: ``PASSIVE`` and ``configure_threads(0)`` (what ``balfeat demo`` / ``study`` run,
-  chosen again before each cell): with sleeping threads, every usable core;
+  chosen again before each cell): the cores other processes leave free, every core when they
+  leave none;
 - ``spin_auto``: OpenMP's default wait policy and ``configure_threads(0)`` (balfeat used as a
   library without setting the variable): the cores that other processes leave free.
 

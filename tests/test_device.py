@@ -80,16 +80,24 @@ def test_spinning_threads_leave_the_others_cores() -> None:
     assert auto_threads(2, 6.0, passive=False) == 1  # never fewer than one
 
 
-def test_sleeping_threads_take_every_core(monkeypatch: pytest.MonkeyPatch) -> None:
-    def never() -> float:
-        raise AssertionError("with PASSIVE waits nothing is measured")
-
-    monkeypatch.setattr(device, "others_cpu_use", never)
-    assert auto_threads(2, 1.0, passive=True) == 2
+def test_sleeping_threads_leave_a_busy_core_and_fill_an_oversubscribed_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert auto_threads(2, 1.0, passive=True) == 1  # one busy process on 2 cores: its core
+    assert auto_threads(2, 0.3, passive=True) == 2
+    assert auto_threads(8, 2.9, passive=True) == 5
+    # others use every core: sleeping threads take every core (a share per thread) ...
+    assert auto_threads(2, 2.0, passive=True) == 2
+    assert auto_threads(2, 7.5, passive=True) == 2
+    # ... spinning ones never do
+    assert auto_threads(2, 7.5, passive=False) == 1
+    monkeypatch.setattr(device, "others_cpu_use", lambda: 0.0)
     monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
     assert device.passive_waits() and auto_threads(4) == 4
+    monkeypatch.setattr(device, "others_cpu_use", lambda: 4.0)
+    assert auto_threads(4) == 4
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    assert not device.passive_waits()
+    assert not device.passive_waits() and auto_threads(4) == 1
     monkeypatch.delenv("OMP_WAIT_POLICY")
     assert not device.passive_waits()
 
@@ -124,6 +132,8 @@ def test_configure_threads_sets_and_returns_the_number(monkeypatch: pytest.Monke
         assert configure_threads(0) == 2 and torch.get_num_threads() == 2  # idle: every core
         monkeypatch.setattr(device, "others_cpu_use", lambda: 1.0)
         monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
-        assert configure_threads(0) == 2  # sleeping threads: every core, busy or not
+        assert configure_threads(0) == 1  # sleeping threads leave the busy core too
+        monkeypatch.setattr(device, "others_cpu_use", lambda: 3.0)
+        assert configure_threads(0) == 2  # ... and fill an oversubscribed machine
     finally:
         torch.set_num_threads(before)

@@ -144,13 +144,15 @@ def passive_waits() -> bool:
 def auto_threads(
     cores: int | None = None, others: float | None = None, passive: bool | None = None
 ) -> int:
-    """The thread count of ``threads=0``.
+    """The thread count of ``threads=0``: the cores that other processes leave free.
 
-    With sleeping OpenMP threads, every usable core: measured beside other busy processes on 2
-    cores, 2 threads stayed faster than 1 (a thread that waits gives its core away, and each
-    thread gets its share of a contended CPU). With spinning threads, the cores that other
-    processes leave free, at least 1: a spinning thread burns the core another process needs
-    and makes every barrier wait (``benchmarks/bench_under_load.py`` measures both).
+    Measured with ``benchmarks/bench_under_load.py`` (MoCo v2, 2 cores, one spinning process
+    beside it): 1 thread kept 569 images/s, 2 sleeping (PASSIVE) threads 510-518 of their idle
+    772-892, 2 spinning threads 348 of 932. So a process that leaves a core busy gets that core
+    left to it. Where others use every core (an oversubscribed machine), sleeping threads take
+    every core: each thread gets its share of a contended CPU, and a thread that waits gives its
+    core away. Spinning threads never take a core another process uses (they burn it and make
+    every barrier wait).
 
     Args:
         cores: usable cores (default: :func:`usable_cores`).
@@ -160,8 +162,6 @@ def auto_threads(
         passive: whether OpenMP threads sleep when idle (default: :func:`passive_waits`).
     """
     cores = cores or usable_cores()
-    if passive_waits() if passive is None else passive:
-        return cores
     if others is None:
         others = others_cpu_use()
     if others is None:
@@ -169,18 +169,21 @@ def auto_threads(
             return 1 if os.getloadavg()[0] >= cores else cores
         except OSError:  # pragma: no cover - platforms without getloadavg
             return cores
-    return max(1, cores - int(others + 0.5))
+    free = cores - int(others + 0.5)
+    if free < 1 and (passive_waits() if passive is None else passive):
+        return cores
+    return max(1, free)
 
 
 def configure_threads(threads: int = 0) -> int:
     """Set torch's intra-op CPU threads and return the number used.
 
     Args:
-        threads: ``N > 0`` uses N threads; ``0`` (auto): :func:`auto_threads`, every usable
-            core where OpenMP threads sleep when idle (the ``balfeat`` command), else the cores
-            other processes leave free: with one other busy process on 2 cores, 2 spinning
-            threads trained MoCo v2 3.3x slower than idle. ``benchmarks/bench_under_load.py``
-            measures the policies. Studies call this before every cell and record the number
+        threads: ``N > 0`` uses N threads; ``0`` (auto): :func:`auto_threads`, the cores
+            other processes leave free (every core when they leave none and OpenMP threads
+            sleep when idle, as the ``balfeat`` command sets): with one other busy process on 2
+            cores, 2 spinning threads trained MoCo v2 3.3x slower than idle
+            (``benchmarks/bench_under_load.py`` measures the policies). Studies call this before every cell and record the number
             used in its results (results on CPU depend on it).
     """
     if threads <= 0:

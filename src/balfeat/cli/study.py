@@ -91,10 +91,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         p,
         "--threads",
         0,
-        "CPU threads of torch (default: 0 = auto, chosen again before every cell: every "
-        "core, as balfeat sets OMP_WAIT_POLICY=PASSIVE; if you set another wait policy, the "
-        "cores that other processes leave free, at least 1); N fixes N threads for every cell "
-        "(results on CPU depend on the number); ignored on a GPU",
+        "CPU threads of torch (default: 0 = auto, chosen again before every cell: the cores "
+        "that other processes leave free, every core when they leave none); N fixes N threads "
+        "for every cell "
+"(results on CPU depend on the number); ignored on a GPU",
     )
     p.add_argument(
         "--quiet",
