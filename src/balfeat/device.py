@@ -183,8 +183,9 @@ def configure_threads(threads: int = 0) -> int:
             other processes leave free (every core when they leave none and OpenMP threads
             sleep when idle, as the ``balfeat`` command sets): with one other busy process on 2
             cores, 2 spinning threads trained MoCo v2 3.3x slower than idle
-            (``benchmarks/bench_under_load.py`` measures the policies). Studies call this before every cell and record the number
-            used in its results (results on CPU depend on it).
+            (``benchmarks/bench_under_load.py`` measures the policies). Studies call this
+            before every cell and record the number used in its results (results on CPU
+            depend on it).
     """
     if threads <= 0:
         threads = auto_threads()
