@@ -27,7 +27,7 @@ def hook(event, args):
 sys.addaudithook(hook)
 import balfeat, balfeat.cli.main  # importing the library changes nothing
 before = os.environ.get("OMP_WAIT_POLICY", "unset")
-sys.argv = ["balfeat", "splits", "--help"]
+sys.argv = ["balfeat", sys.argv[1], "--help"]
 try:
     runpy.run_module("balfeat", run_name="__main__", alter_sys=True)
 except SystemExit:
@@ -37,13 +37,13 @@ print("RESULT", before, seen[0], os.environ.get("OMP_WAIT_POLICY", "unset"))
 """
 
 
-def _child(policy: str | None) -> list[str]:
+def _child(policy: str | None, command: str = "splits") -> list[str]:
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     env["PYTHONPATH"] = os.pathsep.join([SRC, env.get("PYTHONPATH", "")])
     if policy is not None:
         env["OMP_WAIT_POLICY"] = policy
     done = subprocess.run(
-        [sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", CHILD, command], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT"))
@@ -54,6 +54,13 @@ def test_the_command_sets_passive_before_torch_loads() -> None:
     before, at_torch_import, after = _child(None)
     assert before == "unset"  # importing balfeat (the library, the CLI module) sets nothing
     assert at_torch_import == WAIT_POLICY == "PASSIVE" and after == "PASSIVE"
+
+
+@pytest.mark.parametrize("command", ["demo", "study"])
+def test_per_cell_commands_keep_openmps_default(command: str) -> None:
+    # they choose their threads again before every cell (leaving busy cores to others)
+    assert _child(None, command) == ["unset", "unset", "unset"]
+    assert not passive_openmp({}, command=command)
 
 
 def test_a_users_policy_is_kept() -> None:

@@ -236,8 +236,16 @@ def _reorder_hint(args: argparse.Namespace, extra: list[str]) -> str:
 #: PASSIVE kept 382 (issue 24; ``benchmarks/bench_under_load.py`` measures it).
 WAIT_POLICY = "PASSIVE"
 
+#: Commands that choose their threads again before every cell (``--threads 0``) keep OpenMP's
+#: default wait: they leave the cores other processes use at each cell, so their threads rarely
+#: spin against another process, and idle they run about 12% faster than with PASSIVE
+#: (``benchmarks/bench_under_load.py``: ``spin_auto`` against ``auto``).
+PER_CELL_COMMANDS = frozenset({"demo", "study"})
 
-def passive_openmp(environ: MutableMapping[str, str] = os.environ) -> bool:
+
+def passive_openmp(
+    environ: MutableMapping[str, str] = os.environ, command: str | None = None
+) -> bool:
     """Set ``OMP_WAIT_POLICY=PASSIVE`` for this command unless the user set a policy.
 
     OpenMP (libgomp) reads the variable once, when torch loads it, so this runs first in
@@ -245,9 +253,14 @@ def passive_openmp(environ: MutableMapping[str, str] = os.environ) -> bool:
     command called from Python) it changes nothing. Only the command does this: importing
     balfeat never changes the environment. Child processes (torchrun workers) inherit it.
 
+    Args:
+        command: the subcommand; :data:`PER_CELL_COMMANDS` keep OpenMP's default.
+
     Returns:
         Whether the variable was set.
     """
+    if command in PER_CELL_COMMANDS:
+        return False
     if "OMP_WAIT_POLICY" in environ or "torch" in sys.modules:
         return False
     environ["OMP_WAIT_POLICY"] = WAIT_POLICY
@@ -256,7 +269,8 @@ def passive_openmp(environ: MutableMapping[str, str] = os.environ) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; returns the process exit code."""
-    passive_openmp()
+    words = list(sys.argv[1:] if argv is None else argv)
+    passive_openmp(command=next((w for w in words if not w.startswith("-")), None))
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)

@@ -92,7 +92,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "--threads",
         0,
         "CPU threads of torch (default: 0 = auto, chosen again before every cell: the cores "
-        "that other processes leave free, every core when they leave none); N fixes N threads "
+        "that other processes leave free, at least 1); N fixes N threads "
         "for every cell "
         "(results on CPU depend on the number); ignored on a GPU",
     )
