@@ -3,27 +3,15 @@ synthetic Fashion-MNIST-shaped images) and its policies are the ones its README 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 from balfeat.engine.config import load_config
+from benchmark_loader import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load() -> ModuleType:
-    path = ROOT / "benchmarks" / "bench_under_load.py"
-    spec = importlib.util.spec_from_file_location("bench_under_load", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_under_load"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load()
+bench = load_benchmark("bench_under_load")
 
 
 def test_the_workload_is_the_demos_moco_cell(tmp_path: Path) -> None:

@@ -9,29 +9,18 @@ drift apart: ``benchmarks/bench_world_size.py`` measures how far, for MoCo v2 an
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from benchmark_loader import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
 
-def _bench() -> ModuleType:
-    path = ROOT / "benchmarks" / "bench_world_size.py"
-    spec = importlib.util.spec_from_file_location("bench_world_size", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_world_size"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_two_processes_equal_one_with_sync_bn_and_not_without(tmp_path: Path) -> None:
-    bench = _bench()
+    bench = load_benchmark("bench_world_size")
     args = bench.overrides("sl", steps=6)  # 4 steps per epoch: crosses an epoch boundary
     one = bench.pretrain(tmp_path / "one", args, 1)
     synced = bench.pretrain(tmp_path / "sync", [*args, "run.sync_bn=true"], 2)

@@ -13,6 +13,22 @@ import pytest
 from balfeat.study import figures, plots, plots_groups, plots_knn, plots_per_class
 from balfeat.study.summary import findings, summarise
 
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The figures the plot writers draw, kept instead of saved."""
+    figures_drawn: list[Any] = []
+
+    def keep(fig: Any, path: Any, dpi: int = plots.DPI) -> Path:
+        figures_drawn.append(fig)
+        return Path(path)
+
+    for module in (plots, plots_groups, plots_knn, plots_per_class):
+        if hasattr(module, "save_figure"):
+            monkeypatch.setattr(module, "save_figure", keep)
+    return figures_drawn
+
+
 METHODS = ("control", "sl", "moco_v2", "kcl", "supcon", "tsc", "bcl", "paco")
 
 
@@ -61,15 +77,8 @@ def test_panels_of_many_methods_wrap_onto_rows(tmp_path: Path) -> None:
 
 
 def test_bars_carry_no_value_labels_and_legends_sit_outside_the_axes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, drawn: list[Any]
 ) -> None:
-    drawn: list[Any] = []
-
-    def keep(fig: Any, path: Any, dpi: int = plots.DPI) -> Path:
-        drawn.append(fig)
-        return Path(path)
-
-    monkeypatch.setattr(plots_groups, "save_figure", keep)
     plots_groups.plot_shot_bars(summarise(_rows()), tmp_path / "s.png")
     (fig,) = drawn
     axes = [ax for ax in fig.axes if ax.get_visible()]
@@ -96,7 +105,7 @@ def test_gain_over_control_is_drawn_only_with_control_rows(tmp_path: Path) -> No
 
 
 def test_knn_curves_are_small_multiples_with_display_names(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, drawn: list[Any]
 ) -> None:
     for m in ("sl", "moco_v2"):
         for s in ("balanced", "exp100"):
@@ -107,13 +116,6 @@ def test_knn_curves_are_small_multiples_with_display_names(
                 (d / "metrics.jsonl").write_text("\n".join([*lines, "not json"]) + "\n")
     curves = plots_knn.read_knn_curves(tmp_path)
     assert curves["sl"]["exp100"]["seed2"] == [(1.0, 53.0), (2.0, 54.0)]
-    drawn: list[Any] = []
-
-    def keep(fig: Any, path: Any, dpi: int = plots.DPI) -> Path:
-        drawn.append(fig)
-        return Path(path)
-
-    monkeypatch.setattr(plots_knn, "save_figure", keep)
     assert plots_knn.plot_knn_curves(tmp_path, tmp_path / "k.png") is not None
     axes = [ax for ax in drawn[0].axes if ax.get_visible()]
     assert [ax.get_title() for ax in axes] == ["SL (supervised)", "MoCo v2"]
@@ -130,17 +132,7 @@ def test_panels_wrap_into_even_rows() -> None:
     plots.plt.close("all")
 
 
-def test_own_classifier_rows_are_not_labelled_as_a_probe(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    drawn: list[Any] = []
-
-    def keep(fig: Any, path: Any, dpi: int = plots.DPI) -> Path:
-        drawn.append(fig)
-        return Path(path)
-
-    monkeypatch.setattr(plots, "save_figure", keep)
-    monkeypatch.setattr(plots_groups, "save_figure", keep)
+def test_own_classifier_rows_are_not_labelled_as_a_probe(tmp_path: Path, drawn: list[Any]) -> None:
     rows = summarise(_rows())
     own = [dict(r, protocol="own") for r in rows]
     plots.plot_accuracy_vs_imbalance(own, tmp_path / "a.png")
